@@ -1,0 +1,1 @@
+"""GpR Monitor: monitoreo de resultados para la administración pública."""

@@ -1,0 +1,1 @@
+"""`gpr`: la herramienta de línea de órdenes de los operadores."""

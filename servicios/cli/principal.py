@@ -1,0 +1,34 @@
+"""Órdenes de `gpr` (typer): por ahora `gpr local`, la pila local completa de `make run`."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="GpR Monitor: monitoreo de resultados para la administración pública.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _principal() -> None:
+    """GpR Monitor: monitoreo de resultados para la administración pública."""
+
+
+@app.command()
+def local(
+    grpc_puerto: int = typer.Option(50051, help="Puerto gRPC del servicio de consulta."),
+    metricas_puerto: int = typer.Option(9464, help="Puerto de /metrics del servicio de consulta."),
+    tasa: int = typer.Option(200, help="Eventos por segundo del simulador."),
+    particiones: int = typer.Option(4, help="Particiones de los tópicos."),
+    directorio: str = typer.Option("datos/local", help="Registros y estado de esta ejecución."),
+) -> None:
+    """Arranca broker embebido, procesador, consulta y simulador, y muestra los indicadores en vivo.
+
+    Usa el broker de GPR_KAFKA_BOOTSTRAP si está definido. Ctrl-C lo detiene todo.
+    """
+    from servicios.cli.local import PilaLocal, mostrar_en_vivo
+
+    with PilaLocal(grpc_puerto, metricas_puerto, tasa, particiones, directorio) as pila:
+        mostrar_en_vivo(pila)

@@ -1,0 +1,1 @@
+"""Núcleo compartido: modelo de eventos, catálogo, configuración y conexión con Kafka."""

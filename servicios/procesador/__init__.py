@@ -1,0 +1,1 @@
+"""Procesador de flujos (faust-streaming): eventos → estado por caso → cubos → indicadores."""

@@ -1,0 +1,42 @@
+"""`python -m servicios.procesador`: lee la configuración, crea los tópicos y corre un trabajador."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from servicios.comun.catalogo import cargar_catalogo
+from servicios.comun.config import ConfiguracionInvalida, entorno
+from servicios.comun.topicos import crear_topicos
+from servicios.comun.yaml_lineas import ArchivoInvalido
+from servicios.procesador import config
+from servicios.procesador.metricas import MetricasProcesador
+
+
+def main() -> int:
+    try:
+        cfg = config.leer(entorno())
+        catalogo = cargar_catalogo(cfg.catalogo)
+    except (ConfiguracionInvalida, ArchivoInvalido) as error:
+        print(f"gpr-procesador: configuración inválida:\n{error}", file=sys.stderr)
+        return 2
+
+    import faust
+    from prometheus_client import start_http_server
+
+    from servicios.procesador.app import crear_app
+
+    Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
+    crear_topicos(cfg.bootstrap, cfg.particiones)
+    metricas = MetricasProcesador()
+    if cfg.metricas_puerto:
+        start_http_server(cfg.metricas_puerto, registry=metricas.registro)
+    app = crear_app(cfg, catalogo, metricas)
+    worker = faust.Worker(app, loglevel=logging.INFO, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

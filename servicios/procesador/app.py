@@ -1,0 +1,221 @@
+"""La aplicación faust del procesador: agentes, tablas y publicación de instantáneas.
+
+Dos etapas, unidas por el tópico interno gpr.aportes.v1:
+
+1. `procesar_eventos` (clave caso_id): decodifica y valida cada registro (lo inválido va a
+   gpr.eventos.rechazados.v1 con su motivo), deduplica y actualiza el estado del caso
+   (tabla `casos`), y envía los aportes del evento a la partición de su agencia.
+2. `agregar_aportes` (partición por agencia): suma los aportes en cubos horarios por
+   (agencia, servicio) (tabla `cubos`) y lleva la marca de agua de la agencia (`marcas`).
+
+Un temporizador publica cada `GPR_INTERVALO_PUBLICACION` las instantáneas de las agencias
+que cambiaron en gpr.indicadores.v1 (compactado). Todo el estado vive en tablas con
+changelog, así que un trabajador perdido no pierde nada.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+
+import faust
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gpr.v1 import indicadores_pb2 as ipb
+from gpr.v1 import interno_pb2 as interno
+from servicios.comun import topicos
+from servicios.comun.catalogo import Catalogo
+from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
+from servicios.comun.indicadores import VENTANAS_MOVILES, clave_serie
+from servicios.procesador.config import ConfigProcesador
+from servicios.procesador.dominio import ventanas
+from servicios.procesador.dominio.casos import aplicar_evento
+from servicios.procesador.dominio.indicadores import calcular
+from servicios.procesador.metricas import MetricasProcesador
+
+log = logging.getLogger("gpr.procesador")
+
+# Ventanas que calcula el esqueleto; el motor completo añade 1h, 7d, 30d y meses.
+VENTANAS_ACTIVAS = ("24h",)
+# Bits de la secuencia reservados a la posición del evento dentro de su registro.
+_BITS_POSICION = 20
+
+
+def particion_de_agencia(agencia_id: str, particiones: int) -> int:
+    """Todos los servicios de una agencia en una partición: la marca de agua es local."""
+    return zlib.crc32(agencia_id.encode()) % particiones
+
+
+def _cabeceras(mensaje) -> list[tuple[str, bytes]]:
+    cabeceras = mensaje.headers or []
+    return list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras)
+
+
+def _timestamp(segundos: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(segundos * 1e9))
+    return ts
+
+
+def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProcesador,
+              reloj: Callable[[], float] = time.time) -> faust.App:
+    """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
+    app = faust.App(
+        cfg.app_id,
+        broker=f"kafka://{cfg.bootstrap}",
+        store="rocksdb://" if cfg.almacen == "rocksdb" else "memory://",
+        datadir=cfg.directorio_datos,
+        topic_partitions=cfg.particiones,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        # Con los valores por defecto una unión al grupo tarda ~30 s en el broker embebido.
+        broker_rebalance_timeout=6.0,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        producer_acks=-1,
+        web_enabled=False,
+        table_standby_replicas=0,
+    )
+    t_eventos = app.topic(topicos.EVENTOS, partitions=cfg.particiones)
+    t_rechazados = app.topic(topicos.RECHAZADOS, partitions=cfg.particiones)
+    t_aportes = app.topic(topicos.APORTES, partitions=cfg.particiones)
+    t_indicadores = app.topic(topicos.INDICADORES, partitions=cfg.particiones)
+
+    # key_type/value_type bytes: claves y valores crudos (protobuf), sin JSON de por medio.
+    casos = app.Table("casos", partitions=cfg.particiones, key_type=bytes, value_type=bytes)
+    marcas_locales = app.Table("marcas-locales", default=int, partitions=cfg.particiones, key_type=bytes)
+    cubos = app.Table("cubos", partitions=cfg.particiones, key_type=bytes, value_type=bytes)
+    marcas = app.Table("marcas", default=int, partitions=cfg.particiones, key_type=bytes)
+
+    sucias: set[str] = set()
+    publicado: dict[str, bytes] = {}
+    estado_publicacion = {"todo": True}
+
+    async def rechazar(mensaje, valor: bytes, motivo: str, detalle: str) -> None:
+        metricas.rechazados.labels(motivo=motivo.split(":")[0]).inc()
+        await t_rechazados.send(
+            key=mensaje.key,
+            value=valor,
+            headers=[(topicos.CABECERA_MOTIVO, motivo.encode()), ("gpr-detalle", detalle.encode())],
+        )
+
+    def marca_agua_conocida(agencia_id: str) -> int:
+        # Cada partición guarda la que vio; la mayor de las locales aproxima la de la agencia.
+        return max((marcas_locales.get(f"{agencia_id}@{p}".encode(), 0)
+                    for p in range(cfg.particiones)), default=0)
+
+    @app.agent(t_eventos, name="procesar-eventos")
+    async def procesar_eventos(stream):
+        async for evento_kafka in stream.events():
+            mensaje = evento_kafka.message
+            try:
+                eventos = decodificar(mensaje.value, _cabeceras(mensaje))
+            except RegistroInvalido as error:
+                await rechazar(mensaje, mensaje.value or b"", error.motivo, str(error))
+                continue
+            lote = es_lote(_cabeceras(mensaje))
+            for posicion, evento in enumerate(eventos):
+                original = evento.SerializeToString() if lote else mensaje.value
+                motivo = validar(evento, catalogo, reloj())
+                if motivo is None and evento.ocurrido_en.seconds < marca_agua_conocida(evento.agencia_id) - cfg.tardanza_maxima_s:
+                    motivo = "tardio"
+                if motivo is not None:
+                    await rechazar(mensaje, original, motivo, f"evento {evento.evento_id!r}: {motivo}")
+                    continue
+                clave = (evento.caso_id or evento.evento_id).encode()
+                previo = casos.get(clave)
+                resultado = aplicar_evento(
+                    interno.EstadoCaso.FromString(previo) if previo is not None else None,
+                    evento,
+                    catalogo.servicio(evento.agencia_id, evento.servicio_id).plazo_dias,
+                    mensaje.partition,
+                    (mensaje.offset << _BITS_POSICION) | posicion,
+                )
+                if resultado.duplicado:
+                    metricas.duplicados.inc()
+                else:
+                    casos[clave] = resultado.estado.SerializeToString()
+                    clave_marca = f"{evento.agencia_id}@{mensaje.partition}".encode()
+                    if evento.ocurrido_en.seconds > marcas_locales[clave_marca]:
+                        marcas_locales[clave_marca] = evento.ocurrido_en.seconds
+                    metricas.aceptados.inc()
+                await t_aportes.send(
+                    key=f"{evento.agencia_id}|{evento.servicio_id}".encode(),
+                    value=resultado.lote.SerializeToString(),
+                    partition=particion_de_agencia(evento.agencia_id, cfg.particiones),
+                )
+
+    @app.agent(t_aportes, name="agregar-aportes")
+    async def agregar_aportes(stream):
+        async for valor in stream:
+            lote = interno.LoteAportes.FromString(valor)
+            agencia_id = lote.agencia_id
+            por_cubo: dict[bytes, list[interno.Aporte]] = {}
+            for aporte in lote.aportes:
+                clave = f"{agencia_id}|{lote.servicio_id}|{ventanas.hora(aporte.instante)}".encode()
+                por_cubo.setdefault(clave, []).append(aporte)
+            for clave, aportes in por_cubo.items():
+                previo = cubos.get(clave)
+                cubo = interno.CuboHorario.FromString(previo) if previo is not None else interno.CuboHorario()
+                if cubo.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
+                    continue
+                for aporte in aportes:
+                    cubo.medidas[aporte.medida] = cubo.medidas.get(aporte.medida, 0.0) + aporte.valor
+                cubo.secuencias[lote.particion_origen] = lote.secuencia
+                cubos[clave] = cubo.SerializeToString()
+            clave_agencia = agencia_id.encode()
+            if lote.ocurrido_en > marcas[clave_agencia]:
+                marcas[clave_agencia] = lote.ocurrido_en
+            sucias.add(agencia_id)
+
+    def instantaneas(agencia_id: str, ahora: float) -> list[tuple[str, ipb.Indicador]]:
+        marca = marcas.get(agencia_id.encode(), 0)
+        if not marca:
+            return []
+        resultado = []
+        for servicio in catalogo.servicios_de(agencia_id):
+            for ventana in VENTANAS_ACTIVAS:
+                rango = ventanas.rango_movil(marca, VENTANAS_MOVILES[ventana])
+                sumas = ventanas.sumar(
+                    interno.CuboHorario.FromString(bruto).medidas
+                    for h in rango.horas()
+                    if (bruto := cubos.get(f"{agencia_id}|{servicio.id}|{h}".encode())) is not None
+                )
+                for v in calcular(sumas):
+                    indicador = ipb.Indicador(
+                        agencia_id=agencia_id, servicio_id=servicio.id, indicador=v.indicador,
+                        ventana=ventana, valor=v.valor or 0.0, muestras=v.muestras,
+                        sin_datos=v.valor is None, numerador=v.numerador, etapa_id=v.etapa_id,
+                        desde=_timestamp(rango.desde_s), hasta=_timestamp(rango.hasta_s),
+                    )
+                    clave = clave_serie(agencia_id, servicio.id, v.indicador, ventana, v.etapa_id)
+                    resultado.append((clave, indicador))
+        return resultado
+
+    @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
+    async def publicar_indicadores():
+        if app.rebalancing or app.in_recovery:
+            estado_publicacion["todo"] = True
+            return
+        if estado_publicacion["todo"]:
+            # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
+            # sin publicar antes de un corte.
+            sucias.update(k.decode() for k in list(marcas.keys()))
+            estado_publicacion["todo"] = False
+        ahora = reloj()
+        while sucias:
+            agencia_id = sucias.pop()
+            for clave, indicador in instantaneas(agencia_id, ahora):
+                contenido = indicador.SerializeToString()
+                if publicado.get(clave) == contenido:
+                    continue
+                indicador.actualizado_en.CopyFrom(_timestamp(ahora))
+                await t_indicadores.send(key=clave.encode(), value=indicador.SerializeToString())
+                publicado[clave] = contenido
+                metricas.instantaneas.inc()
+
+    return app

@@ -1,0 +1,38 @@
+"""Configuración del procesador, leída una vez del entorno (`GPR_*`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from servicios.comun import config as c
+
+
+@dataclass(frozen=True)
+class ConfigProcesador:
+    bootstrap: str
+    catalogo: str
+    particiones: int
+    app_id: str
+    almacen: str
+    directorio_datos: str
+    tardanza_maxima_s: int
+    intervalo_publicacion_s: float
+    metricas_puerto: int
+
+
+def leer(env: Mapping[str, str]) -> ConfigProcesador:
+    almacen = c.texto(env, "GPR_ALMACEN", "rocksdb")
+    if almacen not in ("rocksdb", "memoria"):
+        raise c.ConfiguracionInvalida(f"GPR_ALMACEN={almacen!r} debe ser 'rocksdb' o 'memoria'")
+    return ConfigProcesador(
+        bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
+        catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
+        particiones=c.entero(env, "GPR_PARTICIONES", 4, minimo=1),
+        app_id=c.texto(env, "GPR_APP_ID", "gpr-procesador"),
+        almacen=almacen,
+        directorio_datos=c.texto(env, "GPR_DIRECTORIO_DATOS", "datos/procesador"),
+        tardanza_maxima_s=c.duracion(env, "GPR_TARDANZA_MAXIMA", "7d"),
+        intervalo_publicacion_s=c.decimal(env, "GPR_INTERVALO_PUBLICACION", 1.0, minimo=0.05),
+        metricas_puerto=c.entero(env, "GPR_METRICAS_PUERTO", 9465),
+    )

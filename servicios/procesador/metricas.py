@@ -1,0 +1,30 @@
+"""Métricas Prometheus propias del procesador (registro dedicado, sin estado global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+@dataclass
+class MetricasProcesador:
+    registro: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.aceptados = Counter(
+            "gpr_procesador_eventos_aceptados", "Eventos aceptados y aplicados a su caso.",
+            registry=self.registro,
+        )
+        self.duplicados = Counter(
+            "gpr_procesador_eventos_duplicados", "Eventos repetidos (misma fuente y evento_id) que no cambiaron nada.",
+            registry=self.registro,
+        )
+        self.rechazados = Counter(
+            "gpr_eventos_rechazados", "Eventos enviados al tópico de rechazados, por motivo.",
+            ["motivo"], registry=self.registro,
+        )
+        self.instantaneas = Counter(
+            "gpr_procesador_instantaneas_publicadas", "Instantáneas de indicadores publicadas en gpr.indicadores.v1.",
+            registry=self.registro,
+        )

@@ -1,0 +1,120 @@
+"""Validación de eventos, catálogo y configuración: errores claros que nombran el campo."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpr.v1 import eventos_pb2 as pb
+from servicios.comun import config
+from servicios.comun.catalogo import cargar_catalogo
+from servicios.comun.eventos import RegistroInvalido, decodificar, validar
+from servicios.comun.topicos import CABECERA_LOTE
+from servicios.comun.yaml_lineas import ArchivoInvalido
+
+from conftest import CATALOGO
+
+AHORA = 2_000_000_000
+
+
+@pytest.fixture(scope="module")
+def catalogo():
+    return cargar_catalogo(CATALOGO)
+
+
+def base(**cambios):
+    e = pb.Evento(evento_id="e1", fuente="f", tipo=pb.SOLICITUD_RECIBIDA, agencia_id="reniec",
+                  servicio_id="dni-duplicado", caso_id="c1")
+    e.ocurrido_en.seconds = AHORA - 60
+    for campo, valor in cambios.items():
+        if valor is None:
+            e.ClearField(campo)
+        else:
+            setattr(e, campo, valor)
+    return e
+
+
+@pytest.mark.parametrize("cambios, motivo", [
+    ({}, None),
+    ({"evento_id": ""}, "campo_requerido:evento_id"),
+    ({"tipo": pb.TIPO_EVENTO_NO_ESPECIFICADO}, "campo_requerido:tipo"),
+    ({"ocurrido_en": None}, "campo_requerido:ocurrido_en"),
+    ({"agencia_id": ""}, "campo_requerido:agencia_id"),
+    ({"servicio_id": ""}, "campo_requerido:servicio_id"),
+    ({"caso_id": ""}, "campo_requerido:caso_id"),
+    ({"tipo": pb.ETAPA_INICIADA}, "campo_requerido:etapa_id"),
+    ({"agencia_id": "otra"}, "agencia_desconocida"),
+    ({"servicio_id": "otro"}, "servicio_desconocido"),
+    ({"tipo": pb.ENCUESTA_RESPONDIDA}, "tipo_incoherente"),
+    ({"tipo": pb.COSTO_REGISTRADO}, "tipo_incoherente"),
+])
+def test_motivos_de_rechazo(catalogo, cambios, motivo):
+    assert validar(base(**cambios), catalogo, AHORA) == motivo
+
+
+def test_tiempo_futuro_con_cinco_minutos_de_tolerancia(catalogo):
+    e = base()
+    e.ocurrido_en.seconds = AHORA + 300
+    assert validar(e, catalogo, AHORA) is None
+    e.ocurrido_en.seconds = AHORA + 301
+    assert validar(e, catalogo, AHORA) == "tiempo_futuro"
+
+
+def test_encuesta_y_costo(catalogo):
+    e = base(tipo=pb.ENCUESTA_RESPONDIDA)
+    e.satisfaccion.escala_max = 5
+    e.satisfaccion.puntaje = 6
+    assert validar(e, catalogo, AHORA) == "tipo_incoherente"
+    e.satisfaccion.puntaje = 5
+    assert validar(e, catalogo, AHORA) is None
+    c = base(tipo=pb.COSTO_REGISTRADO, caso_id="")
+    c.costo.monto = 12.5
+    c.costo.moneda = "USD"
+    assert validar(c, catalogo, AHORA) == "moneda_incoherente"
+    c.costo.moneda = "PEN"
+    assert validar(c, catalogo, AHORA) is None
+
+
+def test_decodificar_evento_y_lote():
+    e = base()
+    assert decodificar(e.SerializeToString()) == [e]
+    lote = pb.LoteEventos(eventos=[e, base(evento_id="e2")]).SerializeToString()
+    assert [x.evento_id for x in decodificar(lote, [(CABECERA_LOTE, b"1")])] == ["e1", "e2"]
+    with pytest.raises(RegistroInvalido):
+        decodificar(b"\xff\xff\xff")
+    with pytest.raises(RegistroInvalido):
+        decodificar(b"")
+
+
+def test_catalogo_invalido_nombra_archivo_linea_y_campo(tmp_path):
+    ruta = tmp_path / "catalogo.yaml"
+    ruta.write_text(
+        "agencias:\n"
+        "  - id: a\n"
+        "    nombre: A\n"
+        "servicios:\n"
+        "  - id: s\n"
+        "    nombre: S\n"
+        "    agencia: b\n"
+        "    plazo_dias: 3\n"
+        "  - id: t\n"
+        "    nombre: T\n"
+        "    agencia: a\n"
+        "    plazo_dias: cero\n"
+    )
+    with pytest.raises(ArchivoInvalido) as error:
+        cargar_catalogo(ruta)
+    assert str(error.value) == f"{ruta}:12: campo 'servicios[1].plazo_dias': debe ser un número entero"
+    ruta.write_text(ruta.read_text().replace("cero", "4"))
+    with pytest.raises(ArchivoInvalido) as error:
+        cargar_catalogo(ruta)
+    assert str(error.value) == f"{ruta}:7: campo 'servicios[0].agencia': agencia desconocida 'b'"
+
+
+def test_config_nombra_la_variable():
+    with pytest.raises(config.ConfiguracionInvalida, match="GPR_KAFKA_BOOTSTRAP"):
+        config.texto({}, "GPR_KAFKA_BOOTSTRAP")
+    with pytest.raises(config.ConfiguracionInvalida, match="GPR_PARTICIONES"):
+        config.entero({"GPR_PARTICIONES": "dos"}, "GPR_PARTICIONES", 4)
+    with pytest.raises(config.ConfiguracionInvalida, match="GPR_TARDANZA_MAXIMA"):
+        config.duracion({"GPR_TARDANZA_MAXIMA": "7 dias"}, "GPR_TARDANZA_MAXIMA", "7d")
+    assert config.duracion({}, "GPR_TARDANZA_MAXIMA", "7d") == 7 * 86400
