@@ -5,11 +5,12 @@ Dos etapas, unidas por el tópico interno gpr.aportes.v1:
 1. `procesar_eventos` (clave caso_id): decodifica y valida cada registro (lo inválido va a
    gpr.eventos.rechazados.v1 con su motivo), deduplica y actualiza el estado del caso
    (tabla `casos`), y envía los aportes del evento a la partición de su agencia.
-2. `agregar_aportes` (partición por agencia): suma los aportes en cubos horarios por
-   (agencia, servicio) (tabla `cubos`) y lleva la marca de agua de la agencia (`marcas`).
+2. `agregar_aportes` (partición por agencia): suma los aportes en cubos horarios y
+   mensuales por (agencia, servicio), la línea de vencimientos y la marca de agua de la
+   agencia (`dominio/agregacion.py`).
 
-Un temporizador publica cada `GPR_INTERVALO_PUBLICACION` las instantáneas de las agencias
-que cambiaron en gpr.indicadores.v1 (compactado). Todo el estado vive en tablas con
+Un temporizador publica cada `GPR_INTERVALO_PUBLICACION` las instantáneas que cambiaron de
+las agencias tocadas en gpr.indicadores.v1 (compactado). Todo el estado vive en tablas con
 changelog, así que un trabajador perdido no pierde nada.
 """
 
@@ -28,17 +29,14 @@ from gpr.v1 import interno_pb2 as interno
 from servicios.comun import topicos
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
-from servicios.comun.indicadores import VENTANAS_MOVILES, clave_serie
+from servicios.comun.indicadores import clave_serie
 from servicios.procesador.config import ConfigProcesador
-from servicios.procesador.dominio import ventanas
+from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.casos import aplicar_evento
-from servicios.procesador.dominio.indicadores import calcular
 from servicios.procesador.metricas import MetricasProcesador
 
 log = logging.getLogger("gpr.procesador")
 
-# Ventanas que calcula el esqueleto; el motor completo añade 1h, 7d, 30d y meses.
-VENTANAS_ACTIVAS = ("24h",)
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
 _BITS_POSICION = 20
 
@@ -86,10 +84,18 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
     t_indicadores = app.topic(topicos.INDICADORES, partitions=cfg.particiones)
 
     # key_type/value_type bytes: claves y valores crudos (protobuf), sin JSON de por medio.
-    casos = app.Table("casos", partitions=cfg.particiones, key_type=bytes, value_type=bytes)
-    marcas_locales = app.Table("marcas-locales", default=int, partitions=cfg.particiones, key_type=bytes)
-    cubos = app.Table("cubos", partitions=cfg.particiones, key_type=bytes, value_type=bytes)
-    marcas = app.Table("marcas", default=int, partitions=cfg.particiones, key_type=bytes)
+    def tabla(nombre: str, **opciones):
+        return app.Table(nombre, partitions=cfg.particiones, key_type=bytes, **opciones)
+
+    casos = tabla("casos", value_type=bytes)
+    marcas_locales = tabla("marcas-locales", default=int)
+    agregacion = Agregacion(
+        cubos=tabla("cubos", value_type=bytes),
+        lineas=tabla("vencimientos", value_type=bytes),
+        agencias=tabla("agencias", value_type=bytes),
+        catalogo=catalogo,
+        tardanza_maxima_s=cfg.tardanza_maxima_s,
+    )
 
     sucias: set[str] = set()
     publicado: dict[str, bytes] = {}
@@ -152,49 +158,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):
         async for valor in stream:
-            lote = interno.LoteAportes.FromString(valor)
-            agencia_id = lote.agencia_id
-            por_cubo: dict[bytes, list[interno.Aporte]] = {}
-            for aporte in lote.aportes:
-                clave = f"{agencia_id}|{lote.servicio_id}|{ventanas.hora(aporte.instante)}".encode()
-                por_cubo.setdefault(clave, []).append(aporte)
-            for clave, aportes in por_cubo.items():
-                previo = cubos.get(clave)
-                cubo = interno.CuboHorario.FromString(previo) if previo is not None else interno.CuboHorario()
-                if cubo.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
-                    continue
-                for aporte in aportes:
-                    cubo.medidas[aporte.medida] = cubo.medidas.get(aporte.medida, 0.0) + aporte.valor
-                cubo.secuencias[lote.particion_origen] = lote.secuencia
-                cubos[clave] = cubo.SerializeToString()
-            clave_agencia = agencia_id.encode()
-            if lote.ocurrido_en > marcas[clave_agencia]:
-                marcas[clave_agencia] = lote.ocurrido_en
-            sucias.add(agencia_id)
-
-    def instantaneas(agencia_id: str, ahora: float) -> list[tuple[str, ipb.Indicador]]:
-        marca = marcas.get(agencia_id.encode(), 0)
-        if not marca:
-            return []
-        resultado = []
-        for servicio in catalogo.servicios_de(agencia_id):
-            for ventana in VENTANAS_ACTIVAS:
-                rango = ventanas.rango_movil(marca, VENTANAS_MOVILES[ventana])
-                sumas = ventanas.sumar(
-                    interno.CuboHorario.FromString(bruto).medidas
-                    for h in rango.horas()
-                    if (bruto := cubos.get(f"{agencia_id}|{servicio.id}|{h}".encode())) is not None
-                )
-                for v in calcular(sumas):
-                    indicador = ipb.Indicador(
-                        agencia_id=agencia_id, servicio_id=servicio.id, indicador=v.indicador,
-                        ventana=ventana, valor=v.valor or 0.0, muestras=v.muestras,
-                        sin_datos=v.valor is None, numerador=v.numerador, etapa_id=v.etapa_id,
-                        desde=_timestamp(rango.desde_s), hasta=_timestamp(rango.hasta_s),
-                    )
-                    clave = clave_serie(agencia_id, servicio.id, v.indicador, ventana, v.etapa_id)
-                    resultado.append((clave, indicador))
-        return resultado
+            sucias.add(agregacion.aplicar_lote(interno.LoteAportes.FromString(valor)))
 
     @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
     async def publicar_indicadores():
@@ -204,12 +168,21 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
         if estado_publicacion["todo"]:
             # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
             # sin publicar antes de un corte.
-            sucias.update(k.decode() for k in list(marcas.keys()))
+            sucias.update(k.decode() for k in list(agregacion.agencias.keys()))
             estado_publicacion["todo"] = False
         ahora = reloj()
         while sucias:
             agencia_id = sucias.pop()
-            for clave, indicador in instantaneas(agencia_id, ahora):
+            for inst in agregacion.instantaneas(agencia_id):
+                v = inst.valor
+                indicador = ipb.Indicador(
+                    agencia_id=agencia_id, servicio_id=inst.servicio_id, indicador=v.indicador,
+                    ventana=inst.ventana, valor=v.valor if v.valor is not None else 0.0,
+                    muestras=v.muestras, sin_datos=v.valor is None, numerador=v.numerador,
+                    etapa_id=v.etapa_id, etapa_cuello_botella=inst.cuello_botella,
+                    desde=_timestamp(inst.desde_s), hasta=_timestamp(inst.hasta_s),
+                )
+                clave = clave_serie(agencia_id, inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)
                 contenido = indicador.SerializeToString()
                 if publicado.get(clave) == contenido:
                     continue

@@ -1,16 +1,19 @@
-"""Núcleo puro del procesador: aportes por caso, ventanas e indicadores, con valores a mano."""
+"""Núcleo puro del procesador: aportes por caso, ventanas, percentiles, vencimientos e
+indicadores, con valores calculados a mano."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from gpr.v1 import eventos_pb2 as pb
-from servicios.procesador.dominio import ventanas
+from gpr.v1 import interno_pb2 as interno
+from servicios.procesador.dominio import vencimientos, ventanas
 from servicios.procesador.dominio.casos import aplicar_evento
-from servicios.procesador.dominio.indicadores import ValorIndicador, calcular
+from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
+from servicios.procesador.dominio.percentiles import clave, percentil
 
 H, D = 3600, 86400
 
@@ -32,19 +35,36 @@ def aplicar_todos(eventos, plazo_servicio=7):
         if not r.duplicado:
             for a in r.lote.aportes:
                 total[(a.medida, a.instante)] += a.valor
-    return +total
+    return Counter({k: v for k, v in total.items() if v})
+
+
+def solo(aportes, *medidas):
+    return Counter({k: v for k, v in aportes.items() if k[0] in medidas})
 
 
 def test_entrega_en_plazo_exacto_cuenta_como_en_plazo():
     # 7 días exactos con plazo de 7 días: en plazo (≤).
     aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 1000), ev("2", pb.SERVICIO_ENTREGADO, 1000 + 7 * D)])
-    assert aportes == Counter({("solicitudes", 1000): 1, ("plazo_casos", 1000 + 7 * D): 1,
-                               ("plazo_buenos", 1000 + 7 * D): 1})
+    assert solo(aportes, "solicitudes", "plazo_casos", "plazo_buenos", "entregas") == Counter({
+        ("solicitudes", 1000): 1, ("plazo_casos", 1000 + 7 * D): 1,
+        ("plazo_buenos", 1000 + 7 * D): 1, ("entregas", 1000 + 7 * D): 1})
+    # Concluido justo al cumplir el plazo: nunca estuvo vencido.
+    assert solo(aportes, "vencidos") == Counter()
 
 
 def test_un_segundo_tarde_no_cumple():
     aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 1000), ev("2", pb.SERVICIO_ENTREGADO, 1001 + 7 * D)])
-    assert aportes == Counter({("solicitudes", 1000): 1, ("plazo_casos", 1001 + 7 * D): 1})
+    assert solo(aportes, "plazo_casos", "plazo_buenos") == Counter({("plazo_casos", 1001 + 7 * D): 1})
+    # Su edad supera el plazo en 1000+7d+1, el mismo segundo en que concluye: nunca vencido.
+    assert solo(aportes, "vencidos") == Counter()
+    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 1000), ev("2", pb.SERVICIO_ENTREGADO, 1002 + 7 * D)])
+    assert solo(aportes, "vencidos") == Counter({("vencidos", 1001 + 7 * D): 1, ("vencidos", 1002 + 7 * D): -1})
+
+
+def test_caso_abierto_vence_al_superar_el_plazo():
+    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 50, plazo=2)])
+    assert solo(aportes, "vencidos", "conclusion_casos", "conclusion_buenos") == Counter({
+        ("vencidos", 50 + 2 * D + 1): 1, ("conclusion_casos", 50): 1})
 
 
 def test_plazo_propio_del_evento_sustituye_al_del_servicio():
@@ -59,7 +79,28 @@ def test_entrega_anterior_que_llega_despues_mueve_el_aporte():
         ev("2", pb.SERVICIO_ENTREGADO, 9 * D),
         ev("3", pb.SERVICIO_ENTREGADO, 2 * D),
     ])
-    assert aportes == Counter({("solicitudes", 0): 1, ("plazo_casos", 2 * D): 1, ("plazo_buenos", 2 * D): 1})
+    assert solo(aportes, "solicitudes", "plazo_casos", "plazo_buenos", "entregas", "concluidos") == Counter({
+        ("solicitudes", 0): 1, ("plazo_casos", 2 * D): 1, ("plazo_buenos", 2 * D): 1,
+        ("entregas", 2 * D): 1, ("concluidos", 2 * D): 1})
+
+
+def test_reintento_resultado_de_la_conclusion_y_etapa_sin_inicio():
+    inicio, fin = ev("2", pb.ETAPA_INICIADA, 20), ev("3", pb.ETAPA_COMPLETADA, 80)
+    inicio.etapa_id = fin.etapa_id = "revision"
+    fin.intento = 2  # completa el intento 2, que nunca empezó: no hay permanencia que medir
+    cierre = ev("4", pb.CASO_CERRADO, 100)
+    cierre.resultado = pb.DESISTIDO
+    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 10), inicio, fin, cierre])
+    assert solo(aportes, "reproceso", "errores", "concluidos", "conclusion_buenos") == Counter({
+        ("reproceso", 100): 1, ("errores", 100): 1, ("concluidos", 100): 1, ("conclusion_buenos", 10): 1})
+    assert not [k for k in aportes if k[0].startswith("etapa:")]
+
+
+def test_permanencia_en_etapa():
+    inicio, fin = ev("2", pb.ETAPA_INICIADA, 20), ev("3", pb.ETAPA_COMPLETADA, 3620)
+    inicio.etapa_id = fin.etapa_id = "revision"
+    aportes = aplicar_todos([fin, inicio])
+    assert aportes == Counter({(f"etapa:revision#{clave(3600)}", 3620): 1})
 
 
 def test_duplicado_devuelve_el_mismo_lote_con_su_secuencia_original():
@@ -71,42 +112,20 @@ def test_duplicado_devuelve_el_mismo_lote_con_su_secuencia_original():
     assert not otro.duplicado
 
 
-CASOS = st.lists(
-    st.tuples(st.sampled_from([pb.SOLICITUD_RECIBIDA, pb.SERVICIO_ENTREGADO]), st.integers(0, 20 * D)),
-    min_size=1, max_size=6,
-)
-
-
-def referencia(pares, plazo=7):
-    """Definición directa: recepción y entrega = las primeras; en plazo si la diferencia ≤ plazo."""
-    recepciones = [t for tipo, t in pares if tipo == pb.SOLICITUD_RECIBIDA]
-    entregas = [t for tipo, t in pares if tipo == pb.SERVICIO_ENTREGADO]
-    esperado = Counter()
-    for t in recepciones:
-        esperado[("solicitudes", t)] += 1
-    if recepciones and entregas:
-        r, e = min(recepciones), min(entregas)
-        esperado[("plazo_casos", e)] += 1
-        if e - r <= plazo * D:
-            esperado[("plazo_buenos", e)] += 1
-    return +esperado
-
-
-@settings(max_examples=300, deadline=None)
-@given(CASOS, st.randoms(use_true_random=False), st.lists(st.integers(0, 5), max_size=4))
-def test_orden_y_duplicados_no_cambian_los_aportes(pares, azar, repetir):
-    eventos = [ev(str(i), tipo, t) for i, (tipo, t) in enumerate(pares)]
-    con_duplicados = eventos + [eventos[i % len(eventos)] for i in repetir]
-    azar.shuffle(con_duplicados)
-    assert aplicar_todos(con_duplicados) == referencia(pares)
-
-
 def test_rango_movil_alineado_a_la_hora():
     marca = 100 * H + 1234
     rango = ventanas.rango_movil(marca, 24 * H)
     assert (rango.primera_hora, rango.ultima_hora) == (77, 100)
     assert (rango.desde_s, rango.hasta_s) == (77 * H, marca)
     assert len(rango.horas()) == 24
+
+
+def test_meses_en_la_zona_de_la_agencia():
+    # 2026-03-01 00:00 en Lima (UTC−5) es 2026-03-01 05:00 UTC = 1772341200.
+    assert ventanas.limites_mes("2026-03", "America/Lima") == (1772341200, 1772341200 + 31 * D)
+    assert ventanas.mes_de(1772341200 - 1, "America/Lima") == "2026-02"
+    assert ventanas.mes_de(1772341200, "America/Lima") == "2026-03"
+    assert ventanas.meses_hasta("2026-02", 3) == ["2025-12", "2026-01", "2026-02"]
 
 
 @given(st.lists(st.dictionaries(st.sampled_from("abc"), st.integers(-5, 5)), max_size=6))
@@ -116,13 +135,60 @@ def test_suma_de_cubos_es_asociativa(cubos):
     assert por_partes == ventanas.sumar(cubos)
 
 
+@given(st.lists(st.tuples(st.integers(0, 200 * D), st.sampled_from([1, -1])), max_size=30),
+       st.lists(st.integers(0, 200 * D), max_size=4))
+def test_linea_de_vencimientos_plegada_da_lo_mismo_que_sin_plegar(deltas, plegados):
+    """Plegar en cualquier punto (con deltas que llegan antes y después) no cambia los cierres de mes."""
+    zona = "America/Lima"
+    plegada, simple = interno.LineaVencimientos(), interno.LineaVencimientos()
+    puntos = sorted(plegados)
+    for i, (t, d) in enumerate(deltas):
+        vencimientos.aplicar(plegada, t, d, zona)
+        vencimientos.aplicar(simple, t, d, zona)
+        if puntos and i == len(deltas) // 2:
+            for p in puntos:
+                vencimientos.plegar(plegada, p, zona, meses_retenidos=100)
+    marca = 200 * D
+    for mes in ventanas.meses_hasta(ventanas.mes_de(marca, zona), 8):
+        fin = min(ventanas.limites_mes(mes, zona)[1] - 1, marca)
+        a_mano = sum(d for t, d in deltas if t <= fin)
+        assert vencimientos.valor_al_cierre(plegada, mes, zona, marca) == a_mano
+        assert vencimientos.valor_al_cierre(simple, mes, zona, marca) == a_mano
+
+
 def test_indicadores_con_denominador_vacio_no_tienen_valor():
-    valores = {v.indicador: v for v in calcular({})}
-    assert valores["cumplimiento_plazo"] == ValorIndicador("cumplimiento_plazo", None, 0)
-    assert valores["solicitudes"].valor == 0.0  # un conteo de cero sí es un valor
+    valores = {(v.indicador, v.etapa_id): v for v in calcular({}, 0, etapas=["a"])}
+    for nombre in ("cumplimiento_plazo", "tasa_conclusion", "tiempo_atencion_p50", "reclamos_por_mil",
+                   "costo_por_tramite", "satisfaccion_indice", "tasa_error", "adopcion_digital"):
+        assert valores[(nombre, "")].valor is None and valores[(nombre, "")].muestras == 0
+    assert valores[("tiempo_etapa_p90", "a")].valor is None
+    assert valores[("solicitudes", "")].valor == 0.0  # un conteo de cero sí es un valor
 
 
 def test_indicadores_a_mano():
-    valores = {v.indicador: v for v in calcular({"solicitudes": 5, "plazo_casos": 4, "plazo_buenos": 3})}
+    sumas = {"solicitudes": 5, "plazo_casos": 4, "plazo_buenos": 3, "entregas": 4, "entregas_digitales": 1,
+             "reclamos": 2, "costo_total": 100.0, "encuestas": 4, "encuestas_top2": 3, "satisfaccion_suma": 2.5}
+    valores = {v.indicador: v for v in calcular(sumas, 7)}
     assert valores["cumplimiento_plazo"] == ValorIndicador("cumplimiento_plazo", 0.75, 4, 3)
     assert valores["solicitudes"].valor == 5 and valores["solicitudes"].muestras == 5
+    assert valores["reclamos_por_mil"].valor == 500.0
+    assert valores["costo_por_tramite"].valor == 25.0
+    assert valores["adopcion_digital"].valor == 0.25
+    assert valores["satisfaccion_top2"].valor == 0.75 and valores["satisfaccion_indice"].valor == 0.625
+    assert valores["casos_vencidos"].valor == 7
+
+
+def test_percentil_rango_mas_cercano_con_error_relativo_acotado():
+    histograma = Counter(clave(x) for x in [10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
+    # Rango más cercano: p50 → 5.º valor (50); p90 → 9.º (90); error relativo ≤ 1 %.
+    assert abs(percentil(histograma, 0.5) - 50) <= 0.5
+    assert abs(percentil(histograma, 0.9) - 90) <= 0.9
+    assert percentil(Counter({clave(0): 3}), 0.5) == 0.0
+    assert percentil({}, 0.5) is None
+
+
+def test_cuello_de_botella_mayor_mediana_y_empate_alfabetico():
+    h = lambda *xs: Counter(clave(x) for x in xs)
+    assert cuello_de_botella({"etapa:b": h(100, 200, 300), "etapa:a": h(10, 20, 30), "atencion": h(9999)}) == "b"
+    assert cuello_de_botella({"etapa:b": h(100), "etapa:a": h(100)}) == "a"
+    assert cuello_de_botella({}) == ""

@@ -1,12 +1,15 @@
-"""Indicadores de una ventana a partir de la suma de sus cubos.
+"""Indicadores de una ventana a partir de la suma de sus cubos (definiciones en el README).
 
 Un indicador cuyo denominador está vacío no tiene valor (`valor is None`), nunca 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from servicios.procesador.dominio import medidas as m
+from servicios.procesador.dominio.percentiles import percentil, total
 
 
 @dataclass(frozen=True)
@@ -18,16 +21,60 @@ class ValorIndicador:
     etapa_id: str = ""
 
 
-def _proporcion(indicador: str, buenos: float, casos: float) -> ValorIndicador:
-    casos_enteros = round(casos)
-    if casos_enteros <= 0:
+def _proporcion(indicador: str, numerador: float, denominador: float, escala: float = 1.0) -> ValorIndicador:
+    casos = round(denominador)
+    if casos <= 0:
         return ValorIndicador(indicador, None, 0)
-    return ValorIndicador(indicador, buenos / casos, casos_enteros, buenos)
+    return ValorIndicador(indicador, numerador / denominador * escala, casos, numerador)
 
 
-def calcular(sumas: Mapping[str, float]) -> list[ValorIndicador]:
-    solicitudes = round(sumas.get("solicitudes", 0.0))
+def _conteo(indicador: str, valor: float) -> ValorIndicador:
+    n = round(valor)
+    return ValorIndicador(indicador, float(n), n, float(n))
+
+
+def _percentiles(indicador: str, histograma: Mapping[str, float], etapa_id: str = "") -> list[ValorIndicador]:
+    n = total(histograma)
     return [
-        ValorIndicador("solicitudes", float(solicitudes), solicitudes, float(solicitudes)),
-        _proporcion("cumplimiento_plazo", sumas.get("plazo_buenos", 0.0), sumas.get("plazo_casos", 0.0)),
+        ValorIndicador(f"{indicador}_p{q}", percentil(histograma, q / 100), n if n > 0 else 0, etapa_id=etapa_id)
+        for q in (50, 90)
     ]
+
+
+def cuello_de_botella(histogramas: Mapping[str, Mapping[str, float]]) -> str:
+    """La etapa con la mayor mediana de permanencia; empate: la primera alfabéticamente."""
+    medianas = []
+    for nombre, histograma in histogramas.items():
+        etapa = m.etapa_de(nombre)
+        if etapa is not None:
+            mediana = percentil(histograma, 0.5)
+            if mediana is not None:
+                medianas.append((-mediana, etapa))
+    return min(medianas)[1] if medianas else ""
+
+
+def calcular(sumas: Mapping[str, float], vencidos: float, etapas: Iterable[str] = ()) -> list[ValorIndicador]:
+    """Todos los indicadores de la ventana; los de etapa, para las etapas del catálogo y las
+    que aparezcan en los datos (una etapa sin datos en la ventana se publica sin datos)."""
+    simples, histogramas = m.separar_histogramas(dict(sumas))
+    s = simples.get
+    entregas = s(m.ENTREGAS, 0.0)
+    resultado = [
+        _conteo("solicitudes", s(m.SOLICITUDES, 0.0)),
+        _conteo("entregas", entregas),
+        _proporcion("tasa_conclusion", s(m.CONCLUSION_BUENOS, 0.0), s(m.CONCLUSION_CASOS, 0.0)),
+        _proporcion("cumplimiento_plazo", s(m.PLAZO_BUENOS, 0.0), s(m.PLAZO_CASOS, 0.0)),
+        *_percentiles("tiempo_atencion", histogramas.get(m.ATENCION, {})),
+        _conteo("casos_vencidos", vencidos),
+        _proporcion("tasa_reproceso", s(m.REPROCESO, 0.0), s(m.CONCLUIDOS, 0.0)),
+        _proporcion("satisfaccion_top2", s(m.ENCUESTAS_TOP2, 0.0), s(m.ENCUESTAS, 0.0)),
+        _proporcion("satisfaccion_indice", s(m.SATISFACCION_SUMA, 0.0), s(m.ENCUESTAS, 0.0)),
+        _proporcion("reclamos_por_mil", s(m.RECLAMOS, 0.0), entregas, escala=1000.0),
+        _proporcion("adopcion_digital", s(m.ENTREGAS_DIGITALES, 0.0), entregas),
+        _proporcion("costo_por_tramite", s(m.COSTO_TOTAL, 0.0), entregas),
+        _proporcion("tasa_error", s(m.ERRORES, 0.0), s(m.CONCLUIDOS, 0.0)),
+    ]
+    con_datos = {m.etapa_de(n) for n in histogramas if m.etapa_de(n) is not None}
+    for etapa in sorted(con_datos | set(etapas)):
+        resultado.extend(_percentiles("tiempo_etapa", histogramas.get(m.etapa(etapa), {}), etapa))
+    return resultado

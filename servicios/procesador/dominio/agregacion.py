@@ -1,0 +1,179 @@
+"""Etapa de agregación por (agencia, servicio): cubos, vencimientos, marca de agua e
+instantáneas de todas las ventanas. Opera sobre mapas clave → bytes (las tablas de faust lo
+son; las pruebas usan dicts), sin E/S propia.
+
+Claves de los mapas:
+  cubos     "agencia|servicio|h<hora>" (cubo horario UTC) y "agencia|servicio|m<AAAA-MM>" (mes
+            en la zona de la agencia) → CuboHorario
+  lineas    "agencia|servicio" → LineaVencimientos
+  agencias  "agencia" → EstadoAgencia
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+
+from gpr.v1 import interno_pb2 as interno
+from servicios.comun.catalogo import Catalogo
+from servicios.comun.indicadores import VENTANAS_MOVILES
+from servicios.procesador.dominio import medidas as m
+from servicios.procesador.dominio import vencimientos, ventanas
+from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
+
+# Los cubos horarios solo sirven a las ventanas móviles: la más larga es de 30 días.
+RETENCION_HORAS = max(VENTANAS_MOVILES.values()) // ventanas.SEGUNDOS_HORA
+MESES_RETENIDOS = 13
+# Tope de horas que un barrido recorre de una vez (tras un salto grande de la marca de agua).
+_BARRIDO_MAXIMO = 24 * 60
+
+
+@dataclass(frozen=True)
+class Instantanea:
+    servicio_id: str
+    ventana: str
+    desde_s: int
+    hasta_s: int
+    valor: ValorIndicador
+    cuello_botella: str
+
+
+def _clave_cubo_hora(agencia: str, servicio: str, hora: int) -> bytes:
+    return f"{agencia}|{servicio}|h{hora}".encode()
+
+
+def _clave_cubo_mes(agencia: str, servicio: str, mes: str) -> bytes:
+    return f"{agencia}|{servicio}|m{mes}".encode()
+
+
+class Agregacion:
+    def __init__(self, cubos: MutableMapping, lineas: MutableMapping, agencias: MutableMapping,
+                 catalogo: Catalogo, tardanza_maxima_s: int):
+        self.cubos = cubos
+        self.lineas = lineas
+        self.agencias = agencias
+        self.catalogo = catalogo
+        self.tardanza_maxima_s = tardanza_maxima_s
+
+    def _zona(self, agencia_id: str) -> str:
+        agencia = self.catalogo.agencias.get(agencia_id)
+        return agencia.zona_horaria if agencia else "UTC"
+
+    def estado_agencia(self, agencia_id: str) -> interno.EstadoAgencia:
+        bruto = self.agencias.get(agencia_id.encode())
+        return interno.EstadoAgencia.FromString(bruto) if bruto is not None else interno.EstadoAgencia()
+
+    def _sumar_en_cubo(self, clave: bytes, aportes: list, lote: interno.LoteAportes) -> None:
+        bruto = self.cubos.get(clave)
+        cubo = interno.CuboHorario.FromString(bruto) if bruto is not None else interno.CuboHorario()
+        if cubo.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
+            return
+        for aporte in aportes:
+            nuevo = cubo.medidas.get(aporte.medida, 0.0) + aporte.valor
+            if abs(nuevo) < 1e-9:
+                cubo.medidas.pop(aporte.medida, None)
+            else:
+                cubo.medidas[aporte.medida] = nuevo
+        cubo.secuencias[lote.particion_origen] = lote.secuencia
+        self.cubos[clave] = cubo.SerializeToString()
+
+    def aplicar_lote(self, lote: interno.LoteAportes) -> str:
+        """Suma un lote de aportes (idempotente por secuencia) y devuelve su agencia."""
+        agencia, servicio = lote.agencia_id, lote.servicio_id
+        zona = self._zona(agencia)
+        por_cubo: dict[bytes, list] = {}
+        de_vencidos = []
+        for aporte in lote.aportes:
+            if aporte.medida == m.VENCIDOS:
+                de_vencidos.append(aporte)
+                continue
+            por_cubo.setdefault(_clave_cubo_hora(agencia, servicio, ventanas.hora(aporte.instante)), []).append(aporte)
+            por_cubo.setdefault(_clave_cubo_mes(agencia, servicio, ventanas.mes_de(aporte.instante, zona)), []).append(aporte)
+        for clave, aportes in por_cubo.items():
+            self._sumar_en_cubo(clave, aportes, lote)
+        if de_vencidos:
+            self._sumar_vencidos(agencia, servicio, de_vencidos, lote, zona)
+        self._avanzar_marca(agencia, lote.ocurrido_en)
+        return agencia
+
+    def _linea(self, agencia: str, servicio: str) -> interno.LineaVencimientos:
+        bruto = self.lineas.get(f"{agencia}|{servicio}".encode())
+        return interno.LineaVencimientos.FromString(bruto) if bruto is not None else interno.LineaVencimientos()
+
+    def _sumar_vencidos(self, agencia, servicio, aportes, lote, zona) -> None:
+        linea = self._linea(agencia, servicio)
+        if linea.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
+            return
+        for aporte in aportes:
+            vencimientos.aplicar(linea, aporte.instante, aporte.valor, zona)
+        linea.secuencias[lote.particion_origen] = lote.secuencia
+        self.lineas[f"{agencia}|{servicio}".encode()] = linea.SerializeToString()
+
+    def _avanzar_marca(self, agencia: str, ocurrido_en: int) -> None:
+        estado = self.estado_agencia(agencia)
+        cambio = False
+        if not estado.primer_instante or ocurrido_en < estado.primer_instante:
+            estado.primer_instante = ocurrido_en
+            cambio = True
+        if ocurrido_en > estado.marca_agua:
+            estado.marca_agua = ocurrido_en
+            self._barrer(agencia, estado)
+            cambio = True
+        if cambio:
+            self.agencias[agencia.encode()] = estado.SerializeToString()
+
+    def _barrer(self, agencia: str, estado: interno.EstadoAgencia) -> None:
+        """Borra cubos que ya no sirven a ninguna ventana y pliega los vencimientos viejos."""
+        corte = ventanas.hora(estado.marca_agua) - RETENCION_HORAS
+        if corte <= estado.barrido_hasta:
+            return
+        desde = max(estado.barrido_hasta, corte - _BARRIDO_MAXIMO)
+        zona = self._zona(agencia)
+        meses_vigentes = set(ventanas.meses_hasta(ventanas.mes_de(estado.marca_agua, zona), MESES_RETENIDOS))
+        mes_viejo = ventanas.meses_hasta(min(meses_vigentes), 2)[0]
+        for servicio in self.catalogo.servicios_de(agencia):
+            for hora in range(desde, corte):
+                self.cubos.pop(_clave_cubo_hora(agencia, servicio.id, hora), None)
+            self.cubos.pop(_clave_cubo_mes(agencia, servicio.id, mes_viejo), None)
+            clave_linea = f"{agencia}|{servicio.id}".encode()
+            if clave_linea in self.lineas:
+                linea = self._linea(agencia, servicio.id)
+                vencimientos.plegar(linea, estado.marca_agua - self.tardanza_maxima_s, zona, MESES_RETENIDOS)
+                self.lineas[clave_linea] = linea.SerializeToString()
+        estado.barrido_hasta = corte
+
+    def _sumas(self, claves: Iterator[bytes]) -> dict[str, float]:
+        return ventanas.sumar(
+            interno.CuboHorario.FromString(bruto).medidas
+            for clave in claves
+            if (bruto := self.cubos.get(clave)) is not None
+        )
+
+    def instantaneas(self, agencia_id: str) -> list[Instantanea]:
+        """Todas las ventanas de todos los servicios de la agencia, en su marca de agua."""
+        estado = self.estado_agencia(agencia_id)
+        if not estado.marca_agua:
+            return []
+        marca = estado.marca_agua
+        zona = self._zona(agencia_id)
+        mes_actual = ventanas.mes_de(marca, zona)
+        meses = [mes for mes in ventanas.meses_hasta(mes_actual, MESES_RETENIDOS)
+                 if mes >= ventanas.mes_de(estado.primer_instante, zona)]
+        resultado = []
+        for servicio in self.catalogo.servicios_de(agencia_id):
+            linea = self._linea(agencia_id, servicio.id)
+            vencidos_ahora = vencimientos.valor_en(linea, marca)
+            rangos = [(nombre, ventanas.rango_movil(marca, duracion), vencidos_ahora)
+                      for nombre, duracion in VENTANAS_MOVILES.items()]
+            for mes in meses:
+                rangos.append((f"mes:{mes}", ventanas.rango_mes(mes, zona, marca),
+                               vencimientos.valor_al_cierre(linea, mes, zona, marca)))
+            for nombre, rango, vencidos in rangos:
+                if nombre.startswith("mes:"):
+                    sumas = self._sumas(iter([_clave_cubo_mes(agencia_id, servicio.id, nombre[4:])]))
+                else:
+                    sumas = self._sumas(_clave_cubo_hora(agencia_id, servicio.id, h) for h in rango.horas())
+                cuello = cuello_de_botella(m.separar_histogramas(sumas)[1])
+                for valor in calcular(sumas, vencidos, servicio.etapas):
+                    resultado.append(Instantanea(servicio.id, nombre, rango.desde_s, rango.hasta_s, valor, cuello))
+        return resultado

@@ -1,0 +1,1 @@
+"""Utilidades de las pruebas: implementación de referencia y generación de escenarios."""

@@ -1,0 +1,82 @@
+"""Escenarios de eventos para las pruebas: casos con todas sus variantes (desorden, entregas
+repetidas, plazos propios, reintentos, devoluciones, cierres, encuestas, reclamos, costos)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+from gpr.v1 import eventos_pb2 as pb
+
+H, D = 3600, 86400
+CANALES = [pb.PRESENCIAL, pb.WEB, pb.APP, pb.TELEFONO, pb.CORREO, pb.DIGITAL_ASISTIDO]
+RESULTADOS = [pb.OTORGADO] * 6 + [pb.DENEGADO_NO_ELEGIBLE, pb.DENEGADO_INCOMPLETO, pb.DESISTIDO, pb.ERROR]
+
+
+def _evento(azar, tipo, agencia, servicio, t, caso="", **campos):
+    e = pb.Evento(evento_id=str(uuid.UUID(int=azar.getrandbits(128))), fuente="escenario", tipo=tipo,
+                  agencia_id=agencia, servicio_id=servicio, caso_id=caso, **campos)
+    e.ocurrido_en.seconds = t
+    return e
+
+
+def generar(catalogo, azar: random.Random, casos_por_servicio: int, inicio: int, duracion: int):
+    """Eventos aceptables (sin duplicados), en orden de ocurrencia, entre inicio e inicio+duracion."""
+    eventos = []
+    fin = inicio + duracion
+    for (agencia, servicio_id), servicio in sorted(catalogo.servicios.items()):
+        moneda = catalogo.agencias[agencia].moneda
+        lento = azar.choice(servicio.etapas) if servicio.etapas else None
+        for n in range(casos_por_servicio):
+            caso = f"{agencia}-{servicio_id}-{n}-{azar.getrandbits(32):08x}"
+            t = azar.randint(inicio, fin)
+            propios = []
+            kw = {}
+            if azar.random() < 0.1:
+                kw["plazo_dias"] = azar.randint(1, 5)
+            if azar.random() < 0.97:  # a veces nunca se conoce la recepción
+                propios.append(_evento(azar, pb.SOLICITUD_RECIBIDA, agencia, servicio_id, t, caso,
+                                       canal=azar.choice(CANALES), **kw))
+            for etapa in servicio.etapas:
+                intentos = 2 if azar.random() < 0.08 else 1
+                for intento in range(1, intentos + 1):
+                    t += azar.randint(60, 3 * D if etapa == lento else 12 * H)
+                    propios.append(_evento(azar, pb.ETAPA_INICIADA, agencia, servicio_id, t, caso, etapa_id=etapa, intento=intento))
+                    t += azar.randint(30, 4 * D if etapa == lento else 18 * H)
+                    if azar.random() < 0.95:
+                        propios.append(_evento(azar, pb.ETAPA_COMPLETADA, agencia, servicio_id, t, caso, etapa_id=etapa, intento=intento))
+            if azar.random() < 0.06:
+                propios.append(_evento(azar, pb.CASO_DEVUELTO, agencia, servicio_id, t + 5, caso))
+            r = azar.random()
+            t += azar.randint(60, 2 * D)
+            if r < 0.8:
+                propios.append(_evento(azar, pb.SERVICIO_ENTREGADO, agencia, servicio_id, t, caso,
+                                       canal=azar.choice(CANALES), resultado=azar.choice(RESULTADOS)))
+                if azar.random() < 0.05:  # una segunda entrega (la primera es la que cuenta)
+                    propios.append(_evento(azar, pb.SERVICIO_ENTREGADO, agencia, servicio_id, t + azar.randint(-H, D), caso,
+                                           canal=azar.choice(CANALES), resultado=azar.choice(RESULTADOS)))
+                if azar.random() < 0.3:
+                    propios.append(_evento(azar, pb.CASO_CERRADO, agencia, servicio_id, t + azar.randint(0, D), caso))
+            elif r < 0.9:
+                propios.append(_evento(azar, pb.CASO_CERRADO, agencia, servicio_id, t, caso, resultado=azar.choice(RESULTADOS)))
+            if azar.random() < 0.4:
+                escala = azar.choice([5, 5, 7, 10])
+                propios.append(_evento(azar, pb.ENCUESTA_RESPONDIDA, agencia, servicio_id, t + azar.randint(0, D), caso,
+                                       satisfaccion=pb.Satisfaccion(puntaje=azar.randint(1, escala), escala_max=escala)))
+            if azar.random() < 0.1:
+                propios.append(_evento(azar, pb.RECLAMO_REGISTRADO, agencia, servicio_id, t + azar.randint(0, D), caso,
+                                       reclamo=pb.Reclamo(reclamo_id=f"R{azar.getrandbits(32)}", categoria="demora",
+                                                          etapa_relacionada=lento or "")))
+            if azar.random() < 0.5:
+                propios.append(_evento(azar, pb.COSTO_REGISTRADO, agencia, servicio_id, t,
+                                       costo=pb.Costo(monto=round(azar.uniform(1, 200), 2), moneda=moneda)))
+            eventos.extend(e for e in propios if e.ocurrido_en.seconds <= fin)
+    eventos.sort(key=lambda e: e.ocurrido_en.seconds)
+    return eventos
+
+
+def desordenar(eventos, azar: random.Random, fraccion_duplicados: float = 0.05):
+    """Los mismos eventos con duplicados exactos y en un orden de llegada revuelto."""
+    llegada = list(eventos) + [azar.choice(eventos) for _ in range(int(len(eventos) * fraccion_duplicados))]
+    azar.shuffle(llegada)
+    return llegada

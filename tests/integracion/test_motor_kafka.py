@@ -1,0 +1,153 @@
+"""El procesador real (faust, broker embebido) contra la implementación de referencia, con un
+escenario desordenado de más de 20.000 eventos con duplicados, tardíos y malformados; también
+matando el trabajador con SIGKILL y con dos trabajadores."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from apoyo import escenario, referencia
+from apoyo.comparar import diferencias
+from apoyo.kafka import VistaIndicadores, leer_todo, observado_desde_indicadores, publicar, publicar_eventos
+from conftest import CATALOGO
+from gpr.v1 import eventos_pb2 as pb
+from servicios.comun.catalogo import cargar_catalogo
+from servicios.comun.topicos import CABECERA_MOTIVO, RECHAZADOS, crear_topicos
+
+pytestmark = pytest.mark.integracion
+
+D = 86400
+PARTICIONES = 4
+
+
+def armar_escenario(semilla: int, casos_por_servicio: int = 440):
+    """Eventos aceptables + su orden de llegada + los registros malos que deben rechazarse."""
+    catalogo = cargar_catalogo(CATALOGO)
+    azar = random.Random(semilla)
+    inicio = (int(time.time()) // 3600) * 3600 - 45 * D
+    eventos = escenario.generar(catalogo, azar, casos_por_servicio, inicio, 44 * D)
+    # Desorden acotado (hasta 2 días, dentro de la tardanza de 7) y duplicados cerca del original.
+    llegada = sorted(eventos, key=lambda e: e.ocurrido_en.seconds + azar.randint(0, 2 * D))
+    for _ in range(len(eventos) // 20):
+        i = azar.randrange(len(llegada))
+        llegada.insert(min(len(llegada), i + azar.randint(1, 50)), llegada[i])
+    malos = []
+    for i in range(30):
+        base = random.Random(i).choice(eventos)
+        e = pb.Evento()
+        e.CopyFrom(base)
+        e.evento_id = f"malo-{i}"
+        motivo = ["agencia_desconocida", "campo_requerido:ocurrido_en", "tipo_incoherente", "protobuf_invalido"][i % 4]
+        if motivo == "agencia_desconocida":
+            e.agencia_id = "no-existe"
+        elif motivo == "campo_requerido:ocurrido_en":
+            e.ClearField("ocurrido_en")
+        elif motivo == "tipo_incoherente":
+            e.tipo = pb.ENCUESTA_RESPONDIDA
+            e.ClearField("satisfaccion")
+        valor = b"\x00\xffbasura" + bytes([i]) if motivo == "protobuf_invalido" else e.SerializeToString()
+        malos.append((motivo, (e.caso_id or "x").encode(), valor))
+    return catalogo, eventos, llegada, malos
+
+
+def tardios(eventos, azar):
+    """Eventos nuevos 20 días anteriores al final: se publican al final y deben rechazarse."""
+    fin = max(e.ocurrido_en.seconds for e in eventos)
+    resultado = []
+    for i in range(10):
+        e = pb.Evento()
+        e.CopyFrom(azar.choice(eventos))
+        e.evento_id = f"tardio-{i}"
+        e.caso_id = f"caso-tardio-{i}" if e.caso_id else ""
+        e.ocurrido_en.seconds = fin - 20 * D
+        resultado.append(e)
+    return resultado
+
+
+def esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=240):
+    vista = VistaIndicadores(bootstrap)
+    esperado = {a: referencia.indicadores(eventos, catalogo, a) for a in catalogo.agencias}
+    errores = {}
+    fin = time.monotonic() + limite_s
+    try:
+        while time.monotonic() < fin:
+            vista.actualizar()
+            errores = {}
+            for agencia in catalogo.agencias:
+                observado, cuellos = observado_desde_indicadores(vista.de_agencia(agencia))
+                e = diferencias(observado, esperado[agencia], cuellos, eventos, catalogo, agencia)
+                rangos = [k for k, v in esperado[agencia].items() if k[1] == "_rango" and observado.get(k) != v]
+                if e or rangos:
+                    errores[agencia] = (len(e), e[:4], rangos[:2])
+            if not errores:
+                return
+            time.sleep(1)
+    finally:
+        vista.cerrar()
+    pytest.fail(f"los indicadores no igualaron a la referencia: {errores}\n"
+                f"{procesos.registro('procesador')[-4000:]}")
+
+
+def lanzar_procesador(procesos, bootstrap, tmp_path, nombre="procesador", almacen="rocksdb"):
+    return procesos.lanzar("servicios.procesador", {
+        "GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": str(PARTICIONES), "GPR_ALMACEN": almacen,
+        "GPR_DIRECTORIO_DATOS": str(tmp_path / nombre), "GPR_METRICAS_PUERTO": "0",
+        "GPR_INTERVALO_PUBLICACION": "0.5",
+    }, nombre=nombre)
+
+
+def comprobar_rechazados(bootstrap, malos, tardios_publicados):
+    esperados = len(malos) + len(tardios_publicados)
+    registros = leer_todo(bootstrap, RECHAZADOS, lambda r: len(r) >= esperados, 60)
+    motivos = sorted(dict(r.headers)[CABECERA_MOTIVO].decode() for r in registros)
+    assert motivos == sorted([m for m, _, _ in malos] + ["tardio"] * len(tardios_publicados))
+    originales = {v for _, _, v in malos} | {e.SerializeToString() for e in tardios_publicados}
+    assert {r.value for r in registros} == originales
+
+
+def test_escenario_de_20000_eventos_igual_a_la_referencia(bootstrap, procesos, tmp_path):
+    catalogo, eventos, llegada, malos = armar_escenario(semilla=1)
+    assert len(llegada) >= 20000
+    crear_topicos(bootstrap, PARTICIONES)
+    lanzar_procesador(procesos, bootstrap, tmp_path)
+    publicar_eventos(bootstrap, llegada)
+    publicar(bootstrap, [(k, v) for _, k, v in malos])
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
+    atrasados = tardios(eventos, random.Random(5))
+    publicar_eventos(bootstrap, atrasados)
+    comprobar_rechazados(bootstrap, malos, atrasados)
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=30)
+    assert "Traceback" not in procesos.registro("procesador")
+
+
+@pytest.mark.parametrize("almacen", ["rocksdb", "memoria"])
+def test_sigkill_en_tres_puntos_al_azar_no_pierde_ni_duplica(bootstrap, procesos, tmp_path, almacen):
+    catalogo, eventos, llegada, _ = armar_escenario(semilla=2, casos_por_servicio=200)
+    crear_topicos(bootstrap, PARTICIONES)
+    azar = random.Random(3)
+    trozos = sorted(azar.sample(range(1, len(llegada)), 3))
+    proceso = lanzar_procesador(procesos, bootstrap, tmp_path, almacen=almacen)
+    anterior = 0
+    for corte in trozos + [len(llegada)]:
+        publicar_eventos(bootstrap, llegada[anterior:corte])
+        anterior = corte
+        if corte == len(llegada):
+            break
+        time.sleep(azar.uniform(3, 8))  # a mitad de proceso, con envíos y changelogs en vuelo
+        proceso.send_signal(signal.SIGKILL)
+        proceso.wait()
+        proceso = lanzar_procesador(procesos, bootstrap, tmp_path, almacen=almacen)
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
+
+
+def test_dos_trabajadores_reparten_particiones_y_dan_lo_mismo(bootstrap, procesos, tmp_path):
+    catalogo, eventos, llegada, _ = armar_escenario(semilla=4, casos_por_servicio=150)
+    crear_topicos(bootstrap, PARTICIONES)
+    lanzar_procesador(procesos, bootstrap, tmp_path, nombre="procesador")
+    lanzar_procesador(procesos, bootstrap, tmp_path, nombre="procesador-2")
+    publicar_eventos(bootstrap, llegada)
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
