@@ -113,3 +113,49 @@ def broker_kafka(bootstrap: str | None, registro: str | os.PathLike | None = Non
         return
     with BrokerEmbebido(registro=registro) as broker:
         yield broker.bootstrap
+
+
+async def _fin_real(bootstrap, particiones, fines: dict, limite_s: float = 5.0) -> dict:
+    """Fin de log de cada partición según el high watermark de un Fetch desde `fines[tp]`."""
+    from aiokafka import AIOKafkaConsumer
+
+    lector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await lector.start()
+    try:
+        lector.assign(list(particiones))
+        for tp in particiones:
+            lector.seek(tp, fines[tp])
+        fin = time.monotonic() + limite_s
+        while time.monotonic() < fin and any(lector.highwater(tp) is None for tp in particiones):
+            await lector.getmany(*particiones, timeout_ms=100, max_records=1)
+        return {tp: max(fines[tp], lector.highwater(tp) or 0) for tp in particiones}
+    finally:
+        await lector.stop()
+
+
+def corregir_fin_de_log() -> None:
+    """Corrige `AIOKafkaConsumer.end_offsets` para Tansu (DISENO §6).
+
+    Tansu responde a ListOffsets(latest) con el offset base del *último lote* de la partición,
+    no con el fin del log. faust dimensiona con ese valor la recuperación de sus tablas desde
+    el changelog, así que un trabajador reiniciado dejaba de recuperar antes del último lote
+    y perdía las últimas actualizaciones (visto: vencidos 17 en vez de 20 tras un SIGKILL con
+    el almacén en memoria). Tras la respuesta de ListOffsets se lee desde ese offset y se toma
+    el high watermark del Fetch, que sí es correcto. Con Apache Kafka ambos coinciden, así que
+    la corrección es inocua; cuesta una conexión breve por llamada (solo en recuperaciones y
+    en la puesta al día de la consulta).
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    original = AIOKafkaConsumer.end_offsets
+    if getattr(original, "_gpr_corregido", False):
+        return
+
+    async def end_offsets(self, partitions):
+        fines = await original(self, partitions)
+        if not fines:
+            return fines
+        return await _fin_real(self._client._bootstrap_servers, list(fines), dict(fines))
+
+    end_offsets._gpr_corregido = True
+    AIOKafkaConsumer.end_offsets = end_offsets

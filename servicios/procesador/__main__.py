@@ -25,8 +25,11 @@ def main() -> int:
     import faust
     from prometheus_client import start_http_server
 
+    from servicios.comun.broker import corregir_fin_de_log
+
     from servicios.procesador.app import crear_app
 
+    corregir_fin_de_log()
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
     crear_topicos(cfg.bootstrap, cfg.particiones)
     metricas = MetricasProcesador()

@@ -32,7 +32,7 @@ from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, vali
 from servicios.comun.indicadores import clave_serie
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion
-from servicios.procesador.dominio.casos import aplicar_evento
+from servicios.procesador.dominio.casos import aplicar_evento, lote_si_visto
 from servicios.procesador.metricas import MetricasProcesador
 
 log = logging.getLogger("gpr.procesador")
@@ -87,8 +87,9 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
     def tabla(nombre: str, **opciones):
         return app.Table(nombre, partitions=cfg.particiones, key_type=bytes, **opciones)
 
+    # Estado por caso y, con claves que empiezan por 0xFF (imposible en UTF-8, así que no
+    # chocan con ningún caso), la marca de agua de cada agencia vista en cada partición.
     casos = tabla("casos", value_type=bytes)
-    marcas_locales = tabla("marcas-locales", default=int)
     agregacion = Agregacion(
         cubos=tabla("cubos", value_type=bytes),
         lineas=tabla("vencimientos", value_type=bytes),
@@ -109,10 +110,8 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
             headers=[(topicos.CABECERA_MOTIVO, motivo.encode()), ("gpr-detalle", detalle.encode())],
         )
 
-    def marca_agua_conocida(agencia_id: str) -> int:
-        # Cada partición guarda la que vio; la mayor de las locales aproxima la de la agencia.
-        return max((marcas_locales.get(f"{agencia_id}@{p}".encode(), 0)
-                    for p in range(cfg.particiones)), default=0)
+    def clave_marca(agencia_id: str, particion: int) -> bytes:
+        return b"\xff" + f"marca|{agencia_id}|{particion}".encode()
 
     @app.agent(t_eventos, name="procesar-eventos")
     async def procesar_eventos(stream):
@@ -127,33 +126,41 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
             for posicion, evento in enumerate(eventos):
                 original = evento.SerializeToString() if lote else mensaje.value
                 motivo = validar(evento, catalogo, reloj())
-                if motivo is None and evento.ocurrido_en.seconds < marca_agua_conocida(evento.agencia_id) - cfg.tardanza_maxima_s:
-                    motivo = "tardio"
                 if motivo is not None:
                     await rechazar(mensaje, original, motivo, f"evento {evento.evento_id!r}: {motivo}")
                     continue
                 clave = (evento.caso_id or evento.evento_id).encode()
                 previo = casos.get(clave)
+                estado = interno.EstadoCaso.FromString(previo) if previo is not None else None
+                destino = particion_de_agencia(evento.agencia_id, cfg.particiones)
+                clave_aportes = f"{evento.agencia_id}|{evento.servicio_id}".encode()
+                ya_emitido = lote_si_visto(estado, evento)
+                if ya_emitido is not None:
+                    # Repetido: se reenvía su lote original (la agregación lo descarta si ya lo
+                    # sumó; tras un corte puede no haberle llegado nunca).
+                    metricas.duplicados.inc()
+                    await t_aportes.send(key=clave_aportes, value=ya_emitido.SerializeToString(), partition=destino)
+                    continue
+                # La tardanza se juzga contra la marca de agua de la agencia en *esta* partición,
+                # guardada en la misma tabla (mismo changelog) que los casos: así la decisión es
+                # la misma si el evento se reprocesa tras un corte, sin importar cuánto hayan
+                # avanzado las demás particiones.
+                marca_clave = clave_marca(evento.agencia_id, mensaje.partition)
+                marca = int(casos.get(marca_clave) or 0)
+                if evento.ocurrido_en.seconds < marca - cfg.tardanza_maxima_s:
+                    await rechazar(mensaje, original, "tardio", f"evento {evento.evento_id!r}: tardio")
+                    continue
                 resultado = aplicar_evento(
-                    interno.EstadoCaso.FromString(previo) if previo is not None else None,
-                    evento,
+                    estado, evento,
                     catalogo.servicio(evento.agencia_id, evento.servicio_id).plazo_dias,
                     mensaje.partition,
                     (mensaje.offset << _BITS_POSICION) | posicion,
                 )
-                if resultado.duplicado:
-                    metricas.duplicados.inc()
-                else:
-                    casos[clave] = resultado.estado.SerializeToString()
-                    clave_marca = f"{evento.agencia_id}@{mensaje.partition}".encode()
-                    if evento.ocurrido_en.seconds > marcas_locales[clave_marca]:
-                        marcas_locales[clave_marca] = evento.ocurrido_en.seconds
-                    metricas.aceptados.inc()
-                await t_aportes.send(
-                    key=f"{evento.agencia_id}|{evento.servicio_id}".encode(),
-                    value=resultado.lote.SerializeToString(),
-                    partition=particion_de_agencia(evento.agencia_id, cfg.particiones),
-                )
+                casos[clave] = resultado.estado.SerializeToString()
+                if evento.ocurrido_en.seconds > marca:
+                    casos[marca_clave] = str(evento.ocurrido_en.seconds).encode()
+                metricas.aceptados.inc()
+                await t_aportes.send(key=clave_aportes, value=resultado.lote.SerializeToString(), partition=destino)
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):

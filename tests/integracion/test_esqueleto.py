@@ -155,8 +155,10 @@ def test_eventos_a_indicadores_por_grpc(bootstrap, procesos, tmp_path):
     )
 
     # Un evento 8 días anterior a la marca de agua de reniec (B+30h) supera la tardanza de 7 días.
-    tardio = evento("t1", R, "c10", B + 30 * H - 8 * D)
-    _publicar(bootstrap, [(b"c10", tardio.SerializeToString())])
+    # Va con la clave del caso c6, la del evento en B+30h: misma partición, cuya marca de agua
+    # es la que juzga la tardanza.
+    tardio = evento("t1", R, "c6", B + 30 * H - 8 * D)
+    _publicar(bootstrap, [(b"c6", tardio.SerializeToString())])
     rechazados = _leer_rechazados(bootstrap, 3)
     por_motivo = {dict(m.headers)[CABECERA_MOTIVO].decode(): m.value for m in rechazados}
     assert por_motivo == {

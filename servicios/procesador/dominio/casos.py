@@ -42,6 +42,16 @@ def identidad(evento: pb.Evento) -> str:
     return f"{evento.fuente}{_SEP}{evento.evento_id}"
 
 
+def lote_si_visto(estado: interno.EstadoCaso | None, evento: pb.Evento) -> interno.LoteAportes | None:
+    """El lote que emitió el evento si ya se aplicó a este estado; None si es nuevo."""
+    if estado is not None:
+        clave_evento = identidad(evento)
+        for i, visto in enumerate(estado.vistos):
+            if visto == clave_evento:
+                return estado.emitidos[i]
+    return None
+
+
 def _conclusion(estado: interno.EstadoCaso) -> int | None:
     instantes = [getattr(estado, c) for c in ("entregado_en", "cerrado_en") if estado.HasField(c)]
     return min(instantes) if instantes else None
@@ -156,11 +166,9 @@ def aplicar_evento(
     secuencia: int,
 ) -> ResultadoAplicacion:
     """Aplica un evento validado al estado de su caso (o al de su clave si no tiene caso)."""
-    clave_evento = identidad(evento)
-    if estado is not None:
-        for i, visto in enumerate(estado.vistos):
-            if visto == clave_evento:
-                return ResultadoAplicacion(estado, estado.emitidos[i], duplicado=True)
+    previo = lote_si_visto(estado, evento)
+    if previo is not None:
+        return ResultadoAplicacion(estado, previo, duplicado=True)
 
     nuevo = interno.EstadoCaso()
     if estado is not None:
@@ -183,6 +191,6 @@ def aplicar_evento(
     for (medida, instante), valor in sorted(cambios.items()):
         if valor:
             lote.aportes.add(instante=instante, medida=medida, valor=valor)
-    nuevo.vistos.append(clave_evento)
+    nuevo.vistos.append(identidad(evento))
     nuevo.emitidos.append(lote)
     return ResultadoAplicacion(nuevo, lote, duplicado=False)

@@ -1,0 +1,1 @@
+"""Servicio de consulta: API gRPC `Indicadores` y exportador Prometheus sobre gpr.indicadores.v1."""

@@ -1,0 +1,38 @@
+"""Configuración del servicio de consulta, leída una vez del entorno (`GPR_*`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from servicios.comun import config as c
+
+
+@dataclass(frozen=True)
+class ConfigConsulta:
+    bootstrap: str
+    grpc_host: str
+    # 0: el sistema elige un puerto libre (el servidor informa cuál).
+    grpc_puerto: int
+    # 0: sin endpoint /metrics.
+    metricas_puerto: int
+    metricas_host: str
+    gracia_s: int
+
+
+def leer(env: Mapping[str, str]) -> ConfigConsulta:
+    return ConfigConsulta(
+        bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
+        grpc_host=c.texto(env, "GPR_GRPC_HOST", "0.0.0.0"),
+        grpc_puerto=_puerto(env, "GPR_GRPC_PUERTO", 50051),
+        metricas_puerto=_puerto(env, "GPR_METRICAS_PUERTO", 9464),
+        metricas_host=c.texto(env, "GPR_METRICAS_HOST", "0.0.0.0"),
+        gracia_s=c.duracion(env, "GPR_GRPC_GRACIA", "5s"),
+    )
+
+
+def _puerto(env: Mapping[str, str], nombre: str, defecto: int) -> int:
+    valor = c.entero(env, nombre, defecto, minimo=0)
+    if valor > 65535:
+        raise c.ConfiguracionInvalida(f"{nombre}={valor} no es un puerto TCP (0–65535)")
+    return valor

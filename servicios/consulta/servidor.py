@@ -1,0 +1,195 @@
+"""Servidor gRPC de consulta: `gpr.v1.Indicadores`, salud estándar, reflexión y /metrics.
+
+`ServicioConsulta` arma la vista, el servidor y el exportador dentro de un bucle asyncio;
+`servir` lo corre hasta SIGTERM/SIGINT (lo usa `__main__`) y `ConsultaEnHilo` lo corre en
+un hilo con su propio bucle, para las pruebas que quieren todo en el mismo proceso.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from gpr.v1 import indicadores_pb2 as ipb
+from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.consulta.config import ConfigConsulta
+from servicios.consulta.metricas import crear_registro
+from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud, paginar
+from servicios.consulta.vista import Vista
+
+log = logging.getLogger(__name__)
+
+SERVICIO = ipb.DESCRIPTOR.services_by_name["Indicadores"].full_name
+SALUD = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+_CARGANDO = ("la vista de indicadores aún se está cargando desde gpr.indicadores.v1; "
+             "reintente en unos segundos")
+
+
+class ServicioIndicadores(ipb_grpc.IndicadoresServicer):
+    """Responde desde la vista materializada; solo traduce errores a códigos gRPC."""
+
+    def __init__(self, vista: Vista):
+        self._vista = vista
+
+    async def ObtenerIndicador(self, request: ipb.SolicitudIndicador, context) -> ipb.Indicador:
+        try:
+            clave = clave_de_solicitud(request)
+        except PeticionInvalida as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        if not self._vista.al_dia.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _CARGANDO)
+        indicador = self._vista.obtener(clave)
+        if indicador is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no hay datos de la serie {clave!r}")
+        return indicador
+
+    async def ListarIndicadores(self, request: ipb.FiltroIndicadores, context) -> ipb.ListaIndicadores:
+        if not self._vista.al_dia.is_set():
+            # Se valida igual antes, para que un error del cliente no espere a la carga.
+            try:
+                paginar([], request)
+            except PeticionInvalida as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _CARGANDO)
+        try:
+            pagina = paginar(self._vista.ordenadas(), request)
+        except PeticionInvalida as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return ipb.ListaIndicadores(indicadores=pagina.indicadores, siguiente_pagina=pagina.siguiente)
+
+
+class ServicioConsulta:
+    """Vista + servidor gRPC + /metrics, con arranque y parada ordenados."""
+
+    def __init__(self, cfg: ConfigConsulta):
+        self._cfg = cfg
+        self.vista: Vista | None = None
+        self.puerto_grpc: int | None = None
+        self.puerto_metricas: int | None = None
+        self._salud: health.aio.HealthServicer | None = None
+        self._servidor: grpc.aio.Server | None = None
+        self._metricas = None
+        self._vigia: asyncio.Task | None = None
+
+    async def iniciar(self) -> None:
+        cfg = self._cfg
+        self.vista = Vista(cfg.bootstrap)
+        self._salud = health.aio.HealthServicer()
+        # HealthServicer nace con "" en SERVING: hay que bajarlo antes de aceptar conexiones.
+        for nombre in ("", SERVICIO):
+            await self._salud.set(nombre, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        self._servidor = grpc.aio.server()
+        ipb_grpc.add_IndicadoresServicer_to_server(ServicioIndicadores(self.vista), self._servidor)
+        health_pb2_grpc.add_HealthServicer_to_server(self._salud, self._servidor)
+        reflection.enable_server_reflection([SERVICIO, SALUD, reflection.SERVICE_NAME], self._servidor)
+        direccion = f"{cfg.grpc_host}:{cfg.grpc_puerto}"
+        try:
+            self.puerto_grpc = self._servidor.add_insecure_port(direccion)
+        except RuntimeError as error:
+            raise OSError(f"no se puede escuchar gRPC en {direccion}: {error}") from None
+        await self._servidor.start()
+
+        if cfg.metricas_puerto:
+            servidor_http, hilo = start_http_server(cfg.metricas_puerto, cfg.metricas_host,
+                                                    registry=crear_registro(self.vista))
+            self._metricas = (servidor_http, hilo)
+            self.puerto_metricas = servidor_http.server_port
+
+        self.vista.iniciar()
+        self._vigia = asyncio.create_task(self._servir_cuando_al_dia(), name="salud consulta")
+        log.info("consulta escuchando gRPC en %s:%d%s", cfg.grpc_host, self.puerto_grpc,
+                 f", /metrics en {cfg.metricas_host}:{self.puerto_metricas}" if self._metricas else "")
+
+    async def _servir_cuando_al_dia(self) -> None:
+        await self.vista.al_dia.wait()
+        for nombre in ("", SERVICIO):
+            await self._salud.set(nombre, health_pb2.HealthCheckResponse.SERVING)
+        log.info("salud: SERVING")
+
+    async def detener(self) -> None:
+        """NOT_SERVING, parada del servidor con gracia, y cierre de la vista y de /metrics."""
+        if self._salud is not None:
+            await self._salud.enter_graceful_shutdown()
+        if self._vigia is not None:
+            self._vigia.cancel()
+        if self._servidor is not None:
+            await self._servidor.stop(self._cfg.gracia_s)
+        if self.vista is not None:
+            await self.vista.detener()
+        if self._metricas is not None:
+            servidor_http, hilo = self._metricas
+            self._metricas = None
+            # shutdown() espera al bucle del hilo: fuera del bucle asyncio para no bloquearlo.
+            await asyncio.to_thread(servidor_http.shutdown)
+            servidor_http.server_close()
+            hilo.join(timeout=5)
+        log.info("consulta detenida")
+
+
+async def servir(cfg: ConfigConsulta) -> None:
+    """Corre la consulta hasta recibir SIGTERM o SIGINT; entonces se detiene con gracia."""
+    parar = asyncio.Event()
+    bucle = asyncio.get_running_loop()
+    for senal in (signal.SIGTERM, signal.SIGINT):
+        bucle.add_signal_handler(senal, parar.set)
+    servicio = ServicioConsulta(cfg)
+    try:
+        await servicio.iniciar()
+        await parar.wait()
+        log.info("señal de parada recibida; gracia de %d s", cfg.gracia_s)
+    finally:
+        await servicio.detener()
+
+
+class ConsultaEnHilo:
+    """La consulta completa en un hilo con su propio bucle asyncio (para pruebas en proceso).
+
+    `iniciar()` vuelve cuando el servidor escucha (no espera a que la vista esté al día);
+    `detener()` hace la misma parada ordenada que SIGTERM.
+    """
+
+    def __init__(self, cfg: ConfigConsulta):
+        self._servicio = ServicioConsulta(cfg)
+        self._bucle = asyncio.new_event_loop()
+        self._hilo = threading.Thread(target=self._bucle.run_forever, name="gpr-consulta", daemon=True)
+
+    @property
+    def puerto_grpc(self) -> int | None:
+        return self._servicio.puerto_grpc
+
+    @property
+    def puerto_metricas(self) -> int | None:
+        return self._servicio.puerto_metricas
+
+    def iniciar(self, limite_s: float = 10.0) -> "ConsultaEnHilo":
+        self._hilo.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._servicio.iniciar(), self._bucle).result(limite_s)
+        except BaseException:
+            self.detener()
+            raise
+        return self
+
+    def detener(self, limite_s: float = 30.0) -> None:
+        if not self._hilo.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._servicio.detener(), self._bucle).result(limite_s)
+        finally:
+            self._bucle.call_soon_threadsafe(self._bucle.stop)
+            self._hilo.join(limite_s)
+            self._bucle.close()
+
+    def __enter__(self) -> "ConsultaEnHilo":
+        return self.iniciar()
+
+    def __exit__(self, *_exc) -> None:
+        self.detener()

@@ -1,0 +1,192 @@
+"""El despliegue (docker-compose.yml, Dockerfile, Prometheus, Alertmanager) concuerda con el código.
+
+No hay motor de Docker en estas máquinas: docker-compose.yml no se puede levantar aquí, así
+que se comprueba lo que sí se puede comprobar sin él — que cada servicio arranque un módulo
+que existe, que cada variable GPR_* que se fija la lea de verdad ese servicio, que los
+tópicos que se crean sean los del contrato, y que los binarios reales `promtool` y `amtool`
+acepten las configuraciones de Prometheus y Alertmanager.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servicios.comun import topicos
+
+from conftest import RAIZ
+
+COMPOSE = RAIZ / "docker-compose.yml"
+DOCKERFILE = RAIZ / "Dockerfile"
+PROMETHEUS = RAIZ / "despliegue" / "prometheus" / "prometheus.yml"
+REGLAS = RAIZ / "despliegue" / "prometheus" / "reglas"
+ALERTMANAGER = RAIZ / "despliegue" / "alertmanager" / "alertmanager.yml"
+INSTALAR = "sudo bash despliegue/instalar-herramientas.sh"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def _servicios_gpr(compose: dict) -> dict[str, str]:
+    """servicio de compose → módulo `servicios.X` que arranca con `python -m`."""
+    modulos = {}
+    for nombre, servicio in compose["services"].items():
+        comando = servicio.get("command")
+        if isinstance(comando, str):
+            comando = comando.split()
+        if comando and comando[:2] == ["python", "-m"]:
+            modulos[nombre] = comando[2]
+    return modulos
+
+
+def _binario(*nombres: str) -> str:
+    for nombre in nombres:
+        ruta = shutil.which(nombre)
+        if ruta:
+            return ruta
+    pytest.fail(f"falta {' o '.join(nombres)} en el PATH; instálelo con: {INSTALAR}")
+
+
+def _leido_por(variable: str, carpetas: list[Path]) -> bool:
+    patron = re.compile(rf"[\"']{re.escape(variable)}[\"']")
+    return any(patron.search(archivo.read_text(encoding="utf-8"))
+               for carpeta in carpetas for archivo in carpeta.rglob("*.py"))
+
+
+def test_compose_arranca_los_servicios_esperados(compose):
+    assert _servicios_gpr(compose) == {
+        "procesador": "servicios.procesador",
+        "consulta": "servicios.consulta",
+        "simulador": "servicios.simulador",
+    }
+    assert compose["services"]["procesador"]["deploy"]["replicas"] == 2
+    assert compose["services"]["simulador"]["profiles"] == ["demo"]
+
+
+def test_cada_comando_de_compose_es_un_modulo_con_main(compose):
+    faltan = []
+    for servicio, modulo in _servicios_gpr(compose).items():
+        main = RAIZ / Path(*modulo.split(".")) / "__main__.py"
+        if not main.is_file():
+            faltan.append(f"{servicio}: {main.relative_to(RAIZ)}")
+    assert not faltan, "docker-compose.yml arranca módulos sin __main__.py: " + ", ".join(faltan)
+
+
+def test_cada_variable_gpr_de_compose_la_lee_su_servicio(compose):
+    """Una variable que ningún config.py lee es una configuración que no hace nada."""
+    sin_uso = []
+    for servicio, modulo in _servicios_gpr(compose).items():
+        entorno = compose["services"][servicio].get("environment", {})
+        assert isinstance(entorno, dict), f"{servicio}: environment debe ser un mapa"
+        carpetas = [RAIZ / Path(*modulo.split(".")), RAIZ / "servicios" / "comun"]
+        for variable in entorno:
+            if variable.startswith("GPR_") and not _leido_por(variable, carpetas):
+                sin_uso.append(f"{servicio}: {variable}")
+    assert not sin_uso, "variables GPR_* que el servicio no lee: " + ", ".join(sin_uso)
+
+
+def test_las_variables_gpr_del_dockerfile_las_lee_el_codigo():
+    variables = set(re.findall(r"\b(GPR_[A-Z0-9_]+)=", DOCKERFILE.read_text(encoding="utf-8")))
+    assert variables, "el Dockerfile debería fijar GPR_DIRECTORIO_DATOS (WORKDIR /app no es escribible)"
+    sin_uso = sorted(v for v in variables if not _leido_por(v, [RAIZ / "servicios"]))
+    assert not sin_uso, f"el Dockerfile fija variables que nadie lee: {sin_uso}"
+
+
+def test_los_puertos_de_compose_coinciden_con_prometheus(compose):
+    servicios = compose["services"]
+    prometheus = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    trabajos = {t["job_name"]: t for t in prometheus["scrape_configs"]}
+    consulta = trabajos["gpr-consulta"]["static_configs"][0]["targets"]
+    assert consulta == [f"consulta:{servicios['consulta']['environment']['GPR_METRICAS_PUERTO']}"]
+    dns = trabajos["gpr-procesador"]["dns_sd_configs"][0]
+    assert dns["names"] == ["procesador"]
+    assert str(dns["port"]) == servicios["procesador"]["environment"]["GPR_METRICAS_PUERTO"]
+    puerto_grpc = servicios["consulta"]["environment"]["GPR_GRPC_PUERTO"]
+    assert f"{puerto_grpc}:{puerto_grpc}" in servicios["consulta"]["ports"]
+    assert f"localhost:{puerto_grpc}" in " ".join(servicios["consulta"]["healthcheck"]["test"])
+
+
+def test_kafka_anuncia_la_direccion_que_usan_los_servicios(compose):
+    servicios = compose["services"]
+    anunciado = servicios["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    for servicio in _servicios_gpr(compose):
+        bootstrap = servicios[servicio]["environment"]["GPR_KAFKA_BOOTSTRAP"]
+        assert f"://{bootstrap}" in anunciado, f"{servicio}: {bootstrap} no está en {anunciado}"
+
+
+def test_compose_crea_los_topicos_del_contrato(compose):
+    """Mismos tópicos y configuración que crear_topicos(), con 4 particiones."""
+    guion = compose["services"]["topicos"]["command"][0]
+    creados = {}
+    for linea in guion.splitlines():
+        m = re.match(r"\s*crear\s+(\S+)(.*)$", linea)
+        if m:
+            creados[m.group(1)] = dict(re.findall(r"--config\s+([^=\s]+)=(\S+)", m.group(2)))
+    esperados = [topicos.EVENTOS, topicos.RECHAZADOS, topicos.INDICADORES, topicos.CUMPLIMIENTO,
+                 topicos.APORTES]
+    assert creados == {t: topicos.configuracion_topico(t) for t in esperados}
+    assert "--partitions 4" in guion and "--if-not-exists" in guion
+    for servicio in ("procesador", "simulador"):
+        assert compose["services"][servicio]["depends_on"]["topicos"]["condition"] == \
+            "service_completed_successfully"
+
+
+def test_dockerfile_genera_los_protos_con_las_versiones_del_proyecto():
+    proyecto = tomllib.loads((RAIZ / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    fijadas = {r.split("==")[0]: r for r in proyecto["dependencies"] + proyecto["optional-dependencies"]["dev"]}
+    texto = DOCKERFILE.read_text(encoding="utf-8")
+    for paquete in ("grpcio-tools", "protobuf"):
+        assert fijadas[paquete] in texto, f"el Dockerfile debe instalar {fijadas[paquete]} como pyproject.toml"
+    assert "--python_out=gen --pyi_out=gen --grpc_python_out=gen protos/gpr/v1/*.proto" in texto
+    assert "touch gen/gpr/__init__.py gen/gpr/v1/__init__.py" in texto
+
+
+def test_promtool_acepta_la_configuracion_de_prometheus():
+    promtool = _binario("promtool")
+    r = subprocess.run([promtool, "check", "config", str(PROMETHEUS)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_promtool_acepta_las_reglas_que_compose_monta(tmp_path):
+    """La misma configuración, con rule_files apuntando a la carpeta del repositorio: así
+    promtool también comprueba las reglas que Prometheus cargará en producción."""
+    promtool = _binario("promtool")
+    texto = PROMETHEUS.read_text(encoding="utf-8")
+    assert "/etc/prometheus/reglas/*.yml" in texto
+    copia = tmp_path / "prometheus.yml"
+    copia.write_text(texto.replace("/etc/prometheus/reglas/", f"{REGLAS}/"), encoding="utf-8")
+    r = subprocess.run([promtool, "check", "config", str(copia)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ignorados = [p.name for p in REGLAS.iterdir() if p.is_file() and p.suffix != ".yml" and p.name != ".gitkeep"]
+    assert not ignorados, f"Prometheus solo carga reglas/*.yml; se ignorarían: {ignorados}"
+
+
+def test_amtool_acepta_la_configuracion_de_alertmanager():
+    amtool = _binario("amtool")
+    r = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("severidad, receptor", [
+    ("critica", "guardia"),
+    ("advertencia", "tickets"),
+    ("info", "operaciones"),
+    ("desconocida", "operaciones"),
+])
+def test_alertmanager_enruta_por_severidad(severidad, receptor):
+    amtool = _binario("amtool")
+    r = subprocess.run(
+        [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}",
+         f"severidad={severidad}", "agencia=reniec", "servicio=dni-duplicado"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == [receptor]
