@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from servicios.comun.broker import broker_kafka
+from servicios.comun.broker import broker_kafka, morir_con_el_padre
 
 RAIZ = Path(__file__).resolve().parent.parent
 CATALOGO = RAIZ / "despliegue" / "catalogo.yaml"
@@ -48,6 +48,7 @@ class Procesos:
             stdout=registro,
             stderr=subprocess.STDOUT,
             cwd=RAIZ,
+            preexec_fn=morir_con_el_padre(),
         )
         self._procesos.append((nombre, proceso))
         return proceso

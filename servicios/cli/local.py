@@ -18,15 +18,31 @@ from rich.table import Table
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
-from servicios.comun.broker import BrokerEmbebido
+from servicios.comun.broker import BrokerEmbebido, morir_con_el_padre
 from servicios.comun.topicos import crear_topicos
 
 consola = Console()
 
-_FORMATO = {
-    "solicitudes": lambda v: f"{v:,.0f}",
-    "cumplimiento_plazo": lambda v: f"{v:.1%}",
-}
+def _duracion(segundos: float) -> str:
+    if segundos >= 86400:
+        return f"{segundos / 86400:.1f} d"
+    if segundos >= 3600:
+        return f"{segundos / 3600:.1f} h"
+    return f"{segundos / 60:.0f} min"
+
+
+# Columnas de la tabla en vivo: (título, indicador, formato). Una fila por servicio.
+_COLUMNAS = [
+    ("Solicitudes", "solicitudes", lambda v: f"{v:,.0f}"),
+    ("Entregas", "entregas", lambda v: f"{v:,.0f}"),
+    ("En plazo", "cumplimiento_plazo", lambda v: f"{v:.0%}"),
+    ("Atención p50", "tiempo_atencion_p50", _duracion),
+    ("Vencidos", "casos_vencidos", lambda v: f"{v:,.0f}"),
+    ("Reproceso", "tasa_reproceso", lambda v: f"{v:.0%}"),
+    ("Satisfacción", "satisfaccion_top2", lambda v: f"{v:.0%}"),
+    ("Digital", "adopcion_digital", lambda v: f"{v:.0%}"),
+    ("Costo/trámite", "costo_por_tramite", lambda v: f"{v:,.2f}"),
+]
 
 
 class PilaLocal:
@@ -40,6 +56,9 @@ class PilaLocal:
         self._procesos: list[tuple[str, subprocess.Popen]] = []
 
     def __enter__(self) -> "PilaLocal":
+        # Cerrar la terminal (SIGHUP) o un SIGTERM detienen la pila igual que Ctrl-C.
+        for senal in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(senal, signal.default_int_handler)
         if self.directorio.exists():
             # El broker embebido es solo memoria: el estado local de otra ejecución ya no vale.
             shutil.rmtree(self.directorio)
@@ -64,8 +83,9 @@ class PilaLocal:
             [sys.executable, "-m", f"servicios.{nombre}"],
             env={**os.environ, **env}, stdout=registro, stderr=subprocess.STDOUT,
             # Su propio grupo de procesos: el Ctrl-C de la terminal lo recibe solo `gpr local`,
-            # que detiene a cada servicio en orden.
+            # que detiene a cada servicio en orden; y si `gpr local` muere, mueren con él.
             start_new_session=True,
+            preexec_fn=morir_con_el_padre(),
         )
         self._procesos.append((nombre, proceso))
 
@@ -90,14 +110,36 @@ class PilaLocal:
 
 
 def _tabla(indicadores: list[ipb.Indicador], estado: str) -> Table:
-    tabla = Table(title=f"GpR Monitor — indicadores en vivo (ventana 24h) · {estado}", expand=True)
-    for columna in ("Agencia", "Servicio", "Indicador", "Valor", "Muestras", "Hasta (UTC)"):
-        tabla.add_column(columna)
+    tabla = Table(title=f"GpR Monitor — indicadores de las últimas 24 h · {estado}", expand=True)
+    tabla.add_column("Agencia / servicio")
+    for titulo, _, _ in _COLUMNAS:
+        tabla.add_column(titulo, justify="right")
+    tabla.add_column("Cuello de botella")
+    tabla.add_column("Hasta (UTC)")
+    filas: dict[tuple[str, str], dict[str, ipb.Indicador]] = {}
     for i in indicadores:
-        valor = "sin datos" if i.sin_datos else _FORMATO.get(i.indicador, lambda v: f"{v:.3g}")(i.valor)
-        hasta = time.strftime("%Y-%m-%d %H:%M", time.gmtime(i.hasta.seconds))
-        tabla.add_row(i.agencia_id, i.servicio_id, i.indicador, valor, str(i.muestras), hasta)
+        if not i.etapa_id:
+            filas.setdefault((i.agencia_id, i.servicio_id), {})[i.indicador] = i
+    for (agencia, servicio), valores in sorted(filas.items()):
+        celdas = []
+        for _, nombre, formato in _COLUMNAS:
+            i = valores.get(nombre)
+            celdas.append("—" if i is None or i.sin_datos else formato(i.valor))
+        cualquiera = next(iter(valores.values()))
+        hasta = time.strftime("%Y-%m-%d %H:%M", time.gmtime(cualquiera.hasta.seconds))
+        tabla.add_row(f"{agencia} / {servicio}", *celdas, cualquiera.etapa_cuello_botella or "—", hasta)
     return tabla
+
+
+def _listar_24h(stub) -> list[ipb.Indicador]:
+    resultado, token = [], ""
+    while True:
+        pagina = stub.ListarIndicadores(
+            ipb.FiltroIndicadores(ventana="24h", tamano_pagina=1000, token_pagina=token), timeout=2)
+        resultado.extend(pagina.indicadores)
+        token = pagina.siguiente_pagina
+        if not token:
+            return resultado
 
 
 def mostrar_en_vivo(pila: PilaLocal) -> None:
@@ -116,8 +158,7 @@ def mostrar_en_vivo(pila: PilaLocal) -> None:
                 if caidos:
                     raise SystemExit(f"se detuvo: {', '.join(caidos)} (ver {pila.directorio}/*.log)")
                 try:
-                    lista = stub.ListarIndicadores(ipb.FiltroIndicadores(ventana="24h", tamano_pagina=1000), timeout=2)
-                    vivo.update(_tabla(list(lista.indicadores), time.strftime("%H:%M:%S")))
+                    vivo.update(_tabla(_listar_24h(stub), time.strftime("%H:%M:%S")))
                 except grpc.RpcError as error:
                     vivo.update(_tabla([], f"esperando a la consulta ({error.code().name})"))
                 time.sleep(1)

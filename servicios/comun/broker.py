@@ -30,12 +30,15 @@ def puerto_libre() -> int:
         return s.getsockname()[1]
 
 
-def _morir_con_el_padre() -> None:
-    # Corre en el hijo entre fork y exec: si el padre muere (incluso con SIGKILL), el
-    # núcleo mata al broker. SIGKILL y no SIGTERM: con clientes aún conectados Tansu no
-    # termina con SIGTERM, y al ser solo memoria no hay nada que cerrar con cuidado.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def morir_con_el_padre(senal: int = signal.SIGTERM):
+    """`preexec_fn` para subprocesos: si el padre muere (incluso con SIGKILL), el núcleo envía
+    `senal` al hijo, así una pila local o una prueba interrumpida no deja huérfanos."""
+
+    def preparar() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, senal)
+
+    return preparar
 
 
 def esperar_puerto(host: str, puerto: int, limite_s: float) -> None:
@@ -75,7 +78,9 @@ class BrokerEmbebido:
             stdout=salida,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_morir_con_el_padre,
+            # SIGKILL y no SIGTERM: con clientes aún conectados Tansu no termina con SIGTERM,
+            # y al ser solo memoria no hay nada que cerrar con cuidado.
+            preexec_fn=morir_con_el_padre(signal.SIGKILL),
         )
         try:
             esperar_puerto("127.0.0.1", self.puerto, limite_s)

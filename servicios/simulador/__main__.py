@@ -140,6 +140,7 @@ def main() -> int:
     # kafka-python anuncia cada conexión en INFO: taparía la línea de progreso.
     logging.getLogger("kafka").setLevel(logging.WARNING)
     from kafka import KafkaProducer
+    from kafka.errors import KafkaTimeoutError
 
     parar = threading.Event()
 
@@ -169,8 +170,12 @@ def main() -> int:
     try:
         publicador.ejecutar(parar, cfg.maximo, control)
     finally:
-        productor.flush()
-        productor.close()
+        # Con plazo: si el broker ya no está, esperar para siempre no salva nada.
+        try:
+            productor.flush(timeout=10)
+        except KafkaTimeoutError:
+            registro.error("el broker no confirmó los últimos envíos en 10 s; se abandonan")
+        productor.close(timeout=5)
     registro.info("terminado: %d eventos publicados, %d envíos fallidos",
                   publicador.enviados - publicador.fallidos, publicador.fallidos)
     return 1 if publicador.fallidos else 0
