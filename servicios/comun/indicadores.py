@@ -57,11 +57,13 @@ _DEFINICIONES = [
 INDICADORES: dict[str, DefinicionIndicador] = {d.nombre: d for d in _DEFINICIONES}
 
 VENTANAS_MOVILES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+# Desde el primer evento: de ella salen los contadores acumulados para las tasas de quema.
+VENTANA_TOTAL = "total"
 _VENTANA_MES = re.compile(r"^mes:(\d{4})-(0[1-9]|1[0-2])$")
 
 
 def ventana_valida(ventana: str) -> bool:
-    return ventana in VENTANAS_MOVILES or bool(_VENTANA_MES.match(ventana))
+    return ventana in VENTANAS_MOVILES or ventana == VENTANA_TOTAL or bool(_VENTANA_MES.match(ventana))
 
 
 def clave_serie(agencia_id: str, servicio_id: str, indicador: str, ventana: str, etapa_id: str = "") -> str:

@@ -20,7 +20,7 @@ from servicios.comun.indicadores import INDICADORES, clave_serie, ventana_valida
 
 TAMANO_PAGINA_DEFECTO = 100
 TAMANO_PAGINA_MAXIMO = 1000
-_VENTANAS = "1h, 24h, 7d, 30d o mes:AAAA-MM"
+_VENTANAS = "1h, 24h, 7d, 30d, total o mes:AAAA-MM"
 _VERSION_TOKEN = 1
 
 ClaveOrden = tuple[str, str, str, str, str, str]

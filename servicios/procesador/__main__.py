@@ -8,6 +8,7 @@ from pathlib import Path
 
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
+from servicios.comun.metas import IndiceMetas, archivos_de, cargar_metas
 from servicios.comun.topicos import crear_topicos
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.procesador import config
@@ -18,6 +19,7 @@ def main() -> int:
     try:
         cfg = config.leer(entorno())
         catalogo = cargar_catalogo(cfg.catalogo)
+        metas = IndiceMetas(cargar_metas(archivos_de(cfg.metas), catalogo))
     except (ConfiguracionInvalida, ArchivoInvalido) as error:
         print(f"gpr-procesador: configuración inválida:\n{error}", file=sys.stderr)
         return 2
@@ -35,7 +37,7 @@ def main() -> int:
     metricas = MetricasProcesador()
     if cfg.metricas_puerto:
         start_http_server(cfg.metricas_puerto, registry=metricas.registro)
-    app = crear_app(cfg, catalogo, metricas)
+    app = crear_app(cfg, catalogo, metas, metricas)
     worker = faust.Worker(app, loglevel=logging.INFO, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -30,6 +30,7 @@ from servicios.comun import topicos
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
 from servicios.comun.indicadores import clave_serie
+from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, evaluar
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.casos import aplicar_evento, lote_si_visto
@@ -37,6 +38,7 @@ from servicios.procesador.metricas import MetricasProcesador
 
 log = logging.getLogger("gpr.procesador")
 
+_ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
 _BITS_POSICION = 20
 
@@ -57,7 +59,7 @@ def _timestamp(segundos: float) -> Timestamp:
     return ts
 
 
-def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProcesador,
+def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, metricas: MetricasProcesador,
               reloj: Callable[[], float] = time.time) -> faust.App:
     """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
     app = faust.App(
@@ -82,6 +84,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
     t_rechazados = app.topic(topicos.RECHAZADOS, partitions=cfg.particiones)
     t_aportes = app.topic(topicos.APORTES, partitions=cfg.particiones)
     t_indicadores = app.topic(topicos.INDICADORES, partitions=cfg.particiones)
+    t_cumplimiento = app.topic(topicos.CUMPLIMIENTO, partitions=cfg.particiones)
 
     # key_type/value_type bytes: claves y valores crudos (protobuf), sin JSON de por medio.
     def tabla(nombre: str, **opciones):
@@ -100,6 +103,9 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
 
     sucias: set[str] = set()
     publicado: dict[str, bytes] = {}
+    # Último estado de meta publicado por serie. Solo en memoria: tras un reinicio se vuelve a
+    # publicar el estado vigente de cada serie con meta (los consumidores lo toman por clave).
+    estado_meta: dict[str, int] = {}
     estado_publicacion = {"todo": True}
 
     async def rechazar(mensaje, valor: bytes, motivo: str, detalle: str) -> None:
@@ -190,6 +196,13 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
                     desde=_timestamp(inst.desde_s), hasta=_timestamp(inst.hasta_s),
                 )
                 clave = clave_serie(agencia_id, inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)
+                meta = metas.buscar(agencia_id, inst.servicio_id, v.indicador, v.etapa_id, inst.ventana)
+                if meta is not None:
+                    indicador.meta.CopyFrom(ipb.EvaluacionMeta(
+                        operador=meta.operador, valor=meta.valor, muestra_minima=meta.muestra_minima,
+                        estado=_ESTADOS[evaluar(meta, v.valor, v.muestras)], severidad=meta.severidad,
+                        equipo=meta.equipo, descripcion=meta.descripcion,
+                    ))
                 contenido = indicador.SerializeToString()
                 if publicado.get(clave) == contenido:
                     continue
@@ -197,5 +210,12 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metricas: MetricasProce
                 await t_indicadores.send(key=clave.encode(), value=indicador.SerializeToString())
                 publicado[clave] = contenido
                 metricas.instantaneas.inc()
+                if meta is not None and estado_meta.get(clave) != indicador.meta.estado:
+                    cambio = ipb.CambioCumplimiento(
+                        indicador=indicador, estado=indicador.meta.estado,
+                        estado_anterior=estado_meta.get(clave, ipb.ESTADO_CUMPLIMIENTO_NO_ESPECIFICADO),
+                    )
+                    await t_cumplimiento.send(key=clave.encode(), value=cambio.SerializeToString())
+                    estado_meta[clave] = indicador.meta.estado
 
     return app

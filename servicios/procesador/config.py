@@ -12,6 +12,7 @@ from servicios.comun import config as c
 class ConfigProcesador:
     bootstrap: str
     catalogo: str
+    metas: str
     particiones: int
     app_id: str
     almacen: str
@@ -28,6 +29,7 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
     return ConfigProcesador(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
         catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
+        metas=c.texto(env, "GPR_METAS", "despliegue/metas"),
         particiones=c.entero(env, "GPR_PARTICIONES", 4, minimo=1),
         app_id=c.texto(env, "GPR_APP_ID", "gpr-procesador"),
         almacen=almacen,

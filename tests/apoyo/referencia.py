@@ -62,6 +62,7 @@ def indicadores(eventos, catalogo, agencia):
     for nombre, dur in VENTANAS.items():
         ventanas[nombre] = ((hora_marca - dur // 3600 + 1) * 3600, marca)
     primero = min(e.ocurrido_en.seconds for e in propios)
+    ventanas["total"] = (primero, marca)
     mes = datetime.fromtimestamp(primero, ZoneInfo(zona)).strftime("%Y-%m")
     ultimo_mes = datetime.fromtimestamp(marca, ZoneInfo(zona)).strftime("%Y-%m")
     while mes <= ultimo_mes:

@@ -19,7 +19,7 @@ from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from servicios.comun.broker import puerto_libre
-from servicios.comun.topicos import CABECERA_MOTIVO, EVENTOS, RECHAZADOS, crear_topicos
+from servicios.comun.topicos import CABECERA_MOTIVO, CUMPLIMIENTO, EVENTOS, RECHAZADOS, crear_topicos
 
 H = 3600
 D = 86400
@@ -92,10 +92,14 @@ def _esperar_servicio(canal, limite_s=30):
 
 
 def _leer_rechazados(bootstrap, cuantos, limite_s=30):
+    return _leer(bootstrap, RECHAZADOS, cuantos, limite_s)
+
+
+def _leer(bootstrap, topico, cuantos, limite_s=30):
     from aiokafka import AIOKafkaConsumer
 
     async def leer():
-        consumidor = AIOKafkaConsumer(RECHAZADOS, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        consumidor = AIOKafkaConsumer(topico, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
         await consumidor.start()
         try:
             vistos = []
@@ -115,8 +119,17 @@ def test_eventos_a_indicadores_por_grpc(bootstrap, procesos, tmp_path):
     crear_topicos(bootstrap, 2)
     puerto_grpc, puerto_metricas = puerto_libre(), puerto_libre()
     comun = {"GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": "2"}
+    metas = tmp_path / "metas"
+    metas.mkdir()
+    (metas / "prueba.yaml").write_text(
+        "metas:\n"
+        "  - {agencia: reniec, servicio: dni-duplicado, indicador: cumplimiento_plazo, ventana: 24h,\n"
+        "     operador: '>=', valor: 0.9, muestra_minima: 4, severidad: critica, equipo: e, descripcion: d}\n"
+        "  - {agencia: sunarp, servicio: '*', indicador: cumplimiento_plazo, ventana: 24h,\n"
+        "     operador: '>=', valor: 0.9, muestra_minima: 2, severidad: critica, equipo: e, descripcion: d}\n"
+    )
     procesos.lanzar("servicios.procesador", {**comun, "GPR_DIRECTORIO_DATOS": str(tmp_path / "datos"),
-                                             "GPR_METRICAS_PUERTO": "0"})
+                                             "GPR_METRICAS_PUERTO": "0", "GPR_METAS": str(metas)})
     procesos.lanzar("servicios.consulta", {**comun, "GPR_GRPC_PUERTO": str(puerto_grpc), "GPR_GRPC_HOST": "127.0.0.1",
                                            "GPR_METRICAS_PUERTO": str(puerto_metricas)})
 
@@ -184,6 +197,15 @@ def test_eventos_a_indicadores_por_grpc(bootstrap, procesos, tmp_path):
     assert len(objetivo) == 1 and float(objetivo[0].rsplit(" ", 1)[1]) == 0.75
     # Sin datos no es 0: la serie no se exporta como valor.
     assert not [l for l in lineas if 'servicio="dni-primera-vez"' in l and 'indicador="cumplimiento_plazo"' in l]
+
+    # Metas: 0,75 con 4 muestras contra ≥ 0,9 (mínimo 4) incumple; sunarp, 1 muestra de 2: sin datos.
+    plazo = obtener("reniec", "dni-duplicado", "cumplimiento_plazo")
+    assert (plazo.meta.valor, plazo.meta.estado) == (0.9, ipb.INCUMPLE)
+    assert obtener("sunarp", "certificado-literal", "cumplimiento_plazo").meta.estado == ipb.SIN_DATOS
+    assert not obtener("reniec", "dni-duplicado", "solicitudes").HasField("meta")
+    cambios = [ipb.CambioCumplimiento.FromString(r.value) for r in _leer(bootstrap, CUMPLIMIENTO, 10**6, limite_s=5)]
+    assert {(c.indicador.agencia_id, c.indicador.servicio_id, c.estado) for c in cambios} >= {
+        ("reniec", "dni-duplicado", ipb.INCUMPLE), ("sunarp", "certificado-literal", ipb.SIN_DATOS)}
 
     for nombre in ("procesador", "consulta"):
         assert "Traceback" not in procesos.registro(nombre), procesos.registro(nombre)[-3000:]

@@ -3,8 +3,9 @@ instantáneas de todas las ventanas. Opera sobre mapas clave → bytes (las tabl
 son; las pruebas usan dicts), sin E/S propia.
 
 Claves de los mapas:
-  cubos     "agencia|servicio|h<hora>" (cubo horario UTC) y "agencia|servicio|m<AAAA-MM>" (mes
-            en la zona de la agencia) → CuboHorario
+  cubos     "agencia|servicio|h<hora>" (cubo horario UTC), "agencia|servicio|m<AAAA-MM>" (mes
+            en la zona de la agencia) y "agencia|servicio|total" (desde el primer evento)
+            → CuboHorario
   lineas    "agencia|servicio" → LineaVencimientos
   agencias  "agencia" → EstadoAgencia
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import Catalogo
-from servicios.comun.indicadores import VENTANAS_MOVILES
+from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio import vencimientos, ventanas
 from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
@@ -44,6 +45,10 @@ def _clave_cubo_hora(agencia: str, servicio: str, hora: int) -> bytes:
 
 def _clave_cubo_mes(agencia: str, servicio: str, mes: str) -> bytes:
     return f"{agencia}|{servicio}|m{mes}".encode()
+
+
+def _clave_cubo_total(agencia: str, servicio: str) -> bytes:
+    return f"{agencia}|{servicio}|total".encode()
 
 
 class Agregacion:
@@ -89,6 +94,7 @@ class Agregacion:
                 continue
             por_cubo.setdefault(_clave_cubo_hora(agencia, servicio, ventanas.hora(aporte.instante)), []).append(aporte)
             por_cubo.setdefault(_clave_cubo_mes(agencia, servicio, ventanas.mes_de(aporte.instante, zona)), []).append(aporte)
+            por_cubo.setdefault(_clave_cubo_total(agencia, servicio), []).append(aporte)
         for clave, aportes in por_cubo.items():
             self._sumar_en_cubo(clave, aportes, lote)
         if de_vencidos:
@@ -168,8 +174,11 @@ class Agregacion:
             for mes in meses:
                 rangos.append((f"mes:{mes}", ventanas.rango_mes(mes, zona, marca),
                                vencimientos.valor_al_cierre(linea, mes, zona, marca)))
+            rangos.append((VENTANA_TOTAL, ventanas.Rango(0, 0, estado.primer_instante, marca), vencidos_ahora))
             for nombre, rango, vencidos in rangos:
-                if nombre.startswith("mes:"):
+                if nombre == VENTANA_TOTAL:
+                    sumas = self._sumas(iter([_clave_cubo_total(agencia_id, servicio.id)]))
+                elif nombre.startswith("mes:"):
                     sumas = self._sumas(iter([_clave_cubo_mes(agencia_id, servicio.id, nombre[4:])]))
                 else:
                     sumas = self._sumas(_clave_cubo_hora(agencia_id, servicio.id, h) for h in rango.horas())
