@@ -7,8 +7,7 @@ import time
 
 from kafka import KafkaProducer
 
-from gpr.v1 import indicadores_pb2 as ipb
-from servicios.comun.topicos import EVENTOS, INDICADORES
+from servicios.comun.topicos import EVENTOS
 
 
 def publicar(bootstrap: str, registros, topico: str = EVENTOS) -> None:
@@ -54,37 +53,3 @@ def observado_desde_indicadores(indicadores):
         valores[(i.servicio_id, "_rango", i.ventana, "")] = (i.desde.seconds, i.hasta.seconds)
         cuellos[(i.servicio_id, i.ventana)] = i.etapa_cuello_botella
     return valores, cuellos
-
-
-class VistaIndicadores:
-    """Lee gpr.indicadores.v1 de forma incremental (kafka-python, sin grupo) y guarda el último
-    valor de cada serie, como la vista materializada del servicio de consulta."""
-
-    def __init__(self, bootstrap: str):
-        from kafka import KafkaConsumer, TopicPartition
-
-        self.consumidor = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-        particiones = self.consumidor.partitions_for_topic(INDICADORES) or {0}
-        tps = [TopicPartition(INDICADORES, p) for p in sorted(particiones)]
-        self.consumidor.assign(tps)
-        self.consumidor.seek_to_beginning(*tps)
-        self.series: dict[bytes, ipb.Indicador] = {}
-
-    def actualizar(self, espera_ms: int = 500) -> None:
-        while True:
-            lotes = self.consumidor.poll(timeout_ms=espera_ms, max_records=50000)
-            if not lotes:
-                return
-            for registros in lotes.values():
-                for r in registros:
-                    if r.value is None:
-                        self.series.pop(r.key, None)
-                    else:
-                        self.series[r.key] = ipb.Indicador.FromString(r.value)
-            espera_ms = 50
-
-    def de_agencia(self, agencia: str):
-        return [i for i in self.series.values() if i.agencia_id == agencia]
-
-    def cerrar(self) -> None:
-        self.consumidor.close()

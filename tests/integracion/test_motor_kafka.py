@@ -12,7 +12,8 @@ import pytest
 
 from apoyo import escenario, referencia
 from apoyo.comparar import diferencias
-from apoyo.kafka import VistaIndicadores, leer_todo, observado_desde_indicadores, publicar, publicar_eventos
+from apoyo.consulta import ClienteConsulta
+from apoyo.kafka import leer_todo, observado_desde_indicadores, publicar, publicar_eventos
 from conftest import CATALOGO
 from gpr.v1 import eventos_pb2 as pb
 from servicios.comun.catalogo import cargar_catalogo
@@ -69,16 +70,17 @@ def tardios(eventos, azar):
 
 
 def esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=240):
-    vista = VistaIndicadores(bootstrap)
+    """Espera a que *cada* indicador de cada ventana servido por gRPC iguale a la referencia."""
+    cliente = ClienteConsulta(bootstrap)
     esperado = {a: referencia.indicadores(eventos, catalogo, a) for a in catalogo.agencias}
     errores = {}
     fin = time.monotonic() + limite_s
     try:
+        cliente.esperar_al_dia()
         while time.monotonic() < fin:
-            vista.actualizar()
             errores = {}
             for agencia in catalogo.agencias:
-                observado, cuellos = observado_desde_indicadores(vista.de_agencia(agencia))
+                observado, cuellos = observado_desde_indicadores(cliente.listar(agencia))
                 e = diferencias(observado, esperado[agencia], cuellos, eventos, catalogo, agencia)
                 rangos = [k for k, v in esperado[agencia].items() if k[1] == "_rango" and observado.get(k) != v]
                 if e or rangos:
@@ -87,7 +89,7 @@ def esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=
                 return
             time.sleep(1)
     finally:
-        vista.cerrar()
+        cliente.cerrar()
     pytest.fail(f"los indicadores no igualaron a la referencia: {errores}\n"
                 f"{procesos.registro('procesador')[-4000:]}")
 

@@ -1,0 +1,50 @@
+"""Leer indicadores como un cliente más: el servicio de consulta real y un canal gRPC real."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gpr.v1 import indicadores_pb2 as ipb
+from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.consulta import config as config_consulta
+from servicios.consulta.servidor import ConsultaEnHilo
+
+
+class ClienteConsulta:
+    """Arranca la consulta en este proceso y lista sus indicadores por gRPC."""
+
+    def __init__(self, bootstrap: str):
+        cfg = config_consulta.leer({"GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_GRPC_HOST": "127.0.0.1",
+                                    "GPR_GRPC_PUERTO": "0", "GPR_METRICAS_PUERTO": "0"})
+        self.consulta = ConsultaEnHilo(cfg).iniciar()
+        self.canal = grpc.insecure_channel(f"127.0.0.1:{self.consulta.puerto_grpc}")
+        self.stub = ipb_grpc.IndicadoresStub(self.canal)
+
+    def esperar_al_dia(self, limite_s: float = 60) -> None:
+        salud = health_pb2_grpc.HealthStub(self.canal)
+        fin = time.monotonic() + limite_s
+        while time.monotonic() < fin:
+            try:
+                if salud.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("la consulta no llegó a SERVING")
+
+    def listar(self, agencia: str) -> list[ipb.Indicador]:
+        resultado, token = [], ""
+        while True:
+            pagina = self.stub.ListarIndicadores(
+                ipb.FiltroIndicadores(agencia_id=agencia, tamano_pagina=1000, token_pagina=token), timeout=10)
+            resultado.extend(pagina.indicadores)
+            token = pagina.siguiente_pagina
+            if not token:
+                return resultado
+
+    def cerrar(self) -> None:
+        self.canal.close()
+        self.consulta.detener()
