@@ -173,6 +173,12 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         async for valor in stream:
             sucias.add(agregacion.aplicar_lote(interno.LoteAportes.FromString(valor)))
 
+    @app.on_partitions_assigned.connect
+    async def al_asignar_particiones(app, assigned, **_kwargs):
+        # La recuperación de las tablas escribe directo en el almacén, sin pasar por la
+        # memoria de la agregación: se descarta para releer del almacén.
+        agregacion.olvidar_memoria()
+
     @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
     async def publicar_indicadores():
         if app.rebalancing or app.in_recovery:
@@ -181,7 +187,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         if estado_publicacion["todo"]:
             # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
             # sin publicar antes de un corte.
-            sucias.update(k.decode() for k in list(agregacion.agencias.keys()))
+            sucias.update(k.decode() for k in agregacion.agencias.claves())
             estado_publicacion["todo"] = False
         ahora = reloj()
         while sucias:

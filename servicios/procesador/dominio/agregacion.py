@@ -51,26 +51,71 @@ def _clave_cubo_total(agencia: str, servicio: str) -> bytes:
     return f"{agencia}|{servicio}|total".encode()
 
 
+class MapaProto:
+    """Un mapa clave → bytes visto como clave → mensaje protobuf, con los mensajes ya
+    decodificados en memoria: decodificar los cubos grandes (histogramas) en cada lectura era
+    más de la mitad del costo de la agregación. Quien modifica un mensaje leído debe
+    guardarlo con `poner`; `olvidar()` descarta la memoria (tras un reequilibrio el mapa
+    cambia por debajo: la recuperación escribe directo en el almacén)."""
+
+    def __init__(self, mapa: MutableMapping, tipo):
+        self.mapa = mapa
+        self._tipo = tipo
+        self._memoria: dict = {}
+
+    def leer(self, clave: bytes):
+        mensaje = self._memoria.get(clave)
+        if mensaje is None:
+            bruto = self.mapa.get(clave)
+            if bruto is None:
+                return None
+            mensaje = self._memoria[clave] = self._tipo.FromString(bruto)
+        return mensaje
+
+    def leer_o_nuevo(self, clave: bytes):
+        mensaje = self.leer(clave)
+        return mensaje if mensaje is not None else self._tipo()
+
+    def poner(self, clave: bytes, mensaje) -> None:
+        self.mapa[clave] = mensaje.SerializeToString()
+        self._memoria[clave] = mensaje
+
+    def quitar(self, clave: bytes) -> None:
+        self._memoria.pop(clave, None)
+        self.mapa.pop(clave, None)
+
+    def __contains__(self, clave: bytes) -> bool:
+        return clave in self._memoria or clave in self.mapa
+
+    def claves(self):
+        return list(self.mapa.keys())
+
+    def olvidar(self) -> None:
+        self._memoria.clear()
+
+
 class Agregacion:
     def __init__(self, cubos: MutableMapping, lineas: MutableMapping, agencias: MutableMapping,
                  catalogo: Catalogo, tardanza_maxima_s: int):
-        self.cubos = cubos
-        self.lineas = lineas
-        self.agencias = agencias
+        self.cubos = MapaProto(cubos, interno.CuboHorario)
+        self.lineas = MapaProto(lineas, interno.LineaVencimientos)
+        self.agencias = MapaProto(agencias, interno.EstadoAgencia)
         self.catalogo = catalogo
         self.tardanza_maxima_s = tardanza_maxima_s
+
+    def olvidar_memoria(self) -> None:
+        for mapa in (self.cubos, self.lineas, self.agencias):
+            mapa.olvidar()
 
     def _zona(self, agencia_id: str) -> str:
         agencia = self.catalogo.agencias.get(agencia_id)
         return agencia.zona_horaria if agencia else "UTC"
 
     def estado_agencia(self, agencia_id: str) -> interno.EstadoAgencia:
-        bruto = self.agencias.get(agencia_id.encode())
-        return interno.EstadoAgencia.FromString(bruto) if bruto is not None else interno.EstadoAgencia()
+        return self.agencias.leer_o_nuevo(agencia_id.encode())
 
     def _sumar_en_cubo(self, clave: bytes, aportes: list, lote: interno.LoteAportes) -> None:
-        bruto = self.cubos.get(clave)
-        cubo = interno.CuboHorario.FromString(bruto) if bruto is not None else interno.CuboHorario()
+        cubo = self.cubos.leer_o_nuevo(clave)
         if cubo.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
             return
         for aporte in aportes:
@@ -80,7 +125,7 @@ class Agregacion:
             else:
                 cubo.medidas[aporte.medida] = nuevo
         cubo.secuencias[lote.particion_origen] = lote.secuencia
-        self.cubos[clave] = cubo.SerializeToString()
+        self.cubos.poner(clave, cubo)
 
     def aplicar_lote(self, lote: interno.LoteAportes) -> str:
         """Suma un lote de aportes (idempotente por secuencia) y devuelve su agencia."""
@@ -103,8 +148,7 @@ class Agregacion:
         return agencia
 
     def _linea(self, agencia: str, servicio: str) -> interno.LineaVencimientos:
-        bruto = self.lineas.get(f"{agencia}|{servicio}".encode())
-        return interno.LineaVencimientos.FromString(bruto) if bruto is not None else interno.LineaVencimientos()
+        return self.lineas.leer_o_nuevo(f"{agencia}|{servicio}".encode())
 
     def _sumar_vencidos(self, agencia, servicio, aportes, lote, zona) -> None:
         linea = self._linea(agencia, servicio)
@@ -113,7 +157,7 @@ class Agregacion:
         for aporte in aportes:
             vencimientos.aplicar(linea, aporte.instante, aporte.valor, zona)
         linea.secuencias[lote.particion_origen] = lote.secuencia
-        self.lineas[f"{agencia}|{servicio}".encode()] = linea.SerializeToString()
+        self.lineas.poner(f"{agencia}|{servicio}".encode(), linea)
 
     def _avanzar_marca(self, agencia: str, ocurrido_en: int) -> None:
         estado = self.estado_agencia(agencia)
@@ -126,7 +170,7 @@ class Agregacion:
             self._barrer(agencia, estado)
             cambio = True
         if cambio:
-            self.agencias[agencia.encode()] = estado.SerializeToString()
+            self.agencias.poner(agencia.encode(), estado)
 
     def _barrer(self, agencia: str, estado: interno.EstadoAgencia) -> None:
         """Borra cubos que ya no sirven a ninguna ventana y pliega los vencimientos viejos."""
@@ -139,20 +183,18 @@ class Agregacion:
         mes_viejo = ventanas.meses_hasta(min(meses_vigentes), 2)[0]
         for servicio in self.catalogo.servicios_de(agencia):
             for hora in range(desde, corte):
-                self.cubos.pop(_clave_cubo_hora(agencia, servicio.id, hora), None)
-            self.cubos.pop(_clave_cubo_mes(agencia, servicio.id, mes_viejo), None)
+                self.cubos.quitar(_clave_cubo_hora(agencia, servicio.id, hora))
+            self.cubos.quitar(_clave_cubo_mes(agencia, servicio.id, mes_viejo))
             clave_linea = f"{agencia}|{servicio.id}".encode()
             if clave_linea in self.lineas:
                 linea = self._linea(agencia, servicio.id)
                 vencimientos.plegar(linea, estado.marca_agua - self.tardanza_maxima_s, zona, MESES_RETENIDOS)
-                self.lineas[clave_linea] = linea.SerializeToString()
+                self.lineas.poner(clave_linea, linea)
         estado.barrido_hasta = corte
 
     def _sumas(self, claves: Iterator[bytes]) -> dict[str, float]:
         return ventanas.sumar(
-            interno.CuboHorario.FromString(bruto).medidas
-            for clave in claves
-            if (bruto := self.cubos.get(clave)) is not None
+            cubo.medidas for clave in claves if (cubo := self.cubos.leer(clave)) is not None
         )
 
     def instantaneas(self, agencia_id: str) -> list[Instantanea]:

