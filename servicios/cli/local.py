@@ -45,10 +45,51 @@ _COLUMNAS = [
 ]
 
 
+RAIZ = Path(__file__).resolve().parents[2]
+
+
+def _binario(*nombres: str) -> str:
+    for nombre in nombres:
+        ruta = shutil.which(nombre)
+        if ruta:
+            return ruta
+    raise SystemExit(
+        f"falta {nombres[0]}: instálelo con `sudo bash despliegue/instalar-herramientas.sh` "
+        "(paquetes Debian prometheus y prometheus-alertmanager)"
+    )
+
+
+def _configuracion_prometheus(consulta_metricas: int, procesador_metricas: int, alertmanager: int) -> str:
+    """Como despliegue/prometheus/prometheus.yml, con direcciones locales e intervalos cortos."""
+    return f"""# Generado por `gpr local`: Prometheus de la pila local.
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:{alertmanager}"]
+rule_files:
+  - {RAIZ}/despliegue/prometheus/reglas/*.yml
+scrape_configs:
+  - job_name: gpr-consulta
+    static_configs:
+      - targets: ["127.0.0.1:{consulta_metricas}"]
+  - job_name: gpr-procesador
+    static_configs:
+      - targets: ["127.0.0.1:{procesador_metricas}"]
+"""
+
+
 class PilaLocal:
-    def __init__(self, grpc_puerto: int, metricas_puerto: int, tasa: int, particiones: int, directorio: str):
+    def __init__(self, grpc_puerto: int, metricas_puerto: int, tasa: int, particiones: int, directorio: str,
+                 procesador_metricas_puerto: int = 9465, prometheus_puerto: int = 9090,
+                 alertmanager_puerto: int = 9093):
         self.grpc_puerto = grpc_puerto
         self.metricas_puerto = metricas_puerto
+        self.procesador_metricas_puerto = procesador_metricas_puerto
+        self.prometheus_puerto = prometheus_puerto
+        self.alertmanager_puerto = alertmanager_puerto
         self.tasa = tasa
         self.particiones = particiones
         self.directorio = Path(directorio)
@@ -71,16 +112,33 @@ class PilaLocal:
         crear_topicos(bootstrap, self.particiones)
         comun = {"GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": str(self.particiones)}
         self._lanzar("procesador", {**comun, "GPR_DIRECTORIO_DATOS": str(self.directorio / "procesador"),
-                                    "GPR_METRICAS_PUERTO": "9465"})
+                                    "GPR_METRICAS_PUERTO": str(self.procesador_metricas_puerto)})
         self._lanzar("consulta", {**comun, "GPR_GRPC_PUERTO": str(self.grpc_puerto),
                                   "GPR_METRICAS_PUERTO": str(self.metricas_puerto)})
         self._lanzar("simulador", {**comun, "GPR_SIMULADOR_TASA": str(self.tasa)})
+        configuracion = self.directorio / "prometheus.yml"
+        configuracion.write_text(_configuracion_prometheus(
+            self.metricas_puerto, self.procesador_metricas_puerto, self.alertmanager_puerto))
+        self._lanzar("prometheus", {}, [
+            _binario("prometheus"), f"--config.file={configuracion}",
+            f"--storage.tsdb.path={self.directorio / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{self.prometheus_puerto}",
+            # Una alerta que dispara antes de descubrir a Alertmanager se reenvía pronto.
+            "--rules.alert.resend-delay=5s",
+        ])
+        self._lanzar("alertmanager", {}, [
+            _binario("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={RAIZ / 'despliegue' / 'alertmanager' / 'alertmanager.yml'}",
+            f"--storage.path={self.directorio / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{self.alertmanager_puerto}",
+            "--cluster.listen-address=",
+        ])
         return self
 
-    def _lanzar(self, nombre: str, env: dict[str, str]) -> None:
+    def _lanzar(self, nombre: str, env: dict[str, str], orden: list[str] | None = None) -> None:
         registro = open(self.directorio / f"{nombre}.log", "ab")
         proceso = subprocess.Popen(
-            [sys.executable, "-m", f"servicios.{nombre}"],
+            orden or [sys.executable, "-m", f"servicios.{nombre}"],
             env={**os.environ, **env}, stdout=registro, stderr=subprocess.STDOUT,
             # Su propio grupo de procesos: el Ctrl-C de la terminal lo recibe solo `gpr local`,
             # que detiene a cada servicio en orden; y si `gpr local` muere, mueren con él.
@@ -147,6 +205,8 @@ def mostrar_en_vivo(pila: PilaLocal) -> None:
     consola.print(f"Broker Kafka:      [cyan]{pila.bootstrap}[/cyan]")
     consola.print(f"gRPC Indicadores:  [cyan]{direccion}[/cyan]")
     consola.print(f"Métricas:          [cyan]http://127.0.0.1:{pila.metricas_puerto}/metrics[/cyan]")
+    consola.print(f"Prometheus:        [cyan]http://127.0.0.1:{pila.prometheus_puerto}[/cyan] (alertas: /alerts)")
+    consola.print(f"Alertmanager:      [cyan]http://127.0.0.1:{pila.alertmanager_puerto}[/cyan]")
     consola.print(f"Registros:         {pila.directorio}/*.log")
     consola.print("Ctrl-C para detener.\n")
     canal = grpc.insecure_channel(direccion)

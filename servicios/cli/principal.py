@@ -23,12 +23,17 @@ def local(
     tasa: int = typer.Option(200, help="Eventos por segundo del simulador."),
     particiones: int = typer.Option(4, help="Particiones de los tópicos."),
     directorio: str = typer.Option("datos/local", help="Registros y estado de esta ejecución."),
+    procesador_metricas_puerto: int = typer.Option(9465, help="Puerto de /metrics del procesador."),
+    prometheus_puerto: int = typer.Option(9090, help="Puerto de Prometheus."),
+    alertmanager_puerto: int = typer.Option(9093, help="Puerto de Alertmanager."),
 ) -> None:
-    """Arranca broker embebido, procesador, consulta y simulador, y muestra los indicadores en vivo.
+    """Arranca broker embebido, procesador, consulta, simulador, Prometheus y Alertmanager, y
+    muestra los indicadores en vivo.
 
     Usa el broker de GPR_KAFKA_BOOTSTRAP si está definido. Ctrl-C lo detiene todo.
     """
     from servicios.cli.local import PilaLocal, mostrar_en_vivo
 
-    with PilaLocal(grpc_puerto, metricas_puerto, tasa, particiones, directorio) as pila:
+    with PilaLocal(grpc_puerto, metricas_puerto, tasa, particiones, directorio,
+                   procesador_metricas_puerto, prometheus_puerto, alertmanager_puerto) as pila:
         mostrar_en_vivo(pila)

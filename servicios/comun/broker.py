@@ -81,6 +81,9 @@ class BrokerEmbebido:
             # SIGKILL y no SIGTERM: con clientes aún conectados Tansu no termina con SIGTERM,
             # y al ser solo memoria no hay nada que cerrar con cuidado.
             preexec_fn=morir_con_el_padre(signal.SIGKILL),
+            # Fuera del grupo de procesos de la terminal: un Ctrl-C lo recibe quien lo lanzó,
+            # que lo detiene después de los servicios que aún lo usan.
+            start_new_session=True,
         )
         try:
             esperar_puerto("127.0.0.1", self.puerto, limite_s)

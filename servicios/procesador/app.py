@@ -190,7 +190,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             sucias.update(k.decode() for k in agregacion.agencias.claves())
             estado_publicacion["todo"] = False
         ahora = reloj()
-        while sucias:
+        while sucias and not app.should_stop:
             agencia_id = sucias.pop()
             for inst in agregacion.instantaneas(agencia_id):
                 v = inst.valor
@@ -212,6 +212,10 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                 contenido = indicador.SerializeToString()
                 if publicado.get(clave) == contenido:
                     continue
+                if app.should_stop:
+                    # Al detenerse el trabajador el productor se cierra: lo que falte se
+                    # republica al arrancar (todo lo local se marca sucio).
+                    return
                 indicador.actualizado_en.CopyFrom(_timestamp(ahora))
                 await t_indicadores.send(key=clave.encode(), value=indicador.SerializeToString())
                 publicado[clave] = contenido

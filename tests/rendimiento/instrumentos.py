@@ -367,12 +367,18 @@ class Procesos:
         self._procesos.clear()
 
 
-def env_procesador(bootstrap: str, directorio: Path, catalogo: Path, **extra: str) -> dict[str, str]:
-    return {
+def env_procesador(bootstrap: str, directorio: Path, catalogo: Path, metas: Path | None = None,
+                   **extra: str) -> dict[str, str]:
+    """Entorno de un trabajador; `metas` None usa las metas del despliegue (sus agencias deben
+    estar en el catálogo: un catálogo sintético va con un directorio de metas vacío)."""
+    env = {
         "GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": str(PARTICIONES), "GPR_ALMACEN": "rocksdb",
         "GPR_DIRECTORIO_DATOS": str(directorio), "GPR_METRICAS_PUERTO": "0", "GPR_CATALOGO": str(catalogo),
         **extra,
     }
+    if metas is not None:
+        env["GPR_METAS"] = str(metas)
+    return env
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,0 +1,76 @@
+"""`gpr local` (lo que corre `make run`) de punta a punta, como lo usaría una persona: arranca
+todo, los indicadores aparecen y cambian por gRPC, Prometheus raspa a los dos exportadores, y
+Ctrl-C (SIGINT) lo detiene todo sin dejar procesos."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from conftest import RAIZ
+from gpr.v1 import indicadores_pb2 as ipb
+from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.comun.broker import morir_con_el_padre, puerto_libre
+
+
+def _solicitudes(stub) -> float:
+    total = 0.0
+    for i in stub.ListarIndicadores(ipb.FiltroIndicadores(indicador="solicitudes", ventana="total"), timeout=2).indicadores:
+        total += i.valor
+    return total
+
+
+@pytest.mark.integracion
+def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path):
+    puertos = {n: puerto_libre() for n in ("grpc", "metricas", "procesador", "prometheus", "alertmanager")}
+    env = {k: v for k, v in os.environ.items() if k != "GPR_KAFKA_BOOTSTRAP"}
+    salida = open(tmp_path / "local.out", "wb")
+    pila = subprocess.Popen(
+        [sys.executable, "-m", "servicios.cli", "local", "--tasa", "500",
+         "--grpc-puerto", str(puertos["grpc"]), "--metricas-puerto", str(puertos["metricas"]),
+         "--procesador-metricas-puerto", str(puertos["procesador"]),
+         "--prometheus-puerto", str(puertos["prometheus"]), "--alertmanager-puerto", str(puertos["alertmanager"]),
+         "--directorio", str(tmp_path / "pila")],
+        cwd=RAIZ, env=env, stdout=salida, stderr=subprocess.STDOUT, preexec_fn=morir_con_el_padre(),
+    )
+    try:
+        stub = ipb_grpc.IndicadoresStub(grpc.insecure_channel(f"127.0.0.1:{puertos['grpc']}"))
+        vistos = []
+        fin = time.monotonic() + 90
+        while time.monotonic() < fin and len(set(vistos)) < 3:
+            try:
+                valor = _solicitudes(stub)
+                if valor > 0:
+                    vistos.append(valor)
+            except grpc.RpcError:
+                pass
+            time.sleep(1)
+        assert len(set(vistos)) >= 3, f"los indicadores no cambiaron en vivo: {vistos}\n{(tmp_path / 'local.out').read_text()[-2000:]}"
+        assert vistos == sorted(vistos), "las solicitudes acumuladas nunca bajan"
+
+        objetivos = json.load(urllib.request.urlopen(
+            f"http://127.0.0.1:{puertos['prometheus']}/api/v1/targets", timeout=5))["data"]["activeTargets"]
+        fin = time.monotonic() + 30
+        while time.monotonic() < fin and not all(o["health"] == "up" for o in objetivos):
+            time.sleep(1)
+            objetivos = json.load(urllib.request.urlopen(
+                f"http://127.0.0.1:{puertos['prometheus']}/api/v1/targets", timeout=5))["data"]["activeTargets"]
+        assert sorted((o["labels"]["job"], o["health"]) for o in objetivos) == [
+            ("gpr-consulta", "up"), ("gpr-procesador", "up")]
+        urllib.request.urlopen(f"http://127.0.0.1:{puertos['alertmanager']}/api/v2/status", timeout=5)
+    finally:
+        pila.send_signal(signal.SIGINT)
+        codigo = pila.wait(60)
+    texto = (tmp_path / "local.out").read_text()
+    assert "Pila local detenida." in texto and codigo == 0, texto[-2000:]
+    assert "se mata" not in texto, "un servicio no se detuvo a tiempo con SIGTERM"
+    for registro in (tmp_path / "pila").glob("*.log"):
+        assert "Traceback" not in registro.read_text(errors="replace"), registro.name
