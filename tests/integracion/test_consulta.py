@@ -294,7 +294,9 @@ def test_reflexion(consulta):
     servicios = set(base.get_services())
     assert {"gpr.v1.Indicadores", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= servicios
     descriptor = DescriptorPool(base).FindServiceByName("gpr.v1.Indicadores")
-    assert {m.name for m in descriptor.methods} == {"ObtenerIndicador", "ListarIndicadores"}
+    assert {m.name for m in descriptor.methods} == {
+        "ObtenerIndicador", "ListarIndicadores", "ObtenerHistorial", "ObtenerTablero", "ListarIncumplimientos",
+        "SuscribirIndicadores"}
     assert descriptor.methods_by_name["ObtenerIndicador"].output_type.full_name == "gpr.v1.Indicador"
 
 
