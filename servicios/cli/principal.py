@@ -1,8 +1,11 @@
-"""Órdenes de `gpr` (typer): por ahora `gpr local`, la pila local completa de `make run`."""
+"""Órdenes de `gpr` (typer): `local` (la pila de `make run`), `publicar`, `indicadores`,
+`tablero` y `vigilar`. Las órdenes importan lo pesado al ejecutarse, no al cargar `gpr`."""
 
 from __future__ import annotations
 
 import typer
+
+from servicios.cli import consultas, publicar
 
 app = typer.Typer(
     help="GpR Monitor: monitoreo de resultados para la administración pública.",
@@ -14,6 +17,12 @@ app = typer.Typer(
 @app.callback()
 def _principal() -> None:
     """GpR Monitor: monitoreo de resultados para la administración pública."""
+
+
+app.command()(publicar.publicar)
+app.command()(consultas.indicadores)
+app.command()(consultas.tablero)
+app.command()(consultas.vigilar)
 
 
 @app.command()

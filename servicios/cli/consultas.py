@@ -1,0 +1,133 @@
+"""Órdenes de consulta de `gpr`: `indicadores`, `tablero` y `vigilar`, como un cliente gRPC más.
+
+Códigos de salida: 0 bien; 1 la consulta respondió con un error (p. ej. NOT_FOUND); 2 uso
+incorrecto (typer); 3 la consulta no está disponible (UNAVAILABLE o sin conexión).
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from gpr.v1 import indicadores_pb2 as ipb
+from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+
+consola = Console()
+SIN_CONSULTA = 3
+
+_ESTADOS = {ipb.CUMPLE: "[green]cumple[/green]", ipb.INCUMPLE: "[red]incumple[/red]",
+            ipb.SIN_DATOS: "[yellow]sin datos[/yellow]"}
+
+OPCION_DIRECCION = typer.Option("127.0.0.1:50051", "--consulta", envvar="GPR_CONSULTA",
+                                help="Dirección gRPC del servicio de consulta.")
+
+
+def _stub(direccion: str) -> ipb_grpc.IndicadoresStub:
+    return ipb_grpc.IndicadoresStub(grpc.insecure_channel(direccion))
+
+
+def _fallar(error: grpc.RpcError) -> None:
+    codigo = error.code()
+    consola.print(f"[red]error {codigo.name}[/red]: {error.details()}")
+    sin_servicio = codigo in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    raise typer.Exit(SIN_CONSULTA if sin_servicio else 1)
+
+
+def valor_legible(i: ipb.Indicador) -> str:
+    if i.sin_datos:
+        return "sin datos"
+    if i.indicador.startswith("tiempo_"):
+        return f"{i.valor / 86400:.1f} d" if i.valor >= 86400 else f"{i.valor / 3600:.1f} h"
+    if i.indicador in ("solicitudes", "entregas", "casos_vencidos"):
+        return f"{i.valor:,.0f}"
+    if i.indicador in ("reclamos_por_mil", "costo_por_tramite"):
+        return f"{i.valor:,.2f}"
+    return f"{i.valor:.1%}"
+
+
+def _meta(i: ipb.Indicador) -> tuple[str, str]:
+    if not i.HasField("meta"):
+        return "", ""
+    m = i.meta
+    objetivo = f"{m.operador} {m.valor:.1%}" if m.valor <= 1 and i.indicador.startswith(("tasa_", "cumplimiento", "satisfaccion", "adopcion")) else f"{m.operador} {m.valor:g}"
+    return objetivo, _ESTADOS.get(m.estado, "")
+
+
+def tabla_indicadores(indicadores, titulo: str) -> Table:
+    tabla = Table(title=titulo)
+    for columna in ("Agencia", "Servicio", "Indicador", "Ventana", "Etapa", "Valor", "Muestras", "Meta", "Estado"):
+        tabla.add_column(columna)
+    for i in indicadores:
+        objetivo, estado = _meta(i)
+        tabla.add_row(i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id,
+                      valor_legible(i), str(i.muestras), objetivo, estado)
+    return tabla
+
+
+def indicadores(
+    agencia: str = typer.Option("", help="Solo esta agencia."),
+    servicio: str = typer.Option("", help="Solo este servicio."),
+    indicador: str = typer.Option("", help="Solo este indicador."),
+    ventana: str = typer.Option("24h", help="Ventana: 1h, 24h, 7d, 30d, total o mes:AAAA-MM (vacía: todas)."),
+    direccion: str = OPCION_DIRECCION,
+) -> None:
+    """Lista los indicadores actuales (con su meta y estado) en una tabla."""
+    stub, todos, token = _stub(direccion), [], ""
+    try:
+        while True:
+            pagina = stub.ListarIndicadores(ipb.FiltroIndicadores(
+                agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana=ventana,
+                tamano_pagina=1000, token_pagina=token), timeout=10)
+            todos.extend(pagina.indicadores)
+            token = pagina.siguiente_pagina
+            if not token:
+                break
+    except grpc.RpcError as error:
+        _fallar(error)
+    consola.print(tabla_indicadores(todos, f"Indicadores ({len(todos)})"))
+
+
+def tablero(
+    agencia: str = typer.Argument(..., help="Agencia del tablero."),
+    ventana: str = typer.Option("24h", help="Ventana del tablero."),
+    direccion: str = OPCION_DIRECCION,
+) -> None:
+    """Tablero de una agencia: cada servicio, sus indicadores frente a su meta y el cuello de botella."""
+    try:
+        t = _stub(direccion).ObtenerTablero(ipb.SolicitudTablero(agencia_id=agencia, ventana=ventana), timeout=10)
+    except grpc.RpcError as error:
+        _fallar(error)
+    consola.print(f"[bold]Tablero de {t.agencia_id}[/bold] · ventana {t.ventana} · "
+                  f"{t.incumplimientos} meta(s) incumplida(s)")
+    for servicio in t.servicios:
+        consola.print(tabla_indicadores(
+            servicio.indicadores,
+            f"{servicio.servicio_id} — cuello de botella: {servicio.etapa_cuello_botella or '—'}"))
+
+
+def vigilar(
+    agencia: str = typer.Option("", help="Solo esta agencia."),
+    servicio: str = typer.Option("", help="Solo este servicio."),
+    indicador: str = typer.Option("", help="Solo este indicador."),
+    ventana: str = typer.Option("24h", help="Ventana."),
+    direccion: str = OPCION_DIRECCION,
+) -> None:
+    """Vista en vivo de las actualizaciones (SuscribirIndicadores). Ctrl-C para salir."""
+    series: dict[tuple, ipb.Indicador] = {}
+    flujo = _stub(direccion).SuscribirIndicadores(ipb.FiltroIndicadores(
+        agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana=ventana))
+    try:
+        with Live(tabla_indicadores([], "esperando actualizaciones…"), console=consola, refresh_per_second=4) as vivo:
+            for i in flujo:
+                series[(i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id)] = i
+                vivo.update(tabla_indicadores([series[k] for k in sorted(series)],
+                                              f"En vivo · {time.strftime('%H:%M:%S')} · {len(series)} series"))
+    except KeyboardInterrupt:
+        flujo.cancel()
+    except grpc.RpcError as error:
+        _fallar(error)

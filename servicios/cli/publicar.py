@@ -1,0 +1,150 @@
+"""`gpr publicar ARCHIVO.jsonl`: publica eventos escritos como JSON (mapeo JSON de protobuf),
+por Kafka (por defecto) o por la Ingesta gRPC (`--grpc`), con barra de progreso y un resumen
+de aceptados y rechazados con sus motivos.
+
+Cada línea es un `gpr.v1.Evento` en el mapeo JSON de protobuf, p. ej.
+`{"eventoId": "e1", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": "2026-11-28T10:00:00Z", ...}`
+(también se aceptan los nombres con guion bajo). Por Kafka cada evento se valida antes con el
+mismo validador que el procesador y el catálogo (`--catalogo`); por gRPC valida la Ingesta.
+
+Códigos de salida: 0 todos aceptados; 1 alguno rechazado; 2 uso o archivo ilegible;
+3 Kafka o la Ingesta no disponibles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import typer
+from google.protobuf import json_format
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from gpr.v1 import eventos_pb2 as pb
+
+consola = Console()
+TAMANO_LOTE_GRPC = 500
+
+
+def leer_eventos(ruta: Path) -> tuple[list[tuple[int, pb.Evento]], list[tuple[int, str]]]:
+    """Eventos con su número de línea, y las líneas ilegibles con el motivo."""
+    eventos, errores = [], []
+    with ruta.open(encoding="utf-8") as archivo:
+        for numero, linea in enumerate(archivo, start=1):
+            if not linea.strip():
+                continue
+            try:
+                eventos.append((numero, json_format.Parse(linea, pb.Evento())))
+            except json_format.ParseError as error:
+                errores.append((numero, f"json_invalido: {error}"))
+    return eventos, errores
+
+
+def _resumen(total: int, rechazos: list[tuple[int, str, str]]) -> None:
+    aceptados = total - len(rechazos)
+    consola.print(f"[bold]{aceptados}[/bold] aceptados, [bold]{len(rechazos)}[/bold] rechazados de {total}.")
+    if rechazos:
+        por_motivo = Counter(motivo.split(":")[0] for _, _, motivo in rechazos)
+        tabla = Table(title="Rechazados")
+        for columna in ("Línea", "evento_id", "Motivo"):
+            tabla.add_column(columna)
+        for numero, evento_id, motivo in rechazos[:50]:
+            tabla.add_row(str(numero), evento_id, motivo)
+        consola.print(tabla)
+        consola.print("Por motivo: " + ", ".join(f"{m} {n}" for m, n in por_motivo.most_common()))
+
+
+def publicar(
+    archivo: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                   help="Eventos en JSON, uno por línea."),
+    grpc_destino: str = typer.Option("", "--grpc", help="Publicar por la Ingesta gRPC en esta dirección (host:puerto)."),
+    token: str = typer.Option("", envvar="GPR_TOKEN", help="Token de la agencia para la Ingesta (o GPR_TOKEN)."),
+    kafka: str = typer.Option("", envvar="GPR_KAFKA_BOOTSTRAP", help="Broker Kafka (o GPR_KAFKA_BOOTSTRAP)."),
+    catalogo: Path = typer.Option(Path("despliegue/catalogo.yaml"), envvar="GPR_CATALOGO",
+                                  help="Catálogo para validar antes de publicar por Kafka."),
+) -> None:
+    """Publica eventos de un archivo JSON Lines por Kafka o por la Ingesta gRPC."""
+    eventos, ilegibles = leer_eventos(archivo)
+    rechazos = [(n, "", motivo) for n, motivo in ilegibles]
+    if grpc_destino:
+        rechazos += _por_grpc(eventos, grpc_destino, token)
+    else:
+        if not kafka:
+            consola.print("[red]falta el broker[/red]: use --kafka host:puerto o GPR_KAFKA_BOOTSTRAP, o --grpc")
+            raise typer.Exit(2)
+        rechazos += _por_kafka(eventos, kafka, catalogo)
+    rechazos.sort()
+    _resumen(len(eventos) + len(ilegibles), rechazos)
+    raise typer.Exit(1 if rechazos else 0)
+
+
+def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path) -> list[tuple[int, str, str]]:
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from servicios.comun.catalogo import cargar_catalogo
+    from servicios.comun.eventos import clave_kafka, validar
+    from servicios.comun.topicos import EVENTOS
+    from servicios.comun.yaml_lineas import ArchivoInvalido
+
+    try:
+        catalogo = cargar_catalogo(ruta_catalogo)
+    except ArchivoInvalido as error:
+        consola.print(f"[red]catálogo inválido[/red]:\n{error}")
+        raise typer.Exit(2) from None
+    rechazos, pendientes = [], []
+    try:
+        productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                  linger_ms=5, request_timeout_ms=15000)
+    except KafkaError as error:
+        consola.print(f"[red]Kafka no disponible[/red] en {bootstrap}: {error}")
+        raise typer.Exit(3) from None
+    with Progress(console=consola) as progreso:
+        tarea = progreso.add_task("Publicando por Kafka", total=len(eventos))
+        for numero, evento in eventos:
+            motivo = validar(evento, catalogo, time.time())
+            if motivo:
+                rechazos.append((numero, evento.evento_id, motivo))
+            else:
+                evento.recibido_en.GetCurrentTime()
+                pendientes.append((numero, evento, productor.send(EVENTOS, evento.SerializeToString(), key=clave_kafka(evento))))
+            progreso.advance(tarea)
+        for numero, evento, futuro in pendientes:
+            try:
+                futuro.get(timeout=30)
+            except KafkaError as error:
+                rechazos.append((numero, evento.evento_id, f"kafka: {error}"))
+    productor.close(timeout=5)
+    fallidos_kafka = sum(1 for _, _, motivo in rechazos if motivo.startswith("kafka:"))
+    if pendientes and fallidos_kafka == len(pendientes):
+        consola.print("[red]Kafka no confirmó ningún envío[/red]")
+        raise typer.Exit(3)
+    return rechazos
+
+
+def _por_grpc(eventos, destino: str, token: str) -> list[tuple[int, str, str]]:
+    import grpc
+
+    from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
+
+    stub = ingesta_pb2_grpc.IngestaStub(grpc.insecure_channel(destino))
+    metadatos = [("authorization", f"Bearer {token}")] if token else []
+    rechazos = []
+    with Progress(console=consola) as progreso:
+        tarea = progreso.add_task("Publicando por la Ingesta", total=len(eventos))
+        for inicio in range(0, len(eventos), TAMANO_LOTE_GRPC):
+            trozo = eventos[inicio:inicio + TAMANO_LOTE_GRPC]
+            try:
+                respuesta = stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=[e for _, e in trozo]),
+                                          metadata=metadatos, timeout=60)
+            except grpc.RpcError as error:
+                consola.print(f"[red]error {error.code().name}[/red]: {error.details()}")
+                raise typer.Exit(3 if error.code() == grpc.StatusCode.UNAVAILABLE else 1) from None
+            for (numero, evento), resultado in zip(trozo, respuesta.resultados):
+                if not resultado.aceptado:
+                    rechazos.append((numero, evento.evento_id, resultado.motivo))
+            progreso.advance(tarea, len(trozo))
+    return rechazos
