@@ -153,3 +153,24 @@ def test_dos_trabajadores_reparten_particiones_y_dan_lo_mismo(bootstrap, proceso
     lanzar_procesador(procesos, bootstrap, tmp_path, nombre="procesador-2")
     publicar_eventos(bootstrap, llegada)
     esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
+
+
+def test_reinicio_ordenado_en_memoria_recupera_las_tablas_completas(bootstrap, procesos, tmp_path):
+    """Parada ordenada (todo confirmado) y arranque con el almacén en memoria: las tablas se
+    recuperan solo del changelog. Con el fin de log que informa Tansu (inicio del último
+    lote) faust paraba la recuperación antes del último lote y los casos tocados allí
+    seguían con un estado viejo; los eventos siguientes de esos casos daban indicadores
+    erróneos. La segunda mitad de los eventos continúa los casos de la primera."""
+    catalogo, eventos, _, _ = armar_escenario(semilla=6, casos_por_servicio=120)
+    crear_topicos(bootstrap, PARTICIONES)
+    mitad = sorted(e.ocurrido_en.seconds for e in eventos)[len(eventos) // 2]
+    primera = [e for e in eventos if e.ocurrido_en.seconds < mitad]
+    segunda = [e for e in eventos if e.ocurrido_en.seconds >= mitad]
+    proceso = lanzar_procesador(procesos, bootstrap, tmp_path, almacen="memoria")
+    publicar_eventos(bootstrap, primera)
+    esperar_igual_a_referencia(bootstrap, catalogo, primera, procesos)
+    proceso.send_signal(signal.SIGTERM)
+    assert proceso.wait(30) == 0
+    lanzar_procesador(procesos, bootstrap, tmp_path, almacen="memoria")
+    publicar_eventos(bootstrap, segunda)
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
