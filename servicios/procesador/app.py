@@ -16,7 +16,6 @@ changelog, así que un trabajador perdido no pierde nada.
 
 from __future__ import annotations
 
-import logging
 import time
 import zlib
 from collections.abc import Callable
@@ -35,8 +34,6 @@ from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.casos import aplicar_evento, lote_si_visto
 from servicios.procesador.metricas import MetricasProcesador
-
-log = logging.getLogger("gpr.procesador")
 
 _ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
