@@ -18,6 +18,10 @@ class ConfigConsulta:
     metricas_puerto: int
     metricas_host: str
     gracia_s: int
+    # Instantáneas que se guardan por serie para ObtenerHistorial.
+    historial_maximo: int = 100
+    # Actualizaciones pendientes por suscriptor antes de cortarlo con RESOURCE_EXHAUSTED.
+    suscripcion_bufer: int = 1000
 
 
 def leer(env: Mapping[str, str]) -> ConfigConsulta:
@@ -28,6 +32,8 @@ def leer(env: Mapping[str, str]) -> ConfigConsulta:
         metricas_puerto=_puerto(env, "GPR_METRICAS_PUERTO", 9464),
         metricas_host=c.texto(env, "GPR_METRICAS_HOST", "0.0.0.0"),
         gracia_s=c.duracion(env, "GPR_GRPC_GRACIA", "5s"),
+        historial_maximo=c.entero(env, "GPR_HISTORIAL_MAXIMO", 100, minimo=1),
+        suscripcion_bufer=c.entero(env, "GPR_SUSCRIPCION_BUFER", 1000, minimo=1),
     )
 
 

@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.consulta.api import ApiExtendida
 from servicios.consulta.config import ConfigConsulta
 from servicios.consulta.metricas import crear_registro
 from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud, paginar
@@ -32,11 +33,12 @@ _CARGANDO = ("la vista de indicadores aún se está cargando desde gpr.indicador
              "reintente en unos segundos")
 
 
-class ServicioIndicadores(ipb_grpc.IndicadoresServicer):
+class ServicioIndicadores(ApiExtendida, ipb_grpc.IndicadoresServicer):
     """Responde desde la vista materializada; solo traduce errores a códigos gRPC."""
 
-    def __init__(self, vista: Vista):
+    def __init__(self, vista: Vista, historial_maximo: int = 100, suscripcion_bufer: int = 1000):
         self._vista = vista
+        self._iniciar_api(vista, historial_maximo, suscripcion_bufer)
 
     async def ObtenerIndicador(self, request: ipb.SolicitudIndicador, context) -> ipb.Indicador:
         try:
@@ -87,7 +89,8 @@ class ServicioConsulta:
             await self._salud.set(nombre, health_pb2.HealthCheckResponse.NOT_SERVING)
 
         self._servidor = grpc.aio.server()
-        ipb_grpc.add_IndicadoresServicer_to_server(ServicioIndicadores(self.vista), self._servidor)
+        ipb_grpc.add_IndicadoresServicer_to_server(ServicioIndicadores(
+            self.vista, self._cfg.historial_maximo, self._cfg.suscripcion_bufer), self._servidor)
         health_pb2_grpc.add_HealthServicer_to_server(self._salud, self._servidor)
         reflection.enable_server_reflection([SERVICIO, SALUD, reflection.SERVICE_NAME], self._servidor)
         direccion = f"{cfg.grpc_host}:{cfg.grpc_puerto}"

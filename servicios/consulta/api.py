@@ -1,0 +1,182 @@
+"""El resto de la API `Indicadores`: historial, tablero, incumplimientos y suscripción en vivo.
+
+La lógica de cada respuesta es pura (recibe las series de la vista); `ApiExtendida` la expone
+como métodos del servicer gRPC. El historial guarda, por serie, las últimas
+`GPR_HISTORIAL_MAXIMO` instantáneas vistas desde que arrancó la consulta (el tópico está
+compactado: tras un reinicio empieza con la última de cada serie y lo que aún no se compactó).
+Cada suscriptor tiene un búfer de `GPR_SUSCRIPCION_BUFER` actualizaciones: si se llena porque
+el cliente no lee, su flujo termina con RESOURCE_EXHAUSTED; la memoria nunca crece sin límite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+
+import grpc
+
+from gpr.v1 import indicadores_pb2 as ipb
+from servicios.comun.indicadores import INDICADORES, ventana_valida
+from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud
+from servicios.consulta.vista import Vista
+
+_CARGANDO = "la vista de indicadores aún se está cargando; reintente en unos segundos"
+
+
+def coincide(indicador: ipb.Indicador, filtro: ipb.FiltroIndicadores) -> bool:
+    return ((not filtro.agencia_id or indicador.agencia_id == filtro.agencia_id)
+            and (not filtro.servicio_id or indicador.servicio_id == filtro.servicio_id)
+            and (not filtro.indicador or indicador.indicador == filtro.indicador)
+            and (not filtro.ventana or indicador.ventana == filtro.ventana))
+
+
+def errores_filtro(filtro: ipb.FiltroIndicadores) -> list[str]:
+    errores = []
+    if filtro.indicador and filtro.indicador not in INDICADORES:
+        errores.append(f"indicador: {filtro.indicador!r} no es un indicador conocido")
+    if filtro.ventana and not ventana_valida(filtro.ventana):
+        errores.append(f"ventana: {filtro.ventana!r} no es una ventana válida")
+    return errores
+
+
+def armar_tablero(series: Iterable[ipb.Indicador], agencia_id: str, ventana: str) -> ipb.Tablero:
+    """Cada servicio de la agencia con sus indicadores (sin los de etapa) en la ventana."""
+    por_servicio: dict[str, list[ipb.Indicador]] = {}
+    for i in series:
+        if i.agencia_id == agencia_id and i.ventana == ventana and not i.etapa_id:
+            por_servicio.setdefault(i.servicio_id, []).append(i)
+    tablero = ipb.Tablero(agencia_id=agencia_id, ventana=ventana)
+    for servicio_id in sorted(por_servicio):
+        indicadores = sorted(por_servicio[servicio_id], key=lambda i: i.indicador)
+        tablero.servicios.add(servicio_id=servicio_id, indicadores=indicadores,
+                              etapa_cuello_botella=indicadores[0].etapa_cuello_botella)
+        tablero.incumplimientos += sum(1 for i in indicadores if i.meta.estado == ipb.INCUMPLE)
+    return tablero
+
+
+def incumplimientos(series: Iterable[ipb.Indicador], filtro: ipb.FiltroIncumplimientos) -> list[ipb.Indicador]:
+    return sorted(
+        (i for i in series if i.meta.estado == ipb.INCUMPLE
+         and (not filtro.agencia_id or i.agencia_id == filtro.agencia_id)
+         and (not filtro.servicio_id or i.servicio_id == filtro.servicio_id)),
+        key=lambda i: (i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id),
+    )
+
+
+class Historial:
+    """Últimas instantáneas de cada serie, con tope por serie."""
+
+    def __init__(self, maximo: int):
+        self.maximo = maximo
+        self._series: dict[str, deque] = {}
+
+    def registrar(self, clave: str, indicador: ipb.Indicador | None) -> None:
+        if indicador is None:
+            self._series.pop(clave, None)
+            return
+        serie = self._series.setdefault(clave, deque(maxlen=self.maximo))
+        if not serie or serie[-1] != indicador:
+            serie.append(indicador)
+
+    def serie(self, clave: str, maximo: int = 0) -> list[ipb.Indicador]:
+        instantaneas = list(self._series.get(clave, ()))
+        return instantaneas[-maximo:] if maximo > 0 else instantaneas
+
+
+class Suscripcion:
+    """Búfer acotado de un suscriptor; `desbordada` cuando el cliente no da abasto."""
+
+    def __init__(self, filtro: ipb.FiltroIndicadores, bufer: int):
+        self.filtro = filtro
+        self.cola: asyncio.Queue = asyncio.Queue(maxsize=bufer)
+        self.desbordada = False
+
+    def ofrecer(self, indicador: ipb.Indicador) -> None:
+        if self.desbordada or not coincide(indicador, self.filtro):
+            return
+        try:
+            self.cola.put_nowait(indicador)
+        except asyncio.QueueFull:
+            self.desbordada = True
+            # Despierta al flujo para que termine ya, sin esperar otra actualización.
+            self.cola.get_nowait()
+            self.cola.put_nowait(None)
+
+
+class ApiExtendida:
+    """Métodos de `Indicadores` más allá de obtener y listar (mezcla para el servicer)."""
+
+    def _iniciar_api(self, vista: Vista, historial_maximo: int, bufer_suscripcion: int) -> None:
+        self._vista_api = vista
+        self._historial = Historial(historial_maximo)
+        self._bufer = bufer_suscripcion
+        self._suscripciones: set[Suscripcion] = set()
+        vista.suscribir(self._al_cambiar)
+
+    def _al_cambiar(self, clave: str, indicador: ipb.Indicador | None) -> None:
+        self._historial.registrar(clave, indicador)
+        if indicador is not None:
+            for suscripcion in list(self._suscripciones):
+                suscripcion.ofrecer(indicador)
+
+    async def _exigir_al_dia(self, context) -> None:
+        if not self._vista_api.al_dia.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _CARGANDO)
+
+    async def ObtenerHistorial(self, request: ipb.SolicitudHistorial, context) -> ipb.HistorialIndicador:
+        errores = [] if request.maximo >= 0 else ["maximo: no puede ser negativo"]
+        try:
+            clave = clave_de_solicitud(ipb.SolicitudIndicador(
+                agencia_id=request.agencia_id, servicio_id=request.servicio_id, indicador=request.indicador,
+                ventana=request.ventana, etapa_id=request.etapa_id))
+        except PeticionInvalida as error:
+            errores.insert(0, str(error))
+        if errores:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
+        await self._exigir_al_dia(context)
+        instantaneas = self._historial.serie(clave, request.maximo)
+        if not instantaneas:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no hay datos de la serie {clave!r}")
+        return ipb.HistorialIndicador(instantaneas=instantaneas)
+
+    async def ObtenerTablero(self, request: ipb.SolicitudTablero, context) -> ipb.Tablero:
+        ventana = request.ventana or "24h"
+        errores = [] if request.agencia_id else ["agencia_id: es obligatorio"]
+        if not ventana_valida(ventana):
+            errores.append(f"ventana: {ventana!r} no es una ventana válida")
+        if errores:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
+        await self._exigir_al_dia(context)
+        tablero = armar_tablero(self._vista_api.instantanea().values(), request.agencia_id, ventana)
+        if not tablero.servicios:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no hay indicadores de la agencia {request.agencia_id!r} en la ventana {ventana!r}")
+        return tablero
+
+    async def ListarIncumplimientos(self, request: ipb.FiltroIncumplimientos, context) -> ipb.ListaIndicadores:
+        await self._exigir_al_dia(context)
+        return ipb.ListaIndicadores(indicadores=incumplimientos(self._vista_api.instantanea().values(), request))
+
+    async def SuscribirIndicadores(self, request: ipb.FiltroIndicadores, context):
+        errores = errores_filtro(request)
+        if errores:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
+        await self._exigir_al_dia(context)
+        suscripcion = Suscripcion(request, self._bufer)
+        self._suscripciones.add(suscripcion)
+        try:
+            # Primero el estado actual de las series pedidas, luego cada cambio.
+            for indicador in list(self._vista_api.instantanea().values()):
+                suscripcion.ofrecer(indicador)
+            while True:
+                indicador = await suscripcion.cola.get()
+                if indicador is None or suscripcion.desbordada:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"el cliente no lee a tiempo: se llenó su búfer de {self._bufer} actualizaciones; "
+                        "vuelva a suscribirse (recibirá el estado actual)")
+                yield indicador
+        finally:
+            self._suscripciones.discard(suscripcion)
+
