@@ -1,0 +1,46 @@
+"""`python -m servicios.ingesta`: lee la configuración, el catálogo y las credenciales, y sirve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from servicios.comun.catalogo import cargar_catalogo
+from servicios.comun.config import ConfiguracionInvalida, entorno
+from servicios.comun.yaml_lineas import ArchivoInvalido
+from servicios.ingesta import config
+from servicios.ingesta.credenciales import agencias_con_token_demo, cargar_credenciales
+
+log = logging.getLogger("servicios.ingesta")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # En INFO kafka-python anota cada conexión y cada refresco de metadatos.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        cfg = config.leer(entorno())
+        catalogo = cargar_catalogo(cfg.catalogo)
+        credenciales = cargar_credenciales(cfg.credenciales, catalogo)
+    except (ConfiguracionInvalida, ArchivoInvalido) as error:
+        print(f"gpr-ingesta: configuración inválida:\n{error}", file=sys.stderr)
+        return 2
+
+    demo = agencias_con_token_demo(credenciales, catalogo)
+    if demo:
+        log.warning("las credenciales aceptan los tokens de DEMOSTRACIÓN (públicos) de: %s; "
+                    "úselos solo en desarrollo local", ", ".join(demo))
+
+    from servicios.ingesta.servidor import servir
+
+    try:
+        asyncio.run(servir(cfg, catalogo, credenciales))
+    except OSError as error:
+        print(f"gpr-ingesta: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

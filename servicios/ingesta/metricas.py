@@ -1,0 +1,42 @@
+"""Métricas Prometheus propias de la ingesta (registro dedicado, sin estado global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
+
+ACEPTADO, RECHAZADO = "aceptado", "rechazado"
+
+
+@dataclass
+class MetricasIngesta:
+    registro: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        # `agencia` es la del token y no el agencia_id del evento: lo escribe el cliente y
+        # cualquier texto crearía una serie nueva. `motivo` es la parte antes de ':' del
+        # motivo de rechazo (como en el procesador); vacío en los aceptados.
+        self.eventos = Counter(
+            "gpr_ingesta_eventos",
+            "Eventos respondidos por la ingesta: aceptados (confirmados por Kafka) o rechazados, por motivo.",
+            ["agencia", "resultado", "motivo"], registry=self.registro,
+        )
+        self.kafka_listo = Gauge(
+            "gpr_ingesta_kafka_listo", "1 si el productor de Kafka de la ingesta está conectado.",
+            registry=self.registro,
+        )
+        ProcessCollector(registry=self.registro)
+        PlatformCollector(registry=self.registro)
+
+    def contar(self, agencia: str, motivos: list[str | None]) -> None:
+        aceptados = sum(1 for m in motivos if m is None)
+        if aceptados:
+            self.eventos.labels(agencia=agencia, resultado=ACEPTADO, motivo="").inc(aceptados)
+        por_motivo: dict[str, int] = {}
+        for motivo in motivos:
+            if motivo is not None:
+                clase = motivo.split(":")[0]
+                por_motivo[clase] = por_motivo.get(clase, 0) + 1
+        for clase, cuantos in por_motivo.items():
+            self.eventos.labels(agencia=agencia, resultado=RECHAZADO, motivo=clase).inc(cuantos)
