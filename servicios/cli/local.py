@@ -59,7 +59,8 @@ def _binario(*nombres: str) -> str:
     )
 
 
-def _configuracion_prometheus(consulta_metricas: int, procesador_metricas: int, alertmanager: int) -> str:
+def _configuracion_prometheus(consulta_metricas: int, procesador_metricas: int, ingesta_metricas: int,
+                              alertmanager: int) -> str:
     """Como despliegue/prometheus/prometheus.yml, con direcciones locales e intervalos cortos."""
     return f"""# Generado por `gpr local`: Prometheus de la pila local.
 global:
@@ -78,18 +79,24 @@ scrape_configs:
   - job_name: gpr-procesador
     static_configs:
       - targets: ["127.0.0.1:{procesador_metricas}"]
+  - job_name: gpr-ingesta
+    static_configs:
+      - targets: ["127.0.0.1:{ingesta_metricas}"]
 """
 
 
 class PilaLocal:
     def __init__(self, grpc_puerto: int, metricas_puerto: int, tasa: int, particiones: int, directorio: str,
                  procesador_metricas_puerto: int = 9465, prometheus_puerto: int = 9090,
-                 alertmanager_puerto: int = 9093):
+                 alertmanager_puerto: int = 9093, ingesta_puerto: int = 50052,
+                 ingesta_metricas_puerto: int = 9466):
         self.grpc_puerto = grpc_puerto
         self.metricas_puerto = metricas_puerto
         self.procesador_metricas_puerto = procesador_metricas_puerto
         self.prometheus_puerto = prometheus_puerto
         self.alertmanager_puerto = alertmanager_puerto
+        self.ingesta_puerto = ingesta_puerto
+        self.ingesta_metricas_puerto = ingesta_metricas_puerto
         self.tasa = tasa
         self.particiones = particiones
         self.directorio = Path(directorio)
@@ -116,9 +123,14 @@ class PilaLocal:
         self._lanzar("consulta", {**comun, "GPR_GRPC_PUERTO": str(self.grpc_puerto),
                                   "GPR_METRICAS_PUERTO": str(self.metricas_puerto)})
         self._lanzar("simulador", {**comun, "GPR_SIMULADOR_TASA": str(self.tasa)})
+        # Credenciales de ejemplo: tokens públicos de demostración, solo para la pila local.
+        self._lanzar("ingesta", {**comun, "GPR_GRPC_PUERTO": str(self.ingesta_puerto),
+                                 "GPR_METRICAS_PUERTO": str(self.ingesta_metricas_puerto),
+                                 "GPR_INGESTA_CREDENCIALES": str(RAIZ / "despliegue" / "ingesta" / "credenciales.ejemplo.yaml")})
         configuracion = self.directorio / "prometheus.yml"
         configuracion.write_text(_configuracion_prometheus(
-            self.metricas_puerto, self.procesador_metricas_puerto, self.alertmanager_puerto))
+            self.metricas_puerto, self.procesador_metricas_puerto, self.ingesta_metricas_puerto,
+            self.alertmanager_puerto))
         self._lanzar("prometheus", {}, [
             _binario("prometheus"), f"--config.file={configuracion}",
             f"--storage.tsdb.path={self.directorio / 'prometheus'}",
@@ -205,6 +217,8 @@ def mostrar_en_vivo(pila: PilaLocal) -> None:
     consola.print(f"Broker Kafka:      [cyan]{pila.bootstrap}[/cyan]")
     consola.print(f"gRPC Indicadores:  [cyan]{direccion}[/cyan]")
     consola.print(f"Métricas:          [cyan]http://127.0.0.1:{pila.metricas_puerto}/metrics[/cyan]")
+    consola.print(f"gRPC Ingesta:      [cyan]127.0.0.1:{pila.ingesta_puerto}[/cyan] "
+                  "(token de demostración: gpr_demo_reniec_SOLO_DESARROLLO_LOCAL)")
     consola.print(f"Prometheus:        [cyan]http://127.0.0.1:{pila.prometheus_puerto}[/cyan] (alertas: /alerts)")
     consola.print(f"Alertmanager:      [cyan]http://127.0.0.1:{pila.alertmanager_puerto}[/cyan]")
     consola.print(f"Registros:         {pila.directorio}/*.log")

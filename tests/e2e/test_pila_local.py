@@ -30,7 +30,8 @@ def _solicitudes(stub) -> float:
 
 @pytest.mark.integracion
 def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path):
-    puertos = {n: puerto_libre() for n in ("grpc", "metricas", "procesador", "prometheus", "alertmanager")}
+    puertos = {n: puerto_libre() for n in ("grpc", "metricas", "procesador", "prometheus", "alertmanager",
+                                           "ingesta", "ingesta_metricas")}
     env = {k: v for k, v in os.environ.items() if k != "GPR_KAFKA_BOOTSTRAP"}
     salida = open(tmp_path / "local.out", "wb")
     pila = subprocess.Popen(
@@ -38,6 +39,7 @@ def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path)
          "--grpc-puerto", str(puertos["grpc"]), "--metricas-puerto", str(puertos["metricas"]),
          "--procesador-metricas-puerto", str(puertos["procesador"]),
          "--prometheus-puerto", str(puertos["prometheus"]), "--alertmanager-puerto", str(puertos["alertmanager"]),
+         "--ingesta-puerto", str(puertos["ingesta"]), "--ingesta-metricas-puerto", str(puertos["ingesta_metricas"]),
          "--directorio", str(tmp_path / "pila")],
         cwd=RAIZ, env=env, stdout=salida, stderr=subprocess.STDOUT, preexec_fn=morir_con_el_padre(),
     )
@@ -64,7 +66,7 @@ def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path)
             objetivos = json.load(urllib.request.urlopen(
                 f"http://127.0.0.1:{puertos['prometheus']}/api/v1/targets", timeout=5))["data"]["activeTargets"]
         assert sorted((o["labels"]["job"], o["health"]) for o in objetivos) == [
-            ("gpr-consulta", "up"), ("gpr-procesador", "up")]
+            ("gpr-consulta", "up"), ("gpr-ingesta", "up"), ("gpr-procesador", "up")]
         urllib.request.urlopen(f"http://127.0.0.1:{puertos['alertmanager']}/api/v2/status", timeout=5)
     finally:
         pila.send_signal(signal.SIGINT)
