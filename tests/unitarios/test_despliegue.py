@@ -65,6 +65,7 @@ def test_compose_arranca_los_servicios_esperados(compose):
     assert _servicios_gpr(compose) == {
         "procesador": "servicios.procesador",
         "consulta": "servicios.consulta",
+        "ingesta": "servicios.ingesta",
         "simulador": "servicios.simulador",
     }
     assert compose["services"]["procesador"]["deploy"]["replicas"] == 2
