@@ -38,5 +38,9 @@ test-rapido: proto
 bench: proto
 	$(PY) -m pytest tests/rendimiento -s -p no:cacheprovider
 
+# Regenera las reglas de alerta de Prometheus desde el catálogo de metas (gpr metas reglas).
+reglas: proto
+	$(PY) -m servicios.cli metas reglas
+
 limpiar:
 	rm -rf $(VENV) $(GEN) .pytest_cache

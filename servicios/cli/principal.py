@@ -1,11 +1,12 @@
 """Órdenes de `gpr` (typer): `local` (la pila de `make run`), `publicar`, `indicadores`,
-`tablero` y `vigilar`. Las órdenes importan lo pesado al ejecutarse, no al cargar `gpr`."""
+`tablero`, `vigilar` y `metas` (validar, reglas). Las órdenes importan lo pesado al
+ejecutarse, no al cargar `gpr`."""
 
 from __future__ import annotations
 
 import typer
 
-from servicios.cli import consultas, publicar
+from servicios.cli import consultas, metas, publicar
 
 app = typer.Typer(
     help="GpR Monitor: monitoreo de resultados para la administración pública.",
@@ -23,6 +24,7 @@ app.command()(publicar.publicar)
 app.command()(consultas.indicadores)
 app.command()(consultas.tablero)
 app.command()(consultas.vigilar)
+app.add_typer(metas.app, name="metas")
 
 
 @app.command()
@@ -35,6 +37,8 @@ def local(
     procesador_metricas_puerto: int = typer.Option(9465, help="Puerto de /metrics del procesador."),
     prometheus_puerto: int = typer.Option(9090, help="Puerto de Prometheus."),
     alertmanager_puerto: int = typer.Option(9093, help="Puerto de Alertmanager."),
+    ingesta_puerto: int = typer.Option(50052, help="Puerto gRPC de la Ingesta."),
+    ingesta_metricas_puerto: int = typer.Option(9466, help="Puerto de /metrics de la Ingesta."),
 ) -> None:
     """Arranca broker embebido, procesador, consulta, simulador, Prometheus y Alertmanager, y
     muestra los indicadores en vivo.
@@ -44,5 +48,6 @@ def local(
     from servicios.cli.local import PilaLocal, mostrar_en_vivo
 
     with PilaLocal(grpc_puerto, metricas_puerto, tasa, particiones, directorio,
-                   procesador_metricas_puerto, prometheus_puerto, alertmanager_puerto) as pila:
+                   procesador_metricas_puerto, prometheus_puerto, alertmanager_puerto,
+                   ingesta_puerto, ingesta_metricas_puerto) as pila:
         mostrar_en_vivo(pila)

@@ -18,6 +18,10 @@ class ConfigConsulta:
     metricas_puerto: int
     metricas_host: str
     gracia_s: int
+    # Grupo de consumidores del procesador (su GPR_APP_ID) cuyo retraso se exporta.
+    grupo_procesador: str = "gpr-procesador"
+    # Cada cuánto se mide ese retraso (segundos).
+    intervalo_retraso_s: int = 15
     # Instantáneas que se guardan por serie para ObtenerHistorial.
     historial_maximo: int = 100
     # Actualizaciones pendientes por suscriptor antes de cortarlo con RESOURCE_EXHAUSTED.
@@ -34,6 +38,8 @@ def leer(env: Mapping[str, str]) -> ConfigConsulta:
         gracia_s=c.duracion(env, "GPR_GRPC_GRACIA", "5s"),
         historial_maximo=c.entero(env, "GPR_HISTORIAL_MAXIMO", 100, minimo=1),
         suscripcion_bufer=c.entero(env, "GPR_SUSCRIPCION_BUFER", 1000, minimo=1),
+        grupo_procesador=c.texto(env, "GPR_GRUPO_PROCESADOR", "gpr-procesador"),
+        intervalo_retraso_s=_intervalo(env, "GPR_INTERVALO_RETRASO", "15s"),
     )
 
 
@@ -41,4 +47,11 @@ def _puerto(env: Mapping[str, str], nombre: str, defecto: int) -> int:
     valor = c.entero(env, nombre, defecto, minimo=0)
     if valor > 65535:
         raise c.ConfiguracionInvalida(f"{nombre}={valor} no es un puerto TCP (0–65535)")
+    return valor
+
+
+def _intervalo(env: Mapping[str, str], nombre: str, defecto: str) -> int:
+    valor = c.duracion(env, nombre, defecto)
+    if valor < 1:
+        raise c.ConfiguracionInvalida(f"{nombre} debe ser de al menos 1 s")
     return valor

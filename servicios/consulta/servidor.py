@@ -19,10 +19,13 @@ from prometheus_client import start_http_server
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.comun.topicos import APORTES, EVENTOS
 from servicios.consulta.api import ApiExtendida
 from servicios.consulta.config import ConfigConsulta
 from servicios.consulta.metricas import crear_registro
 from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud, paginar
+from servicios.consulta.rechazados import ContadorRechazados
+from servicios.consulta.retraso import RetrasoProcesador
 from servicios.consulta.vista import Vista
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,9 @@ class ServicioConsulta:
         self._salud: health.aio.HealthServicer | None = None
         self._servidor: grpc.aio.Server | None = None
         self._metricas = None
+        # Lectores de Kafka que solo alimentan /metrics: sin endpoint no se arrancan.
+        self._rechazados: ContadorRechazados | None = None
+        self._retraso: RetrasoProcesador | None = None
         self._vigia: asyncio.Task | None = None
 
     async def iniciar(self) -> None:
@@ -101,10 +107,16 @@ class ServicioConsulta:
         await self._servidor.start()
 
         if cfg.metricas_puerto:
-            servidor_http, hilo = start_http_server(cfg.metricas_puerto, cfg.metricas_host,
-                                                    registry=crear_registro(self.vista))
+            self._rechazados = ContadorRechazados(cfg.bootstrap)
+            # Los tópicos que consume el procesador con su grupo (gpr.aportes.v1 es interno).
+            self._retraso = RetrasoProcesador(cfg.bootstrap, cfg.grupo_procesador, [EVENTOS, APORTES],
+                                              cfg.intervalo_retraso_s)
+            registro = crear_registro(self.vista, self._rechazados, self._retraso)
+            servidor_http, hilo = start_http_server(cfg.metricas_puerto, cfg.metricas_host, registry=registro)
             self._metricas = (servidor_http, hilo)
             self.puerto_metricas = servidor_http.server_port
+            self._rechazados.iniciar()
+            self._retraso.iniciar()
 
         self.vista.iniciar()
         self._vigia = asyncio.create_task(self._servir_cuando_al_dia(), name="salud consulta")
@@ -127,6 +139,9 @@ class ServicioConsulta:
             await self._servidor.stop(self._cfg.gracia_s)
         if self.vista is not None:
             await self.vista.detener()
+        for lector in (self._rechazados, self._retraso):
+            if lector is not None:
+                await lector.detener()
         if self._metricas is not None:
             servidor_http, hilo = self._metricas
             self._metricas = None

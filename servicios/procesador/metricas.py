@@ -21,7 +21,9 @@ class MetricasProcesador:
             registry=self.registro,
         )
         self.rechazados = Counter(
-            "gpr_eventos_rechazados", "Eventos enviados al tópico de rechazados, por motivo.",
+            "gpr_procesador_eventos_rechazados",
+            "Eventos que este trabajador envió al tópico de rechazados, por motivo (el total de la "
+            "plataforma, que sobrevive reinicios, lo da gpr_eventos_rechazados_total de la consulta).",
             ["motivo"], registry=self.registro,
         )
         self.instantaneas = Counter(

@@ -325,9 +325,15 @@ def test_metricas(consulta):
     assert lineas_sin_datos[0].endswith(" 0.0")
     assert familias["gpr_consulta_vista_al_dia"].samples[0].value == 1
     assert familias["gpr_consulta_series"].samples[0].value == len(ESPERADO)
-    if shutil.which("promtool"):
-        revision = subprocess.run(["promtool", "check", "metrics"], input=texto, text=True, capture_output=True)
-        assert revision.returncode == 0, revision.stdout + revision.stderr
+    _promtool_check_metrics(texto)
+
+
+def _promtool_check_metrics(texto):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("falta promtool en el PATH; instálelo con: sudo bash despliegue/instalar-herramientas.sh")
+    revision = subprocess.run([promtool, "check", "metrics"], input=texto, text=True, capture_output=True)
+    assert revision.returncode == 0, revision.stdout + revision.stderr
 
 
 def test_salud_pasa_a_not_serving_al_detener(consulta):
@@ -412,3 +418,208 @@ def test_proceso_sin_bootstrap_nombra_la_variable(procesos):
     proceso = procesos.lanzar("servicios.consulta", {"GPR_KAFKA_BOOTSTRAP": ""})
     assert proceso.wait(20) == 2
     assert "GPR_KAFKA_BOOTSTRAP" in procesos.registro("consulta")
+
+
+# --- Métricas de metas, tasas de quema y plataforma -------------------------------------------
+
+def _marca(segundos):
+    from google.protobuf.timestamp_pb2 import Timestamp
+    ts = Timestamp()
+    ts.FromNanoseconds(int(segundos * 1e9))
+    return ts
+
+
+def _con_meta(indicador, operador, valor, muestra_minima, estado, severidad, equipo):
+    indicador.meta.CopyFrom(ipb.EvaluacionMeta(operador=operador, valor=valor, muestra_minima=muestra_minima,
+                                               estado=estado, severidad=severidad, equipo=equipo))
+    return indicador
+
+
+def _snap(a, s, i, v, valor=0.0, muestras=0, numerador=0.0, sin_datos=False, cuello="", actualizado=0, hasta=0.0):
+    indicador = ipb.Indicador(agencia_id=a, servicio_id=s, indicador=i, ventana=v, valor=valor, muestras=muestras,
+                              numerador=numerador, sin_datos=sin_datos, etapa_cuello_botella=cuello)
+    if actualizado:
+        indicador.actualizado_en.CopyFrom(_marca(actualizado))
+    if hasta:
+        indicador.hasta.CopyFrom(_marca(hasta))
+    return indicador
+
+
+T0 = 1_780_000_000
+INSTANTANEAS_METAS = [
+    # Con meta: incumple, cumple, sin datos (sin serie de cumplimiento) y otra ventana.
+    _con_meta(_snap("reniec", "s-a", "cumplimiento_plazo", "24h", 0.8, 20, 16, cuello="revision", actualizado=1000,
+                    hasta=T0), ">=", 0.9, 5, ipb.INCUMPLE, "critica", "atencion"),
+    _con_meta(_snap("reniec", "s-a", "tasa_reproceso", "24h", 0.05, 20, 1, cuello="emision", actualizado=900,
+                    hasta=T0 + 100), "<=", 0.1, 5, ipb.CUMPLE, "advertencia", "calidad"),
+    _con_meta(_snap("reniec", "s-b", "cumplimiento_plazo", "24h", sin_datos=True, hasta=T0 - 1000),
+              ">=", 0.9, 5, ipb.SIN_DATOS, "critica", "atencion"),
+    _con_meta(_snap("reniec", "s-a", "cumplimiento_plazo", "7d", 0.95, 200, 190, cuello="impresion", actualizado=1000,
+                    hasta=T0 + 50), ">=", 0.92, 20, ipb.CUMPLE, "advertencia", "atencion"),
+    # Ventana total: la base de los contadores de las tasas de quema.
+    _snap("reniec", "s-a", "cumplimiento_plazo", "total", 0.8, 50, 40, hasta=T0),
+    _snap("reniec", "s-a", "tasa_error", "total", 0.05, 60, 3, hasta=T0),
+    _snap("reniec", "s-a", "solicitudes", "total", 70, 70, 70, hasta=T0),
+    _snap("sunarp", "s-c", "satisfaccion_top2", "total", 7 / 9, 9, 7, cuello="mesa", actualizado=5, hasta=T0 + 500.5),
+    _snap("sunarp", "s-c", "adopcion_digital", "total", 0.5, 4, 2, hasta=T0 + 500.5),
+    # Sin 'hasta': la agencia no tiene marca de tiempo.
+    _snap("minsa", "s-d", "entregas", "24h", 3, 3, 3),
+]
+# Un evento tardío corrige el acumulado a la baja: el contador exportado no debe bajar.
+CORRECCIONES = [_snap("reniec", "s-a", "cumplimiento_plazo", "total", 39 / 51, 51, 39, hasta=T0)]
+LAPIDAS_METAS = ["sunarp/s-c/adopcion_digital/total"]
+RECHAZOS = ([b"campo_requerido:agencia_id"] * 3 + [b"tardio"] * 2 + [None] + [b"protobuf_invalido"] * 4)
+# Registros por partición de los tópicos del procesador y offsets confirmados por su grupo.
+REGISTROS_PROCESADOR = {("gpr.eventos.v1", 0): (20, 5), ("gpr.eventos.v1", 1): (7,), ("gpr.aportes.v1", 0): (4,)}
+CONFIRMADOS = {("gpr.eventos.v1", 0): 10, ("gpr.aportes.v1", 0): 4}
+
+
+def _publicar_metas(bootstrap):
+    productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for grupo in (INSTANTANEAS_METAS, CORRECCIONES):
+        for i in grupo:
+            clave = "/".join([i.agencia_id, i.servicio_id, i.indicador, i.ventana])
+            productor.send(INDICADORES, i.SerializeToString(), key=clave.encode())
+        productor.flush()
+    for clave in LAPIDAS_METAS:
+        productor.send(INDICADORES, None, key=clave.encode())
+    # Dos envíos: el último rechazo queda solo en su lote (lo que end_offsets() no vería).
+    for motivos in (RECHAZOS[:-1], RECHAZOS[-1:]):
+        for n, motivo in enumerate(motivos):
+            cabeceras = [("gpr-motivo", motivo), ("gpr-detalle", b"x")] if motivo else []
+            productor.send("gpr.eventos.rechazados.v1", b"bytes originales", key=b"k%d" % n, headers=cabeceras)
+        productor.flush()
+    for (topico, particion), lotes in REGISTROS_PROCESADOR.items():
+        for cuantos in lotes:
+            for n in range(cuantos):
+                productor.send(topico, b"v", key=b"k%d" % n, partition=particion)
+            productor.flush()
+    productor.close()
+
+
+def _confirmar(bootstrap, grupo, offsets):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def confirmar():
+        consumidor = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=grupo, enable_auto_commit=False)
+        await consumidor.start()
+        try:
+            tps = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
+            consumidor.assign(list(tps))
+            await consumidor.commit(tps)
+        finally:
+            await consumidor.stop()
+
+    asyncio.run(confirmar())
+
+
+def _raspar(puerto):
+    texto = urllib.request.urlopen(f"http://127.0.0.1:{puerto}/metrics", timeout=5).read().decode()
+    familias = {f.name: f for f in text_string_to_metric_families(texto)}
+    return texto, familias
+
+
+def _muestras(familias, nombre, *etiquetas):
+    return {tuple(m.labels[e] for e in etiquetas): m.value for m in familias[nombre].samples
+            if m.name == nombre or m.name == f"{nombre}_total"}
+
+
+def _esperar_metricas(puerto, condicion, limite_s=20.0):
+    fin = time.monotonic() + limite_s
+    while True:
+        texto, familias = _raspar(puerto)
+        if condicion(familias):
+            return texto, familias
+        if time.monotonic() > fin:
+            raise AssertionError("las métricas no llegaron a lo esperado:\n" + texto[-4000:])
+        time.sleep(0.2)
+
+
+RETRASO_ESPERADO = {("gpr.eventos.v1", "0"): 25 - 10, ("gpr.eventos.v1", "1"): 7, ("gpr.aportes.v1", "0"): 4 - 4,
+                    ("gpr.aportes.v1", "1"): 0}
+
+
+def _completas(familias):
+    return (_muestras(familias, "gpr_procesador_retraso_registros", "topico", "particion") == RETRASO_ESPERADO
+            and bool(familias["gpr_eventos_rechazados"].samples)
+            and familias["gpr_consulta_vista_al_dia"].samples[0].value == 1)
+
+
+@pytest.fixture
+def consulta_metas(bootstrap):
+    crear_topicos(bootstrap, 2, [INDICADORES, "gpr.eventos.rechazados.v1", "gpr.eventos.v1", "gpr.aportes.v1"])
+    _publicar_metas(bootstrap)
+    _confirmar(bootstrap, "gpr-procesador", CONFIRMADOS)
+    cfg = ConfigConsulta(bootstrap=bootstrap, grpc_host="127.0.0.1", grpc_puerto=0, metricas_puerto=puerto_libre(),
+                         metricas_host="127.0.0.1", gracia_s=1, intervalo_retraso_s=1)
+    servicio = ConsultaEnHilo(cfg).iniciar()
+    try:
+        yield servicio, cfg
+    finally:
+        servicio.detener()
+
+
+def test_metricas_de_metas_quema_y_plataforma(bootstrap, consulta_metas):
+    servicio, cfg = consulta_metas
+    texto, familias = _esperar_metricas(servicio.puerto_metricas, _completas)
+    etiquetas = ("agencia", "servicio", "indicador", "ventana", "etapa")
+
+    assert _muestras(familias, "gpr_meta_valor", *etiquetas) == {
+        ("reniec", "s-a", "cumplimiento_plazo", "24h", ""): 0.9,
+        ("reniec", "s-a", "tasa_reproceso", "24h", ""): 0.1,
+        ("reniec", "s-b", "cumplimiento_plazo", "24h", ""): 0.9,
+        ("reniec", "s-a", "cumplimiento_plazo", "7d", ""): 0.92,
+    }
+    # La serie sin datos no se juzga: no tiene serie de cumplimiento.
+    assert _muestras(familias, "gpr_meta_cumplimiento", *etiquetas, "severidad", "equipo") == {
+        ("reniec", "s-a", "cumplimiento_plazo", "24h", "", "critica", "atencion"): 0,
+        ("reniec", "s-a", "tasa_reproceso", "24h", "", "advertencia", "calidad"): 1,
+        ("reniec", "s-a", "cumplimiento_plazo", "7d", "", "advertencia", "atencion"): 1,
+    }
+    # Solo proporciones de la ventana total; el máximo visto (40) aunque la corrección diga 39.
+    assert familias["gpr_indicador_buenos"].type == "counter"
+    assert _muestras(familias, "gpr_indicador_buenos", "agencia", "servicio", "indicador") == {
+        ("reniec", "s-a", "cumplimiento_plazo"): 40, ("reniec", "s-a", "tasa_error"): 3,
+        ("sunarp", "s-c", "satisfaccion_top2"): 7,
+    }
+    assert _muestras(familias, "gpr_indicador_casos", "agencia", "servicio", "indicador") == {
+        ("reniec", "s-a", "cumplimiento_plazo"): 51, ("reniec", "s-a", "tasa_error"): 60,
+        ("sunarp", "s-c", "satisfaccion_top2"): 9,
+    }
+    # La instantánea más reciente decide la etapa (revision, actualizada en 1000, sobre emision en 900).
+    assert _muestras(familias, "gpr_servicio_cuello_botella_info", "agencia", "servicio", "ventana", "etapa") == {
+        ("reniec", "s-a", "24h", "revision"): 1, ("reniec", "s-a", "7d", "impresion"): 1,
+        ("sunarp", "s-c", "total", "mesa"): 1,
+    }
+    assert _muestras(familias, "gpr_eventos_ultimo_timestamp_seconds", "agencia") == {
+        ("reniec",): T0 + 100, ("sunarp",): T0 + 500.5,
+    }
+    assert _muestras(familias, "gpr_eventos_rechazados", "motivo") == {
+        ("campo_requerido",): 3, ("tardio",): 2, ("desconocido",): 1, ("protobuf_invalido",): 4,
+    }
+    assert "gpr_eventos_rechazados_total{motivo=\"tardio\"} 2.0" in texto
+    assert "gpr_indicador_buenos_total{" in texto and "gpr_indicador_casos_total{" in texto
+    _promtool_check_metrics(texto)
+
+    # En vivo: nuevos rechazos y un grupo que confirma lo pendiente.
+    productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for _ in range(2):
+        productor.send("gpr.eventos.rechazados.v1", b"x", headers=[("gpr-motivo", b"tardio")])
+    productor.close()
+    _confirmar(bootstrap, "gpr-procesador", {("gpr.eventos.v1", 0): 25, ("gpr.eventos.v1", 1): 7})
+    _esperar_metricas(servicio.puerto_metricas, lambda f: (
+        _muestras(f, "gpr_eventos_rechazados", "motivo").get(("tardio",)) == 4
+        and set(_muestras(f, "gpr_procesador_retraso_registros", "topico", "particion").values()) == {0}))
+
+    # Otra consulta, desde cero: los totales salen de Kafka, no de la memoria del proceso.
+    servicio.detener()
+    with ConsultaEnHilo(cfg) as otra:
+        _, familias = _esperar_metricas(otra.puerto_metricas, lambda f: bool(f["gpr_eventos_rechazados"].samples)
+                                        and f["gpr_consulta_vista_al_dia"].samples[0].value == 1)
+        assert _muestras(familias, "gpr_eventos_rechazados", "motivo") == {
+            ("campo_requerido",): 3, ("tardio",): 4, ("desconocido",): 1, ("protobuf_invalido",): 4,
+        }
+        assert _muestras(familias, "gpr_indicador_buenos", "agencia", "servicio", "indicador")[
+            ("reniec", "s-a", "cumplimiento_plazo")] == 40

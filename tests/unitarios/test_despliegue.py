@@ -176,18 +176,104 @@ def test_amtool_acepta_la_configuracion_de_alertmanager():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("severidad, receptor", [
-    ("critica", "guardia"),
-    ("advertencia", "tickets"),
-    ("info", "operaciones"),
-    ("desconocida", "operaciones"),
-])
-def test_alertmanager_enruta_por_severidad(severidad, receptor):
+def _ruta(*etiquetas: str) -> str:
     amtool = _binario("amtool")
-    r = subprocess.run(
-        [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}",
-         f"severidad={severidad}", "agencia=reniec", "servicio=dni-duplicado"],
-        capture_output=True, text=True,
-    )
+    r = subprocess.run([amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", *etiquetas],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.split() == [receptor]
+    return r.stdout.strip()
+
+
+@pytest.mark.parametrize("etiquetas, receptor", [
+    (["severidad=critica", "equipo=registros"], "registros-guardia"),
+    (["severidad=advertencia", "equipo=registros"], "registros-tickets"),
+    (["severidad=critica", "equipo=plataforma"], "plataforma-guardia"),
+    (["severidad=advertencia", "equipo=plataforma"], "plataforma-tickets"),
+    # Un equipo sin receptor propio cae en los generales de su severidad.
+    (["severidad=critica", "equipo=nuevo"], "guardia"),
+    (["severidad=advertencia", "equipo=nuevo"], "tickets"),
+    (["severidad=info", "equipo=registros"], "operaciones"),
+    (["severidad=desconocida", "equipo=registros"], "operaciones"),
+])
+def test_alertmanager_enruta_por_severidad_y_equipo(etiquetas, receptor):
+    assert _ruta(*etiquetas, "agencia=sunarp", "servicio=certificado-literal") == receptor
+
+
+def test_cada_equipo_de_las_metas_tiene_guardia_y_tickets():
+    """Un equipo nuevo en despliegue/metas/ sin receptores propios avisaría a nadie en concreto."""
+    from servicios.comun.catalogo import cargar_catalogo
+    from servicios.comun.metas import archivos_de, cargar_metas
+
+    catalogo = cargar_catalogo(RAIZ / "despliegue" / "catalogo.yaml")
+    metas = cargar_metas(archivos_de(RAIZ / "despliegue" / "metas"), catalogo)
+    equipos = sorted({m.equipo for m in metas} | {"plataforma"})
+    for equipo in equipos:
+        assert _ruta("severidad=critica", f"equipo={equipo}") == f"{equipo}-guardia"
+        assert _ruta("severidad=advertencia", f"equipo={equipo}") == f"{equipo}-tickets"
+
+
+def _alerta(alertname: str, **etiquetas: str) -> dict:
+    return {"labels": {"alertname": alertname, **etiquetas}}
+
+
+def test_alertmanager_inhibe_el_ticket_con_la_pagina(tmp_path):
+    """Alertmanager real: las reglas de inhibición silencian lo que deben y nada más."""
+    import json
+    import time
+    import urllib.request
+
+    from servicios.comun.broker import morir_con_el_padre, puerto_libre
+
+    binario = _binario("prometheus-alertmanager", "alertmanager")
+    puerto = puerto_libre()
+    base = f"http://127.0.0.1:{puerto}"
+    registro = open(tmp_path / "alertmanager.log", "wb")
+    proceso = subprocess.Popen(
+        [binario, f"--config.file={ALERTMANAGER}", f"--storage.path={tmp_path}",
+         f"--web.listen-address=127.0.0.1:{puerto}", "--cluster.listen-address="],
+        stdout=registro, stderr=subprocess.STDOUT, preexec_fn=morir_con_el_padre())
+    serie = {"agencia": "reniec", "servicio": "dni-duplicado", "indicador": "cumplimiento_plazo"}
+    alertas = {
+        "pagina": _alerta("MetaQuemaRapida", **serie, severidad="critica", equipo="atencion-ciudadana"),
+        "ticket": _alerta("MetaQuemaLenta", **serie, severidad="advertencia", equipo="atencion-ciudadana"),
+        "ticket_otra_serie": _alerta("MetaQuemaLenta", **{**serie, "servicio": "dni-primera-vez"},
+                                     severidad="advertencia", equipo="atencion-ciudadana"),
+        "umbral_critica": _alerta("MetaIncumplida", **serie, severidad="critica", equipo="atencion-ciudadana",
+                                  meta="reniec/*/cumplimiento_plazo/24h"),
+        "umbral_advertencia": _alerta("MetaIncumplida", **serie, severidad="advertencia", equipo="atencion-ciudadana",
+                                      meta="reniec/dni-duplicado/cumplimiento_plazo/7d"),
+        "umbral_otro_indicador": _alerta("MetaIncumplida", **{**serie, "indicador": "satisfaccion_top2"},
+                                         severidad="advertencia", equipo="atencion-ciudadana"),
+        "retraso": _alerta("ProcesadorRetrasado", topico="gpr.eventos.v1", severidad="critica", equipo="plataforma"),
+        "sin_eventos": _alerta("AgenciaSinEventos", agencia="sunarp", severidad="advertencia", equipo="registros"),
+    }
+    suprimidas = {"ticket", "umbral_advertencia", "sin_eventos"}
+    try:
+        fin = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/-/ready", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > fin or proceso.poll() is not None:
+                    pytest.fail("Alertmanager no arrancó:\n" + (tmp_path / "alertmanager.log").read_text())
+                time.sleep(0.1)
+        pedido = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps(list(alertas.values())).encode(),
+                                        headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(pedido, timeout=5)
+        nombres = {json.dumps(a["labels"], sort_keys=True): n for n, a in alertas.items()}
+        fin = time.monotonic() + 20
+        while True:
+            estados = {}
+            for alerta in json.load(urllib.request.urlopen(f"{base}/api/v2/alerts", timeout=5)):
+                nombre = nombres[json.dumps(alerta["labels"], sort_keys=True)]
+                estados[nombre] = alerta["status"]["state"]
+            esperados = {n: "suppressed" if n in suprimidas else "active" for n in alertas}
+            if estados == esperados or time.monotonic() > fin:
+                break
+            time.sleep(0.2)
+        assert estados == esperados
+    finally:
+        proceso.terminate()
+        proceso.wait(10)
+        registro.close()
