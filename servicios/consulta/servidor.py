@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,6 +19,7 @@ from prometheus_client import start_http_server
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from servicios.comun.topicos import APORTES, EVENTOS
+from servicios.comun.en_hilo import ServicioEnHilo
 from servicios.consulta.api import ApiExtendida
 from servicios.consulta.config import ConfigConsulta
 from servicios.consulta.metricas import crear_registro
@@ -167,47 +167,8 @@ async def servir(cfg: ConfigConsulta) -> None:
         await servicio.detener()
 
 
-class ConsultaEnHilo:
-    """La consulta completa en un hilo con su propio bucle asyncio (para pruebas en proceso).
-
-    `iniciar()` vuelve cuando el servidor escucha (no espera a que la vista esté al día);
-    `detener()` hace la misma parada ordenada que SIGTERM.
-    """
+class ConsultaEnHilo(ServicioEnHilo):
+    """La consulta completa en un hilo (no espera a que la vista esté al día)."""
 
     def __init__(self, cfg: ConfigConsulta):
-        self._servicio = ServicioConsulta(cfg)
-        self._bucle = asyncio.new_event_loop()
-        self._hilo = threading.Thread(target=self._bucle.run_forever, name="gpr-consulta", daemon=True)
-
-    @property
-    def puerto_grpc(self) -> int | None:
-        return self._servicio.puerto_grpc
-
-    @property
-    def puerto_metricas(self) -> int | None:
-        return self._servicio.puerto_metricas
-
-    def iniciar(self, limite_s: float = 10.0) -> "ConsultaEnHilo":
-        self._hilo.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._servicio.iniciar(), self._bucle).result(limite_s)
-        except BaseException:
-            self.detener()
-            raise
-        return self
-
-    def detener(self, limite_s: float = 30.0) -> None:
-        if not self._hilo.is_alive():
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._servicio.detener(), self._bucle).result(limite_s)
-        finally:
-            self._bucle.call_soon_threadsafe(self._bucle.stop)
-            self._hilo.join(limite_s)
-            self._bucle.close()
-
-    def __enter__(self) -> "ConsultaEnHilo":
-        return self.iniciar()
-
-    def __exit__(self, *_exc) -> None:
-        self.detener()
+        super().__init__(ServicioConsulta(cfg), "gpr-consulta")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +31,7 @@ from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.topicos import EVENTOS, RECHAZADOS
 from servicios.comun.yaml_lineas import ArchivoInvalido
+from servicios.comun.en_hilo import ServicioEnHilo
 from servicios.ingesta.config import ConfigIngesta
 from servicios.ingesta.credenciales import Credenciales, cargar_credenciales
 from servicios.ingesta.interceptor import InterceptorMetricas
@@ -285,47 +285,9 @@ async def servir(cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credencia
         await servidor.detener()
 
 
-class IngestaEnHilo:
-    """La ingesta completa en un hilo con su propio bucle asyncio (para pruebas en proceso).
-
-    `iniciar()` vuelve cuando el servidor escucha (no espera a Kafka: la salud dice cuándo);
-    `detener()` hace la misma parada ordenada que SIGTERM.
-    """
+class IngestaEnHilo(ServicioEnHilo):
+    """La ingesta completa en un hilo (no espera a Kafka: la salud dice cuándo)."""
 
     def __init__(self, cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credenciales):
-        self.servidor = ServidorIngesta(cfg, catalogo, credenciales)
-        self._bucle = asyncio.new_event_loop()
-        self._hilo = threading.Thread(target=self._bucle.run_forever, name="gpr-ingesta", daemon=True)
-
-    @property
-    def puerto_grpc(self) -> int | None:
-        return self.servidor.puerto_grpc
-
-    @property
-    def puerto_metricas(self) -> int | None:
-        return self.servidor.puerto_metricas
-
-    def iniciar(self, limite_s: float = 10.0) -> "IngestaEnHilo":
-        self._hilo.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.servidor.iniciar(), self._bucle).result(limite_s)
-        except BaseException:
-            self.detener()
-            raise
-        return self
-
-    def detener(self, limite_s: float = 30.0) -> None:
-        if not self._hilo.is_alive():
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.servidor.detener(), self._bucle).result(limite_s)
-        finally:
-            self._bucle.call_soon_threadsafe(self._bucle.stop)
-            self._hilo.join(limite_s)
-            self._bucle.close()
-
-    def __enter__(self) -> "IngestaEnHilo":
-        return self.iniciar()
-
-    def __exit__(self, *_exc) -> None:
-        self.detener()
+        super().__init__(ServidorIngesta(cfg, catalogo, credenciales), "gpr-ingesta")
+        self.servidor = self.servicio
