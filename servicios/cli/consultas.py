@@ -6,6 +6,7 @@ incorrecto (typer); 3 la consulta no está disponible (UNAVAILABLE o sin conexi�
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import grpc
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
@@ -110,24 +112,69 @@ def tablero(
             f"{servicio.servicio_id} — cuello de botella: {servicio.etapa_cuello_botella or '—'}"))
 
 
+def _linea(i: ipb.Indicador) -> str:
+    """Una actualización en una línea, para cuando la salida no es una terminal."""
+    objetivo, estado = _meta(i)
+    partes = [time.strftime("%H:%M:%S"), i.agencia_id, i.servicio_id, i.indicador, i.ventana]
+    if i.etapa_id:
+        partes.append(f"etapa={i.etapa_id}")
+    partes += [f"valor={valor_legible(i)}", f"muestras={i.muestras}"]
+    if objetivo:
+        partes += [f"meta={objetivo}", Text.from_markup(estado).plain]
+    return " ".join(partes)
+
+
 def vigilar(
     agencia: str = typer.Option("", help="Solo esta agencia."),
     servicio: str = typer.Option("", help="Solo este servicio."),
     indicador: str = typer.Option("", help="Solo este indicador."),
     ventana: str = typer.Option("24h", help="Ventana."),
+    maximo: int = typer.Option(0, "--maximo", min=0,
+                               help="Terminar (con código 0) tras recibir este número de actualizaciones; 0: sin límite."),
+    duracion: str = typer.Option("", "--duracion",
+                                 help="Terminar (con código 0) tras este tiempo, p. ej. 30s o 5m; vacío: sin límite."),
     direccion: str = OPCION_DIRECCION,
 ) -> None:
-    """Vista en vivo de las actualizaciones (SuscribirIndicadores). Ctrl-C para salir."""
+    """Vista en vivo de las actualizaciones (SuscribirIndicadores). Ctrl-C para salir.
+
+    Primero llega el estado actual de las series del filtro y luego cada cambio. En una
+    terminal se muestra una tabla que se refresca; si la salida va a un archivo o a otra
+    orden, una línea por actualización.
+    """
+    plazo_s = None
+    if duracion:
+        from servicios.comun.tiempo import DuracionInvalida, parsear_duracion
+
+        try:
+            plazo_s = parsear_duracion(duracion)
+        except DuracionInvalida as error:
+            raise typer.BadParameter(str(error), param_hint="'--duracion'") from None
+        if plazo_s < 1:
+            raise typer.BadParameter("debe ser de al menos 1s", param_hint="'--duracion'")
     series: dict[tuple, ipb.Indicador] = {}
     flujo = _stub(direccion).SuscribirIndicadores(ipb.FiltroIndicadores(
-        agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana=ventana))
+        agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana=ventana), timeout=plazo_s)
+    recibidas = 0
     try:
-        with Live(tabla_indicadores([], "esperando actualizaciones…"), console=consola, refresh_per_second=4) as vivo:
+        with contextlib.ExitStack() as pila:
+            vivo = None
+            if consola.is_terminal:
+                vivo = pila.enter_context(Live(tabla_indicadores([], "esperando actualizaciones…"), console=consola,
+                                               refresh_per_second=4))
             for i in flujo:
-                series[(i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id)] = i
-                vivo.update(tabla_indicadores([series[k] for k in sorted(series)],
-                                              f"En vivo · {time.strftime('%H:%M:%S')} · {len(series)} series"))
+                recibidas += 1
+                if vivo is None:
+                    consola.print(_linea(i), markup=False, highlight=False, soft_wrap=True)
+                else:
+                    series[(i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id)] = i
+                    vivo.update(tabla_indicadores([series[k] for k in sorted(series)],
+                                                  f"En vivo · {time.strftime('%H:%M:%S')} · {len(series)} series"))
+                if maximo and recibidas >= maximo:
+                    flujo.cancel()
+                    break
     except KeyboardInterrupt:
         flujo.cancel()
     except grpc.RpcError as error:
-        _fallar(error)
+        # El plazo de --duracion vence como DEADLINE_EXCEEDED: es el final pedido, no un error.
+        if not (plazo_s is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
+            _fallar(error)

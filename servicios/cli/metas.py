@@ -16,7 +16,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(
+from servicios.cli.espanol import TyperGpr
+
+app = TyperGpr(
     help="Metas: validar los archivos de metas y generar las reglas de alerta de Prometheus.",
     no_args_is_help=True,
     add_completion=False,

@@ -1,14 +1,20 @@
 """Órdenes de `gpr` (typer): `local` (la pila de `make run`), `publicar`, `indicadores`,
 `tablero`, `vigilar` y `metas` (validar, reglas). Las órdenes importan lo pesado al
-ejecutarse, no al cargar `gpr`."""
+ejecutarse, no al cargar `gpr`. La ayuda y los errores de uso salen en español
+(`servicios/cli/espanol.py`).
+
+Códigos de salida comunes: 0 bien; 1 rechazos o error de la consulta; 2 uso incorrecto
+(opción desconocida, falta un argumento, valor inválido); 3 servicio no disponible.
+"""
 
 from __future__ import annotations
 
 import typer
 
 from servicios.cli import consultas, metas, publicar
+from servicios.cli.espanol import TyperGpr
 
-app = typer.Typer(
+app = TyperGpr(
     help="GpR Monitor: monitoreo de resultados para la administración pública.",
     no_args_is_help=True,
     add_completion=False,

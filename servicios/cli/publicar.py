@@ -2,6 +2,9 @@
 por Kafka (por defecto) o por la Ingesta gRPC (`--grpc`), con barra de progreso y un resumen
 de aceptados y rechazados con sus motivos.
 
+Si la Ingesta sirve con TLS (`GPR_TLS_CERT`/`GPR_TLS_KEY`), `--tls-ca ca.pem` (o `GPR_TLS_CA`)
+confía en esa CA (privada o el mismo certificado autofirmado) y `--tls` en las CA del sistema.
+
 Cada línea es un `gpr.v1.Evento` en el mapeo JSON de protobuf, p. ej.
 `{"eventoId": "e1", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": "2026-11-28T10:00:00Z", ...}`
 (también se aceptan los nombres con guion bajo). Por Kafka cada evento se valida antes con el
@@ -62,6 +65,10 @@ def publicar(
                                    help="Eventos en JSON, uno por línea."),
     grpc_destino: str = typer.Option("", "--grpc", help="Publicar por la Ingesta gRPC en esta dirección (host:puerto)."),
     token: str = typer.Option("", envvar="GPR_TOKEN", help="Token de la agencia para la Ingesta (o GPR_TOKEN)."),
+    tls: bool = typer.Option(False, "--tls", help="Conectar a la Ingesta con TLS confiando en las CA del sistema."),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", envvar="GPR_TLS_CA", exists=True, dir_okay=False,
+                                       readable=True, help="Conectar a la Ingesta con TLS confiando en esta CA "
+                                       "(PEM; p. ej. una CA privada o el certificado autofirmado del servidor)."),
     kafka: str = typer.Option("", envvar="GPR_KAFKA_BOOTSTRAP", help="Broker Kafka (o GPR_KAFKA_BOOTSTRAP)."),
     catalogo: Path = typer.Option(Path("despliegue/catalogo.yaml"), envvar="GPR_CATALOGO",
                                   help="Catálogo para validar antes de publicar por Kafka."),
@@ -69,8 +76,12 @@ def publicar(
     """Publica eventos de un archivo JSON Lines por Kafka o por la Ingesta gRPC."""
     eventos, ilegibles = leer_eventos(archivo)
     rechazos = [(n, "", motivo) for n, motivo in ilegibles]
+    if (tls or tls_ca) and not grpc_destino:
+        # Un aviso y no un error: GPR_TLS_CA puede estar en el entorno para otras llamadas.
+        consola.print("[yellow]aviso[/yellow]: --tls y --tls-ca (GPR_TLS_CA) solo se usan con --grpc; "
+                      "se publica por Kafka sin TLS")
     if grpc_destino:
-        rechazos += _por_grpc(eventos, grpc_destino, token)
+        rechazos += _por_grpc(eventos, grpc_destino, token, _credenciales_tls(tls, tls_ca))
     else:
         if not kafka:
             consola.print("[red]falta el broker[/red]: use --kafka host:puerto o GPR_KAFKA_BOOTSTRAP, o --grpc")
@@ -125,12 +136,31 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path) -> list[tuple[int, 
     return rechazos
 
 
-def _por_grpc(eventos, destino: str, token: str) -> list[tuple[int, str, str]]:
+def _credenciales_tls(tls: bool, tls_ca: Path | None):
+    """Credenciales del canal: None sin TLS; con `--tls-ca`, solo esa CA."""
+    if not tls and tls_ca is None:
+        return None
+    import grpc
+
+    if tls_ca is None:
+        return grpc.ssl_channel_credentials()
+    contenido = tls_ca.read_bytes()
+    # gRPC no valida el PEM hasta el primer intento de conexión y entonces solo dice
+    # UNAVAILABLE: un archivo equivocado se rechaza aquí, como error de uso.
+    if b"-----BEGIN CERTIFICATE-----" not in contenido:
+        consola.print(f"[red]--tls-ca {tls_ca}[/red]: no contiene un certificado PEM (-----BEGIN CERTIFICATE-----)")
+        raise typer.Exit(2)
+    return grpc.ssl_channel_credentials(root_certificates=contenido)
+
+
+def _por_grpc(eventos, destino: str, token: str, credenciales_tls=None) -> list[tuple[int, str, str]]:
     import grpc
 
     from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
 
-    stub = ingesta_pb2_grpc.IngestaStub(grpc.insecure_channel(destino))
+    canal = (grpc.secure_channel(destino, credenciales_tls) if credenciales_tls is not None
+             else grpc.insecure_channel(destino))
+    stub = ingesta_pb2_grpc.IngestaStub(canal)
     metadatos = [("authorization", f"Bearer {token}")] if token else []
     rechazos = []
     with Progress(console=consola) as progreso:

@@ -43,6 +43,14 @@ def entero(env: Mapping[str, str], nombre: str, defecto: int, minimo: int = 0) -
     return valor
 
 
+def puerto(env: Mapping[str, str], nombre: str, defecto: int) -> int:
+    """Puerto TCP; 0 deja que el sistema elija uno libre (el servicio informa cuál)."""
+    valor = entero(env, nombre, defecto, minimo=0)
+    if valor > 65535:
+        raise ConfiguracionInvalida(f"{nombre}={valor} no es un puerto TCP (0–65535)")
+    return valor
+
+
 def decimal(env: Mapping[str, str], nombre: str, defecto: float, minimo: float = 0.0) -> float:
     crudo = env.get(nombre, "").strip()
     if not crudo:

@@ -27,8 +27,11 @@ def configuracion_topico(nombre: str) -> dict[str, str]:
 
 
 def crear_topicos(bootstrap: str, particiones: int, nombres: list[str] | None = None,
-                  limite_s: float = 30.0) -> None:
-    """Crea los tópicos que falten; los existentes se dejan como están."""
+                  limite_s: float = 30.0, replicacion: int = 1) -> None:
+    """Crea los tópicos que falten; los existentes se dejan como están.
+
+    `replicacion`: réplicas de cada partición (1 en el broker embebido; 3 en producción).
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -45,7 +48,7 @@ def crear_topicos(bootstrap: str, particiones: int, nombres: list[str] | None = 
     try:
         existentes = set(admin.list_topics())
         nuevos = [
-            NewTopic(n, particiones, 1, topic_configs=configuracion_topico(n))
+            NewTopic(n, particiones, replicacion, topic_configs=configuracion_topico(n))
             for n in nombres
             if n not in existentes
         ]

@@ -3,7 +3,9 @@
 La lógica de cada respuesta es pura (recibe las series de la vista); `ApiExtendida` la expone
 como métodos del servicer gRPC. El historial guarda, por serie, las últimas
 `GPR_HISTORIAL_MAXIMO` instantáneas vistas desde que arrancó la consulta (el tópico está
-compactado: tras un reinicio empieza con la última de cada serie y lo que aún no se compactó).
+compactado: tras un reinicio empieza con la última de cada serie y lo que aún no se compactó),
+y entre todas las series como mucho `GPR_HISTORIAL_TOTAL` anteriores a las actuales (se
+olvidan primero las más viejas): así la memoria queda acotada aunque todo cambie cada segundo.
 Cada suscriptor tiene un búfer de `GPR_SUSCRIPCION_BUFER` actualizaciones: si se llena porque
 el cliente no lee, su flujo termina con RESOURCE_EXHAUSTED; la memoria nunca crece sin límite.
 """
@@ -11,7 +13,6 @@ el cliente no lee, su flujo termina con RESOURCE_EXHAUSTED; la memoria nunca cre
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Iterable
 
 import grpc
@@ -21,6 +22,8 @@ from servicios.comun.indicadores import INDICADORES, ventana_valida
 from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud
 from servicios.consulta.vista import Vista
 
+# Instantáneas anteriores a las actuales que se guardan entre todas las series (GPR_HISTORIAL_TOTAL).
+HISTORIAL_TOTAL = 200_000
 _CARGANDO = "la vista de indicadores aún se está cargando; reintente en unos segundos"
 
 
@@ -64,26 +67,6 @@ def incumplimientos(series: Iterable[ipb.Indicador], filtro: ipb.FiltroIncumplim
     )
 
 
-class Historial:
-    """Últimas instantáneas de cada serie, con tope por serie."""
-
-    def __init__(self, maximo: int):
-        self.maximo = maximo
-        self._series: dict[str, deque] = {}
-
-    def registrar(self, clave: str, indicador: ipb.Indicador | None) -> None:
-        if indicador is None:
-            self._series.pop(clave, None)
-            return
-        serie = self._series.setdefault(clave, deque(maxlen=self.maximo))
-        if not serie or serie[-1] != indicador:
-            serie.append(indicador)
-
-    def serie(self, clave: str, maximo: int = 0) -> list[ipb.Indicador]:
-        instantaneas = list(self._series.get(clave, ()))
-        return instantaneas[-maximo:] if maximo > 0 else instantaneas
-
-
 class Suscripcion:
     """Búfer acotado de un suscriptor; `desbordada` cuando el cliente no da abasto."""
 
@@ -107,15 +90,22 @@ class Suscripcion:
 class ApiExtendida:
     """Métodos de `Indicadores` más allá de obtener y listar (mezcla para el servicer)."""
 
-    def _iniciar_api(self, vista: Vista, historial_maximo: int, bufer_suscripcion: int) -> None:
+    def _iniciar_api(self, vista: Vista, historial_maximo: int, bufer_suscripcion: int,
+                     historial_total: int = HISTORIAL_TOTAL) -> None:
         self._vista_api = vista
-        self._historial = Historial(historial_maximo)
+        vista.conservar_historial(historial_maximo, historial_total)
         self._bufer = bufer_suscripcion
         self._suscripciones: set[Suscripcion] = set()
+        # Claves de las series que hoy incumplen su meta: ListarIncumplimientos no recorre
+        # (ni decodifica) todas las series.
+        self._incumplen: set[str] = set()
         vista.suscribir(self._al_cambiar)
 
     def _al_cambiar(self, clave: str, indicador: ipb.Indicador | None) -> None:
-        self._historial.registrar(clave, indicador)
+        if indicador is not None and indicador.meta.estado == ipb.INCUMPLE:
+            self._incumplen.add(clave)
+        else:
+            self._incumplen.discard(clave)
         if indicador is not None:
             for suscripcion in list(self._suscripciones):
                 suscripcion.ofrecer(indicador)
@@ -135,7 +125,7 @@ class ApiExtendida:
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
         await self._exigir_al_dia(context)
-        instantaneas = self._historial.serie(clave, request.maximo)
+        instantaneas = self._vista_api.historial(clave, request.maximo)
         if not instantaneas:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no hay datos de la serie {clave!r}")
         return ipb.HistorialIndicador(instantaneas=instantaneas)
@@ -148,7 +138,8 @@ class ApiExtendida:
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
         await self._exigir_al_dia(context)
-        tablero = armar_tablero(self._vista_api.instantanea().values(), request.agencia_id, ventana)
+        tablero = armar_tablero(self._vista_api.indicadores(agencia=request.agencia_id, ventana=ventana),
+                                request.agencia_id, ventana)
         if not tablero.servicios:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"no hay indicadores de la agencia {request.agencia_id!r} en la ventana {ventana!r}")
@@ -156,7 +147,8 @@ class ApiExtendida:
 
     async def ListarIncumplimientos(self, request: ipb.FiltroIncumplimientos, context) -> ipb.ListaIndicadores:
         await self._exigir_al_dia(context)
-        return ipb.ListaIndicadores(indicadores=incumplimientos(self._vista_api.instantanea().values(), request))
+        series = (self._vista_api.obtener(clave) for clave in list(self._incumplen))
+        return ipb.ListaIndicadores(indicadores=incumplimientos((i for i in series if i is not None), request))
 
     async def SuscribirIndicadores(self, request: ipb.FiltroIndicadores, context):
         errores = errores_filtro(request)
@@ -167,7 +159,8 @@ class ApiExtendida:
         self._suscripciones.add(suscripcion)
         try:
             # Primero el estado actual de las series pedidas, luego cada cambio.
-            for indicador in list(self._vista_api.instantanea().values()):
+            for indicador in self._vista_api.indicadores(request.agencia_id, request.servicio_id,
+                                                         request.indicador, request.ventana):
                 suscripcion.ofrecer(indicador)
             while True:
                 indicador = await suscripcion.cola.get()

@@ -24,6 +24,8 @@ class ConfigConsulta:
     intervalo_retraso_s: int = 15
     # Instantáneas que se guardan por serie para ObtenerHistorial.
     historial_maximo: int = 100
+    # Instantáneas anteriores a las actuales guardadas entre todas las series (tope de memoria).
+    historial_total: int = 200_000
     # Actualizaciones pendientes por suscriptor antes de cortarlo con RESOURCE_EXHAUSTED.
     suscripcion_bufer: int = 1000
 
@@ -32,22 +34,16 @@ def leer(env: Mapping[str, str]) -> ConfigConsulta:
     return ConfigConsulta(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
         grpc_host=c.texto(env, "GPR_GRPC_HOST", "0.0.0.0"),
-        grpc_puerto=_puerto(env, "GPR_GRPC_PUERTO", 50051),
-        metricas_puerto=_puerto(env, "GPR_METRICAS_PUERTO", 9464),
+        grpc_puerto=c.puerto(env, "GPR_GRPC_PUERTO", 50051),
+        metricas_puerto=c.puerto(env, "GPR_METRICAS_PUERTO", 9464),
         metricas_host=c.texto(env, "GPR_METRICAS_HOST", "0.0.0.0"),
         gracia_s=c.duracion(env, "GPR_GRPC_GRACIA", "5s"),
         historial_maximo=c.entero(env, "GPR_HISTORIAL_MAXIMO", 100, minimo=1),
+        historial_total=c.entero(env, "GPR_HISTORIAL_TOTAL", 200_000, minimo=0),
         suscripcion_bufer=c.entero(env, "GPR_SUSCRIPCION_BUFER", 1000, minimo=1),
         grupo_procesador=c.texto(env, "GPR_GRUPO_PROCESADOR", "gpr-procesador"),
         intervalo_retraso_s=_intervalo(env, "GPR_INTERVALO_RETRASO", "15s"),
     )
-
-
-def _puerto(env: Mapping[str, str], nombre: str, defecto: int) -> int:
-    valor = c.entero(env, nombre, defecto, minimo=0)
-    if valor > 65535:
-        raise c.ConfiguracionInvalida(f"{nombre}={valor} no es un puerto TCP (0–65535)")
-    return valor
 
 
 def _intervalo(env: Mapping[str, str], nombre: str, defecto: str) -> int:

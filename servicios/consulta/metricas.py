@@ -18,11 +18,15 @@ arranque, que recorre lo que la compactación aún no borró) y solo cuando la v
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.indicadores import INDICADORES, VENTANA_TOTAL, Forma
@@ -60,11 +64,163 @@ class MaximosAcumulados:
         buenos, casos = indicador.numerador, indicador.muestras
         if previo is not None:
             buenos, casos = max(buenos, previo[3]), max(casos, previo[4])
-        self._maximos[clave] = (indicador.agencia_id, indicador.servicio_id, indicador.indicador, buenos, casos)
+        # Internadas: la misma agencia y servicio se repiten en muchas tuplas.
+        self._maximos[clave] = (sys.intern(indicador.agencia_id), sys.intern(indicador.servicio_id),
+                                sys.intern(indicador.indicador), buenos, casos)
 
     def valores(self) -> list[tuple[str, str, str, float, int]]:
         # Lo llama el hilo de /metrics mientras el bucle asyncio escribe: se itera una copia.
         return list(self._maximos.copy().values())
+
+
+class FamiliaRapida(Metric):
+    """Familia de métricas cuyas muestras se generan al leerlas, sin guardarlas.
+
+    Con 1,2 millones de series, las familias de `prometheus_client` (una `Sample` con su dict
+    de etiquetas por muestra, ~10 µs y ~600 B cada una) y `generate_latest` (todo el texto
+    en memoria, ~4 veces) costarían varios GB y más de un minuto por raspado. Aquí `filas`
+    da (valores de etiquetas, valor) al vuelo y `lineas()` escribe el texto de exposición
+    directamente, en trozos, con el mismo formato byte a byte que `prometheus_client`
+    (etiquetas ordenadas por nombre, mismos escapes, `floatToGoString`); `samples` sigue
+    existiendo para quien use la API de `prometheus_client` (más lento, pero igual).
+    """
+
+    def __init__(self, nombre: str, documentacion: str, tipo: str, etiquetas: list[str],
+                 filas: Callable[[], Iterable[tuple[Sequence[str], float]]]):
+        super().__init__(nombre, documentacion, tipo)
+        self._etiquetas = list(etiquetas)
+        self._filas = filas
+        self._nombre_muestra = nombre + "_total" if tipo == "counter" else nombre
+
+    @property
+    def samples(self) -> Iterator[Sample]:
+        for valores, valor in self._filas():
+            yield Sample(self._nombre_muestra, dict(zip(self._etiquetas, valores)), valor)
+
+    @samples.setter
+    def samples(self, _valor) -> None:
+        # Metric.__init__ asigna una lista vacía: las muestras de esta familia no se guardan.
+        pass
+
+    def vacia(self) -> Metric:
+        """La misma familia sin muestras: para que `prometheus_client` escriba la cabecera."""
+        return Metric(self.name, self.documentation, self.type)
+
+    def lineas(self, por_trozo: int = 4096) -> Iterator[str]:
+        """Las líneas de las muestras en formato de texto (igual en 0.0.4 y OpenMetrics)."""
+        orden = sorted(range(len(self._etiquetas)), key=lambda i: self._etiquetas[i])
+        # Una plantilla por familia: nombre{a="%s",b="%s"} %s, con las etiquetas por nombre.
+        bloque = ",".join(f'{self._etiquetas[i]}="%s"' for i in orden)
+        plantilla = f"{self._nombre_muestra}{{{bloque}}} %s\n" if orden else f"{self._nombre_muestra} %s\n"
+        # Los valores de etiqueta y los números se repiten mucho (agencias, ventanas,
+        # muestras pequeñas): se escapan y se formatean una vez por raspado.
+        escapar = _Memo(lambda v: v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"'))
+        formatear = _Memo(floatToGoString)
+        trozo: list[str] = []
+        for valores, valor in self._filas():
+            trozo.append(plantilla % (*[escapar[valores[i]] for i in orden], formatear[valor]))
+            if len(trozo) >= por_trozo:
+                yield "".join(trozo)
+                trozo = []
+        if trozo:
+            yield "".join(trozo)
+
+
+class _Memo(dict):
+    """Resultado de `funcion` por argumento, con tope de entradas (memoria acotada)."""
+
+    def __init__(self, funcion: Callable, tope: int = 100_000):
+        super().__init__()
+        self._funcion = funcion
+        self._tope = tope
+
+    def __missing__(self, clave):
+        resultado = self._funcion(clave)
+        if len(self) < self._tope:
+            self[clave] = resultado
+        return resultado
+
+
+class _Recorrido:
+    """Una pasada por la vista que decodifica cada serie una sola vez por raspado.
+
+    Guarda solo lo que hace falta, en arreglos compactos (16 B por serie, y lo de las metas
+    solo para las series con meta); las etiquetas se sacan de la clave al escribir.
+    """
+
+    def __init__(self, vista: Vista):
+        self.vista = vista
+        self.claves: list[str] = []
+        self.valores = array("d")
+        self.muestras = array("d")
+        self.sin_datos = bytearray()
+        # (índice, valor de la meta, 1/0/None, severidad, equipo)
+        self.metas: list[tuple[int, float, int | None, str, str]] = []
+        # Por (agencia, servicio, ventana): la etapa cuello de botella.
+        recientes: dict[tuple[str, str, str], str] = {}
+        en_conflicto: set[tuple[str, str, str]] = set()
+        ultimos: dict[str, float] = {}
+        leer, etiquetas = ipb.Indicador.FromString, vista.etiquetas
+        instantanea = vista.instantanea()
+        for n, (clave, crudo) in enumerate(instantanea):
+            indicador = leer(crudo)
+            self.claves.append(clave)
+            self.valores.append(indicador.valor)
+            self.muestras.append(indicador.muestras)
+            self.sin_datos.append(indicador.sin_datos)
+            if indicador.HasField("meta"):
+                meta = indicador.meta
+                self.metas.append((n, meta.valor, _JUZGADAS.get(meta.estado), meta.severidad, meta.equipo))
+            agencia, servicio, _, ventana, _ = etiquetas(clave)
+            hasta = indicador.hasta
+            hasta = hasta.seconds + hasta.nanos / 1e9
+            if hasta > ultimos.get(agencia, 0.0):
+                ultimos[agencia] = hasta
+            # Todas las instantáneas de un servicio y ventana llevan la misma etapa; si
+            # difieren (una publicación a medias) vale la de la instantánea más reciente. Leer
+            # actualizado_en cuesta: solo se mira en los grupos donde dos etapas compiten.
+            etapa = indicador.etapa_cuello_botella
+            if etapa:
+                grupo = (agencia, servicio, ventana)
+                elegida = recientes.setdefault(grupo, etapa)
+                if elegida != etapa:
+                    en_conflicto.add(grupo)
+        if en_conflicto:
+            mejores: dict[tuple[str, str, str], tuple[float, str]] = {}
+            for clave, crudo in instantanea:
+                agencia, servicio, _, ventana, _ = etiquetas(clave)
+                grupo = (agencia, servicio, ventana)
+                if grupo not in en_conflicto:
+                    continue
+                indicador = leer(crudo)
+                if indicador.etapa_cuello_botella:
+                    candidato = (_segundos(indicador.actualizado_en), indicador.etapa_cuello_botella)
+                    if grupo not in mejores or candidato > mejores[grupo]:
+                        mejores[grupo] = candidato
+            for grupo, (_, etapa) in mejores.items():
+                recientes[grupo] = etapa
+        self.cuellos = sorted((grupo + (etapa,)) for grupo, etapa in recientes.items())
+        self.ultimos = sorted(ultimos.items())
+
+    def filas_valor(self) -> Iterator[tuple[Sequence[str], float]]:
+        etiquetas, valores, sin_datos = self.vista.etiquetas, self.valores, self.sin_datos
+        for n, clave in enumerate(self.claves):
+            if not sin_datos[n]:
+                yield etiquetas(clave), valores[n]
+
+    def filas_muestras(self) -> Iterator[tuple[Sequence[str], float]]:
+        etiquetas, muestras = self.vista.etiquetas, self.muestras
+        for n, clave in enumerate(self.claves):
+            yield etiquetas(clave), muestras[n]
+
+    def filas_meta_valor(self) -> Iterator[tuple[Sequence[str], float]]:
+        for n, valor, _, _, _ in self.metas:
+            yield self.vista.etiquetas(self.claves[n]), valor
+
+    def filas_cumplimiento(self) -> Iterator[tuple[Sequence[str], float]]:
+        for n, _, juzgada, severidad, equipo in self.metas:
+            if juzgada is not None:
+                yield (*self.vista.etiquetas(self.claves[n]), severidad, equipo), juzgada
 
 
 class ColectorIndicadores(Collector):
@@ -78,121 +234,80 @@ class ColectorIndicadores(Collector):
         self._retraso = retraso
 
     def collect(self) -> Iterator[Metric]:
-        # La vista la modifica el hilo del bucle asyncio: se itera sobre una copia.
-        series = list(self._vista.instantanea().values())
-        yield from self._indicadores(series)
-        yield from self._metas(series)
-        yield self._cuellos_de_botella(series)
-        yield self._ultimos_eventos(series)
+        # Lo llama el hilo de /metrics; la vista entrega una copia de sus series.
+        recorrido = _Recorrido(self._vista)
+        yield from self._indicadores(recorrido)
+        yield from self._metas(recorrido)
+        yield self._cuellos_de_botella(recorrido)
+        yield self._ultimos_eventos(recorrido)
         yield from self._acumulados_de_proporciones()
         yield from self._plataforma()
 
     @staticmethod
-    def _indicadores(series: list[ipb.Indicador]) -> Iterator[Metric]:
-        valor = GaugeMetricFamily(
+    def _indicadores(recorrido: _Recorrido) -> Iterator[Metric]:
+        yield FamiliaRapida(
             "gpr_indicador_valor",
             "Valor actual del indicador de resultados en su ventana, en unidades base "
             "(proporciones de 0 a 1, tiempos en segundos). Sin serie cuando no hay datos.",
-            labels=ETIQUETAS,
+            "gauge", ETIQUETAS, recorrido.filas_valor,
         )
-        muestras = GaugeMetricFamily(
+        yield FamiliaRapida(
             "gpr_indicador_muestras",
             "Denominador del indicador (casos u observaciones) en su ventana; 0 cuando no hay datos.",
-            labels=ETIQUETAS,
+            "gauge", ETIQUETAS, recorrido.filas_muestras,
         )
-        for indicador in series:
-            etiquetas = [indicador.agencia_id, indicador.servicio_id, indicador.indicador,
-                         indicador.ventana, indicador.etapa_id]
-            muestras.add_metric(etiquetas, indicador.muestras)
-            if not indicador.sin_datos:
-                valor.add_metric(etiquetas, indicador.valor)
-        yield valor
-        yield muestras
 
     @staticmethod
-    def _metas(series: list[ipb.Indicador]) -> Iterator[Metric]:
-        meta_valor = GaugeMetricFamily(
+    def _metas(recorrido: _Recorrido) -> Iterator[Metric]:
+        yield FamiliaRapida(
             "gpr_meta_valor",
             "Valor que la meta exige a la serie (el operador está en la regla de alerta y en la API).",
-            labels=ETIQUETAS,
+            "gauge", ETIQUETAS, recorrido.filas_meta_valor,
         )
-        cumplimiento = GaugeMetricFamily(
+        yield FamiliaRapida(
             "gpr_meta_cumplimiento",
             "1 si la serie cumple su meta, 0 si la incumple; sin serie cuando la meta no se juzga "
             "(sin datos o menos muestras que la muestra mínima).",
-            labels=ETIQUETAS + ["severidad", "equipo"],
+            "gauge", ETIQUETAS + ["severidad", "equipo"], recorrido.filas_cumplimiento,
         )
-        for indicador in series:
-            if not indicador.HasField("meta"):
-                continue
-            etiquetas = [indicador.agencia_id, indicador.servicio_id, indicador.indicador,
-                         indicador.ventana, indicador.etapa_id]
-            meta = indicador.meta
-            meta_valor.add_metric(etiquetas, meta.valor)
-            if meta.estado in _JUZGADAS:
-                cumplimiento.add_metric(etiquetas + [meta.severidad, meta.equipo], _JUZGADAS[meta.estado])
-        yield meta_valor
-        yield cumplimiento
 
     @staticmethod
-    def _cuellos_de_botella(series: list[ipb.Indicador]) -> Metric:
-        # Todas las instantáneas de un servicio y ventana llevan la misma etapa; si difieren
-        # (una publicación a medias) vale la de la instantánea más reciente.
-        recientes: dict[tuple[str, str, str], tuple[float, str]] = {}
-        for indicador in series:
-            if not indicador.etapa_cuello_botella:
-                continue
-            clave = (indicador.agencia_id, indicador.servicio_id, indicador.ventana)
-            candidato = (_segundos(indicador.actualizado_en), indicador.etapa_cuello_botella)
-            if clave not in recientes or candidato > recientes[clave]:
-                recientes[clave] = candidato
-        info = GaugeMetricFamily(
+    def _cuellos_de_botella(recorrido: _Recorrido) -> Metric:
+        return FamiliaRapida(
             "gpr_servicio_cuello_botella_info",
             "Etapa cuello de botella del servicio en la ventana (mayor mediana de permanencia); "
             "siempre 1, para unirla a las alertas con group_left.",
-            labels=["agencia", "servicio", "ventana", "etapa"],
+            "gauge", ["agencia", "servicio", "ventana", "etapa"],
+            lambda: ((fila, 1) for fila in recorrido.cuellos),
         )
-        for (agencia, servicio, ventana), (_, etapa) in sorted(recientes.items()):
-            info.add_metric([agencia, servicio, ventana, etapa], 1)
-        return info
 
     @staticmethod
-    def _ultimos_eventos(series: list[ipb.Indicador]) -> Metric:
-        ultimos: dict[str, float] = {}
-        for indicador in series:
-            hasta = _segundos(indicador.hasta)
-            if hasta > ultimos.get(indicador.agencia_id, 0.0):
-                ultimos[indicador.agencia_id] = hasta
-        familia = GaugeMetricFamily(
+    def _ultimos_eventos(recorrido: _Recorrido) -> Metric:
+        return FamiliaRapida(
             "gpr_eventos_ultimo_timestamp_seconds",
             "Momento (tiempo de evento, segundos Unix) del último evento aceptado de la agencia: "
             "el mayor 'hasta' de sus instantáneas, es decir su marca de agua.",
-            labels=["agencia"],
+            "gauge", ["agencia"],
+            lambda: (((agencia,), hasta) for agencia, hasta in recorrido.ultimos),
         )
-        for agencia, hasta in sorted(ultimos.items()):
-            familia.add_metric([agencia], hasta)
-        return familia
 
     def _acumulados_de_proporciones(self) -> Iterator[Metric]:
-        buenos = CounterMetricFamily(
+        valores = sorted(self._acumulados.valores()) if self._vista.al_dia.is_set() else []
+        yield FamiliaRapida(
             "gpr_indicador_buenos",
             "Numerador acumulado (ventana total) de los indicadores de proporción: los casos que "
             "suman al valor (en plazo, concluidos...; en tasa_reproceso y tasa_error, los "
             "reprocesados o con error). Para tasas de quema con rate().",
-            labels=["agencia", "servicio", "indicador"],
+            "counter", ["agencia", "servicio", "indicador"],
+            lambda: ((fila[:3], fila[3]) for fila in valores),
         )
-        casos = CounterMetricFamily(
+        yield FamiliaRapida(
             "gpr_indicador_casos",
             "Denominador acumulado (ventana total) de los indicadores de proporción. Para tasas de "
             "quema con rate().",
-            labels=["agencia", "servicio", "indicador"],
+            "counter", ["agencia", "servicio", "indicador"],
+            lambda: ((fila[:3], fila[4]) for fila in valores),
         )
-        if self._vista.al_dia.is_set():
-            for agencia, servicio, indicador, n_buenos, n_casos in sorted(self._acumulados.valores()):
-                buenos.add_metric([agencia, servicio, indicador], n_buenos)
-                casos.add_metric([agencia, servicio, indicador], n_casos)
-        yield buenos
-        yield casos
 
     def _plataforma(self) -> Iterator[Metric]:
         if self._rechazados is not None:

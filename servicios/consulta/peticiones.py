@@ -113,11 +113,13 @@ def decodificar_token(token: str, filtro: ipb.FiltroIndicadores) -> ClaveOrden:
     return tuple(ultima)
 
 
-def _cumple(indicador: ipb.Indicador, filtro: ipb.FiltroIndicadores) -> bool:
-    return ((not filtro.agencia_id or indicador.agencia_id == filtro.agencia_id)
-            and (not filtro.servicio_id or indicador.servicio_id == filtro.servicio_id)
-            and (not filtro.indicador or indicador.indicador == filtro.indicador)
-            and (not filtro.ventana or indicador.ventana == filtro.ventana))
+def _cumple(orden: ClaveOrden, filtro: ipb.FiltroIndicadores) -> bool:
+    # Sobre la clave de orden y no sobre el Indicador: tiene los cuatro campos del filtro y
+    # no obliga a decodificar cada serie recorrida (la vista guarda las series serializadas).
+    return ((not filtro.agencia_id or orden[0] == filtro.agencia_id)
+            and (not filtro.servicio_id or orden[1] == filtro.servicio_id)
+            and (not filtro.indicador or orden[2] == filtro.indicador)
+            and (not filtro.ventana or orden[3] == filtro.ventana))
 
 
 def paginar(ordenadas: Sequence[tuple[ClaveOrden, ipb.Indicador]], filtro: ipb.FiltroIndicadores) -> Pagina:
@@ -133,15 +135,22 @@ def paginar(ordenadas: Sequence[tuple[ClaveOrden, ipb.Indicador]], filtro: ipb.F
     if filtro.token_pagina:
         ultima = decodificar_token(filtro.token_pagina, filtro)
         inicio = bisect.bisect_right(ordenadas, ultima, key=lambda par: par[0])
+    if filtro.agencia_id:
+        # El listado está ordenado por agencia: se salta directo a la suya y se para al salir.
+        inicio = max(inicio, bisect.bisect_left(ordenadas, (filtro.agencia_id,), key=lambda par: par[0]))
 
-    elegidas: list[tuple[ClaveOrden, ipb.Indicador]] = []
+    elegidas: list[tuple[ClaveOrden, object]] = []
     hay_mas = False
-    for par in ordenadas[inicio:]:
-        if not _cumple(par[1], filtro):
+    for i in range(inicio, len(ordenadas)):
+        par = ordenadas[i]
+        orden = par[0]
+        if filtro.agencia_id and orden[0] != filtro.agencia_id:
+            break
+        if not _cumple(orden, filtro):
             continue
         if len(elegidas) == tamano:
             hay_mas = True
             break
-        elegidas.append(par)
+        elegidas.append((orden, par))
     siguiente = codificar_token(elegidas[-1][0], filtro) if hay_mas else ""
-    return Pagina([i for _, i in elegidas], siguiente)
+    return Pagina([par[1] for _, par in elegidas], siguiente)

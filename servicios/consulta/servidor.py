@@ -14,14 +14,15 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.comun.grpc_metricas import InterceptorMetricasGrpc
 from servicios.comun.topicos import APORTES, EVENTOS
 from servicios.comun.en_hilo import ServicioEnHilo
 from servicios.consulta.api import ApiExtendida
 from servicios.consulta.config import ConfigConsulta
+from servicios.consulta.exportador import servir_metricas
 from servicios.consulta.metricas import crear_registro
 from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud, paginar
 from servicios.consulta.rechazados import ContadorRechazados
@@ -39,9 +40,10 @@ _CARGANDO = ("la vista de indicadores aún se está cargando desde gpr.indicador
 class ServicioIndicadores(ApiExtendida, ipb_grpc.IndicadoresServicer):
     """Responde desde la vista materializada; solo traduce errores a códigos gRPC."""
 
-    def __init__(self, vista: Vista, historial_maximo: int = 100, suscripcion_bufer: int = 1000):
+    def __init__(self, vista: Vista, historial_maximo: int = 100, suscripcion_bufer: int = 1000,
+                 historial_total: int = 200_000):
         self._vista = vista
-        self._iniciar_api(vista, historial_maximo, suscripcion_bufer)
+        self._iniciar_api(vista, historial_maximo, suscripcion_bufer, historial_total)
 
     async def ObtenerIndicador(self, request: ipb.SolicitudIndicador, context) -> ipb.Indicador:
         try:
@@ -85,6 +87,8 @@ class ServicioConsulta:
         self._rechazados: ContadorRechazados | None = None
         self._retraso: RetrasoProcesador | None = None
         self._vigia: asyncio.Task | None = None
+        # Sus métricas se registran en /metrics cuando se crea el registro, después del servidor.
+        self._metricas_grpc = InterceptorMetricasGrpc()
 
     async def iniciar(self) -> None:
         cfg = self._cfg
@@ -94,9 +98,10 @@ class ServicioConsulta:
         for nombre in ("", SERVICIO):
             await self._salud.set(nombre, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-        self._servidor = grpc.aio.server()
+        self._servidor = grpc.aio.server(interceptors=[self._metricas_grpc])
         ipb_grpc.add_IndicadoresServicer_to_server(ServicioIndicadores(
-            self.vista, self._cfg.historial_maximo, self._cfg.suscripcion_bufer), self._servidor)
+            self.vista, self._cfg.historial_maximo, self._cfg.suscripcion_bufer, self._cfg.historial_total),
+            self._servidor)
         health_pb2_grpc.add_HealthServicer_to_server(self._salud, self._servidor)
         reflection.enable_server_reflection([SERVICIO, SALUD, reflection.SERVICE_NAME], self._servidor)
         direccion = f"{cfg.grpc_host}:{cfg.grpc_puerto}"
@@ -112,7 +117,8 @@ class ServicioConsulta:
             self._retraso = RetrasoProcesador(cfg.bootstrap, cfg.grupo_procesador, [EVENTOS, APORTES],
                                               cfg.intervalo_retraso_s)
             registro = crear_registro(self.vista, self._rechazados, self._retraso)
-            servidor_http, hilo = start_http_server(cfg.metricas_puerto, cfg.metricas_host, registry=registro)
+            self._metricas_grpc.registrar_en(registro)
+            servidor_http, hilo = servir_metricas(cfg.metricas_puerto, cfg.metricas_host, registro)
             self._metricas = (servidor_http, hilo)
             self.puerto_metricas = servidor_http.server_port
             self._rechazados.iniciar()

@@ -51,20 +51,13 @@ def leer(env: Mapping[str, str]) -> ConfigIngesta:
         plazo_kafka_s=_plazo(env, "GPR_INGESTA_PLAZO_KAFKA", "10s"),
         lotes=_si_no(env, "GPR_INGESTA_LOTES", True),
         grpc_host=c.texto(env, "GPR_GRPC_HOST", "0.0.0.0"),
-        grpc_puerto=_puerto(env, "GPR_GRPC_PUERTO", 50052),
-        metricas_puerto=_puerto(env, "GPR_METRICAS_PUERTO", 9466),
+        grpc_puerto=c.puerto(env, "GPR_GRPC_PUERTO", 50052),
+        metricas_puerto=c.puerto(env, "GPR_METRICAS_PUERTO", 9466),
         metricas_host=c.texto(env, "GPR_METRICAS_HOST", "0.0.0.0"),
         gracia_s=c.duracion(env, "GPR_GRPC_GRACIA", "5s"),
         tls_certificado=certificado,
         tls_clave=clave,
     )
-
-
-def _puerto(env: Mapping[str, str], nombre: str, defecto: int) -> int:
-    valor = c.entero(env, nombre, defecto, minimo=0)
-    if valor > 65535:
-        raise c.ConfiguracionInvalida(f"{nombre}={valor} no es un puerto TCP (0–65535)")
-    return valor
 
 
 def _plazo(env: Mapping[str, str], nombre: str, defecto: str) -> int:

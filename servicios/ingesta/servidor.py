@@ -29,12 +29,12 @@ from prometheus_client import start_http_server
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
 from servicios.comun.catalogo import Catalogo
+from servicios.comun.grpc_metricas import InterceptorMetricasGrpc
 from servicios.comun.topicos import EVENTOS, RECHAZADOS
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.comun.en_hilo import ServicioEnHilo
 from servicios.ingesta.config import ConfigIngesta
 from servicios.ingesta.credenciales import Credenciales, cargar_credenciales
-from servicios.ingesta.interceptor import InterceptorMetricas
 from servicios.ingesta.metricas import MetricasIngesta
 from servicios.ingesta.publicador import KafkaNoDisponible, Publicador
 from servicios.ingesta.recepcion import (
@@ -179,7 +179,7 @@ class ServidorIngesta:
         for nombre in ("", SERVICIO):
             await self._salud.set(nombre, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-        self._servidor = grpc.aio.server(interceptors=[InterceptorMetricas(self.metricas.registro)])
+        self._servidor = grpc.aio.server(interceptors=[InterceptorMetricasGrpc(self.metricas.registro)])
         self._servicio = ServicioIngesta(cfg, self._catalogo, self._credenciales, self.publicador,
                                          self.metricas, self._ejecutor)
         ingesta_pb2_grpc.add_IngestaServicer_to_server(self._servicio, self._servidor)

@@ -33,7 +33,7 @@ def main() -> int:
 
     corregir_fin_de_log()
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
-    crear_topicos(cfg.bootstrap, cfg.particiones)
+    crear_topicos(cfg.bootstrap, cfg.particiones, replicacion=cfg.replicacion)
     metricas = MetricasProcesador()
     if cfg.metricas_puerto:
         start_http_server(cfg.metricas_puerto, registry=metricas.registro)

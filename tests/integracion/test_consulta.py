@@ -328,6 +328,72 @@ def test_metricas(consulta):
     _promtool_check_metrics(texto)
 
 
+def _metricas_grpc(servicio):
+    """Por (método, código): terminadas; por método: empezadas y observaciones del histograma."""
+    texto = urllib.request.urlopen(f"http://127.0.0.1:{servicio.puerto_metricas}/metrics", timeout=5).read().decode()
+    familias = {f.name: f for f in text_string_to_metric_families(texto)}
+
+    def metodo(m):
+        return f"{m.labels['grpc_service']}/{m.labels['grpc_method']}"
+
+    terminadas = {(metodo(m), m.labels["grpc_code"]): m.value for m in familias["grpc_server_handled"].samples
+                  if m.name == "grpc_server_handled_total"}
+    empezadas = {metodo(m): m.value for m in familias["grpc_server_started"].samples
+                 if m.name == "grpc_server_started_total"}
+    duraciones = {metodo(m): m.value for m in familias["grpc_server_handling_seconds"].samples
+                  if m.name == "grpc_server_handling_seconds_count"}
+    tipos = {metodo(m): m.labels["grpc_type"] for m in familias["grpc_server_started"].samples}
+    return texto, terminadas, empezadas, duraciones, tipos
+
+
+def test_metricas_grpc_por_metodo_y_codigo(consulta):
+    """Cada llamada por el canal real cuenta una vez con el código que recibió el cliente."""
+    servicio, canal = consulta
+    stub = ipb_grpc.IndicadoresStub(canal)
+    obtener, listar = "gpr.v1.Indicadores/ObtenerIndicador", "gpr.v1.Indicadores/ListarIndicadores"
+    suscribir = "gpr.v1.Indicadores/SuscribirIndicadores"
+    existe = ipb.SolicitudIndicador(agencia_id="reniec", servicio_id="s-a", indicador="cumplimiento_plazo", ventana="24h")
+    for _ in range(3):
+        stub.ObtenerIndicador(existe, timeout=5)
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ObtenerIndicador(ipb.SolicitudIndicador(agencia_id="onpe", servicio_id="s-a", indicador="solicitudes",
+                                                         ventana="24h"), timeout=5)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    for campos, _ in OBTENER_INVALIDOS[:4]:
+        _campo_invalido(stub.ObtenerIndicador, ipb.SolicitudIndicador(**{**{
+            "agencia_id": "reniec", "servicio_id": "s-a", "indicador": "cumplimiento_plazo", "ventana": "24h"}, **campos}))
+    stub.ListarIndicadores(ipb.FiltroIndicadores(agencia_id="reniec"), timeout=5)
+    _campo_invalido(stub.ListarIndicadores, ipb.FiltroIndicadores(ventana="semana"))
+
+    # Un flujo abierto está empezado y no terminado; al cancelarlo el cliente, CANCELLED.
+    flujo = stub.SuscribirIndicadores(ipb.FiltroIndicadores(agencia_id="reniec", ventana="24h"), timeout=30)
+    next(flujo)
+    _, terminadas, empezadas, _, tipos = _metricas_grpc(servicio)
+    assert empezadas[suscribir] == 1 and not any(m == suscribir for m, _ in terminadas)
+    assert tipos[suscribir] == "server_stream" and tipos[obtener] == "unary"
+    flujo.cancel()
+    fin = time.monotonic() + 10
+    while (suscribir, "CANCELLED") not in (terminadas := _metricas_grpc(servicio)[1]):
+        assert time.monotonic() < fin, "el flujo cancelado no se contó"
+        time.sleep(0.05)
+
+    texto, terminadas, empezadas, duraciones, _ = _metricas_grpc(servicio)
+    propias = {clave: n for clave, n in terminadas.items() if clave[0].startswith("gpr.v1.")}
+    assert propias == {(obtener, "OK"): 3, (obtener, "NOT_FOUND"): 2, (obtener, "INVALID_ARGUMENT"): 4,
+                       (listar, "OK"): 1, (listar, "INVALID_ARGUMENT"): 1, (suscribir, "CANCELLED"): 1}
+    assert (empezadas[obtener], empezadas[listar], empezadas[suscribir]) == (9, 2, 1)
+    assert (duraciones[obtener], duraciones[listar], duraciones[suscribir]) == (9, 2, 1)
+    # La espera a SERVING del accesorio consultó la salud por el mismo servidor.
+    assert terminadas[("grpc.health.v1.Health/Check", "OK")] >= 1
+    # Un método que el servidor no implementa no crea series.
+    with pytest.raises(grpc.RpcError) as error:
+        canal.unary_unary("/gpr.v1.Indicadores/Inventado")(b"", timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "Inventado" not in _metricas_grpc(servicio)[0]
+    _promtool_check_metrics(texto)
+
+
 def _promtool_check_metrics(texto):
     promtool = shutil.which("promtool")
     if promtool is None:

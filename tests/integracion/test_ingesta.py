@@ -401,8 +401,11 @@ def test_metricas(bootstrap):
         texto = urllib.request.urlopen(f"http://127.0.0.1:{servicio.puerto_metricas}/metrics", timeout=5).read().decode()
     familias = {f.name: f for f in text_string_to_metric_families(texto)}
 
-    peticiones = {(m.labels["metodo"], m.labels["codigo"]): m.value
-                  for m in familias["gpr_grpc_peticiones"].samples if m.name.endswith("_total")}
+    def metodo(m):
+        return f"{m.labels['grpc_service']}/{m.labels['grpc_method']}"
+
+    peticiones = {(metodo(m), m.labels["grpc_code"]): m.value
+                  for m in familias["grpc_server_handled"].samples if m.name == "grpc_server_handled_total"}
     publicar, flujo = "gpr.v1.Ingesta/Publicar", "gpr.v1.Ingesta/PublicarFlujo"
     assert peticiones[(publicar, "OK")] == 2
     assert peticiones[(publicar, "UNAUTHENTICATED")] == 3
@@ -410,9 +413,14 @@ def test_metricas(bootstrap):
     assert peticiones[(flujo, "OK")] == 1
     # Las consultas de salud de la espera a SERVING también se cuentan.
     assert peticiones[("grpc.health.v1.Health/Check", "OK")] >= 1
-    conteos = {m.labels["metodo"]: m.value for m in familias["gpr_grpc_latencia_segundos"].samples
-               if m.name == "gpr_grpc_latencia_segundos_count"}
+    tipos = {metodo(m): m.labels["grpc_type"] for m in familias["grpc_server_handled"].samples}
+    assert tipos[publicar] == "unary" and tipos[flujo] == "client_stream"
+    conteos = {metodo(m): m.value for m in familias["grpc_server_handling_seconds"].samples
+               if m.name == "grpc_server_handling_seconds_count"}
     assert conteos[publicar] == 6 and conteos[flujo] == 1
+    empezadas = {metodo(m): m.value for m in familias["grpc_server_started"].samples
+                 if m.name == "grpc_server_started_total"}
+    assert empezadas[publicar] == 6 and empezadas[flujo] == 1
 
     eventos = {(m.labels["agencia"], m.labels["resultado"], m.labels["motivo"]): m.value
                for m in familias["gpr_ingesta_eventos"].samples if m.name.endswith("_total")}

@@ -155,10 +155,6 @@ def test_dos_trabajadores_reparten_particiones_y_dan_lo_mismo(bootstrap, proceso
     esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "problema abierto: en 1 de 3 ejecuciones de CI la ventana 30d quedó una actualización corta "
-    "tras el reinicio ordenado con el almacén en memoria (RocksDB, el predeterminado, no lo muestra); "
-    "ver la nota del issue #3"))
 def test_reinicio_ordenado_en_memoria_recupera_las_tablas_completas(bootstrap, procesos, tmp_path):
     """Parada ordenada (todo confirmado) y arranque con el almacén en memoria: las tablas se
     recuperan solo del changelog. Con el fin de log que informa Tansu (inicio del último

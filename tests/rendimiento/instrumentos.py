@@ -612,7 +612,7 @@ class Perfilador:
         if Path(ejecutable).exists():
             self._proceso = subprocess.Popen(
                 [ejecutable, "record", "--pid", str(pid), "--format", "raw", "--output", str(destino),
-                 "--duration", str(duracion_s), "--rate", "100", "--nonblocking"],
+                 "--duration", str(duracion_s), "--rate", "100", "--nonblocking", "--idle"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def resumen(self, primeras: int = 15) -> dict | None:

@@ -118,3 +118,21 @@ def test_config_nombra_la_variable():
     with pytest.raises(config.ConfiguracionInvalida, match="GPR_TARDANZA_MAXIMA"):
         config.duracion({"GPR_TARDANZA_MAXIMA": "7 dias"}, "GPR_TARDANZA_MAXIMA", "7d")
     assert config.duracion({}, "GPR_TARDANZA_MAXIMA", "7d") == 7 * 86400
+
+
+def test_config_puerto_compartido_por_los_servicios():
+    from servicios.consulta import config as config_consulta
+    from servicios.ingesta import config as config_ingesta
+
+    assert config.puerto({}, "GPR_GRPC_PUERTO", 50051) == 50051
+    assert config.puerto({"GPR_GRPC_PUERTO": "0"}, "GPR_GRPC_PUERTO", 50051) == 0
+    assert config.puerto({"GPR_GRPC_PUERTO": "65535"}, "GPR_GRPC_PUERTO", 50051) == 65535
+    for malo, motivo in (("65536", "0–65535"), ("-1", "al menos 0"), ("http", "entero")):
+        with pytest.raises(config.ConfiguracionInvalida, match=f"GPR_METRICAS_PUERTO.*{motivo}"):
+            config.puerto({"GPR_METRICAS_PUERTO": malo}, "GPR_METRICAS_PUERTO", 9464)
+    # Los dos servicios gRPC lo usan para sus dos puertos, con la misma regla.
+    for leer, base in ((config_consulta.leer, {"GPR_KAFKA_BOOTSTRAP": "k:9092"}),
+                       (config_ingesta.leer, {"GPR_KAFKA_BOOTSTRAP": "k:9092", "GPR_INGESTA_CREDENCIALES": "c.yaml"})):
+        for variable in ("GPR_GRPC_PUERTO", "GPR_METRICAS_PUERTO"):
+            with pytest.raises(config.ConfiguracionInvalida, match=f"{variable}=70000 no es un puerto TCP"):
+                leer({**base, variable: "70000"})

@@ -12,7 +12,7 @@ Claves de los mapas:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from gpr.v1 import interno_pb2 as interno
@@ -54,14 +54,16 @@ def _clave_cubo_total(agencia: str, servicio: str) -> bytes:
 class MapaProto:
     """Un mapa clave → bytes visto como clave → mensaje protobuf, con los mensajes ya
     decodificados en memoria: decodificar los cubos grandes (histogramas) en cada lectura era
-    más de la mitad del costo de la agregación. Quien modifica un mensaje leído debe
-    guardarlo con `poner`; `olvidar()` descarta la memoria (tras un reequilibrio el mapa
-    cambia por debajo: la recuperación escribe directo en el almacén)."""
+    más de la mitad del costo de la agregación. Quien modifica un mensaje leído lo anota con
+    `poner`; las escrituras se juntan hasta `volcar()`, así un cubo tocado por muchos lotes
+    se escribe (y va al changelog) una vez por tanda. `olvidar()` descarta la memoria (tras un
+    reequilibrio el mapa cambia por debajo: la recuperación escribe directo en el almacén)."""
 
     def __init__(self, mapa: MutableMapping, tipo):
         self.mapa = mapa
         self._tipo = tipo
         self._memoria: dict = {}
+        self._pendientes: set = set()
 
     def leer(self, clave: bytes):
         mensaje = self._memoria.get(clave)
@@ -77,21 +79,30 @@ class MapaProto:
         return mensaje if mensaje is not None else self._tipo()
 
     def poner(self, clave: bytes, mensaje) -> None:
-        self.mapa[clave] = mensaje.SerializeToString()
         self._memoria[clave] = mensaje
+        self._pendientes.add(clave)
 
     def quitar(self, clave: bytes) -> None:
         self._memoria.pop(clave, None)
+        self._pendientes.discard(clave)
         self.mapa.pop(clave, None)
+
+    def volcar(self) -> int:
+        """Escribe en el mapa lo anotado desde el último volcado; devuelve cuántas claves."""
+        pendientes, self._pendientes = self._pendientes, set()
+        for clave in pendientes:
+            self.mapa[clave] = self._memoria[clave].SerializeToString()
+        return len(pendientes)
 
     def __contains__(self, clave: bytes) -> bool:
         return clave in self._memoria or clave in self.mapa
 
     def claves(self):
-        return list(self.mapa.keys())
+        return list(set(self.mapa.keys()) | self._pendientes)
 
     def olvidar(self) -> None:
         self._memoria.clear()
+        self._pendientes.clear()
 
 
 class Agregacion:
@@ -102,10 +113,15 @@ class Agregacion:
         self.agencias = MapaProto(agencias, interno.EstadoAgencia)
         self.catalogo = catalogo
         self.tardanza_maxima_s = tardanza_maxima_s
+        # Suma de los 24 cubos horarios de un día UTC, (agencia, servicio, día) → medidas: la
+        # ventana de 30 días suma ~30 días y a lo más 48 horas sueltas en vez de 720 cubos.
+        # Derivada de los cubos, solo en memoria; se invalida al tocar un cubo de ese día.
+        self._dias: dict[tuple[str, str, int], dict[str, float]] = {}
 
     def olvidar_memoria(self) -> None:
         for mapa in (self.cubos, self.lineas, self.agencias):
             mapa.olvidar()
+        self._dias.clear()
 
     def _zona(self, agencia_id: str) -> str:
         agencia = self.catalogo.agencias.get(agencia_id)
@@ -114,38 +130,75 @@ class Agregacion:
     def estado_agencia(self, agencia_id: str) -> interno.EstadoAgencia:
         return self.agencias.leer_o_nuevo(agencia_id.encode())
 
-    def _sumar_en_cubo(self, clave: bytes, aportes: list, lote: interno.LoteAportes) -> None:
+    def _sumar_en_cubo(self, clave: bytes, aportes: list, lote: interno.LoteAportes) -> bool:
         cubo = self.cubos.leer_o_nuevo(clave)
         if cubo.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
-            return
+            return False
+        medidas = cubo.medidas
         for aporte in aportes:
-            nuevo = cubo.medidas.get(aporte.medida, 0.0) + aporte.valor
+            nuevo = medidas.get(aporte.medida, 0.0) + aporte.valor
             if abs(nuevo) < 1e-9:
-                cubo.medidas.pop(aporte.medida, None)
+                medidas.pop(aporte.medida, None)
             else:
-                cubo.medidas[aporte.medida] = nuevo
+                medidas[aporte.medida] = nuevo
         cubo.secuencias[lote.particion_origen] = lote.secuencia
         self.cubos.poner(clave, cubo)
+        return True
 
     def aplicar_lote(self, lote: interno.LoteAportes) -> str:
         """Suma un lote de aportes (idempotente por secuencia) y devuelve su agencia."""
+        return next(iter(self.aplicar_lotes([lote])))
+
+    def aplicar_lotes(self, lotes) -> set[str]:
+        """Suma lotes de aportes en orden, escribe cada clave tocada una vez y devuelve las
+        agencias tocadas."""
+        tocadas = set()
+        for lote in lotes:
+            self._aplicar(lote)
+            tocadas.add(lote.agencia_id)
+        self.volcar()
+        return tocadas
+
+    def volcar(self) -> None:
+        for mapa in (self.cubos, self.lineas, self.agencias):
+            mapa.volcar()
+
+    def _aplicar(self, lote: interno.LoteAportes) -> None:
+        for reenvio in lote.reenvios:
+            self._aplicar_uno(reenvio)
+        self._aplicar_uno(lote)
+
+    def _aplicar_uno(self, lote: interno.LoteAportes) -> None:
         agencia, servicio = lote.agencia_id, lote.servicio_id
         zona = self._zona(agencia)
-        por_cubo: dict[bytes, list] = {}
+        por_hora: dict[int, list] = {}
+        por_mes: dict[str, list] = {}
+        todos = []
         de_vencidos = []
+        meses_de_hora: dict[int, str] = {}
         for aporte in lote.aportes:
             if aporte.medida == m.VENCIDOS:
                 de_vencidos.append(aporte)
                 continue
-            por_cubo.setdefault(_clave_cubo_hora(agencia, servicio, ventanas.hora(aporte.instante)), []).append(aporte)
-            por_cubo.setdefault(_clave_cubo_mes(agencia, servicio, ventanas.mes_de(aporte.instante, zona)), []).append(aporte)
-            por_cubo.setdefault(_clave_cubo_total(agencia, servicio), []).append(aporte)
-        for clave, aportes in por_cubo.items():
-            self._sumar_en_cubo(clave, aportes, lote)
+            h = ventanas.hora(aporte.instante)
+            por_hora.setdefault(h, []).append(aporte)
+            mes = meses_de_hora.get(h)
+            if mes is None:
+                # Las zonas admitidas tienen desfases de horas enteras: el mes es el de la hora.
+                mes = meses_de_hora[h] = ventanas.mes_de(aporte.instante, zona)
+            por_mes.setdefault(mes, []).append(aporte)
+            todos.append(aporte)
+        for h, aportes in por_hora.items():
+            if self._sumar_en_cubo(_clave_cubo_hora(agencia, servicio, h), aportes, lote):
+                self._dias.pop((agencia, servicio, h // 24), None)
+        for mes, aportes in por_mes.items():
+            self._sumar_en_cubo(_clave_cubo_mes(agencia, servicio, mes), aportes, lote)
+        if todos:
+            self._sumar_en_cubo(_clave_cubo_total(agencia, servicio), todos, lote)
         if de_vencidos:
             self._sumar_vencidos(agencia, servicio, de_vencidos, lote, zona)
-        self._avanzar_marca(agencia, lote.ocurrido_en)
-        return agencia
+        if lote.ocurrido_en:
+            self._avanzar_marca(agencia, lote.ocurrido_desde or lote.ocurrido_en, lote.ocurrido_en)
 
     def _linea(self, agencia: str, servicio: str) -> interno.LineaVencimientos:
         return self.lineas.leer_o_nuevo(f"{agencia}|{servicio}".encode())
@@ -159,11 +212,11 @@ class Agregacion:
         linea.secuencias[lote.particion_origen] = lote.secuencia
         self.lineas.poner(f"{agencia}|{servicio}".encode(), linea)
 
-    def _avanzar_marca(self, agencia: str, ocurrido_en: int) -> None:
+    def _avanzar_marca(self, agencia: str, primero: int, ocurrido_en: int) -> None:
         estado = self.estado_agencia(agencia)
         cambio = False
-        if not estado.primer_instante or ocurrido_en < estado.primer_instante:
-            estado.primer_instante = ocurrido_en
+        if not estado.primer_instante or primero < estado.primer_instante:
+            estado.primer_instante = primero
             cambio = True
         if ocurrido_en > estado.marca_agua:
             estado.marca_agua = ocurrido_en
@@ -184,6 +237,8 @@ class Agregacion:
         for servicio in self.catalogo.servicios_de(agencia):
             for hora in range(desde, corte):
                 self.cubos.quitar(_clave_cubo_hora(agencia, servicio.id, hora))
+            for dia in range(desde // 24, corte // 24 + 1):
+                self._dias.pop((agencia, servicio.id, dia), None)
             self.cubos.quitar(_clave_cubo_mes(agencia, servicio.id, mes_viejo))
             clave_linea = f"{agencia}|{servicio.id}".encode()
             if clave_linea in self.lineas:
@@ -192,10 +247,39 @@ class Agregacion:
                 self.lineas.poner(clave_linea, linea)
         estado.barrido_hasta = corte
 
-    def _sumas(self, claves: Iterator[bytes]) -> dict[str, float]:
-        return ventanas.sumar(
-            cubo.medidas for clave in claves if (cubo := self.cubos.leer(clave)) is not None
-        )
+    def _medidas(self, clave: bytes) -> dict[str, float] | None:
+        cubo = self.cubos.leer(clave)
+        return None if cubo is None else cubo.medidas
+
+    def _dia(self, agencia: str, servicio: str, dia: int) -> dict[str, float]:
+        clave = (agencia, servicio, dia)
+        sumas = self._dias.get(clave)
+        if sumas is None:
+            primera = dia * 24
+            sumas = self._dias[clave] = ventanas.sumar(
+                medidas for h in range(primera, primera + 24)
+                if (medidas := self._medidas(_clave_cubo_hora(agencia, servicio, h))) is not None
+            )
+        return sumas
+
+    def _sumas_horas(self, agencia: str, servicio: str, rango: ventanas.Rango) -> dict[str, float]:
+        """Suma de los cubos horarios del rango: días completos de la memoria por día."""
+        partes = []
+        h, ultima = rango.primera_hora, rango.ultima_hora
+        while h <= ultima:
+            if h % 24 == 0 and h + 23 <= ultima:
+                partes.append(self._dia(agencia, servicio, h // 24))
+                h += 24
+            else:
+                medidas = self._medidas(_clave_cubo_hora(agencia, servicio, h))
+                if medidas is not None:
+                    partes.append(medidas)
+                h += 1
+        return ventanas.sumar(partes)
+
+    def _sumas(self, clave: bytes) -> dict[str, float]:
+        medidas = self._medidas(clave)
+        return dict(medidas) if medidas is not None else {}
 
     def instantaneas(self, agencia_id: str) -> list[Instantanea]:
         """Todas las ventanas de todos los servicios de la agencia, en su marca de agua."""
@@ -219,11 +303,11 @@ class Agregacion:
             rangos.append((VENTANA_TOTAL, ventanas.Rango(0, 0, estado.primer_instante, marca), vencidos_ahora))
             for nombre, rango, vencidos in rangos:
                 if nombre == VENTANA_TOTAL:
-                    sumas = self._sumas(iter([_clave_cubo_total(agencia_id, servicio.id)]))
+                    sumas = self._sumas(_clave_cubo_total(agencia_id, servicio.id))
                 elif nombre.startswith("mes:"):
-                    sumas = self._sumas(iter([_clave_cubo_mes(agencia_id, servicio.id, nombre[4:])]))
+                    sumas = self._sumas(_clave_cubo_mes(agencia_id, servicio.id, nombre[4:]))
                 else:
-                    sumas = self._sumas(_clave_cubo_hora(agencia_id, servicio.id, h) for h in rango.horas())
+                    sumas = self._sumas_horas(agencia_id, servicio.id, rango)
                 cuello = cuello_de_botella(m.separar_histogramas(sumas)[1])
                 for valor in calcular(sumas, vencidos, servicio.etapas):
                     resultado.append(Instantanea(servicio.id, nombre, rango.desde_s, rango.hasta_s, valor, cuello))

@@ -17,7 +17,7 @@ Los instantes son segundos enteros desde la época (se ignora la fracción de se
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
@@ -35,6 +35,8 @@ class ResultadoAplicacion:
     estado: interno.EstadoCaso
     lote: interno.LoteAportes
     duplicado: bool
+    # Los mismos aportes del lote, (medida, instante) → valor, sin ceros (vacío si duplicado).
+    cambios: dict = field(default_factory=dict)
 
 
 def identidad(evento: pb.Evento) -> str:
@@ -57,64 +59,79 @@ def _conclusion(estado: interno.EstadoCaso) -> int | None:
     return min(instantes) if instantes else None
 
 
-def aportes_derivados(estado: interno.EstadoCaso) -> Counter:
-    """Aportes que son función del estado completo del caso, clave (medida, instante)."""
-    aportes: Counter = Counter()
+def _sumar(aportes: dict, medida: str, instante: int, valor: float = 1) -> None:
+    clave = (medida, instante)
+    aportes[clave] = aportes.get(clave, 0) + valor
+
+
+def _derivados_del_caso(estado: interno.EstadoCaso, aportes: dict) -> None:
+    """Aportes derivados de recepción, entrega y conclusión (todo menos las etapas)."""
     recibido = estado.recibido_en if estado.HasField("recibido_en") else None
     entregado = estado.entregado_en if estado.HasField("entregado_en") else None
     concluido = _conclusion(estado)
     plazo_s = estado.plazo_dias * SEGUNDOS_POR_DIA
 
     if recibido is not None:
-        aportes[(m.CONCLUSION_CASOS, recibido)] += 1
+        _sumar(aportes, m.CONCLUSION_CASOS, recibido)
         if concluido is not None:
-            aportes[(m.CONCLUSION_BUENOS, recibido)] += 1
+            _sumar(aportes, m.CONCLUSION_BUENOS, recibido)
         # Vencido en (recibido + plazo, concluido): la edad debe *superar* el plazo.
         vence = recibido + plazo_s + 1
         if concluido is None or concluido > vence - 1:
-            aportes[(m.VENCIDOS, vence)] += 1
+            _sumar(aportes, m.VENCIDOS, vence)
             if concluido is not None:
-                aportes[(m.VENCIDOS, concluido)] -= 1
+                _sumar(aportes, m.VENCIDOS, concluido, -1)
     if entregado is not None:
-        aportes[(m.ENTREGAS, entregado)] += 1
+        _sumar(aportes, m.ENTREGAS, entregado)
         if estado.canal_entrega in CANALES_DIGITALES:
-            aportes[(m.ENTREGAS_DIGITALES, entregado)] += 1
+            _sumar(aportes, m.ENTREGAS_DIGITALES, entregado)
         if recibido is not None:
             atencion = entregado - recibido
-            aportes[(m.PLAZO_CASOS, entregado)] += 1
+            _sumar(aportes, m.PLAZO_CASOS, entregado)
             if atencion <= plazo_s:
-                aportes[(m.PLAZO_BUENOS, entregado)] += 1
-            aportes[(m.histograma(m.ATENCION, clave_percentil(atencion)), entregado)] += 1
+                _sumar(aportes, m.PLAZO_BUENOS, entregado)
+            _sumar(aportes, m.histograma(m.ATENCION, clave_percentil(atencion)), entregado)
     if concluido is not None:
-        aportes[(m.CONCLUIDOS, concluido)] += 1
+        _sumar(aportes, m.CONCLUIDOS, concluido)
         if estado.devuelto or estado.reintento:
-            aportes[(m.REPROCESO, concluido)] += 1
+            _sumar(aportes, m.REPROCESO, concluido)
         if estado.resultado in RESULTADOS_FALLIDOS:
-            aportes[(m.ERRORES, concluido)] += 1
-    for etapa_intento, fin in estado.etapa_fin.items():
-        inicio = estado.etapa_inicio.get(etapa_intento)
-        if inicio is not None:
-            etapa = etapa_intento.split(_SEP, 1)[0]
-            aportes[(m.histograma(m.etapa(etapa), clave_percentil(fin - inicio)), fin)] += 1
-    return aportes
+            _sumar(aportes, m.ERRORES, concluido)
 
 
-def _aportes_directos(evento: pb.Evento) -> Counter:
+def _derivado_de_etapa(estado: interno.EstadoCaso, etapa_intento: str, aportes: dict) -> None:
+    """Aporte de una (etapa, intento): su permanencia, si se conocen inicio y fin."""
+    fin = estado.etapa_fin.get(etapa_intento)
+    inicio = estado.etapa_inicio.get(etapa_intento)
+    if fin is not None and inicio is not None:
+        etapa = etapa_intento.split(_SEP, 1)[0]
+        _sumar(aportes, m.histograma(m.etapa(etapa), clave_percentil(fin - inicio)), fin)
+
+
+def aportes_derivados(estado: interno.EstadoCaso) -> Counter:
+    """Aportes que son función del estado completo del caso, clave (medida, instante)."""
+    aportes: dict = {}
+    _derivados_del_caso(estado, aportes)
+    for etapa_intento in estado.etapa_fin:
+        _derivado_de_etapa(estado, etapa_intento, aportes)
+    return Counter(aportes)
+
+
+def _aportes_directos(evento: pb.Evento, aportes: dict) -> None:
     t = evento.ocurrido_en.seconds
-    aportes: Counter = Counter()
-    if evento.tipo == pb.SOLICITUD_RECIBIDA:
-        aportes[(m.SOLICITUDES, t)] += 1
-    elif evento.tipo == pb.ENCUESTA_RESPONDIDA:
+    tipo = evento.tipo
+    if tipo == pb.SOLICITUD_RECIBIDA:
+        _sumar(aportes, m.SOLICITUDES, t)
+    elif tipo == pb.ENCUESTA_RESPONDIDA:
         s = evento.satisfaccion
-        aportes[(m.ENCUESTAS, t)] += 1
+        _sumar(aportes, m.ENCUESTAS, t)
         if s.puntaje >= s.escala_max - 1:
-            aportes[(m.ENCUESTAS_TOP2, t)] += 1
-        aportes[(m.SATISFACCION_SUMA, t)] += (s.puntaje - 1) / (s.escala_max - 1)
-    elif evento.tipo == pb.RECLAMO_REGISTRADO:
-        aportes[(m.RECLAMOS, t)] += 1
-    elif evento.tipo == pb.COSTO_REGISTRADO:
-        aportes[(m.COSTO_TOTAL, t)] += evento.costo.monto
-    return aportes
+            _sumar(aportes, m.ENCUESTAS_TOP2, t)
+        _sumar(aportes, m.SATISFACCION_SUMA, t, (s.puntaje - 1) / (s.escala_max - 1))
+    elif tipo == pb.RECLAMO_REGISTRADO:
+        _sumar(aportes, m.RECLAMOS, t)
+    elif tipo == pb.COSTO_REGISTRADO:
+        _sumar(aportes, m.COSTO_TOTAL, t, evento.costo.monto)
 
 
 def _antes(t: int, desempate: str, t_actual: int | None, desempate_actual: str) -> bool:
@@ -158,39 +175,74 @@ def _actualizar_estado(estado: interno.EstadoCaso, evento: pb.Evento) -> None:
             estado.resultado = evento.resultado
 
 
+# Tipos que solo aportan directo: no cambian nada del caso de lo que dependen los derivados.
+_SOLO_DIRECTOS = frozenset({pb.ENCUESTA_RESPONDIDA, pb.RECLAMO_REGISTRADO, pb.COSTO_REGISTRADO})
+_DE_ETAPA = frozenset({pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA})
+
+
+def _restar(aportes: dict, previos: dict) -> None:
+    for clave, valor in previos.items():
+        aportes[clave] = aportes.get(clave, 0) - valor
+
+
 def aplicar_evento(
     estado: interno.EstadoCaso | None,
     evento: pb.Evento,
     plazo_servicio_dias: int,
     particion: int,
     secuencia: int,
+    ya_comprobado: bool = False,
 ) -> ResultadoAplicacion:
-    """Aplica un evento validado al estado de su caso (o al de su clave si no tiene caso)."""
-    previo = lote_si_visto(estado, evento)
-    if previo is not None:
-        return ResultadoAplicacion(estado, previo, duplicado=True)
+    """Aplica un evento validado al estado de su caso (o al de su clave si no tiene caso).
 
-    nuevo = interno.EstadoCaso()
-    if estado is not None:
-        nuevo.CopyFrom(estado)
+    `ya_comprobado`: quien llama ya sabe que el evento no está en `estado.vistos`.
+
+    Modifica `estado` (y lo devuelve en el resultado): copiarlo en cada evento costaba tanto
+    como aplicarlo, y quien llama siempre lo acaba de leer del almacén. Solo se recalculan los
+    derivados que el tipo de evento puede cambiar: los de una etapa dependen únicamente de
+    su inicio y su fin, y una encuesta, un reclamo o un costo no tocan el caso.
+    """
+    if not ya_comprobado:
+        previo = lote_si_visto(estado, evento)
+        if previo is not None:
+            return ResultadoAplicacion(estado, previo, duplicado=True)
+
+    if estado is None:
+        estado = interno.EstadoCaso(agencia_id=evento.agencia_id, servicio_id=evento.servicio_id,
+                                    plazo_dias=plazo_servicio_dias)
+
+    cambios: dict = {}
+    tipo = evento.tipo
+    if tipo in _DE_ETAPA:
+        etapa_intento = f"{evento.etapa_id}{_SEP}{max(evento.intento, 1)}"
+        antes: dict = {}
+        _derivado_de_etapa(estado, etapa_intento, antes)
+        reintento_antes = estado.reintento
+        if evento.intento > 1 and not reintento_antes:
+            _derivados_del_caso(estado, antes)
+        _actualizar_estado(estado, evento)
+        _derivado_de_etapa(estado, etapa_intento, cambios)
+        if estado.reintento != reintento_antes:
+            _derivados_del_caso(estado, cambios)
+        _restar(cambios, antes)
+    elif tipo in _SOLO_DIRECTOS:
+        _actualizar_estado(estado, evento)
+        _aportes_directos(evento, cambios)
     else:
-        nuevo.agencia_id = evento.agencia_id
-        nuevo.servicio_id = evento.servicio_id
-        nuevo.plazo_dias = plazo_servicio_dias
+        antes = {}
+        _derivados_del_caso(estado, antes)
+        _actualizar_estado(estado, evento)
+        _aportes_directos(evento, cambios)
+        _derivados_del_caso(estado, cambios)
+        _restar(cambios, antes)
 
-    antes = aportes_derivados(nuevo)
-    _actualizar_estado(nuevo, evento)
-    cambios = _aportes_directos(evento)
-    cambios.update(aportes_derivados(nuevo))
-    cambios.subtract(antes)
-
-    lote = interno.LoteAportes(
+    cambios = {clave: valor for clave, valor in cambios.items() if valor}
+    lote = estado.emitidos.add(
         particion_origen=particion, secuencia=secuencia, ocurrido_en=evento.ocurrido_en.seconds,
-        agencia_id=nuevo.agencia_id, servicio_id=nuevo.servicio_id,
+        agencia_id=estado.agencia_id, servicio_id=estado.servicio_id,
     )
+    agregar = lote.aportes.add
     for (medida, instante), valor in sorted(cambios.items()):
-        if valor:
-            lote.aportes.add(instante=instante, medida=medida, valor=valor)
-    nuevo.vistos.append(identidad(evento))
-    nuevo.emitidos.append(lote)
-    return ResultadoAplicacion(nuevo, lote, duplicado=False)
+        agregar(instante=instante, medida=medida, valor=valor)
+    estado.vistos.append(identidad(evento))
+    return ResultadoAplicacion(estado, lote, duplicado=False, cambios=cambios)

@@ -1,0 +1,215 @@
+"""La etapa por caso sobre un lote de registros de una partición de gpr.eventos.v1.
+
+Por cada registro: decodifica (un `Evento` o un `LoteEventos`), valida, deduplica, juzga la
+tardanza y aplica el evento al estado de su caso (`casos.py`). En vez de un registro de
+aportes por evento, suma los aportes del lote por (agencia, servicio) y emite uno solo por
+par: el costo por registro de Kafka (y de faust) se paga una vez por lote, no por evento.
+
+Exactamente-una-vez en efecto. Cada evento aplicado guarda en el estado de su caso el lote
+de aportes *individual* que produjo, con su secuencia (offset << 20 | posición). El agregado
+de un par lleva una secuencia mayor que la de todo evento del lote de registros; la etapa
+siguiente descarta, por cubo y partición de origen, todo lote con secuencia menor o igual a
+la mayor aplicada. Dos reglas lo hacen exacto ante cortes:
+
+1. Los estados del lote se escriben y se confirman en el changelog *antes* de enviar sus
+   agregados (el adaptador vacía el productor): si un agregado llegó, sus eventos constan
+   como vistos y un reproceso no los vuelve a sumar.
+2. Un evento ya visto (reproceso tras un corte, o un emisor que reintenta) reenvía su lote
+   individual *dentro* del registro del agregado de su par (`reenvios`, por secuencia): el
+   registro se aplica o se pierde entero, así un reenvío no puede adelantar la marca de un
+   cubo por encima de eventos nuevos del mismo lote cuyo agregado se perdió.
+
+Un cubo que aplicó la secuencia X tiene, pues, todos los eventos de esa partición hasta X
+que lo tocan. Los repetidos cuyo original está en este mismo lote no se reenvían: ya van en
+el agregado.
+
+Sin E/S: lee el estado de un mapa clave → bytes y devuelve lo que hay que escribir y enviar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gpr.v1 import interno_pb2 as interno
+from servicios.comun.catalogo import Catalogo
+from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
+from servicios.procesador.dominio.casos import aplicar_evento, identidad, lote_si_visto
+
+# Bits de la secuencia reservados a la posición del evento dentro de su registro.
+BITS_POSICION = 20
+
+
+@dataclass(frozen=True)
+class Registro:
+    """Un registro de Kafka tal como lo ve la etapa: de dónde vino y qué trae."""
+
+    particion: int
+    offset: int
+    clave: bytes | None
+    valor: bytes | None
+    cabeceras: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True)
+class Rechazo:
+    clave: bytes | None
+    valor: bytes
+    motivo: str
+    detalle: str
+
+
+@dataclass
+class SalidaCasos:
+    """Lo que produce un lote: escrituras de la tabla `casos`, lotes de aportes en el orden
+    en que deben enviarse y registros rechazados con su motivo."""
+
+    escrituras: dict[bytes, bytes] = field(default_factory=dict)
+    lotes: list[interno.LoteAportes] = field(default_factory=list)
+    rechazos: list[Rechazo] = field(default_factory=list)
+    aceptados: int = 0
+    duplicados: int = 0
+
+
+def clave_marca(agencia_id: str, particion: int) -> bytes:
+    """Clave de la marca de agua de una agencia en una partición, en la tabla `casos`.
+
+    Empieza por 0xFF (imposible en UTF-8): no choca con ningún caso_id.
+    """
+    return b"\xff" + f"marca|{agencia_id}|{particion}".encode()
+
+
+class _Par:
+    """Aportes sumados de un (agencia, servicio) en el lote."""
+
+    __slots__ = ("aportes", "ocurrido_en", "ocurrido_desde")
+
+    def __init__(self) -> None:
+        self.aportes: dict[tuple[str, int], float] = {}
+        self.ocurrido_en = 0
+        self.ocurrido_desde = 0
+
+    def sumar(self, cambios: dict[tuple[str, int], float], ocurrido_en: int) -> None:
+        aportes = self.aportes
+        for clave, valor in cambios.items():
+            aportes[clave] = aportes.get(clave, 0.0) + valor
+        if ocurrido_en > self.ocurrido_en:
+            self.ocurrido_en = ocurrido_en
+        if not self.ocurrido_desde or ocurrido_en < self.ocurrido_desde:
+            self.ocurrido_desde = ocurrido_en
+
+
+class EtapaCasos:
+    def __init__(self, catalogo: Catalogo, tardanza_maxima_s: int, reloj: Callable[[], float]):
+        self.catalogo = catalogo
+        self.tardanza_maxima_s = tardanza_maxima_s
+        self.reloj = reloj
+
+    def procesar(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes]) -> SalidaCasos:
+        """Procesa registros de *una* partición, en orden de offset."""
+        salida = SalidaCasos()
+        if not registros:
+            return salida
+        particion = registros[0].particion
+        estados: dict[bytes, interno.EstadoCaso] = {}
+        modificados: set[bytes] = set()
+        marcas: dict[str, int] = {}
+        pares: dict[tuple[str, str], _Par] = {}
+        reenvios: dict[str, interno.LoteAportes] = {}
+        aplicados: set[str] = set()
+        ahora = self.reloj()
+        catalogo = self.catalogo
+
+        for registro in registros:
+            assert registro.particion == particion, "un lote de la etapa por caso es de una sola partición"
+            try:
+                eventos = decodificar(registro.valor, registro.cabeceras)
+            except RegistroInvalido as error:
+                salida.rechazos.append(Rechazo(registro.clave, registro.valor or b"", error.motivo, str(error)))
+                continue
+            en_lote = es_lote(registro.cabeceras)
+            base = registro.offset << BITS_POSICION
+            for posicion, evento in enumerate(eventos):
+                motivo = validar(evento, catalogo, ahora)
+                if motivo is not None:
+                    original = evento.SerializeToString() if en_lote else registro.valor
+                    salida.rechazos.append(Rechazo(registro.clave, original, motivo,
+                                                   f"evento {evento.evento_id!r}: {motivo}"))
+                    continue
+                clave = (evento.caso_id or evento.evento_id).encode()
+                estado = estados.get(clave)
+                if estado is None:
+                    bruto = casos.get(clave)
+                    if bruto is not None:
+                        estado = estados[clave] = interno.EstadoCaso.FromString(bruto)
+                agencia = evento.agencia_id
+                marca = marcas.get(agencia)
+                if marca is None:
+                    marca = marcas[agencia] = int(casos.get(clave_marca(agencia, particion)) or 0)
+                ocurrido = evento.ocurrido_en.seconds
+                ident = identidad(evento)
+                ya_emitido = lote_si_visto(estado, evento) if estado is not None else None
+                if ya_emitido is not None:
+                    salida.duplicados += 1
+                    if ident not in aplicados:
+                        reenvios[ident] = ya_emitido
+                    # Fue aceptado: la marca avanza como avanzó la primera vez, así un
+                    # reproceso juzga la tardanza de los siguientes igual que entonces.
+                    if ocurrido > marca:
+                        marcas[agencia] = ocurrido
+                        modificados.add(clave_marca(agencia, particion))
+                    continue
+                # La tardanza se juzga contra la marca de agua de la agencia en *esta*
+                # partición, guardada en la misma tabla que los casos: la decisión es la misma
+                # si el registro se reprocesa tras un corte, avancen lo que avancen las demás.
+                if ocurrido < marca - self.tardanza_maxima_s:
+                    original = evento.SerializeToString() if en_lote else registro.valor
+                    salida.rechazos.append(Rechazo(registro.clave, original, "tardio",
+                                                   f"evento {evento.evento_id!r}: tardio"))
+                    continue
+                resultado = aplicar_evento(
+                    estado, evento, catalogo.servicio(agencia, evento.servicio_id).plazo_dias,
+                    particion, base | posicion, ya_comprobado=True,
+                )
+                estados[clave] = resultado.estado
+                modificados.add(clave)
+                aplicados.add(ident)
+                if ocurrido > marca:
+                    marcas[agencia] = ocurrido
+                    modificados.add(clave_marca(agencia, particion))
+                clave_par = (resultado.estado.agencia_id, resultado.estado.servicio_id)
+                par = pares.get(clave_par)
+                if par is None:
+                    par = pares[clave_par] = _Par()
+                par.sumar(resultado.cambios, ocurrido)
+                salida.aceptados += 1
+
+        for clave in modificados:
+            if clave in estados:
+                salida.escrituras[clave] = estados[clave].SerializeToString()
+        for agencia, marca in marcas.items():
+            clave = clave_marca(agencia, particion)
+            if clave in modificados:
+                salida.escrituras[clave] = str(marca).encode()
+        por_par: dict[tuple[str, str], list[interno.LoteAportes]] = {}
+        for lote in sorted(reenvios.values(), key=lambda lote: (lote.particion_origen, lote.secuencia)):
+            por_par.setdefault((lote.agencia_id, lote.servicio_id), []).append(lote)
+        # El agregado lleva una secuencia mayor que la de todo evento del lote de registros
+        # (y menor que la de cualquiera del siguiente).
+        secuencia_lote = (registros[-1].offset << BITS_POSICION) | ((1 << BITS_POSICION) - 1)
+        for clave_par in list(pares) + [p for p in por_par if p not in pares]:
+            agencia, servicio = clave_par
+            lote = interno.LoteAportes(particion_origen=particion, secuencia=secuencia_lote,
+                                       agencia_id=agencia, servicio_id=servicio,
+                                       reenvios=por_par.get(clave_par, ()))
+            par = pares.get(clave_par)
+            if par is not None:
+                lote.ocurrido_en, lote.ocurrido_desde = par.ocurrido_en, par.ocurrido_desde
+                agregar = lote.aportes.add
+                # También los que suman cero: el agregado debe marcar su secuencia en cada
+                # cubo que tocó alguno de sus eventos, o un reenvío posterior de uno de ellos
+                # se sumaría dos veces.
+                for (medida, instante), valor in sorted(par.aportes.items()):
+                    agregar(instante=instante, medida=medida, valor=valor if abs(valor) > 1e-12 else 0.0)
+            salida.lotes.append(lote)
+        return salida
