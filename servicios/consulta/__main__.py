@@ -18,7 +18,10 @@ def main() -> int:
         print(f"gpr-consulta: configuración inválida: {error}", file=sys.stderr)
         return 2
 
+    from servicios.comun.broker import acotar_espera_de_fetch
     from servicios.consulta.servidor import servir
+
+    acotar_espera_de_fetch(cfg.espera_fetch_s)
 
     try:
         asyncio.run(servir(cfg))

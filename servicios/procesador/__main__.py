@@ -27,11 +27,12 @@ def main() -> int:
     import faust
     from prometheus_client import start_http_server
 
-    from servicios.comun.broker import corregir_fin_de_log
+    from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 
     from servicios.procesador.app import crear_app
 
     corregir_fin_de_log()
+    acotar_espera_de_fetch(cfg.espera_fetch_s)
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
     crear_topicos(cfg.bootstrap, cfg.particiones, replicacion=cfg.replicacion)
     metricas = MetricasProcesador()

@@ -94,6 +94,23 @@ def _por_particion(eventos) -> dict[int, list]:
     return grupos
 
 
+def _vigentes(app: faust.App, eventos) -> list:
+    """Los registros del lote leídos en la generación vigente del grupo de consumidores.
+
+    Tras un reequilibrio faust vuelve al último offset confirmado y descarta en su iteración
+    los registros de la generación anterior, pero los que ya estaban en el búfer del lote
+    llegarían igual, *antes* que los mismos offsets leídos de nuevo: la agregación aplicaría
+    un agregado posterior antes que uno anterior y, al comparar secuencias, descartaría el
+    anterior. Se descartan como lo hace faust, sin confirmarlos (se leen otra vez).
+    """
+    generacion = app.consumer_generation_id
+    vigentes = [e for e in eventos if e.message.generation_id == generacion]
+    if len(vigentes) < len(eventos):
+        logger.info("%d registros de una generación anterior descartados; se leerán de nuevo",
+                    len(eventos) - len(vigentes))
+    return vigentes
+
+
 def _reequilibrando(app: faust.App) -> bool:
     """Un lote que llega mientras se recuperan las tablas se descarta sin confirmarlo: las
     tablas aún no están completas, y al terminar la recuperación faust devuelve el consumo
@@ -169,8 +186,10 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     @app.agent(t_eventos, name="procesar-eventos")
     async def procesar_eventos(stream):
         async for eventos_kafka in stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s):
-            if _reequilibrando(app):
+            eventos_kafka = _vigentes(app, eventos_kafka)
+            if not eventos_kafka or _reequilibrando(app):
                 continue
+            inicio = time.perf_counter()
             salidas = []
             for particion, grupo in _por_particion(eventos_kafka).items():
                 registros = [Registro(particion, e.message.offset, e.message.key, e.message.value,
@@ -199,12 +218,15 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                         partition=particion_de_agencia(lote.agencia_id, cfg.particiones),
                     )
             await _confirmar_lote(stream, eventos_kafka)
+            metricas.lote_segundos.labels(etapa="casos").observe(time.perf_counter() - inicio)
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):
         async for eventos_kafka in stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s):
-            if _reequilibrando(app):
+            eventos_kafka = _vigentes(app, eventos_kafka)
+            if not eventos_kafka or _reequilibrando(app):
                 continue
+            inicio = time.perf_counter()
             for particion, grupo in _por_particion(eventos_kafka).items():
                 with en_particion(grupo[-1]):
                     publicacion.sucias.update(agregacion.aplicar_lotes(
@@ -213,6 +235,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                     tabla_agregacion.confirmar()
                     await tabla_agregacion.enviar(app.producer, particion)
             await _confirmar_lote(stream, eventos_kafka)
+            metricas.lote_segundos.labels(etapa="agregacion").observe(time.perf_counter() - inicio)
 
     @app.on_partitions_assigned.connect
     async def al_asignar_particiones(app, assigned, **_kwargs):

@@ -24,6 +24,7 @@ class ConfigProcesador:
     lote_espera_s: float
     refresco_rango_s: float
     replicacion: int
+    espera_fetch_s: float
 
 
 def leer(env: Mapping[str, str]) -> ConfigProcesador:
@@ -47,4 +48,5 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         lote_espera_s=c.decimal(env, "GPR_LOTE_ESPERA", 0.05, minimo=0.001),
         refresco_rango_s=c.decimal(env, "GPR_REFRESCO_RANGO", 10.0, minimo=0.0),
         replicacion=c.entero(env, "GPR_REPLICACION", 1, minimo=1),
+        espera_fetch_s=c.decimal(env, "GPR_ESPERA_FETCH", 0.05, minimo=0.001),
     )

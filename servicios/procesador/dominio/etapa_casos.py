@@ -196,7 +196,7 @@ class EtapaCasos:
             por_par.setdefault((lote.agencia_id, lote.servicio_id), []).append(lote)
         # El agregado lleva una secuencia mayor que la de todo evento del lote de registros
         # (y menor que la de cualquiera del siguiente).
-        secuencia_lote = (registros[-1].offset << BITS_POSICION) | ((1 << BITS_POSICION) - 1)
+        secuencia_lote = (max(r.offset for r in registros) << BITS_POSICION) | ((1 << BITS_POSICION) - 1)
         for clave_par in list(pares) + [p for p in por_par if p not in pares]:
             agencia, servicio = clave_par
             lote = interno.LoteAportes(particion_origen=particion, secuencia=secuencia_lote,
