@@ -30,7 +30,10 @@ def main() -> int:
     from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 
     from servicios.procesador.app import crear_app
+    from servicios.procesador.faust_seguro import huecos_solo_confirmados, vaciar_el_bufer_del_todo
 
+    vaciar_el_bufer_del_todo()
+    huecos_solo_confirmados()
     corregir_fin_de_log()
     acotar_espera_de_fetch(cfg.espera_fetch_s)
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ changelog, así que un trabajador perdido no pierde nada.
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from collections.abc import Callable
@@ -34,10 +35,17 @@ from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.casos import aplicar_evento, lote_si_visto
 from servicios.procesador.metricas import MetricasProcesador
+from servicios.procesador.faust_seguro import confirmar_hueco
+from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
+
+registro = logging.getLogger("gpr.procesador")
 
 _ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
 _BITS_POSICION = 20
+# Sin avance en una partición con log por delante durante este tiempo, se relee (el último
+# registro pudo descartarse sin que otro posterior delate el hueco).
+_QUIETUD_S = 30.0
 
 
 def particion_de_agencia(agencia_id: str, particiones: int) -> int:
@@ -116,65 +124,127 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     def clave_marca(agencia_id: str, particion: int) -> bytes:
         return b"\xff" + f"marca|{agencia_id}|{particion}".encode()
 
+    guardias = {topicos.EVENTOS: GuardiaDeOrden(), topicos.APORTES: GuardiaDeOrden()}
+
+    async def releer(tp, offset: int) -> None:
+        # En el hilo del consumidor de aiokafka: `Consumer.seek` de faust lo llama desde el
+        # bucle principal y el fetcher no se entera (medido: la partición no volvía a leer).
+        await app.consumer._thread.seek_wait({tp: offset})
+
+    async def en_orden(evento_kafka) -> bool:
+        """¿Se procesa este registro? Si falta un offset anterior, relee la partición desde
+        él y no lo procesa ni lo confirma (`orden.py` explica por qué)."""
+        mensaje = evento_kafka.message
+        tp = mensaje.tp
+        guardia = guardias[tp.topic]
+        antes = guardia.esperado(tp)
+        decision = guardia.decidir(tp, mensaje.offset, confirmado=app.consumer._committed_offset.get(tp),
+                                   ahora=time.monotonic())
+        if decision is Decision.RELEER:
+            metricas.relecturas.labels(topico=tp.topic).inc()
+            registro.warning("%s[%d]: llegó el offset %d sin el %d; se relee desde %d",
+                             tp.topic, tp.partition, mensaje.offset, antes, guardia.esperado(tp))
+            await releer(tp, guardia.esperado(tp))
+            return False
+        if decision is Decision.IGNORAR:
+            return False
+        if decision is Decision.PROCESAR and antes is not None and mensaje.offset > antes:
+            registro.warning("%s[%d]: los offsets %d–%d no existen (releídos %d veces); se siguen",
+                             tp.topic, tp.partition, antes, mensaje.offset - 1, RELECTURAS_PARA_ACEPTAR)
+            await confirmar_hueco(app.consumer, tp, antes, mensaje.offset - 1)
+        return True
+
+    @app.timer(interval=_QUIETUD_S, name="vigilar-particiones-quietas")
+    async def vigilar_particiones_quietas():
+        if app.rebalancing or app.in_recovery:
+            return
+        consumidor = app.consumer
+        asignadas = [tp for tp in consumidor.assignment() if tp.topic in guardias]
+        for topico, guardia in guardias.items():
+            propias = [tp for tp in asignadas if tp.topic == topico]
+            fines = {tp: consumidor.highwater(tp) for tp in propias}
+            confirmados = {tp: consumidor._committed_offset.get(tp) for tp in propias}
+            for tp, offset in guardia.rezagadas(fines, time.monotonic(), _QUIETUD_S, confirmados):
+                registro.warning("%s[%d]: sin avance con el log en %s; se relee desde %d",
+                                 tp.topic, tp.partition, fines[tp], offset)
+                metricas.relecturas.labels(topico=topico).inc()
+                await releer(tp, offset)
+
     @app.agent(t_eventos, name="procesar-eventos")
     async def procesar_eventos(stream):
-        async for evento_kafka in stream.events():
-            mensaje = evento_kafka.message
-            try:
-                eventos = decodificar(mensaje.value, _cabeceras(mensaje))
-            except RegistroInvalido as error:
-                await rechazar(mensaje, mensaje.value or b"", error.motivo, str(error))
+        async for evento_kafka in stream.noack().events():
+            if not await en_orden(evento_kafka):
                 continue
-            lote = es_lote(_cabeceras(mensaje))
-            for posicion, evento in enumerate(eventos):
-                original = evento.SerializeToString() if lote else mensaje.value
-                motivo = validar(evento, catalogo, reloj())
-                if motivo is not None:
-                    await rechazar(mensaje, original, motivo, f"evento {evento.evento_id!r}: {motivo}")
-                    continue
-                clave = (evento.caso_id or evento.evento_id).encode()
-                previo = casos.get(clave)
-                estado = interno.EstadoCaso.FromString(previo) if previo is not None else None
-                destino = particion_de_agencia(evento.agencia_id, cfg.particiones)
-                clave_aportes = f"{evento.agencia_id}|{evento.servicio_id}".encode()
-                ya_emitido = lote_si_visto(estado, evento)
-                if ya_emitido is not None:
-                    # Repetido: se reenvía su lote original (la agregación lo descarta si ya lo
-                    # sumó; tras un corte puede no haberle llegado nunca).
-                    metricas.duplicados.inc()
-                    await t_aportes.send(key=clave_aportes, value=ya_emitido.SerializeToString(), partition=destino)
-                    continue
-                # La tardanza se juzga contra la marca de agua de la agencia en *esta* partición,
-                # guardada en la misma tabla (mismo changelog) que los casos: así la decisión es
-                # la misma si el evento se reprocesa tras un corte, sin importar cuánto hayan
-                # avanzado las demás particiones.
-                marca_clave = clave_marca(evento.agencia_id, mensaje.partition)
-                marca = int(casos.get(marca_clave) or 0)
-                if evento.ocurrido_en.seconds < marca - cfg.tardanza_maxima_s:
-                    await rechazar(mensaje, original, "tardio", f"evento {evento.evento_id!r}: tardio")
-                    continue
-                resultado = aplicar_evento(
-                    estado, evento,
-                    catalogo.servicio(evento.agencia_id, evento.servicio_id).plazo_dias,
-                    mensaje.partition,
-                    (mensaje.offset << _BITS_POSICION) | posicion,
-                )
-                casos[clave] = resultado.estado.SerializeToString()
-                if evento.ocurrido_en.seconds > marca:
-                    casos[marca_clave] = str(evento.ocurrido_en.seconds).encode()
-                metricas.aceptados.inc()
-                await t_aportes.send(key=clave_aportes, value=resultado.lote.SerializeToString(), partition=destino)
+            await procesar_registro(evento_kafka.message)
+            evento_kafka.ack()
+
+    async def procesar_registro(mensaje) -> None:
+        try:
+            eventos = decodificar(mensaje.value, _cabeceras(mensaje))
+        except RegistroInvalido as error:
+            await rechazar(mensaje, mensaje.value or b"", error.motivo, str(error))
+            return
+        lote = es_lote(_cabeceras(mensaje))
+        for posicion, evento in enumerate(eventos):
+            original = evento.SerializeToString() if lote else mensaje.value
+            motivo = validar(evento, catalogo, reloj())
+            if motivo is not None:
+                await rechazar(mensaje, original, motivo, f"evento {evento.evento_id!r}: {motivo}")
+                continue
+            clave = (evento.caso_id or evento.evento_id).encode()
+            previo = casos.get(clave)
+            estado = interno.EstadoCaso.FromString(previo) if previo is not None else None
+            destino = particion_de_agencia(evento.agencia_id, cfg.particiones)
+            clave_aportes = f"{evento.agencia_id}|{evento.servicio_id}".encode()
+            ya_emitido = lote_si_visto(estado, evento)
+            if ya_emitido is not None:
+                # Repetido: se reenvía su lote original (la agregación lo descarta si ya lo
+                # sumó; tras un corte puede no haberle llegado nunca).
+                metricas.duplicados.inc()
+                await t_aportes.send(key=clave_aportes, value=ya_emitido.SerializeToString(), partition=destino)
+                continue
+            # La tardanza se juzga contra la marca de agua de la agencia en *esta* partición,
+            # guardada en la misma tabla (mismo changelog) que los casos: así la decisión es
+            # la misma si el evento se reprocesa tras un corte, sin importar cuánto hayan
+            # avanzado las demás particiones.
+            marca_clave = clave_marca(evento.agencia_id, mensaje.partition)
+            marca = int(casos.get(marca_clave) or 0)
+            if evento.ocurrido_en.seconds < marca - cfg.tardanza_maxima_s:
+                await rechazar(mensaje, original, "tardio", f"evento {evento.evento_id!r}: tardio")
+                continue
+            resultado = aplicar_evento(
+                estado, evento,
+                catalogo.servicio(evento.agencia_id, evento.servicio_id).plazo_dias,
+                mensaje.partition,
+                (mensaje.offset << _BITS_POSICION) | posicion,
+            )
+            casos[clave] = resultado.estado.SerializeToString()
+            if evento.ocurrido_en.seconds > marca:
+                casos[marca_clave] = str(evento.ocurrido_en.seconds).encode()
+            metricas.aceptados.inc()
+            await t_aportes.send(key=clave_aportes, value=resultado.lote.SerializeToString(), partition=destino)
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):
-        async for valor in stream:
-            sucias.add(agregacion.aplicar_lote(interno.LoteAportes.FromString(valor)))
+        async for evento_kafka in stream.noack().events():
+            if not await en_orden(evento_kafka):
+                continue
+            sucias.add(agregacion.aplicar_lote(interno.LoteAportes.FromString(evento_kafka.message.value)))
+            evento_kafka.ack()
+
+    @app.on_partitions_revoked.connect
+    async def al_revocar_particiones(app, revoked, **_kwargs):
+        # faust vuelve al offset confirmado de cada partición tras el reequilibrio.
+        for guardia in guardias.values():
+            guardia.olvidar()
 
     @app.on_partitions_assigned.connect
     async def al_asignar_particiones(app, assigned, **_kwargs):
         # La recuperación de las tablas escribe directo en el almacén, sin pasar por la
         # memoria de la agregación: se descarta para releer del almacén.
         agregacion.olvidar_memoria()
+        for guardia in guardias.values():
+            guardia.olvidar()
 
     @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
     async def publicar_indicadores():

@@ -30,6 +30,12 @@ class MetricasProcesador:
             "plataforma, que sobrevive reinicios, lo da gpr_eventos_rechazados_total de la consulta).",
             ["motivo"], registry=self.registro,
         )
+        self.relecturas = Counter(
+            "gpr_procesador_relecturas",
+            "Veces que faltaba un offset antes del registro recibido y se volvió a leer la "
+            "partición desde él (faust descarta registros al reanudar tras una recuperación).",
+            ["topico"], registry=self.registro,
+        )
         self.instantaneas = Counter(
             "gpr_procesador_instantaneas_publicadas", "Instantáneas de indicadores publicadas en gpr.indicadores.v1.",
             registry=self.registro,

@@ -3,8 +3,16 @@
 Lee la configuración, crea los tópicos que falten y publica con un productor idempotente de
 kafka-python (un `Evento` por registro, clave = caso) al ritmo que marca el `Reloj`: primero
 la historia (desde ahora menos `GPR_SIMULADOR_HISTORIA`) a `GPR_SIMULADOR_TASA` eventos/s,
-luego en tiempo real. Cada pocos segundos escribe una línea de progreso. Con SIGTERM o SIGINT
-deja de generar, espera el acuse de lo enviado y termina con código 0.
+luego en tiempo real. Cada pocos segundos escribe una línea de progreso.
+
+Cierre: con SIGTERM o SIGINT, lleguen cuando lleguen (también durante el arranque), deja de
+generar, espera el acuse de lo enviado y termina con código 0. Cada fase tiene plazo: el envío
+en curso espera metadatos como mucho `ESPERA_ENVIO_S`, los acuses `PLAZO_ACUSES_S` y el
+cierre del productor `PLAZO_CIERRE_S`; lo no confirmado a tiempo se abandona y el código es 1.
+Como red de seguridad, si el proceso sigue vivo `PLAZO_SALIDA_S` después de la señal (p. ej.
+arrancando contra un broker que no responde) vuelca la pila de cada hilo y sale con código 1.
+"Publicados" en la línea final son solo los eventos que el broker confirmó. Con SIGUSR1 vuelca
+la pila de cada hilo en stderr sin detenerse, para diagnosticar un proceso que no avanza.
 
 Si `GPR_SIMULADOR_CONTROL` nombra un archivo, se lee al arrancar (si existe) y cada vez que
 cambia, y su contenido (mismo formato que `GPR_SIMULADOR_LENTOS`) pasa a ser la lista de
@@ -16,6 +24,7 @@ real tarda lo que tarde la etapa (días).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -23,6 +32,8 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+
+from kafka.errors import KafkaTimeoutError
 
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
@@ -36,6 +47,15 @@ registro = logging.getLogger("gpr.simulador")
 
 INFORME_CADA_S = 5.0
 CONTROL_CADA_S = 1.0
+
+SENALES_DE_CIERRE = {signal.SIGTERM, signal.SIGINT}
+# Plazos del cierre, desde la señal: envío en curso + acuses + cierre = 2 + 5 + 2 = 9 s como
+# mucho. PLAZO_SALIDA_S los cubre con margen; solo se llega a él si algo se bloquea fuera de
+# esas fases (crear los tópicos o conectar el productor contra un broker que no responde).
+ESPERA_ENVIO_S = 2.0
+PLAZO_ACUSES_S = 5.0
+PLAZO_CIERRE_S = 2.0
+PLAZO_SALIDA_S = 12.0
 
 
 class Control:
@@ -69,6 +89,46 @@ class Control:
         registro.info("servicios lentos desde ahora: %s", descripcion)
 
 
+class Senales:
+    """SIGTERM y SIGINT atendidas por un hilo propio con `sigwait`, nunca por un manejador.
+
+    Un manejador de Python corre en el hilo principal entre dos instrucciones cualesquiera. El
+    anterior hacía `parar.set()`, y si la señal llegaba mientras el hilo principal estaba
+    dentro de `parar.wait()` con el candado interno del Event tomado, `set()` esperaba ese
+    mismo candado (no reentrante) y el proceso quedaba colgado para siempre (reproducido, con
+    py-spy: Event.set ← manejador ← Condition.wait ← Event.wait). Bloqueadas las señales en
+    todos los hilos, el núcleo las deja pendientes hasta que este hilo las recoge, y lo que
+    haga después (registrar, `set()`) no interrumpe a nadie.
+    """
+
+    def __init__(self):
+        self.parar = threading.Event()
+
+    @staticmethod
+    def bloquear() -> None:
+        # Antes de crear ningún hilo: los que se creen después heredan la máscara, y así la
+        # señal no puede ir a parar a uno con la acción por defecto (matar el proceso).
+        signal.pthread_sigmask(signal.SIG_BLOCK, SENALES_DE_CIERRE)
+
+    def atender(self) -> None:
+        threading.Thread(target=self._vigilar, name="gpr-senales", daemon=True).start()
+
+    @staticmethod
+    def terminar() -> None:
+        """El cierre acabó por su cuenta: la red de seguridad ya no hace falta."""
+        faulthandler.cancel_dump_traceback_later()
+
+    def _vigilar(self) -> None:
+        numero = signal.sigwait(SENALES_DE_CIERRE)
+        registro.info("señal %s recibida: se deja de generar (si en %g s no ha terminado, sale a la fuerza)",
+                      signal.Signals(numero).name, PLAZO_SALIDA_S)
+        # La red de seguridad es el vigilante de faulthandler, un hilo en C que no necesita el
+        # GIL: aunque el hilo principal se quede bloqueado donde sea (incluso sin soltar el GIL),
+        # vuelca la pila de cada hilo («Timeout (0:00:12)!») y sale con código 1.
+        faulthandler.dump_traceback_later(PLAZO_SALIDA_S, exit=True)
+        self.parar.set()
+
+
 def _instante(segundos: float) -> str:
     return datetime.fromtimestamp(segundos, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -80,19 +140,68 @@ def _duracion(segundos: float) -> str:
 
 
 class Publicador:
-    """Lleva los eventos del reloj al productor y cuenta envíos y fallos (también los tardíos)."""
+    """Lleva los eventos del reloj al productor y cuenta envíos, acuses y fallos.
+
+    Los acuses y fallos llegan por el hilo de red del productor (también los tardíos); solo
+    lo confirmado cuenta como publicado.
+    """
 
     def __init__(self, productor, reloj: Reloj):
         self.productor = productor
         self.reloj = reloj
         self.enviados = 0
+        self.confirmados = 0
         self.fallidos = 0
+        self._cambio = threading.Condition()
+        self._avisos_sin_metadatos = 0
+
+    @property
+    def pendientes(self) -> int:
+        return self.enviados - self.confirmados - self.fallidos
+
+    def resumen(self) -> tuple[int, int, int]:
+        """(confirmados, fallidos, sin confirmar), leídos a la vez."""
+        with self._cambio:
+            return self.confirmados, self.fallidos, self.pendientes
+
+    def _al_confirmar(self, _metadatos) -> None:
+        with self._cambio:
+            self.confirmados += 1
+            if not self.pendientes:
+                self._cambio.notify_all()
 
     def _al_fallar(self, error: Exception) -> None:
-        self.fallidos += 1
+        with self._cambio:
+            self.fallidos += 1
+            fallidos = self.fallidos
+            if not self.pendientes:
+                self._cambio.notify_all()
         # Un broker caído hace fallar miles de envíos: bastan los primeros para diagnosticar.
-        if self.fallidos <= 5:
+        if fallidos <= 5:
             registro.error("envío fallido: %s", error)
+
+    def _enviar(self, evento, parar: threading.Event) -> bool:
+        """Envía un evento; False si se pidió parar antes de que saliera.
+
+        `send()` solo se bloquea esperando los metadatos del tópico (al empezar, o con el broker
+        caído), y como mucho ESPERA_ENVIO_S: entre intento e intento se mira `parar`.
+        """
+        valor, clave = evento.SerializeToString(), clave_kafka(evento)
+        while not parar.is_set():
+            try:
+                futuro = self.productor.send(EVENTOS, valor, key=clave)
+            except KafkaTimeoutError as error:
+                self._avisos_sin_metadatos += 1
+                if self._avisos_sin_metadatos <= 5:
+                    registro.warning("sin metadatos de %s tras %g s, se reintenta: %s", EVENTOS, ESPERA_ENVIO_S, error)
+                continue
+            with self._cambio:
+                self.enviados += 1
+            # Fuera del candado: si el futuro ya está resuelto la función se llama aquí mismo.
+            futuro.add_callback(self._al_confirmar)
+            futuro.add_errback(self._al_fallar)
+            return True
+        return False
 
     def ejecutar(self, parar: threading.Event, maximo: int = 0, control: Control | None = None) -> None:
         """Publica hasta que se pida `parar` o se llegue a `maximo` eventos (0: sin límite)."""
@@ -106,9 +215,9 @@ class Publicador:
             ahora = time.time()
             eventos, espera = self.reloj.paso(ahora, maximo - self.enviados if maximo else None)
             for evento in eventos:
-                futuro = self.productor.send(EVENTOS, evento.SerializeToString(), key=clave_kafka(evento))
-                futuro.add_errback(self._al_fallar)
-            self.enviados += len(eventos)
+                # Los eventos generados que no llegan a salir no cuentan en ninguna parte.
+                if not self._enviar(evento, parar):
+                    return
             if ahora_m - ultimo_informe[0] >= INFORME_CADA_S:
                 self._informar(ahora, (self.enviados - ultimo_informe[1]) / (ahora_m - ultimo_informe[0]))
                 ultimo_informe = (ahora_m, self.enviados)
@@ -116,6 +225,17 @@ class Publicador:
                 return
             if espera > 0:
                 parar.wait(espera)
+
+    def esperar_acuses(self, limite_s: float) -> bool:
+        """Espera a que el broker confirme (o rechace) todo lo enviado; False si vence el plazo."""
+        fin = time.monotonic() + limite_s
+        with self._cambio:
+            while self.pendientes:
+                restante = fin - time.monotonic()
+                if restante <= 0:
+                    return False
+                self._cambio.wait(restante)
+        return True
 
     def _informar(self, ahora: float, ritmo: float) -> None:
         retraso = self.reloj.retraso_s(ahora)
@@ -127,7 +247,32 @@ class Publicador:
         )
 
 
+def _cerrar(productor, publicador: Publicador) -> None:
+    """Vacía y cierra el productor en como mucho PLAZO_ACUSES_S + PLAZO_CIERRE_S."""
+    inicio = time.monotonic()
+    registro.info("vaciando el productor: %d envíos por confirmar", publicador.pendientes)
+    # Se esperan los acuses propios y no `flush()`: el plazo de `flush()` vale para cada lote
+    # por separado, así que en total no tiene tope. Con linger_ms=5 no hace falta forzar nada.
+    vacio = publicador.esperar_acuses(PLAZO_ACUSES_S)
+    if vacio:
+        registro.info("productor vacío en %.2f s", time.monotonic() - inicio)
+    else:
+        registro.error("el broker no confirmó %d envíos en %g s; se abandonan",
+                       publicador.pendientes, PLAZO_ACUSES_S)
+    inicio = time.monotonic()
+    try:
+        # Vacío, `close()` solo espera al hilo de red (y si no acaba en el plazo, lo corta). Con
+        # lotes pendientes su `flush()` interno lanzaría al vencer: plazo 0, lanza al momento y
+        # el hilo de red, que es demonio, muere con el proceso.
+        productor.close(timeout=PLAZO_CIERRE_S if vacio else 0)
+    except KafkaTimeoutError:
+        registro.error("productor cerrado sin esperar a su hilo de red")
+        return
+    registro.info("productor cerrado en %.2f s", time.monotonic() - inicio)
+
+
 def main() -> int:
+    Senales.bloquear()
     try:
         cfg = config.leer(entorno())
         catalogo = cargar_catalogo(cfg.catalogo)
@@ -139,19 +284,22 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kafka-python anuncia cada conexión en INFO: taparía la línea de progreso.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    senales = Senales()
+    senales.atender()
+    parar = senales.parar
+
     from kafka import KafkaProducer
-    from kafka.errors import KafkaTimeoutError
 
-    parar = threading.Event()
-
-    def al_recibir_senal(numero, _marco) -> None:
-        registro.info("señal %s recibida: se deja de generar y se vacía el productor", signal.Signals(numero).name)
-        parar.set()
-
-    signal.signal(signal.SIGTERM, al_recibir_senal)
-    signal.signal(signal.SIGINT, al_recibir_senal)
-
+    # `crear_topicos` no mira `parar`: contra un broker sano tarda milésimas, y contra uno que
+    # no responde lo acota la red de seguridad. Si al volver ya se pidió parar, ni se conecta.
+    registro.info("creando los tópicos que falten en %s", cfg.bootstrap)
     crear_topicos(cfg.bootstrap, cfg.particiones)
+    if parar.is_set():
+        registro.info("terminado: 0 eventos publicados, 0 envíos fallidos (se pidió parar durante el arranque)")
+        senales.terminar()
+        return 0
+
     inicio_s = int(time.time()) - cfg.historia_s
     generador = Generador(catalogo, cfg.semilla, inicio_s, lentos=cfg.lentos, casos_por_hora=cfg.casos_por_hora)
     reloj = Reloj(generador, cfg.tasa)
@@ -164,21 +312,18 @@ def main() -> int:
 
     productor = KafkaProducer(
         bootstrap_servers=cfg.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-        client_id="gpr-simulador",
+        client_id="gpr-simulador", max_block_ms=int(ESPERA_ENVIO_S * 1000),
     )
     publicador = Publicador(productor, reloj)
     try:
         publicador.ejecutar(parar, cfg.maximo, control)
     finally:
-        # Con plazo: si el broker ya no está, esperar para siempre no salva nada.
-        try:
-            productor.flush(timeout=10)
-        except KafkaTimeoutError:
-            registro.error("el broker no confirmó los últimos envíos en 10 s; se abandonan")
-        productor.close(timeout=5)
-    registro.info("terminado: %d eventos publicados, %d envíos fallidos",
-                  publicador.enviados - publicador.fallidos, publicador.fallidos)
-    return 1 if publicador.fallidos else 0
+        _cerrar(productor, publicador)
+    confirmados, fallidos, pendientes = publicador.resumen()
+    sin_confirmar = f", {pendientes} sin confirmar (pueden estar o no en el tópico)" if pendientes else ""
+    registro.info("terminado: %d eventos publicados, %d envíos fallidos%s", confirmados, fallidos, sin_confirmar)
+    senales.terminar()
+    return 1 if fallidos or pendientes else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""Correcciones a faust-streaming 0.15 para que confirmar un offset implique que sus efectos
+en las tablas ya están en Kafka.
+
+Las escrituras en una tabla de faust no van directo al productor: `tabla[clave] = valor`
+deja el registro del changelog en un búfer (`ProducerBuffer`) que una tarea de fondo vacía
+de a un mensaje. Antes de confirmar offsets faust vacía ese búfer con `flush()`, pero ese
+`flush()` se rinde en cuanto pasan 0,1 s sin que salga un mensaje y devuelve con el búfer a
+medias; faust confirma igual. Medido aquí, con dos núcleos ocupados: un `flush()` devolvió
+con 23 registros de changelog pendientes y la confirmación siguió. Si el proceso muere en ese
+momento, los eventos de esos registros ya no se releen y sus efectos en las tablas se pierden
+(visto en las pruebas SIGKILL con el almacén en memoria: un total una solicitud corto).
+
+La corrección: `flush()` espera hasta que no quede nada en el búfer *ni en vuelo* (el mensaje
+que la tarea de fondo ya sacó de la cola pero aún no entregó al productor de aiokafka), y si
+el búfer ya se está deteniendo, entrega él mismo lo que queda en vez de fallar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+registro = logging.getLogger("gpr.procesador")
+
+# Cada cuánto se vuelve a mirar el búfer mientras se vacía: solo acota la espera cuando se
+# pierde un aviso de `message_sent` entre dos comprobaciones.
+_SONDEO_S = 0.1
+
+
+def vaciar_el_bufer_del_todo() -> None:
+    """Corrige el `ProducerBuffer` de faust para todo el proceso (idempotente)."""
+    from faust.transport.producer import ProducerBuffer
+
+    corregir_bufer(ProducerBuffer)
+
+
+def corregir_bufer(clase) -> None:
+    """Reemplaza `flush` de `clase` (un `ProducerBuffer`) y cuenta sus mensajes en vuelo."""
+    if clase.__dict__.get("_gpr_vaciado_completo", False):
+        return
+    enviar_original = clase._send_pending
+
+    async def _send_pending(self, fut) -> None:
+        self._gpr_en_vuelo = getattr(self, "_gpr_en_vuelo", 0) + 1
+        try:
+            await enviar_original(self, fut)
+        finally:
+            self._gpr_en_vuelo -= 1
+
+    async def flush(self) -> None:
+        while self.size or getattr(self, "_gpr_en_vuelo", 0):
+            if self.state != "running" or self.should_stop:
+                # La tarea de fondo ya no saca de la cola: se entrega aquí lo que quede.
+                await _entregar_lo_que_queda(self)
+                if not getattr(self, "_gpr_en_vuelo", 0):
+                    return
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=_SONDEO_S)
+            except TimeoutError:
+                continue
+
+    clase._send_pending = _send_pending
+    clase.flush = flush
+    clase._gpr_vaciado_completo = True
+
+
+def huecos_solo_confirmados() -> None:
+    """Quita a faust la costumbre de dar por procesados los offsets que se salta.
+
+    Cuando el offset leído salta (p. ej. tras volver al confirmado mientras llegaban
+    registros viejos), faust registra el intervalo como "hueco" y lo confirma como si se
+    hubiera procesado, *incluido* el registro que acaba de llegar. Con la guardia de orden
+    (`orden.py`) esos registros se releen, pero si el proceso muere antes, la confirmación ya
+    los dejó atrás. Aquí solo la guardia declara huecos (`confirmar_hueco`), cuando comprobó
+    que esos offsets no existen.
+    """
+    from faust.transport.consumer import Consumer
+
+    if Consumer.__dict__.get("_gpr_huecos_propios", False):
+        return
+    Consumer._gpr_agregar_hueco = Consumer._add_gap
+
+    async def _add_gap(self, tp, offset_from, offset_to) -> None:
+        return None
+
+    Consumer._add_gap = _add_gap
+    Consumer._gpr_huecos_propios = True
+
+
+async def confirmar_hueco(consumidor, tp, desde: int, hasta: int) -> None:
+    """Marca como confirmables los offsets `desde`..`hasta` (inclusive), que no existen."""
+    agregar = getattr(consumidor, "_gpr_agregar_hueco", None) or consumidor._add_gap
+    await agregar(tp, desde, hasta)
+
+
+async def _entregar_lo_que_queda(bufer) -> None:
+    entregados = 0
+    while bufer.size:
+        await bufer._send_pending(bufer.pending.get_nowait())
+        entregados += 1
+    if entregados:
+        registro.info("búfer de changelog vaciado al detenerse: %d registros entregados", entregados)
