@@ -142,8 +142,8 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                                    ahora=time.monotonic())
         if decision is Decision.RELEER:
             metricas.relecturas.labels(topico=tp.topic).inc()
-            registro.warning("%s[%d]: llegó el offset %d sin el %d; se relee desde %d",
-                             tp.topic, tp.partition, mensaje.offset, antes, guardia.esperado(tp))
+            registro.warning("%s[%d]: llegó el offset %d antes que el %d; se relee desde ahí",
+                             tp.topic, tp.partition, mensaje.offset, guardia.esperado(tp))
             await releer(tp, guardia.esperado(tp))
             return False
         if decision is Decision.IGNORAR:
@@ -232,17 +232,12 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             sucias.add(agregacion.aplicar_lote(interno.LoteAportes.FromString(evento_kafka.message.value)))
             evento_kafka.ack()
 
-    @app.on_partitions_revoked.connect
-    async def al_revocar_particiones(app, revoked, **_kwargs):
-        # faust vuelve al offset confirmado de cada partición tras el reequilibrio.
-        for guardia in guardias.values():
-            guardia.olvidar()
-
     @app.on_partitions_assigned.connect
     async def al_asignar_particiones(app, assigned, **_kwargs):
         # La recuperación de las tablas escribe directo en el almacén, sin pasar por la
         # memoria de la agregación: se descarta para releer del almacén.
         agregacion.olvidar_memoria()
+        # faust vuelve al offset confirmado de cada partición tras el reequilibrio.
         for guardia in guardias.values():
             guardia.olvidar()
 

@@ -63,12 +63,9 @@ class GuardiaDeOrden:
         self.huecos_releidos = 0
         self.huecos_legitimos = 0
 
-    def olvidar(self, particiones=None) -> None:
+    def olvidar(self) -> None:
         """Tras un reequilibrio faust vuelve al offset confirmado: se empieza de nuevo."""
-        if particiones is None:
-            self._particiones.clear()
-        for particion in particiones or ():
-            self._particiones.pop(particion, None)
+        self._particiones.clear()
 
     def esperado(self, particion) -> int | None:
         estado = self._particiones.get(particion)

@@ -13,6 +13,21 @@ from servicios.consulta import config as config_consulta
 from servicios.consulta.servidor import ConsultaEnHilo
 
 
+def esperar_serving(canal: grpc.Channel, limite_s: float = 60, quien: str = "el servicio") -> None:
+    """Espera a que el servicio de salud gRPC del canal diga SERVING (la consulta lo dice al
+    ponerse al día con gpr.indicadores.v1)."""
+    salud = health_pb2_grpc.HealthStub(canal)
+    fin = time.monotonic() + limite_s
+    while time.monotonic() < fin:
+        try:
+            if salud.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{quien} no llegó a SERVING en {limite_s:.0f} s")
+
+
 class ClienteConsulta:
     """Arranca la consulta en este proceso y lista sus indicadores por gRPC."""
 
@@ -24,16 +39,7 @@ class ClienteConsulta:
         self.stub = ipb_grpc.IndicadoresStub(self.canal)
 
     def esperar_al_dia(self, limite_s: float = 60) -> None:
-        salud = health_pb2_grpc.HealthStub(self.canal)
-        fin = time.monotonic() + limite_s
-        while time.monotonic() < fin:
-            try:
-                if salud.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("la consulta no llegó a SERVING")
+        esperar_serving(self.canal, limite_s, "la consulta")
 
     def listar(self, agencia: str) -> list[ipb.Indicador]:
         resultado, token = [], ""

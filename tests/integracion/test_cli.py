@@ -14,9 +14,8 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from apoyo.consulta import ClienteConsulta
+from apoyo.consulta import ClienteConsulta, esperar_serving
 from apoyo.kafka import leer_todo, publicar
 from conftest import CATALOGO, RAIZ
 from gpr.v1 import eventos_pb2 as pb
@@ -91,19 +90,6 @@ def _ca_y_servidor(directorio):
     return ca, cert, clave
 
 
-def _esperar_serving(canal, limite_s=30):
-    salud = health_pb2_grpc.HealthStub(canal)
-    fin = time.monotonic() + limite_s
-    while time.monotonic() < fin:
-        try:
-            if salud.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("el servicio no llegó a SERVING")
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="sin el programa openssl para crear los certificados")
 def test_publicar_por_grpc_con_tls_y_ca_privada(bootstrap, tmp_path):
     ca, cert, clave = _ca_y_servidor(tmp_path)
@@ -123,7 +109,7 @@ def test_publicar_por_grpc_con_tls_y_ca_privada(bootstrap, tmp_path):
     with IngestaEnHilo(cfg, cargar_catalogo(CATALOGO), Credenciales({hash_token(token): "reniec"})) as ingesta:
         destino = f"127.0.0.1:{ingesta.puerto_grpc}"
         with grpc.secure_channel(destino, grpc.ssl_channel_credentials(ca.read_bytes())) as canal:
-            _esperar_serving(canal)
+            esperar_serving(canal, 30, "la ingesta")
 
         r = gpr("publicar", str(archivo), "--grpc", destino, "--tls-ca", str(ca), "--token", token)
         assert r.returncode == 1, r.stdout + r.stderr

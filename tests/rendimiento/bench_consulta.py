@@ -26,10 +26,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from apoyo.consulta import esperar_serving
 from rendimiento import instrumentos as ins
 from servicios.comun.broker import esperar_puerto, puerto_libre
 from servicios.comun.indicadores import INDICADORES, clave_serie
@@ -61,18 +61,9 @@ def solicitud(indicador: ipb.Indicador) -> ipb.SolicitudIndicador:
                                   indicador=indicador.indicador, ventana=indicador.ventana)
 
 
-def esperar_serving(destino: str, limite_s: float = 60) -> None:
+def esperar_serving_en(destino: str, limite_s: float = 60) -> None:
     with grpc.insecure_channel(destino) as canal:
-        salud = health_pb2_grpc.HealthStub(canal)
-        fin = time.monotonic() + limite_s
-        while time.monotonic() < fin:
-            try:
-                if salud.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise AssertionError(f"la consulta en {destino} no llegó a SERVING en {limite_s:.0f} s")
+        esperar_serving(canal, limite_s, f"la consulta en {destino}")
 
 
 def _resumen(latencias: list[float], segundos: float, errores: int) -> dict:
@@ -182,7 +173,7 @@ def test_consulta(config_bench, resultados, tmp_path):
             procesos.lanzar([str(Path(__file__).with_name("servidor_desnudo.py")), str(puerto_desnudo),
                              base64.b64encode(constante.SerializeToString()).decode()], {}, "desnudo")
             destinos = {"proyecto": f"127.0.0.1:{puerto_consulta}", "desnudo": f"127.0.0.1:{puerto_desnudo}"}
-            esperar_serving(destinos["proyecto"])
+            esperar_serving_en(destinos["proyecto"])
             esperar_puerto("127.0.0.1", puerto_desnudo, 30)
             comprobar_respuestas(destinos["proyecto"], series)
 

@@ -81,9 +81,11 @@ def test_las_particiones_son_independientes_y_se_olvidan_al_reequilibrar():
     guardia.decidir("p0", 1)
     guardia.decidir("p1", 7)
     assert guardia.decidir("p1", 8) == Decision.PROCESAR
-    guardia.olvidar(["p0"])
-    assert guardia.decidir("p0", 40) == Decision.PROCESAR
     assert guardia.decidir("p1", 10) == Decision.RELEER
+    assert guardia.decidir("p0", 2) == Decision.PROCESAR  # p0 no se entera del hueco de p1
+    guardia.olvidar()
+    assert guardia.decidir("p0", 40) == Decision.PROCESAR
+    assert guardia.decidir("p1", 3) == Decision.PROCESAR
 
 
 def _entregar(log: list[int], azar: random.Random, prob_descarte: float, prob_releer_confirmado: float):
@@ -127,7 +129,7 @@ def _entregar(log: list[int], azar: random.Random, prob_descarte: float, prob_re
             # Un reequilibrio: faust vacía la cola y vuelve al confirmado; la guardia se olvida.
             cola.clear()
             posicion = confirmado
-            guardia.olvidar(["p"])
+            guardia.olvidar()
     return procesados
 
 
