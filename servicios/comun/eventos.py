@@ -27,6 +27,9 @@ TIPOS_DE_CASO = frozenset({
 })
 TIPOS_DE_ETAPA = frozenset({pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA})
 _TIPOS_CONOCIDOS = frozenset(pb.TipoEvento.values())
+_NO_ESPECIFICADO = pb.TIPO_EVENTO_NO_ESPECIFICADO
+_TIPOS_CON_DETALLE = frozenset({pb.ENCUESTA_RESPONDIDA, pb.RECLAMO_REGISTRADO, pb.RECLAMO_RESUELTO,
+                                pb.COSTO_REGISTRADO})
 
 
 class RegistroInvalido(ValueError):
@@ -36,7 +39,12 @@ class RegistroInvalido(ValueError):
 
 
 def es_lote(cabeceras: Iterable[tuple[str, bytes]] | None) -> bool:
-    return any(k == CABECERA_LOTE and v == b"1" for k, v in cabeceras or ())
+    if not cabeceras:
+        return False
+    for k, v in cabeceras:
+        if k == CABECERA_LOTE and v == b"1":
+            return True
+    return False
 
 
 def decodificar(valor: bytes | None, cabeceras: Iterable[tuple[str, bytes]] | None = None) -> list[pb.Evento]:
@@ -53,39 +61,51 @@ def decodificar(valor: bytes | None, cabeceras: Iterable[tuple[str, bytes]] | No
 
 def validar(evento: pb.Evento, catalogo: Catalogo, ahora_s: float) -> str | None:
     """Motivo de rechazo del evento, o None si es aceptable. No juzga la tardanza (ver procesador)."""
+    # Cada campo se lee una vez: leer un campo de un mensaje protobuf cuesta más que la
+    # comparación, y esto corre por cada evento.
+    tipo = evento.tipo
     if not evento.evento_id:
         return "campo_requerido:evento_id"
-    if evento.tipo == pb.TIPO_EVENTO_NO_ESPECIFICADO:
+    if tipo == _NO_ESPECIFICADO:
         return "campo_requerido:tipo"
-    if evento.tipo not in _TIPOS_CONOCIDOS:
+    if tipo not in _TIPOS_CONOCIDOS:
         return "tipo_incoherente"
-    if not evento.HasField("ocurrido_en") or evento.ocurrido_en.seconds <= 0:
+    ocurrido = evento.ocurrido_en.seconds if evento.HasField("ocurrido_en") else 0
+    if ocurrido <= 0:
         return "campo_requerido:ocurrido_en"
-    if not evento.agencia_id:
+    agencia_id = evento.agencia_id
+    if not agencia_id:
         return "campo_requerido:agencia_id"
-    if not evento.servicio_id:
+    servicio_id = evento.servicio_id
+    if not servicio_id:
         return "campo_requerido:servicio_id"
-    if evento.tipo in TIPOS_DE_CASO and not evento.caso_id:
+    if tipo in TIPOS_DE_CASO and not evento.caso_id:
         return "campo_requerido:caso_id"
-    if evento.tipo in TIPOS_DE_ETAPA and not evento.etapa_id:
+    if tipo in TIPOS_DE_ETAPA and not evento.etapa_id:
         return "campo_requerido:etapa_id"
-    agencia = catalogo.agencias.get(evento.agencia_id)
+    agencia = catalogo.agencias.get(agencia_id)
     if agencia is None:
         return "agencia_desconocida"
-    if catalogo.servicio(evento.agencia_id, evento.servicio_id) is None:
+    if (agencia_id, servicio_id) not in catalogo.servicios:
         return "servicio_desconocido"
-    if evento.ocurrido_en.seconds > ahora_s + FUTURO_TOLERADO_S:
+    if ocurrido > ahora_s + FUTURO_TOLERADO_S:
         return "tiempo_futuro"
     if evento.intento < 0 or (evento.HasField("plazo_dias") and evento.plazo_dias <= 0):
         return "tipo_incoherente"
-    if evento.tipo == pb.ENCUESTA_RESPONDIDA:
+    if tipo in _TIPOS_CON_DETALLE:
+        return _validar_detalle(evento, tipo, agencia)
+    return None
+
+
+def _validar_detalle(evento: pb.Evento, tipo: int, agencia) -> str | None:
+    if tipo == pb.ENCUESTA_RESPONDIDA:
         s = evento.satisfaccion
         if not evento.HasField("satisfaccion") or s.escala_max < 2 or not 1 <= s.puntaje <= s.escala_max:
             return "tipo_incoherente"
-    if evento.tipo in (pb.RECLAMO_REGISTRADO, pb.RECLAMO_RESUELTO):
+    elif tipo in (pb.RECLAMO_REGISTRADO, pb.RECLAMO_RESUELTO):
         if not evento.HasField("reclamo") or not evento.reclamo.reclamo_id:
             return "tipo_incoherente"
-    if evento.tipo == pb.COSTO_REGISTRADO:
+    elif tipo == pb.COSTO_REGISTRADO:
         if not evento.HasField("costo") or evento.costo.monto < 0:
             return "tipo_incoherente"
         if evento.costo.moneda != agencia.moneda:

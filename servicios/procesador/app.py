@@ -1,48 +1,53 @@
 """La aplicación faust del procesador: agentes, tablas y publicación de instantáneas.
 
-Dos etapas, unidas por el tópico interno gpr.aportes.v1:
+Dos etapas, unidas por el tópico interno gpr.aportes.v1, y ambas por lotes de registros
+(`stream.noack_take`): el costo por registro de faust y de Kafka se reparte entre muchos
+eventos, y cada clave de tabla se escribe una vez por lote.
 
-1. `procesar_eventos` (clave caso_id): decodifica y valida cada registro (lo inválido va a
-   gpr.eventos.rechazados.v1 con su motivo), deduplica y actualiza el estado del caso
-   (tabla `casos`), y envía los aportes del evento a la partición de su agencia.
-2. `agregar_aportes` (partición por agencia): suma los aportes en cubos horarios y
+1. `procesar_eventos` (clave caso_id): por cada partición del lote, la etapa pura
+   `dominio/etapa_casos.py` decodifica y valida (lo inválido va a gpr.eventos.rechazados.v1
+   con su motivo), deduplica, actualiza el estado de los casos (tabla `casos`) y suma los
+   aportes por (agencia, servicio). Los estados se confirman en el changelog *antes* de
+   enviar los agregados a la partición de su agencia: es una de las dos reglas del
+   exactamente-una-vez en efecto (ver el módulo de la etapa).
+2. `agregar_aportes` (partición por agencia): suma los agregados en cubos horarios y
    mensuales por (agencia, servicio), la línea de vencimientos y la marca de agua de la
    agencia (`dominio/agregacion.py`).
 
-Un temporizador publica cada `GPR_INTERVALO_PUBLICACION` las instantáneas que cambiaron de
-las agencias tocadas en gpr.indicadores.v1 (compactado). Todo el estado vive en tablas con
+Un temporizador publica cada `GPR_INTERVALO_PUBLICACION` en gpr.indicadores.v1 (compactado)
+las instantáneas que cambiaron de las agencias tocadas. Todo el estado vive en tablas con
 changelog, así que un trabajador perdido no pierde nada.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import weakref
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import faust
+import faust.streams
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun import topicos
 from servicios.comun.catalogo import Catalogo
-from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
 from servicios.comun.indicadores import clave_serie
 from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, evaluar
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion
-from servicios.procesador.dominio.casos import aplicar_evento, lote_si_visto
-from servicios.procesador.metricas import MetricasProcesador
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
 from servicios.procesador.faust_seguro import confirmar_hueco
+from servicios.procesador.metricas import MetricasProcesador
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
+from servicios.procesador.tablas import TablaEnBloque
 
-registro = logging.getLogger("gpr.procesador")
-
+logger = logging.getLogger("gpr.procesador")
 _ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
-# Bits de la secuencia reservados a la posición del evento dentro de su registro.
-_BITS_POSICION = 20
 # Sin avance en una partición con log por delante durante este tiempo, se relee (el último
 # registro pudo descartarse sin que otro posterior delate el hueco).
 _QUIETUD_S = 30.0
@@ -53,22 +58,9 @@ def particion_de_agencia(agencia_id: str, particiones: int) -> int:
     return zlib.crc32(agencia_id.encode()) % particiones
 
 
-def _cabeceras(mensaje) -> list[tuple[str, bytes]]:
-    cabeceras = mensaje.headers or []
-    return list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras)
-
-
-def _timestamp(segundos: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(segundos * 1e9))
-    return ts
-
-
-def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, metricas: MetricasProcesador,
-              reloj: Callable[[], float] = time.time) -> faust.App:
-    """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
-    app = faust.App(
-        cfg.app_id,
+def opciones_faust(cfg: ConfigProcesador) -> dict:
+    """Ajustes de la app faust; el banco de rendimiento mide su línea base con los mismos."""
+    return dict(
         broker=f"kafka://{cfg.bootstrap}",
         store="rocksdb://" if cfg.almacen == "rocksdb" else "memory://",
         datadir=cfg.directorio_datos,
@@ -82,9 +74,99 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         producer_acks=-1,
+        # Junta los envíos de unos milisegundos en un solo lote de Kafka.
+        producer_linger_ms=5,
         web_enabled=False,
         table_standby_replicas=0,
     )
+
+
+def _cabeceras(mensaje) -> list[tuple[str, bytes]]:
+    cabeceras = mensaje.headers or []
+    return list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras)
+
+
+def _timestamp(segundos: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(segundos * 1e9))
+    return ts
+
+
+def _por_particion(eventos) -> dict[int, list]:
+    grupos: dict[int, list] = {}
+    for evento in eventos:
+        grupos.setdefault(evento.message.partition, []).append(evento)
+    return grupos
+
+
+def _vigentes(app: faust.App, eventos) -> list:
+    """Los registros del lote leídos en la generación vigente del grupo de consumidores.
+
+    Tras un reequilibrio faust vuelve al último offset confirmado y descarta en su iteración
+    los registros de la generación anterior, pero los que ya estaban en el búfer del lote
+    llegarían igual, *antes* que los mismos offsets leídos de nuevo: la agregación aplicaría
+    un agregado posterior antes que uno anterior y, al comparar secuencias, descartaría el
+    anterior. Se descartan como lo hace faust, sin confirmarlos (se leen otra vez).
+    """
+    generacion = app.consumer_generation_id
+    vigentes = [e for e in eventos if e.message.generation_id == generacion]
+    if len(vigentes) < len(eventos):
+        logger.info("%d registros de una generación anterior descartados; se leerán de nuevo",
+                    len(eventos) - len(vigentes))
+    return vigentes
+
+
+def _reequilibrando(app: faust.App) -> bool:
+    """Un lote que llega mientras se recuperan las tablas se descarta sin confirmarlo: las
+    tablas aún no están completas, y al terminar la recuperación faust devuelve el consumo
+    al último offset confirmado, así que esos registros llegan otra vez. (No vale mirar
+    `app.rebalancing`: sigue activo un momento *después* de esa vuelta atrás, y lo que
+    llega entonces no se vuelve a leer.)"""
+    if app.in_recovery:
+        logger.info("lote descartado durante la recuperación de las tablas; se leerá de nuevo")
+        return True
+    return False
+
+
+def _confirmar(grupos: dict[int, list]) -> None:
+    """Marca como procesados los registros del lote (faust confirma su offset después).
+
+    Se usa `noack_take` y se confirma aquí, al final: `take_events` los confirma en un
+    `finally`, también cuando la tarea se cancela a mitad de lote al detener el trabajador,
+    y la confirmación final de la parada perdía el resto del lote.
+    """
+    for grupo in grupos.values():
+        for evento in grupo:
+            evento.ack()
+
+
+@contextlib.contextmanager
+def en_particion(evento) -> Iterator[None]:
+    """Hace de `evento` el evento en curso mientras se leen y escriben las tablas.
+
+    faust decide la partición del changelog (y la base RocksDB) de cada escritura por el
+    evento en curso, una variable de contexto que fija al iterar un stream evento a evento;
+    con `noack_take` el lote se recibe en otra tarea y esa variable no apunta a nada útil.
+    Cada grupo de un lote es de una sola partición, así que se fija a un evento del grupo.
+    """
+    ficha = faust.streams._current_event.set(weakref.ref(evento))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(ficha)
+
+
+async def confirmar_envios(app: faust.App) -> None:
+    """Espera a que Kafka confirme todo lo enviado, también lo que faust tenga en su búfer
+    propio de changelog (con `faust_seguro.vaciar_el_bufer_del_todo`, hasta que no quede
+    nada)."""
+    await app.producer.flush()
+
+
+def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, metricas: MetricasProcesador,
+              reloj: Callable[[], float] = time.time) -> faust.App:
+    """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
+    app = faust.App(cfg.app_id, **opciones_faust(cfg))
     t_eventos = app.topic(topicos.EVENTOS, partitions=cfg.particiones)
     t_rechazados = app.topic(topicos.RECHAZADOS, partitions=cfg.particiones)
     t_aportes = app.topic(topicos.APORTES, partitions=cfg.particiones)
@@ -95,35 +177,15 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     def tabla(nombre: str, **opciones):
         return app.Table(nombre, partitions=cfg.particiones, key_type=bytes, **opciones)
 
-    # Estado por caso y, con claves que empiezan por 0xFF (imposible en UTF-8, así que no
-    # chocan con ningún caso), la marca de agua de cada agencia vista en cada partición.
-    casos = tabla("casos", value_type=bytes)
-    agregacion = Agregacion(
-        cubos=tabla("cubos", value_type=bytes),
-        lineas=tabla("vencimientos", value_type=bytes),
-        agencias=tabla("agencias", value_type=bytes),
-        catalogo=catalogo,
-        tardanza_maxima_s=cfg.tardanza_maxima_s,
-    )
+    # Estado por caso y, con claves que empiezan por 0xFF, la marca de agua de cada agencia
+    # vista en cada partición (ver `etapa_casos.clave_marca`).
+    casos = TablaEnBloque(tabla("casos", value_type=bytes))
+    etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj)
+    tablas_agregacion = [TablaEnBloque(tabla(nombre, value_type=bytes))
+                         for nombre in ("cubos", "vencimientos", "agencias")]
+    agregacion = Agregacion(*tablas_agregacion, catalogo=catalogo, tardanza_maxima_s=cfg.tardanza_maxima_s)
 
-    sucias: set[str] = set()
-    publicado: dict[str, bytes] = {}
-    # Último estado de meta publicado por serie. Solo en memoria: tras un reinicio se vuelve a
-    # publicar el estado vigente de cada serie con meta (los consumidores lo toman por clave).
-    estado_meta: dict[str, int] = {}
-    estado_publicacion = {"todo": True}
-
-    async def rechazar(mensaje, valor: bytes, motivo: str, detalle: str) -> None:
-        metricas.rechazados.labels(motivo=motivo.split(":")[0]).inc()
-        await t_rechazados.send(
-            key=mensaje.key,
-            value=valor,
-            headers=[(topicos.CABECERA_MOTIVO, motivo.encode()), ("gpr-detalle", detalle.encode())],
-        )
-
-    def clave_marca(agencia_id: str, particion: int) -> bytes:
-        return b"\xff" + f"marca|{agencia_id}|{particion}".encode()
-
+    publicacion = Publicacion(cfg, metas, metricas, agregacion, reloj)
     guardias = {topicos.EVENTOS: GuardiaDeOrden(), topicos.APORTES: GuardiaDeOrden()}
 
     async def releer(tp, offset: int) -> None:
@@ -131,28 +193,36 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         # bucle principal y el fetcher no se entera (medido: la partición no volvía a leer).
         await app.consumer._thread.seek_wait({tp: offset})
 
-    async def en_orden(evento_kafka) -> bool:
-        """¿Se procesa este registro? Si falta un offset anterior, relee la partición desde
-        él y no lo procesa ni lo confirma (`orden.py` explica por qué)."""
-        mensaje = evento_kafka.message
-        tp = mensaje.tp
-        guardia = guardias[tp.topic]
-        antes = guardia.esperado(tp)
-        decision = guardia.decidir(tp, mensaje.offset, confirmado=app.consumer._committed_offset.get(tp),
-                                   ahora=time.monotonic())
-        if decision is Decision.RELEER:
-            metricas.relecturas.labels(topico=tp.topic).inc()
-            registro.warning("%s[%d]: llegó el offset %d antes que el %d; se relee desde ahí",
-                             tp.topic, tp.partition, mensaje.offset, guardia.esperado(tp))
-            await releer(tp, guardia.esperado(tp))
-            return False
-        if decision is Decision.IGNORAR:
-            return False
-        if decision is Decision.PROCESAR and antes is not None and mensaje.offset > antes:
-            registro.warning("%s[%d]: los offsets %d–%d no existen (releídos %d veces); se siguen",
-                             tp.topic, tp.partition, antes, mensaje.offset - 1, RELECTURAS_PARA_ACEPTAR)
-            await confirmar_hueco(app.consumer, tp, antes, mensaje.offset - 1)
-        return True
+    async def en_orden(eventos_kafka) -> dict[int, list]:
+        """Los registros del lote que se procesan, por partición y en orden de offset.
+
+        Pasa cada registro por la guardia de su partición (`orden.py` explica por qué): si
+        falta un offset anterior, relee la partición desde él y no procesa ni confirma nada
+        posterior de ella en este lote. Un registro ya procesado que vuelve se confirma sin
+        procesarlo otra vez (sus efectos ya están en las tablas y en los agregados enviados).
+        """
+        grupos: dict[int, list] = {}
+        for evento in eventos_kafka:
+            mensaje = evento.message
+            tp = mensaje.tp
+            guardia = guardias[tp.topic]
+            antes = guardia.esperado(tp)
+            decision = guardia.decidir(tp, mensaje.offset, confirmado=app.consumer._committed_offset.get(tp),
+                                       ahora=time.monotonic())
+            if decision is Decision.RELEER:
+                metricas.relecturas.labels(topico=tp.topic).inc()
+                logger.warning("%s[%d]: llegó el offset %d antes que el %d; se relee desde ahí",
+                               tp.topic, tp.partition, mensaje.offset, guardia.esperado(tp))
+                await releer(tp, guardia.esperado(tp))
+            elif decision is Decision.REPETIDO:
+                evento.ack()
+            elif decision is Decision.PROCESAR:
+                if antes is not None and mensaje.offset > antes:
+                    logger.warning("%s[%d]: los offsets %d–%d no existen (releídos %d veces); se siguen",
+                                   tp.topic, tp.partition, antes, mensaje.offset - 1, RELECTURAS_PARA_ACEPTAR)
+                    await confirmar_hueco(app.consumer, tp, antes, mensaje.offset - 1)
+                grupos.setdefault(mensaje.partition, []).append(evento)
+        return grupos
 
     @app.timer(interval=_QUIETUD_S, name="vigilar-particiones-quietas")
     async def vigilar_particiones_quietas():
@@ -165,72 +235,68 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             fines = {tp: consumidor.highwater(tp) for tp in propias}
             confirmados = {tp: consumidor._committed_offset.get(tp) for tp in propias}
             for tp, offset in guardia.rezagadas(fines, time.monotonic(), _QUIETUD_S, confirmados):
-                registro.warning("%s[%d]: sin avance con el log en %s; se relee desde %d",
-                                 tp.topic, tp.partition, fines[tp], offset)
+                logger.warning("%s[%d]: sin avance con el log en %s; se relee desde %d",
+                               tp.topic, tp.partition, fines[tp], offset)
                 metricas.relecturas.labels(topico=topico).inc()
                 await releer(tp, offset)
 
     @app.agent(t_eventos, name="procesar-eventos")
     async def procesar_eventos(stream):
-        async for evento_kafka in stream.noack().events():
-            if not await en_orden(evento_kafka):
+        async for eventos_kafka in stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s):
+            if _reequilibrando(app):
                 continue
-            await procesar_registro(evento_kafka.message)
-            evento_kafka.ack()
-
-    async def procesar_registro(mensaje) -> None:
-        try:
-            eventos = decodificar(mensaje.value, _cabeceras(mensaje))
-        except RegistroInvalido as error:
-            await rechazar(mensaje, mensaje.value or b"", error.motivo, str(error))
-            return
-        lote = es_lote(_cabeceras(mensaje))
-        for posicion, evento in enumerate(eventos):
-            original = evento.SerializeToString() if lote else mensaje.value
-            motivo = validar(evento, catalogo, reloj())
-            if motivo is not None:
-                await rechazar(mensaje, original, motivo, f"evento {evento.evento_id!r}: {motivo}")
+            grupos = await en_orden(_vigentes(app, eventos_kafka))
+            if not grupos:
                 continue
-            clave = (evento.caso_id or evento.evento_id).encode()
-            previo = casos.get(clave)
-            estado = interno.EstadoCaso.FromString(previo) if previo is not None else None
-            destino = particion_de_agencia(evento.agencia_id, cfg.particiones)
-            clave_aportes = f"{evento.agencia_id}|{evento.servicio_id}".encode()
-            ya_emitido = lote_si_visto(estado, evento)
-            if ya_emitido is not None:
-                # Repetido: se reenvía su lote original (la agregación lo descarta si ya lo
-                # sumó; tras un corte puede no haberle llegado nunca).
-                metricas.duplicados.inc()
-                await t_aportes.send(key=clave_aportes, value=ya_emitido.SerializeToString(), partition=destino)
-                continue
-            # La tardanza se juzga contra la marca de agua de la agencia en *esta* partición,
-            # guardada en la misma tabla (mismo changelog) que los casos: así la decisión es
-            # la misma si el evento se reprocesa tras un corte, sin importar cuánto hayan
-            # avanzado las demás particiones.
-            marca_clave = clave_marca(evento.agencia_id, mensaje.partition)
-            marca = int(casos.get(marca_clave) or 0)
-            if evento.ocurrido_en.seconds < marca - cfg.tardanza_maxima_s:
-                await rechazar(mensaje, original, "tardio", f"evento {evento.evento_id!r}: tardio")
-                continue
-            resultado = aplicar_evento(
-                estado, evento,
-                catalogo.servicio(evento.agencia_id, evento.servicio_id).plazo_dias,
-                mensaje.partition,
-                (mensaje.offset << _BITS_POSICION) | posicion,
-            )
-            casos[clave] = resultado.estado.SerializeToString()
-            if evento.ocurrido_en.seconds > marca:
-                casos[marca_clave] = str(evento.ocurrido_en.seconds).encode()
-            metricas.aceptados.inc()
-            await t_aportes.send(key=clave_aportes, value=resultado.lote.SerializeToString(), partition=destino)
+            inicio = time.perf_counter()
+            salidas = []
+            for particion, grupo in grupos.items():
+                registros = [Registro(particion, e.message.offset, e.message.key, e.message.value,
+                                      _cabeceras(e.message)) for e in grupo]
+                with en_particion(grupo[-1]):
+                    salida = etapa.procesar(registros, casos)
+                    for clave, valor in salida.escrituras.items():
+                        casos[clave] = valor
+                await casos.enviar(app.producer, particion)
+                salidas.append(salida)
+            for salida in salidas:
+                metricas.aceptados.inc(salida.aceptados)
+                metricas.duplicados.inc(salida.duplicados)
+                for rechazo in salida.rechazos:
+                    metricas.rechazados.labels(motivo=rechazo.motivo.split(":")[0]).inc()
+                    await t_rechazados.send(key=rechazo.clave, value=rechazo.valor, headers=[
+                        (topicos.CABECERA_MOTIVO, rechazo.motivo.encode()), ("gpr-detalle", rechazo.detalle.encode()),
+                    ])
+            # Regla 1 del exactamente-una-vez: los estados, confirmados antes que sus agregados.
+            await confirmar_envios(app)
+            casos.confirmar()
+            for salida in salidas:
+                for lote in salida.lotes:
+                    await t_aportes.send(
+                        key=f"{lote.agencia_id}|{lote.servicio_id}".encode(), value=lote.SerializeToString(),
+                        partition=particion_de_agencia(lote.agencia_id, cfg.particiones),
+                    )
+            _confirmar(grupos)
+            metricas.lote_segundos.labels(etapa="casos").observe(time.perf_counter() - inicio)
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):
-        async for evento_kafka in stream.noack().events():
-            if not await en_orden(evento_kafka):
+        async for eventos_kafka in stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s):
+            if _reequilibrando(app):
                 continue
-            sucias.add(agregacion.aplicar_lote(interno.LoteAportes.FromString(evento_kafka.message.value)))
-            evento_kafka.ack()
+            grupos = await en_orden(_vigentes(app, eventos_kafka))
+            if not grupos:
+                continue
+            inicio = time.perf_counter()
+            for particion, grupo in grupos.items():
+                with en_particion(grupo[-1]):
+                    publicacion.sucias.update(agregacion.aplicar_lotes(
+                        interno.LoteAportes.FromString(e.message.value) for e in grupo))
+                for tabla_agregacion in tablas_agregacion:
+                    tabla_agregacion.confirmar()
+                    await tabla_agregacion.enviar(app.producer, particion)
+            _confirmar(grupos)
+            metricas.lote_segundos.labels(etapa="agregacion").observe(time.perf_counter() - inicio)
 
     @app.on_partitions_assigned.connect
     async def al_asignar_particiones(app, assigned, **_kwargs):
@@ -241,53 +307,104 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         for guardia in guardias.values():
             guardia.olvidar()
 
+    @app.on_rebalance_complete.connect
+    async def al_completar_recuperacion(app, **_kwargs):
+        # Y otra vez al terminar la recuperación: una lectura entre la asignación y el fin de
+        # la recuperación pudo dejar en memoria un cubo todavía incompleto.
+        agregacion.olvidar_memoria()
+        publicacion.republicar_todo()
+
     @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
     async def publicar_indicadores():
         if app.rebalancing or app.in_recovery:
-            estado_publicacion["todo"] = True
+            publicacion.republicar_todo()
             return
-        if estado_publicacion["todo"]:
-            # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
-            # sin publicar antes de un corte.
-            sucias.update(k.decode() for k in agregacion.agencias.claves())
-            estado_publicacion["todo"] = False
-        ahora = reloj()
-        while sucias and not app.should_stop:
-            agencia_id = sucias.pop()
-            for inst in agregacion.instantaneas(agencia_id):
-                v = inst.valor
-                indicador = ipb.Indicador(
-                    agencia_id=agencia_id, servicio_id=inst.servicio_id, indicador=v.indicador,
-                    ventana=inst.ventana, valor=v.valor if v.valor is not None else 0.0,
-                    muestras=v.muestras, sin_datos=v.valor is None, numerador=v.numerador,
-                    etapa_id=v.etapa_id, etapa_cuello_botella=inst.cuello_botella,
-                    desde=_timestamp(inst.desde_s), hasta=_timestamp(inst.hasta_s),
-                )
-                clave = clave_serie(agencia_id, inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)
-                meta = metas.buscar(agencia_id, inst.servicio_id, v.indicador, v.etapa_id, inst.ventana)
-                if meta is not None:
-                    indicador.meta.CopyFrom(ipb.EvaluacionMeta(
-                        operador=meta.operador, valor=meta.valor, muestra_minima=meta.muestra_minima,
-                        estado=_ESTADOS[evaluar(meta, v.valor, v.muestras)], severidad=meta.severidad,
-                        equipo=meta.equipo, descripcion=meta.descripcion,
-                    ))
-                contenido = indicador.SerializeToString()
-                if publicado.get(clave) == contenido:
-                    continue
-                if app.should_stop:
-                    # Al detenerse el trabajador el productor se cierra: lo que falte se
-                    # republica al arrancar (todo lo local se marca sucio).
-                    return
-                indicador.actualizado_en.CopyFrom(_timestamp(ahora))
-                await t_indicadores.send(key=clave.encode(), value=indicador.SerializeToString())
-                publicado[clave] = contenido
-                metricas.instantaneas.inc()
-                if meta is not None and estado_meta.get(clave) != indicador.meta.estado:
-                    cambio = ipb.CambioCumplimiento(
-                        indicador=indicador, estado=indicador.meta.estado,
-                        estado_anterior=estado_meta.get(clave, ipb.ESTADO_CUMPLIMIENTO_NO_ESPECIFICADO),
-                    )
-                    await t_cumplimiento.send(key=clave.encode(), value=cambio.SerializeToString())
-                    estado_meta[clave] = indicador.meta.estado
+        await publicacion.publicar(lambda: app.should_stop, t_indicadores, t_cumplimiento)
 
     return app
+
+
+class Publicacion:
+    """Qué instantáneas publicar y cuándo.
+
+    Se publica una serie cuando cambia su valor, muestras, cuello de botella o estado de meta.
+    Si solo cambió su rango (`hasta` sigue a la marca de agua con cada evento), mientras la
+    agencia sigue recibiendo eventos se publica a lo más cada `GPR_REFRESCO_RANGO`, y en
+    cuanto deja de recibir: así una ráfaga no republica miles de series por segundo y, al
+    terminar, lo publicado coincide con el estado.
+    """
+
+    def __init__(self, cfg: ConfigProcesador, metas: IndiceMetas, metricas: MetricasProcesador,
+                 agregacion: Agregacion, reloj: Callable[[], float]):
+        self.cfg = cfg
+        self.metas = metas
+        self.metricas = metricas
+        self.agregacion = agregacion
+        self.reloj = reloj
+        self.sucias: set[str] = set()
+        self._con_rango_pendiente: set[str] = set()
+        self._todo = True
+        # Por serie: (firma sin rango, rango, instante de publicación). Solo en memoria: tras
+        # un reinicio se republica el estado vigente de cada serie (se toma por clave).
+        self._publicado: dict[str, tuple] = {}
+        # Último estado de meta publicado por serie, para gpr.cumplimiento.v1.
+        self._estado_meta: dict[str, int] = {}
+
+    def republicar_todo(self) -> None:
+        self._todo = True
+
+    async def publicar(self, detenerse: Callable[[], bool], t_indicadores, t_cumplimiento) -> None:
+        if self._todo:
+            # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
+            # sin publicar antes de un corte.
+            self.sucias.update(k.decode() for k in self.agregacion.agencias.claves())
+            self._todo = False
+        activas, self.sucias = self.sucias, set()
+        pendientes, self._con_rango_pendiente = self._con_rango_pendiente | activas, set()
+        ahora = self.reloj()
+        for agencia_id in pendientes:
+            if detenerse():
+                # Al detenerse el trabajador el productor se cierra: lo que falte se
+                # republica al arrancar (todo lo local se marca sucio).
+                return
+            recibiendo = agencia_id in activas
+            for inst in self.agregacion.instantaneas(agencia_id):
+                await self._publicar_serie(agencia_id, inst, recibiendo, ahora, t_indicadores, t_cumplimiento)
+
+    async def _publicar_serie(self, agencia_id, inst, recibiendo, ahora, t_indicadores, t_cumplimiento) -> None:
+        v = inst.valor
+        clave = clave_serie(agencia_id, inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)
+        meta = self.metas.buscar(agencia_id, inst.servicio_id, v.indicador, v.etapa_id, inst.ventana)
+        estado = _ESTADOS[evaluar(meta, v.valor, v.muestras)] if meta is not None else None
+        firma = (v.valor, v.muestras, v.numerador, inst.cuello_botella, estado)
+        rango = (inst.desde_s, inst.hasta_s)
+        anterior = self._publicado.get(clave)
+        if anterior is not None and anterior[0] == firma:
+            if anterior[1] == rango:
+                return
+            if recibiendo and ahora - anterior[2] < self.cfg.refresco_rango_s:
+                self._con_rango_pendiente.add(agencia_id)
+                return
+        indicador = ipb.Indicador(
+            agencia_id=agencia_id, servicio_id=inst.servicio_id, indicador=v.indicador,
+            ventana=inst.ventana, valor=v.valor if v.valor is not None else 0.0,
+            muestras=v.muestras, sin_datos=v.valor is None, numerador=v.numerador,
+            etapa_id=v.etapa_id, etapa_cuello_botella=inst.cuello_botella,
+            desde=_timestamp(inst.desde_s), hasta=_timestamp(inst.hasta_s),
+            actualizado_en=_timestamp(ahora),
+        )
+        if meta is not None:
+            indicador.meta.CopyFrom(ipb.EvaluacionMeta(
+                operador=meta.operador, valor=meta.valor, muestra_minima=meta.muestra_minima,
+                estado=estado, severidad=meta.severidad, equipo=meta.equipo, descripcion=meta.descripcion,
+            ))
+        await t_indicadores.send(key=clave.encode(), value=indicador.SerializeToString())
+        self._publicado[clave] = (firma, rango, ahora)
+        self.metricas.instantaneas.inc()
+        if meta is not None and self._estado_meta.get(clave) != estado:
+            cambio = ipb.CambioCumplimiento(
+                indicador=indicador, estado=estado,
+                estado_anterior=self._estado_meta.get(clave, ipb.ESTADO_CUMPLIMIENTO_NO_ESPECIFICADO),
+            )
+            await t_cumplimiento.send(key=clave.encode(), value=cambio.SerializeToString())
+            self._estado_meta[clave] = estado

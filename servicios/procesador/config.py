@@ -20,14 +20,21 @@ class ConfigProcesador:
     tardanza_maxima_s: int
     intervalo_publicacion_s: float
     metricas_puerto: int
+    lote_maximo: int
+    lote_espera_s: float
+    refresco_rango_s: float
     replicacion: int
     espera_fetch_s: float
+    bucle: str
 
 
 def leer(env: Mapping[str, str]) -> ConfigProcesador:
     almacen = c.texto(env, "GPR_ALMACEN", "rocksdb")
     if almacen not in ("rocksdb", "memoria"):
         raise c.ConfiguracionInvalida(f"GPR_ALMACEN={almacen!r} debe ser 'rocksdb' o 'memoria'")
+    bucle = c.texto(env, "GPR_BUCLE", "uvloop")
+    if bucle not in ("uvloop", "asyncio"):
+        raise c.ConfiguracionInvalida(f"GPR_BUCLE={bucle!r} debe ser 'uvloop' o 'asyncio'")
     return ConfigProcesador(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
         catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
@@ -39,6 +46,12 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         tardanza_maxima_s=c.duracion(env, "GPR_TARDANZA_MAXIMA", "7d"),
         intervalo_publicacion_s=c.decimal(env, "GPR_INTERVALO_PUBLICACION", 1.0, minimo=0.05),
         metricas_puerto=c.entero(env, "GPR_METRICAS_PUERTO", 9465),
+        # Registros por lote de cada etapa, y cuánto esperar a completarlo: más grande reparte
+        # mejor el costo por registro; la espera acota la latencia cuando hay poco tráfico.
+        lote_maximo=c.entero(env, "GPR_LOTE_MAXIMO", 1000, minimo=1),
+        lote_espera_s=c.decimal(env, "GPR_LOTE_ESPERA", 0.05, minimo=0.001),
+        refresco_rango_s=c.decimal(env, "GPR_REFRESCO_RANGO", 10.0, minimo=0.0),
         replicacion=c.entero(env, "GPR_REPLICACION", 1, minimo=1),
         espera_fetch_s=c.decimal(env, "GPR_ESPERA_FETCH", 0.05, minimo=0.001),
+        bucle=bucle,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 
 
 @dataclass
@@ -16,6 +16,13 @@ class MetricasProcesador:
         # de salud de la plataforma los muestra por servicio.
         ProcessCollector(registry=self.registro)
         PlatformCollector(registry=self.registro)
+        self.lote_segundos = Histogram(
+            "gpr_procesador_lote_segundos",
+            "Duración del proceso de un lote de registros, por etapa (casos: incluye esperar "
+            "la confirmación del changelog antes de enviar los agregados).",
+            ["etapa"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registro,
+        )
         self.aceptados = Counter(
             "gpr_procesador_eventos_aceptados", "Eventos aceptados y aplicados a su caso.",
             registry=self.registro,

@@ -16,33 +16,26 @@ import time
 from pathlib import Path
 
 import faust
+import mode.loop
 
-from servicios.comun.broker import corregir_fin_de_log
+from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 from servicios.comun.topicos import EVENTOS
+from servicios.procesador import config
+from servicios.procesador.app import opciones_faust
 
 PARTICIONES = 4
 
 
 def main() -> None:
-    corregir_fin_de_log()
     progreso = Path(os.environ["BENCH_PROGRESO"])
-    # Los mismos ajustes que servicios/procesador/app.py, salvo las tablas (no hay estado).
-    app = faust.App(
-        os.environ.get("BENCH_APP_ID", "bench-piso"),
-        broker=f"kafka://{os.environ['GPR_KAFKA_BOOTSTRAP']}",
-        store="memory://",
-        topic_partitions=PARTICIONES,
-        topic_replication_factor=1,
-        key_serializer="raw",
-        value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
-        broker_rebalance_timeout=6.0,
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        producer_acks=-1,
-        web_enabled=False,
-        table_standby_replicas=0,
-    )
+    # Los mismos ajustes que el procesador (`opciones_faust` y los dos parches del broker de
+    # su `__main__`), con el almacén en memoria: el piso no tiene tablas.
+    cfg = config.leer({"GPR_KAFKA_BOOTSTRAP": os.environ["GPR_KAFKA_BOOTSTRAP"], "GPR_ALMACEN": "memoria",
+                       "GPR_PARTICIONES": str(PARTICIONES), "GPR_BUCLE": os.environ.get("GPR_BUCLE", "")})
+    mode.loop.use("uvloop" if cfg.bucle == "uvloop" else "aio")
+    corregir_fin_de_log()
+    acotar_espera_de_fetch(cfg.espera_fetch_s)
+    app = faust.App(os.environ.get("BENCH_APP_ID", "bench-piso"), **opciones_faust(cfg))
     topico = app.topic(EVENTOS, partitions=PARTICIONES)
     estado = {"n": 0, "ultimo": 0.0}
 

@@ -44,13 +44,15 @@ def identidad(evento: pb.Evento) -> str:
     return f"{evento.fuente}{_SEP}{evento.evento_id}"
 
 
-def lote_si_visto(estado: interno.EstadoCaso | None, evento: pb.Evento) -> interno.LoteAportes | None:
-    """El lote que emitió el evento si ya se aplicó a este estado; None si es nuevo."""
+def lote_si_visto(estado: interno.EstadoCaso | None, evento: pb.Evento,
+                  ident: str | None = None) -> interno.LoteAportes | None:
+    """El lote que emitió el evento si ya se aplicó a este estado; None si es nuevo.
+    `ident`: `identidad(evento)`, si quien llama ya la tiene."""
     if estado is not None:
-        clave_evento = identidad(evento)
-        for i, visto in enumerate(estado.vistos):
-            if visto == clave_evento:
-                return estado.emitidos[i]
+        ident = ident or identidad(evento)
+        vistos = estado.vistos
+        if ident in vistos:
+            return estado.emitidos[list(vistos).index(ident)]
     return None
 
 
@@ -192,18 +194,22 @@ def aplicar_evento(
     particion: int,
     secuencia: int,
     ya_comprobado: bool = False,
+    ident: str | None = None,
 ) -> ResultadoAplicacion:
     """Aplica un evento validado al estado de su caso (o al de su clave si no tiene caso).
 
     `ya_comprobado`: quien llama ya sabe que el evento no está en `estado.vistos`.
+    `ident`: `identidad(evento)`, si quien llama ya la tiene.
 
     Modifica `estado` (y lo devuelve en el resultado): copiarlo en cada evento costaba tanto
     como aplicarlo, y quien llama siempre lo acaba de leer del almacén. Solo se recalculan los
     derivados que el tipo de evento puede cambiar: los de una etapa dependen únicamente de
     su inicio y su fin, y una encuesta, un reclamo o un costo no tocan el caso.
     """
+    if ident is None:
+        ident = identidad(evento)
     if not ya_comprobado:
-        previo = lote_si_visto(estado, evento)
+        previo = lote_si_visto(estado, evento, ident)
         if previo is not None:
             return ResultadoAplicacion(estado, previo, duplicado=True)
 
@@ -244,5 +250,5 @@ def aplicar_evento(
     agregar = lote.aportes.add
     for (medida, instante), valor in sorted(cambios.items()):
         agregar(instante=instante, medida=medida, valor=valor)
-    estado.vistos.append(identidad(evento))
+    estado.vistos.append(ident)
     return ResultadoAplicacion(estado, lote, duplicado=False, cambios=cambios)

@@ -104,6 +104,8 @@ class EtapaCasos:
         self.catalogo = catalogo
         self.tardanza_maxima_s = tardanza_maxima_s
         self.reloj = reloj
+        # Plazo por (agencia, servicio), del catálogo (que no cambia mientras corre).
+        self._plazos: dict[tuple[str, str], int] = {}
 
     def procesar(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes]) -> SalidaCasos:
         """Procesa registros de *una* partición, en orden de offset."""
@@ -119,6 +121,8 @@ class EtapaCasos:
         aplicados: set[str] = set()
         ahora = self.reloj()
         catalogo = self.catalogo
+        plazos = self._plazos
+        claves_marca: dict[str, bytes] = {}
 
         for registro in registros:
             assert registro.particion == particion, "un lote de la etapa por caso es de una sola partición"
@@ -145,10 +149,11 @@ class EtapaCasos:
                 agencia = evento.agencia_id
                 marca = marcas.get(agencia)
                 if marca is None:
-                    marca = marcas[agencia] = int(casos.get(clave_marca(agencia, particion)) or 0)
+                    clave_m = claves_marca[agencia] = clave_marca(agencia, particion)
+                    marca = marcas[agencia] = int(casos.get(clave_m) or 0)
                 ocurrido = evento.ocurrido_en.seconds
                 ident = identidad(evento)
-                ya_emitido = lote_si_visto(estado, evento) if estado is not None else None
+                ya_emitido = lote_si_visto(estado, evento, ident) if estado is not None else None
                 if ya_emitido is not None:
                     salida.duplicados += 1
                     if ident not in aplicados:
@@ -157,7 +162,7 @@ class EtapaCasos:
                     # reproceso juzga la tardanza de los siguientes igual que entonces.
                     if ocurrido > marca:
                         marcas[agencia] = ocurrido
-                        modificados.add(clave_marca(agencia, particion))
+                        modificados.add(claves_marca[agencia])
                     continue
                 # La tardanza se juzga contra la marca de agua de la agencia en *esta*
                 # partición, guardada en la misma tabla que los casos: la decisión es la misma
@@ -167,16 +172,18 @@ class EtapaCasos:
                     salida.rechazos.append(Rechazo(registro.clave, original, "tardio",
                                                    f"evento {evento.evento_id!r}: tardio"))
                     continue
-                resultado = aplicar_evento(
-                    estado, evento, catalogo.servicio(agencia, evento.servicio_id).plazo_dias,
-                    particion, base | posicion, ya_comprobado=True,
-                )
+                servicio_id = evento.servicio_id
+                plazo = plazos.get((agencia, servicio_id))
+                if plazo is None:
+                    plazo = plazos[agencia, servicio_id] = catalogo.servicio(agencia, servicio_id).plazo_dias
+                resultado = aplicar_evento(estado, evento, plazo, particion, base | posicion,
+                                           ya_comprobado=True, ident=ident)
                 estados[clave] = resultado.estado
                 modificados.add(clave)
                 aplicados.add(ident)
                 if ocurrido > marca:
                     marcas[agencia] = ocurrido
-                    modificados.add(clave_marca(agencia, particion))
+                    modificados.add(claves_marca[agencia])
                 clave_par = (resultado.estado.agencia_id, resultado.estado.servicio_id)
                 par = pares.get(clave_par)
                 if par is None:
