@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
 from servicios.procesador.dominio import vencimientos, ventanas
-from servicios.procesador.dominio.casos import aplicar_evento
+from servicios.procesador.dominio.casos import aplicar_evento, aportes_de
 from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
 from servicios.procesador.dominio.percentiles import clave, percentil
 
@@ -33,8 +33,8 @@ def aplicar_todos(eventos, plazo_servicio=7):
         r = aplicar_evento(estado, e, plazo_servicio, 0, i)
         estado = r.estado
         if not r.duplicado:
-            for a in r.lote.aportes:
-                total[(a.medida, a.instante)] += a.valor
+            for medida, instante, valor in aportes_de(r.lote):
+                total[(medida, instante)] += valor
     return Counter({k: v for k, v in total.items() if v})
 
 
@@ -192,3 +192,41 @@ def test_cuello_de_botella_mayor_mediana_y_empate_alfabetico():
     assert cuello_de_botella({"etapa:b": h(100, 200, 300), "etapa:a": h(10, 20, 30), "atencion": h(9999)}) == "b"
     assert cuello_de_botella({"etapa:b": h(100), "etapa:a": h(100)}) == "a"
     assert cuello_de_botella({}) == ""
+
+
+def test_lote_en_formato_anterior_se_suma_igual_que_en_columnas():
+    """Un lote de aportes escrito por una versión anterior (un mensaje `Aporte` por aporte,
+    en changelogs o en gpr.aportes.v1) se agrega igual que el mismo lote en columnas."""
+    from servicios.comun.catalogo import cargar_catalogo
+    from servicios.procesador.dominio.agregacion import Agregacion
+
+    catalogo = cargar_catalogo("despliegue/catalogo.yaml")
+    agencia, servicio = next(iter(catalogo.servicios))
+    hora = 1_700_000_000 // 3600 * 3600
+    recibida = ev("r", pb.SOLICITUD_RECIBIDA, hora + 10)
+    entregada = ev("e", pb.SERVICIO_ENTREGADO, hora + 3000)
+    for e in (recibida, entregada):
+        e.agencia_id, e.servicio_id = agencia, servicio
+    r1 = aplicar_evento(None, recibida, 7, 0, 1)
+    r2 = aplicar_evento(r1.estado, entregada, 7, 0, 2)
+    en_columnas = [interno.LoteAportes.FromString(r.lote.SerializeToString()) for r in (r1, r2)]
+    anteriores = []
+    for lote in en_columnas:
+        anterior = interno.LoteAportes(particion_origen=lote.particion_origen, secuencia=lote.secuencia,
+                                       ocurrido_en=lote.ocurrido_en, agencia_id=lote.agencia_id,
+                                       servicio_id=lote.servicio_id)
+        for medida, instante, valor in zip(lote.medidas, lote.instantes, lote.valores):
+            anterior.aportes.add(medida=medida, instante=instante, valor=valor)
+        anteriores.append(anterior)
+    assert all(len(lote.aportes) == 0 and len(lote.medidas) > 0 for lote in en_columnas)
+
+    def cubos(lotes):
+        mapas = {}, {}, {}
+        Agregacion(*mapas, catalogo=catalogo, tardanza_maxima_s=7 * 86400).aplicar_lotes(lotes)
+        return {clave: interno.CuboHorario.FromString(v) for clave, v in mapas[0].items()}
+
+    esperado = cubos(en_columnas)
+    # Hecho a mano: una solicitud y una entrega del mismo caso, en la misma hora.
+    total = esperado[f"{agencia}|{servicio}|total".encode()].medidas
+    assert total["solicitudes"] == 1 and total["entregas"] == 1
+    assert cubos(anteriores) == esperado

@@ -20,6 +20,7 @@ from servicios.comun.catalogo import Catalogo
 from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio import vencimientos, ventanas
+from servicios.procesador.dominio.casos import aportes_de
 from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
 
 # Los cubos horarios solo sirven a las ventanas móviles: la más larga es de 30 días.
@@ -135,12 +136,12 @@ class Agregacion:
         if cubo.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
             return False
         medidas = cubo.medidas
-        for aporte in aportes:
-            nuevo = medidas.get(aporte.medida, 0.0) + aporte.valor
+        for medida, _, valor in aportes:
+            nuevo = medidas.get(medida, 0.0) + valor
             if abs(nuevo) < 1e-9:
-                medidas.pop(aporte.medida, None)
+                medidas.pop(medida, None)
             else:
-                medidas[aporte.medida] = nuevo
+                medidas[medida] = nuevo
         cubo.secuencias[lote.particion_origen] = lote.secuencia
         self.cubos.poner(clave, cubo)
         return True
@@ -176,16 +177,17 @@ class Agregacion:
         todos = []
         de_vencidos = []
         meses_de_hora: dict[int, str] = {}
-        for aporte in lote.aportes:
-            if aporte.medida == m.VENCIDOS:
+        for aporte in aportes_de(lote):
+            medida, instante, _ = aporte
+            if medida == m.VENCIDOS:
                 de_vencidos.append(aporte)
                 continue
-            h = ventanas.hora(aporte.instante)
+            h = ventanas.hora(instante)
             por_hora.setdefault(h, []).append(aporte)
             mes = meses_de_hora.get(h)
             if mes is None:
                 # Las zonas admitidas tienen desfases de horas enteras: el mes es el de la hora.
-                mes = meses_de_hora[h] = ventanas.mes_de(aporte.instante, zona)
+                mes = meses_de_hora[h] = ventanas.mes_de(instante, zona)
             por_mes.setdefault(mes, []).append(aporte)
             todos.append(aporte)
         for h, aportes in por_hora.items():
@@ -207,8 +209,8 @@ class Agregacion:
         linea = self._linea(agencia, servicio)
         if linea.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
             return
-        for aporte in aportes:
-            vencimientos.aplicar(linea, aporte.instante, aporte.valor, zona)
+        for _, instante, valor in aportes:
+            vencimientos.aplicar(linea, instante, valor, zona)
         linea.secuencias[lote.particion_origen] = lote.secuencia
         self.lineas.poner(f"{agencia}|{servicio}".encode(), linea)
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
-from servicios.procesador.dominio.casos import aplicar_evento, identidad, lote_si_visto
+from servicios.procesador.dominio.casos import aplicar_evento, identidad, lote_si_visto, poner_aportes
 
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
 BITS_POSICION = 20
@@ -212,11 +212,10 @@ class EtapaCasos:
             par = pares.get(clave_par)
             if par is not None:
                 lote.ocurrido_en, lote.ocurrido_desde = par.ocurrido_en, par.ocurrido_desde
-                agregar = lote.aportes.add
                 # También los que suman cero: el agregado debe marcar su secuencia en cada
                 # cubo que tocó alguno de sus eventos, o un reenvío posterior de uno de ellos
                 # se sumaría dos veces.
-                for (medida, instante), valor in sorted(par.aportes.items()):
-                    agregar(instante=instante, medida=medida, valor=valor if abs(valor) > 1e-12 else 0.0)
+                poner_aportes(lote, {clave: valor if abs(valor) > 1e-12 else 0.0
+                                     for clave, valor in par.aportes.items()})
             salida.lotes.append(lote)
         return salida
