@@ -17,6 +17,7 @@ marcador, o la frescura crece durante la carga, no se sostuvo.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -26,11 +27,14 @@ import pytest
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from rendimiento import instrumentos as ins
-from rendimiento.bench_consulta import esperar_serving
+from rendimiento.bench_consulta import esperar_serving_en
 from servicios.comun.broker import puerto_libre
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.topicos import CABECERA_LOTE, EVENTOS
+from servicios.procesador.config import leer as leer_config_procesador
 
+# El del procesador por omisión (o el de GPR_INTERVALO_PUBLICACION, que llega al trabajador).
+INTERVALO_PUBLICACION_S = leer_config_procesador({**os.environ, "GPR_KAFKA_BOOTSTRAP": "-"}).intervalo_publicacion_s
 CALENTAMIENTO_S = 10
 SIN_CARGA_S = 8
 TANDA_S = 0.1
@@ -153,7 +157,7 @@ def test_frescura(config_bench, resultados, tmp_path):
     eventos = ins.generar_eventos(cargar_catalogo(ins.CATALOGO), tasa * (CALENTAMIENTO_S + config_bench.frescura_s + 5),
                                   semilla=71)
     medida: dict = {"tasa_objetivo": config_bench.frescura_tasa, "tasa": tasa, "formato": formato,
-                    "motivo_tasa": motivo, "intervalo_publicacion_s": 1.0, "cadenas": len(CADENAS)}
+                    "motivo_tasa": motivo, "intervalo_publicacion_s": INTERVALO_PUBLICACION_S, "cadenas": len(CADENAS)}
     procesos = ins.Procesos(tmp_path / "registros")
     try:
         with ins.broker_limpio(tmp_path / "broker") as bootstrap:
@@ -166,7 +170,7 @@ def test_frescura(config_bench, resultados, tmp_path):
                     "GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_GRPC_HOST": "127.0.0.1",
                     "GPR_GRPC_PUERTO": str(puerto), "GPR_METRICAS_PUERTO": "0"}, "consulta")
                 destino = f"127.0.0.1:{puerto}"
-                esperar_serving(destino)
+                esperar_serving_en(destino)
 
                 # Sin carga primero: el suelo estructural (intervalo de publicación + tubería).
                 enviados: dict[str, int] = {}

@@ -27,7 +27,7 @@ from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from rendimiento import instrumentos as ins
-from rendimiento.bench_consulta import esperar_serving
+from rendimiento.bench_consulta import esperar_serving_en
 from servicios.comun.broker import puerto_libre
 from servicios.comun.catalogo import cargar_catalogo
 
@@ -99,7 +99,7 @@ def medir_nivel(pares: int, config: ins.ConfigBench, directorio: Path) -> dict:
                 "GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_GRPC_HOST": "127.0.0.1", "GPR_GRPC_PUERTO": str(puerto),
                 "GPR_METRICAS_PUERTO": str(puerto_metricas), "GPR_METRICAS_HOST": "127.0.0.1"}, "consulta")
             destino = f"127.0.0.1:{puerto}"
-            esperar_serving(destino)
+            esperar_serving_en(destino)
             procesador = grupo.procesos[0]
             base = {"procesador": ins.rss_bytes(procesador.pid), "consulta": ins.rss_bytes(consulta.pid)}
 

@@ -64,8 +64,8 @@ class ConfigBench:
     """Tamaños de los bancos (variables `GPR_BENCH_*`), elegidos para que `make bench`
     quepa en ~15 minutos en 2 núcleos."""
 
-    eventos_simples: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_SIMPLES", 20_000))
-    eventos_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_LOTE", 100_000))
+    eventos_simples: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_SIMPLES", 50_000))
+    eventos_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_LOTE", 300_000))
     tamano_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_TAMANO_LOTE", 500))
     frescura_tasa: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_TASA", 2_000))
     frescura_s: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_SEGUNDOS", 30))

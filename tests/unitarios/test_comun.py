@@ -136,3 +136,17 @@ def test_config_puerto_compartido_por_los_servicios():
         for variable in ("GPR_GRPC_PUERTO", "GPR_METRICAS_PUERTO"):
             with pytest.raises(config.ConfiguracionInvalida, match=f"{variable}=70000 no es un puerto TCP"):
                 leer({**base, variable: "70000"})
+
+
+def test_config_del_procesador_valida_almacen_bucle_y_lotes():
+    from servicios.procesador import config as config_procesador
+
+    base = {"GPR_KAFKA_BOOTSTRAP": "k:9092"}
+    cfg = config_procesador.leer(base)
+    assert (cfg.almacen, cfg.bucle, cfg.lote_maximo, cfg.lote_espera_s) == ("rocksdb", "uvloop", 1000, 0.05)
+    assert config_procesador.leer({**base, "GPR_BUCLE": "asyncio"}).bucle == "asyncio"
+    for variable, malo in (("GPR_BUCLE", "trio"), ("GPR_ALMACEN", "disco"), ("GPR_LOTE_MAXIMO", "0"),
+                           ("GPR_LOTE_MAXIMO", "mil")):
+        with pytest.raises(config.ConfiguracionInvalida, match=variable):
+            config_procesador.leer({**base, variable: malo})
+
