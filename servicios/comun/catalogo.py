@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -85,8 +86,18 @@ class Catalogo:
     def servicio(self, agencia_id: str, servicio_id: str) -> Servicio | None:
         return self.servicios.get((agencia_id, servicio_id))
 
-    def servicios_de(self, agencia_id: str) -> list[Servicio]:
-        return [s for (a, _), s in sorted(self.servicios.items()) if a == agencia_id]
+    def servicios_de(self, agencia_id: str) -> tuple[Servicio, ...]:
+        """Los servicios de la agencia, por id."""
+        return self._por_agencia.get(agencia_id, ())
+
+    @cached_property
+    def _por_agencia(self) -> dict[str, tuple[Servicio, ...]]:
+        # Índice hecho una vez: la agregación y la publicación lo consultan por cada agencia
+        # tocada, y recorrer todo el catálogo cada vez era cuadrático con miles de servicios.
+        por_agencia: dict[str, list[Servicio]] = {}
+        for (agencia, _), servicio in sorted(self.servicios.items()):
+            por_agencia.setdefault(agencia, []).append(servicio)
+        return {agencia: tuple(lista) for agencia, lista in por_agencia.items()}
 
 
 def desde_datos(datos: object, archivo: str = "<catálogo>", lineas: dict | None = None) -> Catalogo:

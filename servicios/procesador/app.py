@@ -314,12 +314,18 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         agregacion.olvidar_memoria()
         publicacion.republicar_todo()
 
+    async def enviar_indicador(clave: bytes, valor: bytes) -> None:
+        # Directo al productor, sin el `Topic.send` de faust (un objeto de mensaje pendiente y
+        # sus callbacks por serie): con decenas de miles de pares se publican millones de
+        # series y ese envío era la mayor parte de la publicación. Misma partición (por clave).
+        await app.producer.send(t_indicadores.get_topic_name(), clave, valor, None, None, None)
+
     @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
     async def publicar_indicadores():
         if app.rebalancing or app.in_recovery:
             publicacion.republicar_todo()
             return
-        await publicacion.publicar(lambda: app.should_stop, t_indicadores, t_cumplimiento)
+        await publicacion.publicar(lambda: app.should_stop, enviar_indicador, t_cumplimiento)
 
     return app
 
@@ -353,7 +359,7 @@ class Publicacion:
     def republicar_todo(self) -> None:
         self._todo = True
 
-    async def publicar(self, detenerse: Callable[[], bool], t_indicadores, t_cumplimiento) -> None:
+    async def publicar(self, detenerse: Callable[[], bool], enviar_indicador, t_cumplimiento) -> None:
         if self._todo:
             # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
             # sin publicar antes de un corte.
@@ -369,9 +375,9 @@ class Publicacion:
                 return
             recibiendo = agencia_id in activas
             for inst in self.agregacion.instantaneas(agencia_id):
-                await self._publicar_serie(agencia_id, inst, recibiendo, ahora, t_indicadores, t_cumplimiento)
+                await self._publicar_serie(agencia_id, inst, recibiendo, ahora, enviar_indicador, t_cumplimiento)
 
-    async def _publicar_serie(self, agencia_id, inst, recibiendo, ahora, t_indicadores, t_cumplimiento) -> None:
+    async def _publicar_serie(self, agencia_id, inst, recibiendo, ahora, enviar_indicador, t_cumplimiento) -> None:
         v = inst.valor
         clave = clave_serie(agencia_id, inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)
         meta = self.metas.buscar(agencia_id, inst.servicio_id, v.indicador, v.etapa_id, inst.ventana)
@@ -398,7 +404,7 @@ class Publicacion:
                 operador=meta.operador, valor=meta.valor, muestra_minima=meta.muestra_minima,
                 estado=estado, severidad=meta.severidad, equipo=meta.equipo, descripcion=meta.descripcion,
             ))
-        await t_indicadores.send(key=clave.encode(), value=indicador.SerializeToString())
+        await enviar_indicador(clave.encode(), indicador.SerializeToString())
         self._publicado[clave] = (firma, rango, ahora)
         self.metricas.instantaneas.inc()
         if meta is not None and self._estado_meta.get(clave) != estado:

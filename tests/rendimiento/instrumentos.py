@@ -76,7 +76,7 @@ class ConfigBench:
     arranques: int = field(default_factory=lambda: _entero("GPR_BENCH_ARRANQUES", 3))
     # Topes: un procesador que no termina a tiempo se mide por lo que alcanzó a reflejar.
     tope_caudal_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_CAUDAL_SEGUNDOS", 45))
-    tope_memoria_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_MEMORIA_SEGUNDOS", 120))
+    tope_memoria_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_MEMORIA_SEGUNDOS", 420))
     # 1: py-spy graba el perfil de cada procesador de los bancos de caudal (si está instalado).
     perfil: bool = field(default_factory=lambda: os.environ.get("GPR_BENCH_PERFIL", "") == "1")
     directorio: Path = field(default_factory=lambda: Path(os.environ.get("GPR_BENCH_RESULTADOS", RAIZ / "resultados")))

@@ -13,7 +13,7 @@ from gpr.v1 import interno_pb2 as interno
 from servicios.procesador.dominio import vencimientos, ventanas
 from servicios.procesador.dominio.casos import aplicar_evento, aportes_de
 from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
-from servicios.procesador.dominio.percentiles import clave, percentil
+from servicios.procesador.dominio.percentiles import clave, percentil, percentiles
 
 H, D = 3600, 86400
 
@@ -230,3 +230,29 @@ def test_lote_en_formato_anterior_se_suma_igual_que_en_columnas():
     total = esperado[f"{agencia}|{servicio}|total".encode()].medidas
     assert total["solicitudes"] == 1 and total["entregas"] == 1
     assert cubos(anteriores) == esperado
+
+
+def _percentil_de_referencia(histograma, q):
+    """El algoritmo directo: ordena las claves y recorre hasta alcanzar el rango ⌈q·n⌉."""
+    import math
+
+    from servicios.procesador.dominio.percentiles import _orden, _valor
+
+    n = round(sum(histograma.values()))
+    if n <= 0:
+        return None
+    rango = max(1, math.ceil(q * n - 1e-9))
+    acumulado = 0.0
+    for c in sorted(histograma, key=_orden):
+        acumulado += histograma[c]
+        if acumulado >= rango - 1e-9:
+            return _valor(c)
+    return _valor(max(histograma, key=_orden))
+
+
+@given(st.dictionaries(st.sampled_from(["z"] + [str(k) for k in range(-5, 400, 7)]),
+                       st.integers(min_value=-3, max_value=20).map(float), max_size=25),
+       st.lists(st.sampled_from([0.5, 0.9, 0.99, 0.1, 1.0]), min_size=1, max_size=4))
+def test_varios_percentiles_de_una_vez_dan_lo_mismo_que_uno_a_uno(histograma, cuantiles):
+    # Conteos negativos incluidos: son observaciones retiradas por eventos tardíos.
+    assert percentiles(histograma, cuantiles) == [_percentil_de_referencia(histograma, q) for q in cuantiles]

@@ -21,7 +21,7 @@ from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio import vencimientos, ventanas
 from servicios.procesador.dominio.casos import aportes_de
-from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
+from servicios.procesador.dominio.indicadores import ValorIndicador, calcular_con_cuello
 
 # Los cubos horarios solo sirven a las ventanas móviles: la más larga es de 30 días.
 RETENCION_HORAS = max(VENTANAS_MOVILES.values()) // ventanas.SEGUNDOS_HORA
@@ -232,7 +232,10 @@ class Agregacion:
         corte = ventanas.hora(estado.marca_agua) - RETENCION_HORAS
         if corte <= estado.barrido_hasta:
             return
-        desde = max(estado.barrido_hasta, corte - _BARRIDO_MAXIMO)
+        # No hay cubos antes de la hora del primer evento de la agencia: sin este límite, la
+        # primera vez se recorrían 60 días vacíos por servicio (con miles de agencias nuevas,
+        # el 90 % del trabajo de la agregación).
+        desde = max(estado.barrido_hasta, corte - _BARRIDO_MAXIMO, ventanas.hora(estado.primer_instante))
         zona = self._zona(agencia)
         meses_vigentes = set(ventanas.meses_hasta(ventanas.mes_de(estado.marca_agua, zona), MESES_RETENIDOS))
         mes_viejo = ventanas.meses_hasta(min(meses_vigentes), 2)[0]
@@ -310,7 +313,7 @@ class Agregacion:
                     sumas = self._sumas(_clave_cubo_mes(agencia_id, servicio.id, nombre[4:]))
                 else:
                     sumas = self._sumas_horas(agencia_id, servicio.id, rango)
-                cuello = cuello_de_botella(m.separar_histogramas(sumas)[1])
-                for valor in calcular(sumas, vencidos, servicio.etapas):
+                valores, cuello = calcular_con_cuello(sumas, vencidos, servicio.etapas)
+                for valor in valores:
                     resultado.append(Instantanea(servicio.id, nombre, rango.desde_s, rango.hasta_s, valor, cuello))
         return resultado

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from servicios.procesador.dominio import medidas as m
-from servicios.procesador.dominio.percentiles import percentil, total
+from servicios.procesador.dominio.percentiles import percentil, percentiles, total
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ def _conteo(indicador: str, valor: float) -> ValorIndicador:
 
 def _percentiles(indicador: str, histograma: Mapping[str, float], etapa_id: str = "") -> list[ValorIndicador]:
     n = total(histograma)
-    return [
-        ValorIndicador(f"{indicador}_p{q}", percentil(histograma, q / 100), n if n > 0 else 0, etapa_id=etapa_id)
-        for q in (50, 90)
-    ]
+    p50, p90 = percentiles(histograma, (0.5, 0.9))
+    muestras = n if n > 0 else 0
+    return [ValorIndicador(f"{indicador}_p50", p50, muestras, etapa_id=etapa_id),
+            ValorIndicador(f"{indicador}_p90", p90, muestras, etapa_id=etapa_id)]
 
 
 def cuello_de_botella(histogramas: Mapping[str, Mapping[str, float]]) -> str:
@@ -56,7 +56,15 @@ def cuello_de_botella(histogramas: Mapping[str, Mapping[str, float]]) -> str:
 def calcular(sumas: Mapping[str, float], vencidos: float, etapas: Iterable[str] = ()) -> list[ValorIndicador]:
     """Todos los indicadores de la ventana; los de etapa, para las etapas del catálogo y las
     que aparezcan en los datos (una etapa sin datos en la ventana se publica sin datos)."""
-    simples, histogramas = m.separar_histogramas(dict(sumas))
+    return calcular_con_cuello(sumas, vencidos, etapas)[0]
+
+
+def calcular_con_cuello(sumas: Mapping[str, float], vencidos: float,
+                        etapas: Iterable[str] = ()) -> tuple[list[ValorIndicador], str]:
+    """`calcular` y `cuello_de_botella` de la misma ventana, separando los histogramas y
+    calculando cada mediana una sola vez (la publicación lo hace para cada ventana de cada
+    servicio en cada pasada)."""
+    simples, histogramas = m.separar_histogramas(sumas)
     s = simples.get
     entregas = s(m.ENTREGAS, 0.0)
     resultado = [
@@ -75,6 +83,10 @@ def calcular(sumas: Mapping[str, float], vencidos: float, etapas: Iterable[str] 
         _proporcion("tasa_error", s(m.ERRORES, 0.0), s(m.CONCLUIDOS, 0.0)),
     ]
     con_datos = {m.etapa_de(n) for n in histogramas if m.etapa_de(n) is not None}
+    medianas = []
     for etapa in sorted(con_datos | set(etapas)):
-        resultado.extend(_percentiles("tiempo_etapa", histogramas.get(m.etapa(etapa), {}), etapa))
-    return resultado
+        p50, p90 = _percentiles("tiempo_etapa", histogramas.get(m.etapa(etapa), {}), etapa)
+        resultado.extend((p50, p90))
+        if etapa in con_datos and p50.valor is not None:
+            medianas.append((-p50.valor, etapa))
+    return resultado, (min(medianas)[1] if medianas else "")

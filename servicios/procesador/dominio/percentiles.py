@@ -9,7 +9,8 @@ que es lo que permite retirar una observación cuando un evento tardío la corri
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import accumulate
 
 from ddsketch.mapping import LogarithmicMapping
 
@@ -39,13 +40,23 @@ def total(histograma: Mapping[str, float]) -> int:
 
 def percentil(histograma: Mapping[str, float], q: float) -> float | None:
     """Percentil por rango más cercano (rango ⌈q·n⌉), con error relativo ≤ 1 %."""
+    return percentiles(histograma, (q,))[0]
+
+
+def percentiles(histograma: Mapping[str, float], cuantiles: Sequence[float]) -> list[float | None]:
+    """Varios percentiles (como `percentil`) ordenando el histograma una sola vez.
+
+    Cada uno es el primer cubo, en orden, cuyo conteo acumulado alcanza su rango; con conteos
+    negativos (observaciones retiradas) el acumulado puede no crecer, así que cada rango se
+    busca desde el principio."""
     n = total(histograma)
     if n <= 0:
-        return None
-    rango = max(1, math.ceil(q * n - 1e-9))
-    acumulado = 0.0
-    for clave_cubo in sorted(histograma, key=_orden):
-        acumulado += histograma[clave_cubo]
-        if acumulado >= rango - 1e-9:
-            return _valor(clave_cubo)
-    return _valor(max(histograma, key=_orden))
+        return [None] * len(cuantiles)
+    claves = sorted(histograma, key=_orden)
+    acumulados = list(accumulate(histograma[c] for c in claves))
+    resultado = []
+    for q in cuantiles:
+        umbral = max(1, math.ceil(q * n - 1e-9)) - 1e-9
+        elegida = next((c for c, a in zip(claves, acumulados) if a >= umbral), claves[-1])
+        resultado.append(_valor(elegida))
+    return resultado
