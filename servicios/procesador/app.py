@@ -92,13 +92,6 @@ def _timestamp(segundos: float) -> Timestamp:
     return ts
 
 
-def _por_particion(eventos) -> dict[int, list]:
-    grupos: dict[int, list] = {}
-    for evento in eventos:
-        grupos.setdefault(evento.message.partition, []).append(evento)
-    return grupos
-
-
 def _vigentes(app: faust.App, eventos) -> list:
     """Los registros del lote leídos en la generación vigente del grupo de consumidores.
 
