@@ -149,13 +149,6 @@ def en_particion(evento) -> Iterator[None]:
         faust.streams._current_event.reset(ficha)
 
 
-async def confirmar_envios(app: faust.App) -> None:
-    """Espera a que Kafka confirme todo lo enviado, también lo que faust tenga en su búfer
-    propio de changelog (con `faust_seguro.vaciar_el_bufer_del_todo`, hasta que no quede
-    nada)."""
-    await app.producer.flush()
-
-
 def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, metricas: MetricasProcesador,
               reloj: Callable[[], float] = time.time) -> faust.App:
     """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
@@ -233,14 +226,19 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                 metricas.relecturas.labels(topico=topico).inc()
                 await releer(tp, offset)
 
-    @app.agent(t_eventos, name="procesar-eventos")
-    async def procesar_eventos(stream):
+    async def lotes_en_orden(stream):
+        """Los lotes del agente, ya filtrados (generación vigente, fuera de la recuperación) y
+        pasados por la guardia de orden: por partición, lo que se procesa."""
         async for eventos_kafka in stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s):
             if _reequilibrando(app):
                 continue
             grupos = await en_orden(_vigentes(app, eventos_kafka))
-            if not grupos:
-                continue
+            if grupos:
+                yield grupos
+
+    @app.agent(t_eventos, name="procesar-eventos")
+    async def procesar_eventos(stream):
+        async for grupos in lotes_en_orden(stream):
             inicio = time.perf_counter()
             salidas = []
             for particion, grupo in grupos.items():
@@ -260,8 +258,9 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                     await t_rechazados.send(key=rechazo.clave, value=rechazo.valor, headers=[
                         (topicos.CABECERA_MOTIVO, rechazo.motivo.encode()), ("gpr-detalle", rechazo.detalle.encode()),
                     ])
-            # Regla 1 del exactamente-una-vez: los estados, confirmados antes que sus agregados.
-            await confirmar_envios(app)
+            # Regla 1 del exactamente-una-vez: los estados, confirmados antes que sus agregados
+            # (`flush` espera también el búfer de changelog de faust: ver `faust_seguro`).
+            await app.producer.flush()
             casos.confirmar()
             for salida in salidas:
                 for lote in salida.lotes:
@@ -274,12 +273,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):
-        async for eventos_kafka in stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s):
-            if _reequilibrando(app):
-                continue
-            grupos = await en_orden(_vigentes(app, eventos_kafka))
-            if not grupos:
-                continue
+        async for grupos in lotes_en_orden(stream):
             inicio = time.perf_counter()
             for particion, grupo in grupos.items():
                 with en_particion(grupo[-1]):
@@ -307,11 +301,13 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         agregacion.olvidar_memoria()
         publicacion.republicar_todo()
 
+    topico_indicadores = t_indicadores.get_topic_name()
+
     async def enviar_indicador(clave: bytes, valor: bytes) -> None:
         # Directo al productor, sin el `Topic.send` de faust (un objeto de mensaje pendiente y
         # sus callbacks por serie): con decenas de miles de pares se publican millones de
         # series y ese envío era la mayor parte de la publicación. Misma partición (por clave).
-        await app.producer.send(t_indicadores.get_topic_name(), clave, valor, None, None, None)
+        await app.producer.send(topico_indicadores, clave, valor, None, None, None)
 
     @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
     async def publicar_indicadores():

@@ -12,7 +12,7 @@ from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
 from servicios.procesador.dominio import vencimientos, ventanas
 from servicios.procesador.dominio.casos import aplicar_evento, aportes_de
-from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, cuello_de_botella
+from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, calcular_con_cuello
 from servicios.procesador.dominio.percentiles import clave, percentil, percentiles
 
 H, D = 3600, 86400
@@ -188,10 +188,15 @@ def test_percentil_rango_mas_cercano_con_error_relativo_acotado():
 
 
 def test_cuello_de_botella_mayor_mediana_y_empate_alfabetico():
-    h = lambda *xs: Counter(clave(x) for x in xs)
-    assert cuello_de_botella({"etapa:b": h(100, 200, 300), "etapa:a": h(10, 20, 30), "atencion": h(9999)}) == "b"
-    assert cuello_de_botella({"etapa:b": h(100), "etapa:a": h(100)}) == "a"
-    assert cuello_de_botella({}) == ""
+    def cuello(**histogramas):
+        # Como suma de cubos: cada observación es la medida `histograma#clave`.
+        sumas = Counter(f"{nombre.replace('_', ':')}#{clave(x)}" for nombre, xs in histogramas.items() for x in xs)
+        return calcular_con_cuello(sumas, 0, etapas=["c"])[1]
+
+    # Medianas 200 (b) y 20 (a); la atención no es una etapa; "c" está en el catálogo sin datos.
+    assert cuello(etapa_b=[100, 200, 300], etapa_a=[10, 20, 30], atencion=[9999]) == "b"
+    assert cuello(etapa_b=[100], etapa_a=[100]) == "a"
+    assert cuello() == ""
 
 
 def test_lote_en_formato_anterior_se_suma_igual_que_en_columnas():

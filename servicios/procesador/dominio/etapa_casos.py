@@ -104,8 +104,6 @@ class EtapaCasos:
         self.catalogo = catalogo
         self.tardanza_maxima_s = tardanza_maxima_s
         self.reloj = reloj
-        # Plazo por (agencia, servicio), del catálogo (que no cambia mientras corre).
-        self._plazos: dict[tuple[str, str], int] = {}
 
     def procesar(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes]) -> SalidaCasos:
         """Procesa registros de *una* partición, en orden de offset."""
@@ -121,7 +119,6 @@ class EtapaCasos:
         aplicados: set[str] = set()
         ahora = self.reloj()
         catalogo = self.catalogo
-        plazos = self._plazos
         claves_marca: dict[str, bytes] = {}
 
         for registro in registros:
@@ -172,10 +169,7 @@ class EtapaCasos:
                     salida.rechazos.append(Rechazo(registro.clave, original, "tardio",
                                                    f"evento {evento.evento_id!r}: tardio"))
                     continue
-                servicio_id = evento.servicio_id
-                plazo = plazos.get((agencia, servicio_id))
-                if plazo is None:
-                    plazo = plazos[agencia, servicio_id] = catalogo.servicio(agencia, servicio_id).plazo_dias
+                plazo = catalogo.servicio(agencia, evento.servicio_id).plazo_dias
                 resultado = aplicar_evento(estado, evento, plazo, particion, base | posicion,
                                            ya_comprobado=True, ident=ident)
                 estados[clave] = resultado.estado

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from servicios.procesador.dominio import medidas as m
-from servicios.procesador.dominio.percentiles import percentil, percentiles, total
+from servicios.procesador.dominio.percentiles import percentiles, total
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,6 @@ def _percentiles(indicador: str, histograma: Mapping[str, float], etapa_id: str 
             ValorIndicador(f"{indicador}_p90", p90, muestras, etapa_id=etapa_id)]
 
 
-def cuello_de_botella(histogramas: Mapping[str, Mapping[str, float]]) -> str:
-    """La etapa con la mayor mediana de permanencia; empate: la primera alfabéticamente."""
-    medianas = []
-    for nombre, histograma in histogramas.items():
-        etapa = m.etapa_de(nombre)
-        if etapa is not None:
-            mediana = percentil(histograma, 0.5)
-            if mediana is not None:
-                medianas.append((-mediana, etapa))
-    return min(medianas)[1] if medianas else ""
-
-
 def calcular(sumas: Mapping[str, float], vencidos: float, etapas: Iterable[str] = ()) -> list[ValorIndicador]:
     """Todos los indicadores de la ventana; los de etapa, para las etapas del catálogo y las
     que aparezcan en los datos (una etapa sin datos en la ventana se publica sin datos)."""
@@ -61,9 +49,10 @@ def calcular(sumas: Mapping[str, float], vencidos: float, etapas: Iterable[str] 
 
 def calcular_con_cuello(sumas: Mapping[str, float], vencidos: float,
                         etapas: Iterable[str] = ()) -> tuple[list[ValorIndicador], str]:
-    """`calcular` y `cuello_de_botella` de la misma ventana, separando los histogramas y
-    calculando cada mediana una sola vez (la publicación lo hace para cada ventana de cada
-    servicio en cada pasada)."""
+    """`calcular` y la etapa cuello de botella de la misma ventana: la de mayor mediana de
+    permanencia (empate: la primera alfabéticamente; sin datos de etapas, ""). Los histogramas
+    se separan y cada mediana se calcula una sola vez (la publicación lo hace para cada
+    ventana de cada servicio en cada pasada)."""
     simples, histogramas = m.separar_histogramas(sumas)
     s = simples.get
     entregas = s(m.ENTREGAS, 0.0)
