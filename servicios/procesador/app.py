@@ -314,7 +314,9 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         if app.rebalancing or app.in_recovery:
             publicacion.republicar_todo()
             return
+        inicio = time.perf_counter()
         await publicacion.publicar(lambda: app.should_stop, enviar_indicador, t_cumplimiento)
+        metricas.publicacion_segundos.observe(time.perf_counter() - inicio)
 
     return app
 

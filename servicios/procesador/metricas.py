@@ -23,6 +23,13 @@ class MetricasProcesador:
             ["etapa"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registro,
         )
+        self.publicacion_segundos = Histogram(
+            "gpr_procesador_publicacion_segundos",
+            "Duración de una pasada de publicación de instantáneas (cada GPR_INTERVALO_PUBLICACION): "
+            "si se acerca al intervalo, lo publicado se retrasa.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registro,
+        )
         self.aceptados = Counter(
             "gpr_procesador_eventos_aceptados", "Eventos aceptados y aplicados a su caso.",
             registry=self.registro,

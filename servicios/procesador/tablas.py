@@ -23,18 +23,27 @@ class TablaEnBloque:
         self.tabla = tabla
         self._pendientes: list[tuple[bytes, bytes | None]] = []
         self._envios: dict[int, Any] = {}
+        # Claves y valores ya son bytes: se lee y escribe en el almacén sin las capas de
+        # faust de por medio (tabla → diccionario gestionado → serializadores → almacén, con
+        # una excepción por cada clave ausente), que costaban más que la lectura misma.
+        almacen = tabla.data
+        if hasattr(almacen, "_db_for_partition"):
+            self._leer, self._escribir = almacen._get, almacen._set
+        else:
+            self._leer, self._escribir = almacen.data.get, almacen.data.__setitem__
 
     def get(self, clave: bytes, defecto: Any = None) -> Any:
-        return self.tabla.get(clave, defecto)
+        valor = self._leer(clave)
+        return defecto if valor is None else valor
 
     def __contains__(self, clave: bytes) -> bool:
-        return clave in self.tabla
+        return self._leer(clave) is not None
 
     def keys(self) -> Iterator[bytes]:
         return iter(list(self.tabla.keys()))
 
     def __setitem__(self, clave: bytes, valor: bytes) -> None:
-        self.tabla.data[clave] = valor
+        self._escribir(clave, valor)
         self._pendientes.append((clave, valor))
 
     def pop(self, clave: bytes, defecto: Any = _AUSENTE) -> Any:
@@ -49,23 +58,40 @@ class TablaEnBloque:
         return valor
 
     async def enviar(self, productor: Any, particion: int) -> int:
-        """Manda al changelog lo escrito desde el último envío; devuelve cuántos registros."""
+        """Manda al changelog lo escrito desde el último envío; devuelve cuántos registros.
+
+        `productor`: el de la app faust. Los registros van en lotes de Kafka armados aquí
+        (`create_batch`/`send_batch` de aiokafka): un envío por registro crea un futuro y pasa
+        por el acumulador del productor uno a uno, y con miles de casos por lote eso se notaba.
+        """
         pendientes, self._pendientes = self._pendientes, []
+        if not pendientes:
+            return 0
+        kafka = productor._ensure_producer()
         topico = self.tabla.changelog_topic.get_topic_name()
-        envio = None
+        lote, en_lote = kafka.create_batch(), 0
         for clave, valor in pendientes:
-            envio = await productor.send(topico, clave, valor, particion, None, None)
-        if envio is not None:
-            self._envios[particion] = envio
+            if lote.append(key=clave, value=valor, timestamp=None) is None:
+                await self._enviar_lote(kafka, lote, en_lote, topico, particion)
+                lote, en_lote = kafka.create_batch(), 0
+                # Un lote vacío acepta siempre el primer registro, aunque supere el tamaño.
+                lote.append(key=clave, value=valor, timestamp=None)
+            en_lote += 1
+        await self._enviar_lote(kafka, lote, en_lote, topico, particion)
         return len(pendientes)
+
+    async def _enviar_lote(self, kafka: Any, lote: Any, cuantos: int, topico: str, particion: int) -> None:
+        envio = await kafka.send_batch(lote, topico, partition=particion)
+        self._envios[particion] = (envio, cuantos)
 
     def confirmar(self) -> None:
         """Anota el último offset confirmado de cada partición (los envíos aún en vuelo se
         anotan en una llamada posterior)."""
-        for particion, envio in list(self._envios.items()):
+        for particion, (envio, cuantos) in list(self._envios.items()):
             if not envio.done():
                 continue
             del self._envios[particion]
             if not envio.cancelled() and envio.exception() is None:
+                # El futuro de un lote da el offset de su primer registro.
                 metadatos = envio.result()
-                self.tabla.data.set_persisted_offset(metadatos.topic_partition, metadatos.offset)
+                self.tabla.data.set_persisted_offset(metadatos.topic_partition, metadatos.offset + cuantos - 1)

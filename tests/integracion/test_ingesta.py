@@ -605,3 +605,7 @@ def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):
             time.sleep(0.5)
     assert observado == esperado, procesos.registro("procesador")[-3000:]
     assert "Traceback" not in procesos.registro("procesador")
+    # Lo publicado salió de pasadas de publicación, y cada una quedó medida.
+    metricas = _metricas_procesador(puerto_metricas)
+    assert metricas["gpr_procesador_publicacion_segundos_count"] >= 1
+    assert metricas["gpr_procesador_publicacion_segundos_sum"] > 0

@@ -104,11 +104,14 @@ class Carga(threading.Thread):
         self._productor.close()
 
 
-def medir_marcadores(bootstrap: str, destino: str, segundos: float, enviados: dict[str, int]) -> list[float]:
+def medir_marcadores(bootstrap: str, destino: str, segundos: float, enviados: dict[str, int],
+                     tramos: list[float] | None = None) -> list[float]:
     """Latencias (s) de envío → visible en ObtenerIndicador de las cadenas de marcadores.
 
     `enviados` (marcadores ya enviados por servicio) se conserva entre llamadas: el contador
-    de solicitudes de cada servicio sigue creciendo.
+    de solicitudes de cada servicio sigue creciendo. En `tramos`, si se da, la parte de cada
+    latencia hasta que el procesador publicó la instantánea (su `actualizado_en`): el resto es
+    el viaje por gpr.indicadores.v1 hasta la vista de la consulta.
     """
     from kafka import KafkaProducer
 
@@ -141,7 +144,10 @@ def medir_marcadores(bootstrap: str, destino: str, segundos: float, enviados: di
                     continue
                 if visto.valor >= enviados[servicio]:
                     assert visto.valor == enviados[servicio], f"{servicio}: {visto.valor} > {enviados[servicio]} enviados"
-                    latencias.append(time.time() - pendiente.pop(servicio))
+                    enviado = pendiente.pop(servicio)
+                    latencias.append(time.time() - enviado)
+                    if tramos is not None:
+                        tramos.append(visto.actualizado_en.ToNanoseconds() / 1e9 - enviado)
             time.sleep(SONDEO_S)
     finally:
         canal.close()
@@ -178,7 +184,8 @@ def test_frescura(config_bench, resultados, tmp_path):
                 carga = Carga(bootstrap, eventos, tasa, formato)
                 carga.start()
                 time.sleep(CALENTAMIENTO_S)
-                latencias = medir_marcadores(bootstrap, destino, config_bench.frescura_s, enviados)
+                hasta_publicar: list[float] = []
+                latencias = medir_marcadores(bootstrap, destino, config_bench.frescura_s, enviados, hasta_publicar)
                 carga.parar.set()
                 carga.join(30)
                 publicados = eventos[:carga.enviados]
@@ -198,6 +205,11 @@ def test_frescura(config_bench, resultados, tmp_path):
             "tasa_real": round(carga.enviados / carga.segundos, 1),
             "tandas_retrasadas": carga.retrasada,
             "vaciado_s": round(vaciado.instante - parado, 2) if vaciado.completa else None,
+            # Dónde se va la latencia: hasta que el procesador publica (procesar, agregar y
+            # esperar la pasada de publicación) y de ahí hasta la vista de la consulta.
+            "hasta_publicar_p50_s": round(ins.percentil(hasta_publicar, 0.5), 3),
+            "hasta_publicar_p99_s": round(ins.percentil(hasta_publicar, 0.99), 3),
+            "publicado_a_visible_p99_s": round(ins.percentil([t - p for t, p in zip(latencias, hasta_publicar)], 0.99), 3),
             "sin_carga_marcadores": len(sin_carga),
             "sin_carga_p50_s": round(ins.percentil(sin_carga, 0.5), 3),
             "sin_carga_p99_s": round(ins.percentil(sin_carga, 0.99), 3),

@@ -265,6 +265,10 @@ def markdown(datos: dict, grafico: str | None) -> str:
             f"último tercio p50 {_num(frescura.get('p50_ultimo_tercio_s'), 3)} s. Parada la carga, todo lo publicado "
             f"se vio en {_num(frescura.get('vaciado_s'), 2)} s.",
             "",
+            f"Hasta que el procesador publica la instantánea del marcador (su `actualizado_en`): p50 "
+            f"{_num(frescura.get('hasta_publicar_p50_s'), 3)} s, p99 {_num(frescura.get('hasta_publicar_p99_s'), 3)} s; "
+            f"de ahí a verla en la consulta, p99 {_num(frescura.get('publicado_a_visible_p99_s'), 3)} s.",
+            "",
             f"Sin carga: p50 {_num(frescura.get('sin_carga_p50_s'), 3)} s, p99 {_num(frescura.get('sin_carga_p99_s'), 3)} s "
             f"({_num(frescura.get('sin_carga_marcadores'))} marcadores). Intervalo de publicación del procesador: "
             f"{frescura.get('intervalo_publicacion_s', '—')} s, el suelo estructural de la frescura.",

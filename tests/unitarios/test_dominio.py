@@ -31,7 +31,8 @@ def aplicar_todos(eventos, plazo_servicio=7):
     estado, total = None, Counter()
     for i, e in enumerate(eventos):
         r = aplicar_evento(estado, e, plazo_servicio, 0, i)
-        estado = r.estado
+        # Guardado y leído entre eventos, como entre dos lotes de la etapa por caso.
+        estado = interno.EstadoCaso.FromString(r.estado.SerializeToString())
         if not r.duplicado:
             for medida, instante, valor in aportes_de(r.lote):
                 total[(medida, instante)] += valor
@@ -110,6 +111,71 @@ def test_duplicado_devuelve_el_mismo_lote_con_su_secuencia_original():
     # Otro emisor con el mismo evento_id es otro evento.
     otro = aplicar_evento(primero.estado, ev("1", pb.SOLICITUD_RECIBIDA, 10, fuente="g"), 7, 3, 101)
     assert not otro.duplicado
+
+
+_TIPOS_DEL_CASO = [pb.SOLICITUD_RECIBIDA, pb.SERVICIO_ENTREGADO, pb.CASO_CERRADO, pb.CASO_DEVUELTO,
+                   pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA, pb.ENCUESTA_RESPONDIDA, pb.COSTO_REGISTRADO]
+
+
+@st.composite
+def eventos_de_un_caso(draw):
+    eventos = []
+    for i in range(draw(st.integers(1, 12))):
+        tipo = draw(st.sampled_from(_TIPOS_DEL_CASO))
+        e = ev(str(i), tipo, draw(st.integers(1, 20)) * H, plazo=draw(st.sampled_from([None, 1, 3])))
+        if tipo in (pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA):
+            e.etapa_id, e.intento = draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 2))
+        elif tipo == pb.ENCUESTA_RESPONDIDA:
+            e.satisfaccion.puntaje, e.satisfaccion.escala_max = draw(st.integers(1, 5)), 5
+        elif tipo == pb.COSTO_REGISTRADO:
+            e.costo.monto = draw(st.integers(0, 100))
+        elif tipo == pb.SERVICIO_ENTREGADO:
+            e.canal = draw(st.sampled_from([pb.WEB, pb.PRESENCIAL]))
+        eventos.append(e)
+    return eventos
+
+
+@given(eventos_de_un_caso(), st.sampled_from([1, 7]), st.sampled_from([2, 30]))
+def test_repetido_reconstruye_el_lote_de_la_primera_vez(eventos, plazo_al_crear, plazo_despues):
+    """El lote de un repetido se reconstruye desde los eventos guardados: debe ser idéntico
+    al que salió la primera vez, aunque el catálogo cambie el plazo entretanto."""
+    estado, primeros = None, []
+    for i, e in enumerate(eventos):
+        r = aplicar_evento(estado, e, plazo_al_crear if estado is None else plazo_despues, i % 3, 1000 + i)
+        estado = interno.EstadoCaso.FromString(r.estado.SerializeToString())
+        primeros.append(r.lote)
+    for e, primero in zip(eventos, primeros):
+        otra_vez = aplicar_evento(estado, e, plazo_despues, 9, 99999)
+        assert otra_vez.duplicado and otra_vez.lote == primero
+
+
+def test_canal_y_resultado_vuelven_a_cero_entre_lotes():
+    """Entregas anteriores sin canal ni resultado, cada una en otro lote (estado guardado y
+    leído), sustituyen a la primera: la entrega digital y el error se retiran y no vuelven
+    a restarse cuando la siguiente recalcula lo que había antes."""
+    primera = ev("e1", pb.SERVICIO_ENTREGADO, 100 * H)
+    primera.canal, primera.resultado = pb.WEB, pb.ERROR
+    aportes = aplicar_todos([primera, ev("e0", pb.SERVICIO_ENTREGADO, 50 * H), ev("e00", pb.SERVICIO_ENTREGADO, 20 * H)])
+    assert solo(aportes, "entregas", "entregas_digitales", "errores", "concluidos") == Counter({
+        ("entregas", 20 * H): 1, ("concluidos", 20 * H): 1})
+
+
+def test_estado_del_formato_anterior_sigue_en_su_formato():
+    """Un estado escrito por la versión anterior (un lote por evento en `emitidos`) no tiene
+    los eventos para reconstruir: sigue guardando lotes y devuelve los suyos tal cual."""
+    anterior = interno.EstadoCaso(agencia_id="a", servicio_id="s", plazo_dias=7, recibido_en=10, vistos=["f\x1f1"])
+    anterior.emitidos.add(particion_origen=2, secuencia=5, ocurrido_en=10, agencia_id="a", servicio_id="s",
+                          medidas=["solicitudes"], instantes=[10], valores=[1.0])
+    entrega = aplicar_evento(anterior, ev("2", pb.SERVICIO_ENTREGADO, 10 + H), 7, 2, 6)
+    assert len(entrega.estado.emitidos) == 2 and not entrega.estado.eventos
+    assert entrega.estado.emitidos[1] == entrega.lote
+    # A mano: la entrega a la hora concluye el caso recibido en 10 dentro de plazo.
+    assert Counter({(m, t): v for m, t, v in aportes_de(entrega.lote)}) == Counter({
+        ("entregas", 10 + H): 1, ("plazo_casos", 10 + H): 1, ("plazo_buenos", 10 + H): 1,
+        (f"atencion#{clave(H)}", 10 + H): 1, ("concluidos", 10 + H): 1, ("conclusion_buenos", 10): 1,
+        ("vencidos", 10 + 7 * D + 1): -1})
+    repetido = aplicar_evento(entrega.estado, ev("1", pb.SOLICITUD_RECIBIDA, 10), 7, 2, 7)
+    assert repetido.duplicado and repetido.lote == anterior.emitidos[0]
 
 
 def test_rango_movil_alineado_a_la_hora():

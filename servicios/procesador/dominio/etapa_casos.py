@@ -5,8 +5,9 @@ tardanza y aplica el evento al estado de su caso (`casos.py`). En vez de un regi
 aportes por evento, suma los aportes del lote por (agencia, servicio) y emite uno solo por
 par: el costo por registro de Kafka (y de faust) se paga una vez por lote, no por evento.
 
-Exactamente-una-vez en efecto. Cada evento aplicado guarda en el estado de su caso el lote
-de aportes *individual* que produjo, con su secuencia (offset << 20 | posición). El agregado
+Exactamente-una-vez en efecto. Cada evento aplicado queda en el estado de su caso con su
+secuencia (offset << 20 | posición), de modo que su lote de aportes *individual* se puede
+reconstruir igual que la primera vez (`casos.lote_emitido`). El agregado
 de un par lleva una secuencia mayor que la de todo evento del lote de registros; la etapa
 siguiente descarta, por cubo y partición de origen, todo lote con secuencia menor o igual a
 la mayor aplicada. Dos reglas lo hacen exacto ante cortes:
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
-from servicios.procesador.dominio.casos import aplicar_evento, identidad, lote_si_visto, poner_aportes
+from servicios.procesador.dominio.casos import Caso, cambios_de, identidad, lote_emitido, poner_aportes, registrar
 
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
 BITS_POSICION = 20
@@ -111,7 +112,7 @@ class EtapaCasos:
         if not registros:
             return salida
         particion = registros[0].particion
-        estados: dict[bytes, interno.EstadoCaso] = {}
+        estados: dict[bytes, Caso] = {}
         modificados: set[bytes] = set()
         marcas: dict[str, int] = {}
         pares: dict[tuple[str, str], _Par] = {}
@@ -119,6 +120,7 @@ class EtapaCasos:
         aplicados: set[str] = set()
         ahora = self.reloj()
         catalogo = self.catalogo
+        tardanza_maxima_s = self.tardanza_maxima_s
         claves_marca: dict[str, bytes] = {}
 
         for registro in registros:
@@ -142,7 +144,7 @@ class EtapaCasos:
                 if estado is None:
                     bruto = casos.get(clave)
                     if bruto is not None:
-                        estado = estados[clave] = interno.EstadoCaso.FromString(bruto)
+                        estado = estados[clave] = Caso.de_mensaje(interno.EstadoCaso.FromString(bruto))
                 agencia = evento.agencia_id
                 marca = marcas.get(agencia)
                 if marca is None:
@@ -150,11 +152,11 @@ class EtapaCasos:
                     marca = marcas[agencia] = int(casos.get(clave_m) or 0)
                 ocurrido = evento.ocurrido_en.seconds
                 ident = identidad(evento)
-                ya_emitido = lote_si_visto(estado, evento, ident) if estado is not None else None
-                if ya_emitido is not None:
+                if estado is not None and ident in estado.vistos:
                     salida.duplicados += 1
                     if ident not in aplicados:
-                        reenvios[ident] = ya_emitido
+                        # No se aplicó en este lote: está en el estado leído del almacén.
+                        reenvios[ident] = lote_emitido(estado.mensaje, ident)
                     # Fue aceptado: la marca avanza como avanzó la primera vez, así un
                     # reproceso juzga la tardanza de los siguientes igual que entonces.
                     if ocurrido > marca:
@@ -164,30 +166,32 @@ class EtapaCasos:
                 # La tardanza se juzga contra la marca de agua de la agencia en *esta*
                 # partición, guardada en la misma tabla que los casos: la decisión es la misma
                 # si el registro se reprocesa tras un corte, avancen lo que avancen las demás.
-                if ocurrido < marca - self.tardanza_maxima_s:
+                if ocurrido < marca - tardanza_maxima_s:
                     original = evento.SerializeToString() if en_lote else registro.valor
                     salida.rechazos.append(Rechazo(registro.clave, original, "tardio",
                                                    f"evento {evento.evento_id!r}: tardio"))
                     continue
-                plazo = catalogo.servicio(agencia, evento.servicio_id).plazo_dias
-                resultado = aplicar_evento(estado, evento, plazo, particion, base | posicion,
-                                           ya_comprobado=True, ident=ident)
-                estados[clave] = resultado.estado
+                if estado is None:
+                    estado = estados[clave] = Caso.nuevo(
+                        evento, catalogo.servicio(agencia, evento.servicio_id).plazo_dias)
+                cambios = cambios_de(estado, evento, evento.tipo, ocurrido)
+                registrar(estado, evento, ident, particion, base | posicion, ocurrido, cambios,
+                          None if en_lote else registro.valor)
                 modificados.add(clave)
                 aplicados.add(ident)
                 if ocurrido > marca:
                     marcas[agencia] = ocurrido
                     modificados.add(claves_marca[agencia])
-                clave_par = (resultado.estado.agencia_id, resultado.estado.servicio_id)
+                clave_par = (estado.agencia_id, estado.servicio_id)
                 par = pares.get(clave_par)
                 if par is None:
                     par = pares[clave_par] = _Par()
-                par.sumar(resultado.cambios, ocurrido)
+                par.sumar(cambios, ocurrido)
                 salida.aceptados += 1
 
         for clave in modificados:
             if clave in estados:
-                salida.escrituras[clave] = estados[clave].SerializeToString()
+                salida.escrituras[clave] = estados[clave].a_mensaje().SerializeToString()
         for agencia, marca in marcas.items():
             clave = clave_marca(agencia, particion)
             if clave in modificados:
