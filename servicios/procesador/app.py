@@ -14,13 +14,15 @@ eventos, y cada clave de tabla se escribe una vez por lote.
    mensuales por (agencia, servicio), la línea de vencimientos y la marca de agua de la
    agencia (`dominio/agregacion.py`).
 
-Un temporizador publica cada `GPR_INTERVALO_PUBLICACION` en gpr.indicadores.v1 (compactado)
-las instantáneas que cambiaron de las agencias tocadas. Todo el estado vive en tablas con
+Una tarea publica en gpr.indicadores.v1 (compactado) las instantáneas que cambiaron de las
+agencias tocadas, en cuanto la agregación las toca y con un mínimo entre pasadas
+(`GPR_INTERVALO_PUBLICACION`; ver `Publicacion`). Todo el estado vive en tablas con
 changelog, así que un trabajador perdido no pierde nada.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -269,6 +271,9 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                         partition=particion_de_agencia(lote.agencia_id, cfg.particiones),
                     )
             _confirmar(grupos)
+            escrito = max((e.message.timestamp or 0.0 for g in grupos.values() for e in g), default=0.0)
+            if escrito:
+                publicacion.anotar_retraso(time.time() - escrito)
             metricas.lote_segundos.labels(etapa="casos").observe(time.perf_counter() - inicio)
 
     @app.agent(t_aportes, name="agregar-aportes")
@@ -277,7 +282,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             inicio = time.perf_counter()
             for particion, grupo in grupos.items():
                 with en_particion(grupo[-1]):
-                    publicacion.sucias.update(agregacion.aplicar_lotes(
+                    publicacion.marcar(agregacion.aplicar_lotes(
                         interno.LoteAportes.FromString(e.message.value) for e in grupo))
                 for tabla_agregacion in tablas_agregacion:
                     tabla_agregacion.confirmar()
@@ -309,14 +314,18 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         # series y ese envío era la mayor parte de la publicación. Misma partición (por clave).
         await app.producer.send(topico_indicadores, clave, valor, None, None, None)
 
-    @app.timer(interval=cfg.intervalo_publicacion_s, name="publicar-indicadores")
+    @app.task
     async def publicar_indicadores():
-        if app.rebalancing or app.in_recovery:
-            publicacion.republicar_todo()
-            return
-        inicio = time.perf_counter()
-        await publicacion.publicar(lambda: app.should_stop, enviar_indicador, t_cumplimiento)
-        metricas.publicacion_segundos.observe(time.perf_counter() - inicio)
+        while not app.should_stop:
+            await publicacion.hay_pendientes.wait()
+            inicio = time.perf_counter()
+            if app.rebalancing or app.in_recovery:
+                publicacion.republicar_todo()
+            else:
+                await publicacion.publicar(lambda: app.should_stop, enviar_indicador, t_cumplimiento)
+                metricas.publicacion_segundos.observe(time.perf_counter() - inicio)
+            duracion = time.perf_counter() - inicio
+            await app.sleep(max(publicacion.espacio_s(duracion) - duracion, 0.0))
 
     return app
 
@@ -324,12 +333,28 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
 class Publicacion:
     """Qué instantáneas publicar y cuándo.
 
+    Una pasada empieza en cuanto la agregación deja agencias por publicar (`hay_pendientes`),
+    no en un tic fijo: con un tic de 1 s un evento esperaba hasta 1 s a la pasada siguiente, y
+    esa espera era casi toda la frescura. Entre el inicio de dos pasadas media al menos
+    `GPR_INTERVALO_PUBLICACION`, y `_FACTOR_DURACION` veces lo que tardó la última, así que
+    publicar no se lleva más de una fracción del bucle; si el trabajador va retrasado respecto
+    de los eventos que llegan (`anotar_retraso`), el mínimo se multiplica por
+    `_FACTOR_CON_RETRASO`: con cola nada está fresco y el tiempo rinde más procesándola. Así se
+    regula sola: si publicar quitara tanto tiempo que el trabajador dejara de dar abasto, el
+    retraso crecería y las pasadas se espaciarían.
+
     Se publica una serie cuando cambia su valor, muestras, cuello de botella o estado de meta.
     Si solo cambió su rango (`hasta` sigue a la marca de agua con cada evento), mientras la
     agencia sigue recibiendo eventos se publica a lo más cada `GPR_REFRESCO_RANGO`, y en
     cuanto deja de recibir: así una ráfaga no republica miles de series por segundo y, al
     terminar, lo publicado coincide con el estado.
     """
+
+    _FACTOR_DURACION = 2
+    _FACTOR_CON_RETRASO = 4
+    # Retraso (s) del último lote de eventos respecto de su escritura en Kafka a partir del
+    # cual el trabajador se considera con cola.
+    _RETRASO_CON_COLA_S = 1.0
 
     def __init__(self, cfg: ConfigProcesador, metas: IndiceMetas, metricas: MetricasProcesador,
                  agregacion: Agregacion, reloj: Callable[[], float]):
@@ -346,11 +371,34 @@ class Publicacion:
         self._publicado: dict[str, tuple] = {}
         # Último estado de meta publicado por serie, para gpr.cumplimiento.v1.
         self._estado_meta: dict[str, int] = {}
+        self.hay_pendientes = asyncio.Event()
+        self.hay_pendientes.set()
+        self._retraso_s = 0.0
+
+    def marcar(self, agencias: set[str]) -> None:
+        """Agencias con cambios por publicar."""
+        if agencias:
+            self.sucias.update(agencias)
+            self.hay_pendientes.set()
 
     def republicar_todo(self) -> None:
         self._todo = True
+        self.hay_pendientes.set()
+
+    def anotar_retraso(self, segundos: float) -> None:
+        """Cuánto hace que se escribió en Kafka el último registro de eventos procesado."""
+        self._retraso_s = segundos
+
+    def espacio_s(self, duracion_s: float) -> float:
+        """Tiempo mínimo entre el inicio de la pasada que tardó `duracion_s` y la siguiente."""
+        minimo = self.cfg.intervalo_publicacion_s
+        if self._retraso_s > self._RETRASO_CON_COLA_S:
+            minimo *= self._FACTOR_CON_RETRASO
+        return max(minimo, self._FACTOR_DURACION * duracion_s)
 
     async def publicar(self, detenerse: Callable[[], bool], enviar_indicador, t_cumplimiento) -> None:
+        # Lo que se marque mientras dura la pasada la vuelve a pedir.
+        self.hay_pendientes.clear()
         if self._todo:
             # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
             # sin publicar antes de un corte.
@@ -367,6 +415,8 @@ class Publicacion:
             recibiendo = agencia_id in activas
             for inst in self.agregacion.instantaneas(agencia_id):
                 await self._publicar_serie(agencia_id, inst, recibiendo, ahora, enviar_indicador, t_cumplimiento)
+        if self._con_rango_pendiente:
+            self.hay_pendientes.set()
 
     async def _publicar_serie(self, agencia_id, inst, recibiendo, ahora, enviar_indicador, t_cumplimiento) -> None:
         v = inst.valor

@@ -44,7 +44,7 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         almacen=almacen,
         directorio_datos=c.texto(env, "GPR_DIRECTORIO_DATOS", "datos/procesador"),
         tardanza_maxima_s=c.duracion(env, "GPR_TARDANZA_MAXIMA", "7d"),
-        intervalo_publicacion_s=c.decimal(env, "GPR_INTERVALO_PUBLICACION", 1.0, minimo=0.05),
+        intervalo_publicacion_s=c.decimal(env, "GPR_INTERVALO_PUBLICACION", 0.25, minimo=0.05),
         metricas_puerto=c.entero(env, "GPR_METRICAS_PUERTO", 9465),
         # Registros por lote de cada etapa, y cuánto esperar a completarlo: más grande reparte
         # mejor el costo por registro; la espera acota la latencia cuando hay poco tráfico.
