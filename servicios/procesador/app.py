@@ -88,9 +88,11 @@ def _cabeceras(mensaje) -> list[tuple[str, bytes]]:
     return list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras)
 
 
-def _timestamp(segundos: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(segundos * 1e9))
+def _timestamp(segundos: float, cache: dict[float, Timestamp]) -> Timestamp:
+    ts = cache.get(segundos)
+    if ts is None:
+        ts = cache[segundos] = Timestamp()
+        ts.FromNanoseconds(int(segundos * 1e9))
     return ts
 
 
@@ -371,6 +373,7 @@ class Publicacion:
         self._publicado: dict[str, tuple] = {}
         # Último estado de meta publicado por serie, para gpr.cumplimiento.v1.
         self._estado_meta: dict[str, int] = {}
+        self._evaluaciones: dict[tuple[int, int], ipb.EvaluacionMeta] = {}
         self.hay_pendientes = asyncio.Event()
         self.hay_pendientes.set()
         self._retraso_s = 0.0
@@ -380,6 +383,17 @@ class Publicacion:
         if agencias:
             self.sucias.update(agencias)
             self.hay_pendientes.set()
+
+    def _evaluacion(self, meta, estado: int) -> ipb.EvaluacionMeta:
+        """La evaluación de `meta` con `estado` (las metas no cambian mientras corre el proceso)."""
+        clave = (id(meta), estado)
+        evaluacion = self._evaluaciones.get(clave)
+        if evaluacion is None:
+            evaluacion = self._evaluaciones[clave] = ipb.EvaluacionMeta(
+                operador=meta.operador, valor=meta.valor, muestra_minima=meta.muestra_minima,
+                estado=estado, severidad=meta.severidad, equipo=meta.equipo, descripcion=meta.descripcion,
+            )
+        return evaluacion
 
     def republicar_todo(self) -> None:
         self._todo = True
@@ -407,6 +421,9 @@ class Publicacion:
         activas, self.sucias = self.sucias, set()
         pendientes, self._con_rango_pendiente = self._con_rango_pendiente | activas, set()
         ahora = self.reloj()
+        # Los mismos instantes (desde, hasta, ahora) se repiten en cientos de series de la
+        # pasada: crear un Timestamp era dos tercios del costo de armar cada instantánea.
+        instantes: dict[float, Timestamp] = {}
         for agencia_id in pendientes:
             if detenerse():
                 # Al detenerse el trabajador el productor se cierra: lo que falte se
@@ -414,11 +431,16 @@ class Publicacion:
                 return
             recibiendo = agencia_id in activas
             for inst in self.agregacion.instantaneas(agencia_id):
-                await self._publicar_serie(agencia_id, inst, recibiendo, ahora, enviar_indicador, t_cumplimiento)
+                await self._publicar_serie(agencia_id, inst, recibiendo, ahora, instantes, enviar_indicador,
+                                           t_cumplimiento)
+            # Cede el bucle entre agencia y agencia: enviar al productor no lo cede, y una
+            # pasada con muchas agencias retenía los lotes de las dos etapas hasta terminar.
+            await asyncio.sleep(0)
         if self._con_rango_pendiente:
             self.hay_pendientes.set()
 
-    async def _publicar_serie(self, agencia_id, inst, recibiendo, ahora, enviar_indicador, t_cumplimiento) -> None:
+    async def _publicar_serie(self, agencia_id, inst, recibiendo, ahora, instantes, enviar_indicador,
+                              t_cumplimiento) -> None:
         v = inst.valor
         clave = clave_serie(agencia_id, inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)
         meta = self.metas.buscar(agencia_id, inst.servicio_id, v.indicador, v.etapa_id, inst.ventana)
@@ -437,14 +459,10 @@ class Publicacion:
             ventana=inst.ventana, valor=v.valor if v.valor is not None else 0.0,
             muestras=v.muestras, sin_datos=v.valor is None, numerador=v.numerador,
             etapa_id=v.etapa_id, etapa_cuello_botella=inst.cuello_botella,
-            desde=_timestamp(inst.desde_s), hasta=_timestamp(inst.hasta_s),
-            actualizado_en=_timestamp(ahora),
+            desde=_timestamp(inst.desde_s, instantes), hasta=_timestamp(inst.hasta_s, instantes),
+            actualizado_en=_timestamp(ahora, instantes),
+            meta=self._evaluacion(meta, estado) if meta is not None else None,
         )
-        if meta is not None:
-            indicador.meta.CopyFrom(ipb.EvaluacionMeta(
-                operador=meta.operador, valor=meta.valor, muestra_minima=meta.muestra_minima,
-                estado=estado, severidad=meta.severidad, equipo=meta.equipo, descripcion=meta.descripcion,
-            ))
         await enviar_indicador(clave.encode(), indicador.SerializeToString())
         self._publicado[clave] = (firma, rango, ahora)
         self.metricas.instantaneas.inc()
