@@ -352,7 +352,7 @@ class Publicacion:
     terminar, lo publicado coincide con el estado.
     """
 
-    _FACTOR_DURACION = 2
+    _FACTOR_DURACION = 4
     _FACTOR_CON_RETRASO = 4
     # Retraso (s) del último lote de eventos respecto de su escritura en Kafka a partir del
     # cual el trabajador se considera con cola.

@@ -48,7 +48,12 @@ def _cifra(x: float) -> str:
 
 
 def elegir_tasa(objetivo: int, resultados: ins.Resultados) -> tuple[int, str, str]:
-    """(tasa, formato, motivo) según el caudal de un trabajador medido en esta ejecución."""
+    """(tasa, formato, motivo) según el caudal de un trabajador medido en esta ejecución, o el
+    formato de GPR_BENCH_FRESCURA_FORMATO (`evento` o `lote`) a la tasa objetivo."""
+    forzado = os.environ.get("GPR_BENCH_FRESCURA_FORMATO")
+    if forzado:
+        assert forzado in ("evento", "lote"), f"GPR_BENCH_FRESCURA_FORMATO={forzado!r}: debe ser evento o lote"
+        return objetivo, forzado, f"Formato fijado por GPR_BENCH_FRESCURA_FORMATO={forzado}."
     caudal = {f: resultados.obtener("caudal", f, {}).get("procesador_1", {}).get("eventos_s") for f in ("evento", "lote")}
     for formato in ("evento", "lote"):
         if caudal[formato] and caudal[formato] >= 1.25 * objetivo:

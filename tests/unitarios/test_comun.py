@@ -154,7 +154,7 @@ def test_config_del_procesador_valida_almacen_bucle_y_lotes():
 
 def test_publicacion_pide_pasada_al_marcar_y_espacia_segun_duracion_y_retraso():
     """La publicación espera a que haya algo por publicar y separa las pasadas: al menos
-    GPR_INTERVALO_PUBLICACION (0,25 s por omisión), el doble de lo que tardó la última, y el
+    GPR_INTERVALO_PUBLICACION (0,25 s por omisión), 4 veces lo que tardó la última, y el
     mínimo ×4 si el trabajador va más de 1 s por detrás de lo que llega."""
     from servicios.procesador import config as config_procesador
     from servicios.procesador.app import Publicacion
@@ -170,10 +170,10 @@ def test_publicacion_pide_pasada_al_marcar_y_espacia_segun_duracion_y_retraso():
     assert publicacion.hay_pendientes.is_set() and publicacion.sucias == {"reniec"}
 
     assert publicacion.espacio_s(0.01) == pytest.approx(0.25)
-    assert publicacion.espacio_s(0.1) == pytest.approx(0.25)
-    assert publicacion.espacio_s(0.2) == pytest.approx(0.4)
+    assert publicacion.espacio_s(0.05) == pytest.approx(0.25)
+    assert publicacion.espacio_s(0.1) == pytest.approx(0.4)
     publicacion.anotar_retraso(0.5)
     assert publicacion.espacio_s(0.01) == pytest.approx(0.25)
     publicacion.anotar_retraso(3.0)
     assert publicacion.espacio_s(0.01) == pytest.approx(1.0)
-    assert publicacion.espacio_s(0.8) == pytest.approx(1.6)
+    assert publicacion.espacio_s(0.5) == pytest.approx(2.0)
