@@ -25,8 +25,9 @@ class MetricasProcesador:
         )
         self.publicacion_segundos = Histogram(
             "gpr_procesador_publicacion_segundos",
-            "Duración de una pasada de publicación de instantáneas (cada GPR_INTERVALO_PUBLICACION): "
-            "si se acerca al intervalo, lo publicado se retrasa.",
+            "Duración de una pasada de publicación de instantáneas (empieza al haber cambios, con al "
+            "menos GPR_INTERVALO_PUBLICACION y 4 veces la pasada anterior entre dos): lo que dura "
+            "una pasada se suma a la frescura de lo publicado.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registro,
         )

@@ -47,7 +47,7 @@ class TablaEnBloque:
         self._pendientes.append((clave, valor))
 
     def pop(self, clave: bytes, defecto: Any = _AUSENTE) -> Any:
-        valor = self.tabla.data.get(clave)
+        valor = self._leer(clave)
         if valor is None:
             if defecto is _AUSENTE:
                 raise KeyError(clave)

@@ -151,7 +151,6 @@ def test_config_del_procesador_valida_almacen_bucle_y_lotes():
             config_procesador.leer({**base, variable: malo})
 
 
-
 def test_publicacion_pide_pasada_al_marcar_y_espacia_segun_duracion_y_retraso():
     """La publicación espera a que haya algo por publicar y separa las pasadas: al menos
     GPR_INTERVALO_PUBLICACION (0,25 s por omisión), 4 veces lo que tardó la última, y el

@@ -18,8 +18,6 @@ Mientras se procesa, el estado es un `Caso` (objeto de Python); en la tabla, un 
 
 from __future__ import annotations
 
-from collections import Counter
-
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
 from servicios.procesador.dominio import medidas as m
@@ -142,17 +140,15 @@ class Caso:
 
 
 class ResultadoAplicacion:
-    """Lo que deja aplicar un evento con `aplicar_evento`. `cambios`: los mismos aportes del
-    lote, (medida, instante) → valor, sin ceros (vacío si duplicado)."""
+    """Lo que deja aplicar un evento con `aplicar_evento`: el estado guardado, el lote de
+    aportes del evento y si era un repetido (entonces, el lote de la primera vez)."""
 
-    __slots__ = ("estado", "lote", "duplicado", "cambios")
+    __slots__ = ("estado", "lote", "duplicado")
 
-    def __init__(self, estado: interno.EstadoCaso, lote: interno.LoteAportes, duplicado: bool,
-                 cambios: dict | None = None):
+    def __init__(self, estado: interno.EstadoCaso, lote: interno.LoteAportes, duplicado: bool):
         self.estado = estado
         self.lote = lote
         self.duplicado = duplicado
-        self.cambios = cambios if cambios is not None else {}
 
 
 def poner_aportes(lote: interno.LoteAportes, aportes: dict) -> None:
@@ -231,15 +227,6 @@ def _derivado_de_etapa(caso: Caso, etapa_intento: str, aportes: dict) -> None:
     if fin is not None and inicio is not None:
         etapa = etapa_intento.split(_SEP, 1)[0]
         _sumar(aportes, m.histograma(m.etapa(etapa), clave_percentil(fin - inicio)), fin)
-
-
-def aportes_derivados(caso: Caso) -> Counter:
-    """Aportes que son función del estado completo del caso, clave (medida, instante)."""
-    aportes: dict = {}
-    _derivados_del_caso(caso, aportes)
-    for etapa_intento in caso.etapa_fin:
-        _derivado_de_etapa(caso, etapa_intento, aportes)
-    return Counter(aportes)
 
 
 def _aportes_directos(evento: pb.Evento, tipo: int, t: int, aportes: dict) -> None:
@@ -409,4 +396,4 @@ def aplicar_evento(
     cambios = cambios_de(caso, evento, evento.tipo, t)
     registrar(caso, evento, ident, particion, secuencia, t, cambios)
     lote = armar_lote(caso, particion, secuencia, t, cambios)
-    return ResultadoAplicacion(caso.a_mensaje(), lote, duplicado=False, cambios=cambios)
+    return ResultadoAplicacion(caso.a_mensaje(), lote, duplicado=False)
