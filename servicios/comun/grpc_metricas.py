@@ -75,6 +75,10 @@ class InterceptorMetricasGrpc(grpc.aio.ServerInterceptor):
             "Duración de las peticiones gRPC en el servidor, hasta su estado final.",
             _ETIQUETAS, buckets=CUBOS_LATENCIA, registry=None,
         )
+        # Método → (manejador original, manejador envuelto). grpc.aio pide el manejador a los
+        # interceptores en cada llamada: envolverlo cada vez (y resolver las etiquetas de las
+        # métricas) era una parte medible de cada petición de la consulta.
+        self._envueltos: dict[str, tuple] = {}
         if registro is not None:
             self.registrar_en(registro)
 
@@ -86,7 +90,15 @@ class InterceptorMetricasGrpc(grpc.aio.ServerInterceptor):
         manejador = await continuation(handler_call_details)
         if manejador is None:
             return None
-        servicio, metodo = _partir(handler_call_details.method)
+        guardado = self._envueltos.get(handler_call_details.method)
+        if guardado is not None and guardado[0] is manejador:
+            return guardado[1]
+        envuelto = self._envolver_manejador(manejador, handler_call_details.method)
+        self._envueltos[handler_call_details.method] = (manejador, envuelto)
+        return envuelto
+
+    def _envolver_manejador(self, manejador, metodo_completo: str):
+        servicio, metodo = _partir(metodo_completo)
         opciones = {"request_deserializer": manejador.request_deserializer,
                     "response_serializer": manejador.response_serializer}
         if manejador.unary_unary:
@@ -107,13 +119,15 @@ class InterceptorMetricasGrpc(grpc.aio.ServerInterceptor):
         # Se conserva la forma del manejador original: grpc.aio trata distinto un generador
         # asíncrono (cada `yield` es una respuesta) que una corrutina (que responde con su
         # valor o escribe con context.write()); cambiarla rompería los que escriben.
+        metricas = _MetricasMetodo(self, etiquetas)
         if inspect.isasyncgenfunction(comportamiento) or inspect.isgeneratorfunction(comportamiento):
-            return self._envolver_generador(comportamiento, etiquetas)
-        return self._envolver_corrutina(comportamiento, etiquetas)
+            return self._envolver_generador(comportamiento, metricas)
+        return self._envolver_corrutina(comportamiento, metricas)
 
-    def _envolver_corrutina(self, comportamiento, etiquetas):
+    def _envolver_corrutina(self, comportamiento, metricas: _MetricasMetodo):
         async def envuelto(peticion, contexto):
-            inicio = self._empezar(etiquetas)
+            metricas.empezadas.inc()
+            inicio = time.perf_counter()
             codigo = grpc.StatusCode.UNKNOWN.name
             try:
                 resultado = comportamiento(peticion, contexto)
@@ -125,13 +139,14 @@ class InterceptorMetricasGrpc(grpc.aio.ServerInterceptor):
                 codigo = self._codigo_de_error(error, contexto)
                 raise
             finally:
-                self._terminar(etiquetas, codigo, inicio)
+                metricas.terminar(codigo, inicio)
 
         return envuelto
 
-    def _envolver_generador(self, comportamiento, etiquetas):
+    def _envolver_generador(self, comportamiento, metricas: _MetricasMetodo):
         async def envuelto(peticion, contexto):
-            inicio = self._empezar(etiquetas)
+            metricas.empezadas.inc()
+            inicio = time.perf_counter()
             codigo = grpc.StatusCode.UNKNOWN.name
             try:
                 respuestas = comportamiento(peticion, contexto)
@@ -146,7 +161,7 @@ class InterceptorMetricasGrpc(grpc.aio.ServerInterceptor):
                 codigo = self._codigo_de_error(error, contexto)
                 raise
             finally:
-                self._terminar(etiquetas, codigo, inicio)
+                metricas.terminar(codigo, inicio)
 
         return envuelto
 
@@ -163,10 +178,20 @@ class InterceptorMetricasGrpc(grpc.aio.ServerInterceptor):
         # no hubo, UNKNOWN.
         return _nombre_codigo(contexto.code()) or grpc.StatusCode.UNKNOWN.name
 
-    def _empezar(self, etiquetas) -> float:
-        self.empezadas.labels(*etiquetas).inc()
-        return time.perf_counter()
 
-    def _terminar(self, etiquetas, codigo: str, inicio: float) -> None:
-        self.terminadas.labels(*etiquetas, codigo).inc()
-        self.duracion.labels(*etiquetas).observe(time.perf_counter() - inicio)
+class _MetricasMetodo:
+    """Las series de un método, resueltas una vez (`labels()` busca bajo un candado)."""
+
+    def __init__(self, interceptor: InterceptorMetricasGrpc, etiquetas: tuple[str, str, str]):
+        self.empezadas = interceptor.empezadas.labels(*etiquetas)
+        self.duracion = interceptor.duracion.labels(*etiquetas)
+        self._terminadas = interceptor.terminadas
+        self._etiquetas = etiquetas
+        self._por_codigo: dict[str, object] = {}
+
+    def terminar(self, codigo: str, inicio: float) -> None:
+        serie = self._por_codigo.get(codigo)
+        if serie is None:
+            serie = self._por_codigo[codigo] = self._terminadas.labels(*self._etiquetas, codigo)
+        serie.inc()
+        self.duracion.observe(time.perf_counter() - inicio)

@@ -41,7 +41,7 @@ from servicios.comun.catalogo import Catalogo
 from servicios.comun.indicadores import clave_serie
 from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, evaluar
 from servicios.procesador.config import ConfigProcesador
-from servicios.procesador.dominio.agregacion import Agregacion
+from servicios.procesador.dominio.agregacion import Agregacion, Pendientes
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
 from servicios.procesador.faust_seguro import confirmar_hueco
 from servicios.procesador.metricas import MetricasProcesador
@@ -345,11 +345,14 @@ class Publicacion:
     regula sola: si publicar quitara tanto tiempo que el trabajador dejara de dar abasto, el
     retraso crecería y las pasadas se espaciarían.
 
-    Se publica una serie cuando cambia su valor, muestras, cuello de botella o estado de meta.
-    Si solo cambió su rango (`hasta` sigue a la marca de agua con cada evento), mientras la
-    agencia sigue recibiendo eventos se publica a lo más cada `GPR_REFRESCO_RANGO`, y en
-    cuanto deja de recibir: así una ráfaga no republica miles de series por segundo y, al
-    terminar, lo publicado coincide con el estado.
+    Cada pasada recalcula solo las ventanas que la agregación anotó como posiblemente
+    cambiadas (`Agregacion.tomar_pendientes`): los meses pasados de un servicio casi nunca
+    cambian. Se publica una serie cuando cambia su valor, muestras, cuello de botella o estado
+    de meta. Si solo cambió su rango (`hasta` sigue a la marca de agua con cada evento),
+    mientras la agencia sigue recibiendo eventos se publica a lo más cada
+    `GPR_REFRESCO_RANGO` (la ventana queda anotada para la pasada siguiente), y en cuanto deja
+    de recibir: así una ráfaga no republica miles de series por segundo y, al terminar, lo
+    publicado coincide con el estado.
     """
 
     _FACTOR_DURACION = 4
@@ -365,8 +368,7 @@ class Publicacion:
         self.metricas = metricas
         self.agregacion = agregacion
         self.reloj = reloj
-        self.sucias: set[str] = set()
-        self._con_rango_pendiente: set[str] = set()
+        self._con_rango_pendiente = Pendientes()
         self._todo = True
         # Por serie: (firma sin rango, rango, instante de publicación). Solo en memoria: tras
         # un reinicio se republica el estado vigente de cada serie (se toma por clave).
@@ -379,9 +381,8 @@ class Publicacion:
         self._retraso_s = 0.0
 
     def marcar(self, agencias: set[str]) -> None:
-        """Agencias con cambios por publicar."""
+        """La agregación tocó estas agencias (lo que cambió lo anota ella misma)."""
         if agencias:
-            self.sucias.update(agencias)
             self.hay_pendientes.set()
 
     def _evaluacion(self, meta, estado: int) -> ipb.EvaluacionMeta:
@@ -413,24 +414,26 @@ class Publicacion:
     async def publicar(self, detenerse: Callable[[], bool], enviar_indicador, t_cumplimiento) -> None:
         # Lo que se marque mientras dura la pasada la vuelve a pedir.
         self.hay_pendientes.clear()
+        activas = self.agregacion.tomar_pendientes()
         if self._todo:
             # Tras arrancar o reequilibrar se republica todo lo local: un cambio pudo quedar
             # sin publicar antes de un corte.
-            self.sucias.update(k.decode() for k in self.agregacion.agencias.claves())
+            for clave in self.agregacion.agencias.claves():
+                activas.toda_la_agencia(clave.decode())
             self._todo = False
-        activas, self.sucias = self.sucias, set()
-        pendientes, self._con_rango_pendiente = self._con_rango_pendiente | activas, set()
+        pendientes = self._con_rango_pendiente.tomar()
+        pendientes.unir(activas)
         ahora = self.reloj()
         # Los mismos instantes (desde, hasta, ahora) se repiten en cientos de series de la
         # pasada: crear un Timestamp era dos tercios del costo de armar cada instantánea.
         instantes: dict[float, Timestamp] = {}
-        for agencia_id in pendientes:
+        for agencia_id in pendientes.agencias:
             if detenerse():
                 # Al detenerse el trabajador el productor se cierra: lo que falte se
                 # republica al arrancar (todo lo local se marca sucio).
                 return
             recibiendo = agencia_id in activas
-            for inst in self.agregacion.instantaneas(agencia_id):
+            for inst in self.agregacion.instantaneas(agencia_id, pendientes):
                 await self._publicar_serie(agencia_id, inst, recibiendo, ahora, instantes, enviar_indicador,
                                            t_cumplimiento)
             # Cede el bucle entre agencia y agencia: enviar al productor no lo cede, y una
@@ -452,7 +455,7 @@ class Publicacion:
             if anterior[1] == rango:
                 return
             if recibiendo and ahora - anterior[2] < self.cfg.refresco_rango_s:
-                self._con_rango_pendiente.add(agencia_id)
+                self._con_rango_pendiente.anotar(agencia_id, inst.servicio_id, [inst.ventana])
                 return
         indicador = ipb.Indicador(
             agencia_id=agencia_id, servicio_id=inst.servicio_id, indicador=v.indicador,

@@ -29,8 +29,12 @@ PARTICIONES = 4
 def main() -> None:
     progreso = Path(os.environ["BENCH_PROGRESO"])
     # Los mismos ajustes que el procesador (`opciones_faust` y los dos parches del broker de
-    # su `__main__`), con el almacén en memoria: el piso no tiene tablas.
+    # su `__main__`), con el almacén en memoria: el piso no tiene tablas. faust escribe igual
+    # en su directorio de datos: uno propio junto al progreso, que en un clon nuevo no existe.
+    datos = progreso.parent / "piso-datos"
+    datos.mkdir(parents=True, exist_ok=True)
     cfg = config.leer({"GPR_KAFKA_BOOTSTRAP": os.environ["GPR_KAFKA_BOOTSTRAP"], "GPR_ALMACEN": "memoria",
+                       "GPR_DIRECTORIO_DATOS": str(datos),
                        "GPR_PARTICIONES": str(PARTICIONES), "GPR_BUCLE": os.environ.get("GPR_BUCLE", "")})
     mode.loop.use("uvloop" if cfg.bucle == "uvloop" else "aio")
     corregir_fin_de_log()

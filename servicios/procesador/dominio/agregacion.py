@@ -28,6 +28,70 @@ RETENCION_HORAS = max(VENTANAS_MOVILES.values()) // ventanas.SEGUNDOS_HORA
 MESES_RETENIDOS = 13
 # Tope de horas que un barrido recorre de una vez (tras un salto grande de la marca de agua).
 _BARRIDO_MAXIMO = 24 * 60
+# En `Pendientes`, las ventanas anotadas para todos los servicios de la agencia.
+TODOS_LOS_SERVICIOS = "*"
+
+
+class Pendientes:
+    """Qué ventanas pueden haber cambiado desde la última publicación.
+
+    agencia → servicio (o `TODOS_LOS_SERVICIOS`) → nombres de ventana; `None` en cualquier
+    nivel es «todas». La publicación recalcula solo esto: un mes pasado cambia solo si le llega
+    un aporte tardío, y recalcular todas las ventanas de cada agencia tocada era casi todo el
+    costo de una pasada.
+    """
+
+    def __init__(self):
+        self.agencias: dict[str, dict[str, set[str] | None] | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.agencias)
+
+    def __contains__(self, agencia: str) -> bool:
+        return agencia in self.agencias
+
+    def toda_la_agencia(self, agencia: str) -> None:
+        self.agencias[agencia] = None
+
+    def anotar(self, agencia: str, servicio: str, ventanas_cambiadas) -> None:
+        """`ventanas_cambiadas`: iterable de nombres, o None (todas las del servicio)."""
+        servicios = self.agencias.get(agencia, {})
+        if servicios is None:
+            return
+        self.agencias[agencia] = servicios
+        if ventanas_cambiadas is None:
+            servicios[servicio] = None
+        elif servicio not in servicios:
+            servicios[servicio] = set(ventanas_cambiadas)
+        elif servicios[servicio] is not None:
+            servicios[servicio].update(ventanas_cambiadas)
+
+    def unir(self, otras: Pendientes) -> None:
+        for agencia, servicios in otras.agencias.items():
+            if servicios is None:
+                self.toda_la_agencia(agencia)
+            else:
+                for servicio, nombres in servicios.items():
+                    self.anotar(agencia, servicio, nombres)
+
+    def tomar(self) -> Pendientes:
+        """Lo anotado hasta ahora (y queda vacío)."""
+        tomadas = Pendientes()
+        tomadas.agencias, self.agencias = self.agencias, {}
+        return tomadas
+
+    def de_servicio(self, agencia: str, servicio: str):
+        """Ventanas del servicio por recalcular: None (todas), o un conjunto (vacío: ninguna)."""
+        if agencia not in self.agencias:
+            return set()
+        servicios = self.agencias[agencia]
+        if servicios is None:
+            return None
+        comunes = servicios.get(TODOS_LOS_SERVICIOS, set())
+        propias = servicios.get(servicio, set())
+        if comunes is None or propias is None:
+            return None
+        return comunes | propias
 
 
 @dataclass(frozen=True)
@@ -118,6 +182,8 @@ class Agregacion:
         # ventana de 30 días suma ~30 días y a lo más 48 horas sueltas en vez de 720 cubos.
         # Derivada de los cubos, solo en memoria; se invalida al tocar un cubo de ese día.
         self._dias: dict[tuple[str, str, int], dict[str, float]] = {}
+        # Ventanas tocadas desde la última `tomar_pendientes`.
+        self.pendientes = Pendientes()
 
     def olvidar_memoria(self) -> None:
         for mapa in (self.cubos, self.lineas, self.agencias):
@@ -169,6 +235,10 @@ class Agregacion:
             self._aplicar_uno(reenvio)
         self._aplicar_uno(lote)
 
+    def tomar_pendientes(self) -> Pendientes:
+        """Las ventanas que pueden haber cambiado desde la llamada anterior."""
+        return self.pendientes.tomar()
+
     def _aplicar_uno(self, lote: interno.LoteAportes) -> None:
         agencia, servicio = lote.agencia_id, lote.servicio_id
         zona = self._zona(agencia)
@@ -190,29 +260,37 @@ class Agregacion:
                 mes = meses_de_hora[h] = ventanas.mes_de(instante, zona)
             por_mes.setdefault(mes, []).append(aporte)
             todos.append(aporte)
+        cambiadas = set()
         for h, aportes in por_hora.items():
             if self._sumar_en_cubo(_clave_cubo_hora(agencia, servicio, h), aportes, lote):
                 self._dias.pop((agencia, servicio, h // 24), None)
+                cambiadas.update(VENTANAS_MOVILES)
         for mes, aportes in por_mes.items():
-            self._sumar_en_cubo(_clave_cubo_mes(agencia, servicio, mes), aportes, lote)
-        if todos:
-            self._sumar_en_cubo(_clave_cubo_total(agencia, servicio), todos, lote)
-        if de_vencidos:
-            self._sumar_vencidos(agencia, servicio, de_vencidos, lote, zona)
+            if self._sumar_en_cubo(_clave_cubo_mes(agencia, servicio, mes), aportes, lote):
+                cambiadas.add(f"mes:{mes}")
+        if todos and self._sumar_en_cubo(_clave_cubo_total(agencia, servicio), todos, lote):
+            cambiadas.add(VENTANA_TOTAL)
+        if cambiadas:
+            self.pendientes.anotar(agencia, servicio, cambiadas)
+        if de_vencidos and self._sumar_vencidos(agencia, servicio, de_vencidos, lote, zona):
+            # Los vencidos entran en todas las ventanas (al cierre de cada mes, y en la marca de
+            # agua las demás).
+            self.pendientes.anotar(agencia, servicio, None)
         if lote.ocurrido_en:
             self._avanzar_marca(agencia, lote.ocurrido_desde or lote.ocurrido_en, lote.ocurrido_en)
 
     def _linea(self, agencia: str, servicio: str) -> interno.LineaVencimientos:
         return self.lineas.leer_o_nuevo(f"{agencia}|{servicio}".encode())
 
-    def _sumar_vencidos(self, agencia, servicio, aportes, lote, zona) -> None:
+    def _sumar_vencidos(self, agencia, servicio, aportes, lote, zona) -> bool:
         linea = self._linea(agencia, servicio)
         if linea.secuencias.get(lote.particion_origen, -1) >= lote.secuencia:
-            return
+            return False
         for _, instante, valor in aportes:
             vencimientos.aplicar(linea, instante, valor, zona)
         linea.secuencias[lote.particion_origen] = lote.secuencia
         self.lineas.poner(f"{agencia}|{servicio}".encode(), linea)
+        return True
 
     def _avanzar_marca(self, agencia: str, primero: int, ocurrido_en: int) -> None:
         estado = self.estado_agencia(agencia)
@@ -220,10 +298,22 @@ class Agregacion:
         if not estado.primer_instante or primero < estado.primer_instante:
             estado.primer_instante = primero
             cambio = True
+            # Cambia el `desde` del total y aparecen meses anteriores.
+            self.pendientes.toda_la_agencia(agencia)
         if ocurrido_en > estado.marca_agua:
+            anterior = estado.marca_agua
             estado.marca_agua = ocurrido_en
             self._barrer(agencia, estado)
             cambio = True
+            if not anterior:
+                self.pendientes.toda_la_agencia(agencia)
+            else:
+                # La marca de agua es el `hasta` de las ventanas móviles, del total y del mes en
+                # curso (y fija los vencidos «ahora»); un mes que termina pasa a su cierre.
+                zona = self._zona(agencia)
+                self.pendientes.anotar(agencia, TODOS_LOS_SERVICIOS, [
+                    *VENTANAS_MOVILES, VENTANA_TOTAL,
+                    *(f"mes:{mes}" for mes in ventanas.meses_entre(anterior, ocurrido_en, zona))])
         if cambio:
             self.agencias.poner(agencia.encode(), estado)
 
@@ -286,8 +376,9 @@ class Agregacion:
         medidas = self._medidas(clave)
         return dict(medidas) if medidas is not None else {}
 
-    def instantaneas(self, agencia_id: str) -> list[Instantanea]:
-        """Todas las ventanas de todos los servicios de la agencia, en su marca de agua."""
+    def instantaneas(self, agencia_id: str, pendientes: Pendientes | None = None) -> list[Instantanea]:
+        """Las ventanas de los servicios de la agencia en su marca de agua: todas, o solo las
+        anotadas en `pendientes`."""
         estado = self.estado_agencia(agencia_id)
         if not estado.marca_agua:
             return []
@@ -298,15 +389,21 @@ class Agregacion:
                  if mes >= ventanas.mes_de(estado.primer_instante, zona)]
         resultado = []
         for servicio in self.catalogo.servicios_de(agencia_id):
+            elegidas = None if pendientes is None else pendientes.de_servicio(agencia_id, servicio.id)
+            if elegidas is not None and not elegidas:
+                continue
             linea = self._linea(agencia_id, servicio.id)
             vencidos_ahora = vencimientos.valor_en(linea, marca)
             rangos = [(nombre, ventanas.rango_movil(marca, duracion), vencidos_ahora)
                       for nombre, duracion in VENTANAS_MOVILES.items()]
             for mes in meses:
-                rangos.append((f"mes:{mes}", ventanas.rango_mes(mes, zona, marca),
-                               vencimientos.valor_al_cierre(linea, mes, zona, marca)))
+                if elegidas is None or f"mes:{mes}" in elegidas:
+                    rangos.append((f"mes:{mes}", ventanas.rango_mes(mes, zona, marca),
+                                   vencimientos.valor_al_cierre(linea, mes, zona, marca)))
             rangos.append((VENTANA_TOTAL, ventanas.Rango(0, 0, estado.primer_instante, marca), vencidos_ahora))
             for nombre, rango, vencidos in rangos:
+                if elegidas is not None and nombre not in elegidas:
+                    continue
                 if nombre == VENTANA_TOTAL:
                     sumas = self._sumas(_clave_cubo_total(agencia_id, servicio.id))
                 elif nombre.startswith("mes:"):
