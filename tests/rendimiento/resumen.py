@@ -330,6 +330,20 @@ def markdown(datos: dict, grafico: str | None) -> str:
             f"{_num(_get(bancos, 'caudal', 'evento', 'piso_faust', 'arranque_s'), 1)} s.",
         ]
 
+    publicacion = bancos.get("publicacion")
+    if publicacion:
+        lineas += ["", "## 6. Pasada de publicación", ""]
+        lineas += [
+            f"Con {_num(publicacion.get('eventos_historia'))} eventos de 13 meses de historia ya agregados, "
+            f"{_num(publicacion.get('eventos_medidos'))} eventos de los últimos días en tandas de "
+            f"{_num(publicacion.get('tanda'))} con una pasada tras cada una ({_num(publicacion.get('pasadas'))} "
+            f"pasadas, sin Kafka): incremental (solo las ventanas anotadas por la agregación) p50 "
+            f"{_num(publicacion.get('incremental_ms_p50'), 1)} ms, media {_num(publicacion.get('incremental_ms_media'), 1)} ms; "
+            f"recalculando todas las ventanas de cada agencia tocada (línea base) p50 "
+            f"{_num(publicacion.get('todo_ms_p50'), 1)} ms, media {_num(publicacion.get('todo_ms_media'), 1)} ms; "
+            f"razón {_num(publicacion.get('razon_media'), 2)}. Lo publicado al final es idéntico.",
+        ]
+
     lineas += ["", "Reproducir: `make bench` (tamaños en las variables `GPR_BENCH_*`, ver "
                "`tests/rendimiento/instrumentos.py`; `GPR_BENCH_PERFIL=1` añade perfiles de py-spy).", ""]
     return "\n".join(lineas)

@@ -9,91 +9,21 @@ con su valor, muestras, rango, cuello de botella y estado de meta.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 
 import pytest
 
 from apoyo import escenario
+from apoyo.publicacion import Banco
 from conftest import CATALOGO, RAIZ
 from gpr.v1 import eventos_pb2 as pb
-from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.indicadores import clave_serie
-from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, cargar_metas, evaluar
-from servicios.procesador import config as config_procesador
-from servicios.procesador.app import Publicacion
+from servicios.comun.metas import IndiceMetas, cargar_metas
 from servicios.procesador.dominio import ventanas
-from servicios.procesador.dominio.agregacion import Agregacion
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
-from servicios.procesador.metricas import MetricasProcesador
 
 D = 86400
-_ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
-
-
-class TopicoCumplimiento:
-    def __init__(self):
-        self.enviados = []
-
-    async def send(self, key, value):
-        self.enviados.append((key, value))
-
-
-class Banco:
-    """Etapa por caso + agregación sobre dicts, y la publicación con un reloj manual."""
-
-    def __init__(self, catalogo, metas, refresco_rango_s: float):
-        self.catalogo = catalogo
-        self.metas = metas
-        self.casos = {}
-        self.agregacion = Agregacion({}, {}, {}, catalogo, 7 * D)
-        self.etapa = EtapaCasos(catalogo, 1000 * D, time.time)
-        cfg = config_procesador.leer({"GPR_KAFKA_BOOTSTRAP": "k:9092",
-                                      "GPR_REFRESCO_RANGO": str(refresco_rango_s)})
-        self.ahora = 1_000.0
-        self.publicacion = Publicacion(cfg, metas, MetricasProcesador(), self.agregacion, lambda: self.ahora)
-        self.publicado: dict[str, ipb.Indicador] = {}
-        self.cumplimiento = TopicoCumplimiento()
-        self.offset = 0
-
-    def procesar(self, eventos) -> None:
-        registros = []
-        for e in eventos:
-            registros.append(Registro(0, self.offset, e.caso_id.encode(), e.SerializeToString()))
-            self.offset += 1
-        salida = self.etapa.procesar(registros, self.casos)
-        assert not salida.rechazos, salida.rechazos[:3]
-        self.casos.update(salida.escrituras)
-        self.publicacion.marcar(self.agregacion.aplicar_lotes(salida.lotes))
-
-    def pasada(self, avance_s: float = 1.0) -> None:
-        self.ahora += avance_s
-
-        async def enviar(clave: bytes, valor: bytes) -> None:
-            self.publicado[clave.decode()] = ipb.Indicador.FromString(valor)
-
-        asyncio.run(self.publicacion.publicar(lambda: False, enviar, self.cumplimiento))
-
-    def diferencias(self) -> list:
-        """Series cuyo último valor publicado no es el que da recalcular todo."""
-        errores = []
-        for agencia in self.catalogo.agencias:
-            for inst in self.agregacion.instantaneas(agencia):
-                v = inst.valor
-                clave = clave_serie(agencia, inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)
-                meta = self.metas.buscar(agencia, inst.servicio_id, v.indicador, v.etapa_id, inst.ventana)
-                esperado = (v.valor if v.valor is not None else 0.0, v.valor is None, v.muestras,
-                            inst.desde_s, inst.hasta_s, inst.cuello_botella,
-                            _ESTADOS[evaluar(meta, v.valor, v.muestras)] if meta else None)
-                p = self.publicado.get(clave)
-                visto = None if p is None else (
-                    p.valor, p.sin_datos, p.muestras, p.desde.seconds, p.hasta.seconds, p.etapa_cuello_botella,
-                    p.meta.estado if p.HasField("meta") else None)
-                if visto != esperado:
-                    errores.append((clave, visto, esperado))
-        return errores
 
 
 @pytest.fixture(scope="module")

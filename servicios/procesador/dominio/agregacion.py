@@ -273,11 +273,20 @@ class Agregacion:
         if cambiadas:
             self.pendientes.anotar(agencia, servicio, cambiadas)
         if de_vencidos and self._sumar_vencidos(agencia, servicio, de_vencidos, lote, zona):
-            # Los vencidos entran en todas las ventanas (al cierre de cada mes, y en la marca de
-            # agua las demás).
-            self.pendientes.anotar(agencia, servicio, None)
+            self._anotar_vencidos(agencia, servicio, min(instante for _, instante, _ in de_vencidos), zona)
         if lote.ocurrido_en:
             self._avanzar_marca(agencia, lote.ocurrido_desde or lote.ocurrido_en, lote.ocurrido_en)
+
+    def _anotar_vencidos(self, agencia: str, servicio: str, primero: int, zona: str) -> None:
+        """Un cambio de vencidos en el instante `primero` cambia los vencidos en la marca de agua
+        (ventanas móviles y total) y al cierre de cada mes desde el suyo. Uno posterior a la
+        marca aún no cuenta en ninguna ventana: lo anotará el avance de la marca (también si
+        es este mismo lote el que la avanza)."""
+        marca = self.estado_agencia(agencia).marca_agua
+        if not marca or primero > marca:
+            return
+        self.pendientes.anotar(agencia, servicio, [
+            *VENTANAS_MOVILES, VENTANA_TOTAL, *(f"mes:{mes}" for mes in ventanas.meses_entre(primero, marca, zona))])
 
     def _linea(self, agencia: str, servicio: str) -> interno.LineaVencimientos:
         return self.lineas.leer_o_nuevo(f"{agencia}|{servicio}".encode())
