@@ -10,6 +10,11 @@ Cada línea es un `gpr.v1.Evento` en el mapeo JSON de protobuf, p. ej.
 (también se aceptan los nombres con guion bajo). Por Kafka cada evento se valida antes con el
 mismo validador que el procesador y el catálogo (`--catalogo`); por gRPC valida la Ingesta.
 
+Por Kafka los eventos van, como en la Ingesta, en registros `LoteEventos` por partición
+(cabecera `gpr-lote: 1`, la partición que el particionador por defecto daría a cada caso):
+el procesador rinde varias veces más que con un registro por evento y calcula lo mismo.
+`--sin-lotes` publica un registro `Evento` por evento.
+
 Códigos de salida: 0 todos aceptados; 1 alguno rechazado; 2 uso o archivo ilegible;
 3 Kafka o la Ingesta no disponibles.
 """
@@ -72,6 +77,8 @@ def publicar(
     kafka: str = typer.Option("", envvar="GPR_KAFKA_BOOTSTRAP", help="Broker Kafka (o GPR_KAFKA_BOOTSTRAP)."),
     catalogo: Path = typer.Option(Path("despliegue/catalogo.yaml"), envvar="GPR_CATALOGO",
                                   help="Catálogo para validar antes de publicar por Kafka."),
+    sin_lotes: bool = typer.Option(False, "--sin-lotes", help="Por Kafka, un registro por evento en vez de "
+                                   "registros LoteEventos por partición."),
 ) -> None:
     """Publica eventos de un archivo JSON Lines por Kafka o por la Ingesta gRPC."""
     eventos, ilegibles = leer_eventos(archivo)
@@ -86,18 +93,19 @@ def publicar(
         if not kafka:
             consola.print("[red]falta el broker[/red]: use --kafka host:puerto o GPR_KAFKA_BOOTSTRAP, o --grpc")
             raise typer.Exit(2)
-        rechazos += _por_kafka(eventos, kafka, catalogo)
+        rechazos += _por_kafka(eventos, kafka, catalogo, lotes=not sin_lotes)
     rechazos.sort()
     _resumen(len(eventos) + len(ilegibles), rechazos)
     raise typer.Exit(1 if rechazos else 0)
 
 
-def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path) -> list[tuple[int, str, str]]:
+def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True) -> list[tuple[int, str, str]]:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     from servicios.comun.catalogo import cargar_catalogo
-    from servicios.comun.eventos import clave_kafka, validar
+    from servicios.comun.eventos import validar
+    from servicios.comun.lotes import registros_aceptados
     from servicios.comun.topicos import EVENTOS
     from servicios.comun.yaml_lineas import ArchivoInvalido
 
@@ -106,31 +114,42 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path) -> list[tuple[int, 
     except ArchivoInvalido as error:
         consola.print(f"[red]catálogo inválido[/red]:\n{error}")
         raise typer.Exit(2) from None
-    rechazos, pendientes = [], []
+    rechazos, validos = [], []
+    for numero, evento in eventos:
+        motivo = validar(evento, catalogo, time.time())
+        if motivo:
+            rechazos.append((numero, evento.evento_id, motivo))
+        else:
+            evento.recibido_en.GetCurrentTime()
+            validos.append((numero, evento))
+    if not validos:
+        return rechazos
     try:
         productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                  linger_ms=5, request_timeout_ms=15000)
+                                  linger_ms=5, request_timeout_ms=15000, max_block_ms=30000)
+        # Repartir en lotes por partición pide los metadatos del tópico.
+        particiones = len(productor.partitions_for(EVENTOS) or ()) if lotes else 0
     except KafkaError as error:
         consola.print(f"[red]Kafka no disponible[/red] en {bootstrap}: {error}")
         raise typer.Exit(3) from None
+    registros = registros_aceptados([evento for _, evento in validos], EVENTOS, particiones or None)
+    pendientes = []
     with Progress(console=consola) as progreso:
-        tarea = progreso.add_task("Publicando por Kafka", total=len(eventos))
-        for numero, evento in eventos:
-            motivo = validar(evento, catalogo, time.time())
-            if motivo:
-                rechazos.append((numero, evento.evento_id, motivo))
-            else:
-                evento.recibido_en.GetCurrentTime()
-                pendientes.append((numero, evento, productor.send(EVENTOS, evento.SerializeToString(), key=clave_kafka(evento))))
-            progreso.advance(tarea)
-        for numero, evento, futuro in pendientes:
+        tarea = progreso.add_task("Publicando por Kafka", total=len(validos))
+        for registro in registros:
+            futuro = productor.send(registro.topico, registro.valor, key=registro.clave,
+                                    headers=registro.cabeceras or None, partition=registro.particion)
+            pendientes.append((registro, futuro))
+        for registro, futuro in pendientes:
             try:
                 futuro.get(timeout=30)
             except KafkaError as error:
-                rechazos.append((numero, evento.evento_id, f"kafka: {error}"))
+                # Un registro fallido no publicó ninguno de sus eventos.
+                rechazos.extend((validos[i][0], validos[i][1].evento_id, f"kafka: {error}") for i in registro.posiciones)
+            progreso.advance(tarea, len(registro.posiciones))
     productor.close(timeout=5)
     fallidos_kafka = sum(1 for _, _, motivo in rechazos if motivo.startswith("kafka:"))
-    if pendientes and fallidos_kafka == len(pendientes):
+    if fallidos_kafka == len(validos):
         consola.print("[red]Kafka no confirmó ningún envío[/red]")
         raise typer.Exit(3)
     return rechazos

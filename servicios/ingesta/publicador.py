@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from servicios.comun.topicos import EVENTOS, RECHAZADOS, crear_topicos
-from servicios.ingesta.recepcion import Registro
+from servicios.comun.lotes import Registro
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""Lo que la ingesta decide sobre una petición, sin E/S: autorización por agencia,
-validación de cada evento y agrupación en registros de Kafka.
+"""Lo que la ingesta decide sobre una petición, sin E/S: autorización por agencia y
+validación de cada evento, y los registros de Kafka de los rechazados (los de los aceptados,
+en lotes por partición, los arma `servicios/comun/lotes.py`, que comparte con `gpr publicar`).
 
 Los registros se arman aquí y los envía `publicador.py`; así el reparto en particiones y los
 lotes se prueban sin broker.
@@ -8,14 +9,13 @@ lotes se prueban sin broker.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-from kafka.partitioner.default import murmur2
+from dataclasses import dataclass
 
 from gpr.v1 import eventos_pb2 as pb
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import clave_kafka, validar
-from servicios.comun.topicos import CABECERA_LOTE, CABECERA_MOTIVO
+from servicios.comun.lotes import Registro
+from servicios.comun.topicos import CABECERA_MOTIVO
 
 # Cabecera con el detalle del rechazo, la misma que escribe el procesador.
 CABECERA_DETALLE = "gpr-detalle"
@@ -23,10 +23,6 @@ CABECERA_DETALLE = "gpr-detalle"
 # recibió el motivo en la respuesta) de lo que rechazó el procesador.
 CABECERA_ORIGEN = "gpr-origen"
 ORIGEN = b"ingesta"
-# Tope del valor de un registro LoteEventos. El límite habitual de Kafka es 1 MiB por
-# petición (max.request.size del cliente, message.max.bytes del broker): con la mitad queda
-# margen para la envoltura del registro y para lotes de varias particiones en una petición.
-BYTES_MAXIMOS_LOTE = 512 * 1024
 # Un evento típico ocupa unos cientos de bytes; uno mayor que esto (p. ej. `atributos`
 # desmesurados) no cabría en un registro de Kafka junto a otros y se rechaza.
 BYTES_MAXIMOS_EVENTO = 256 * 1024
@@ -55,18 +51,6 @@ def comprobar_agencia(eventos: Sequence[pb.Evento], agencia_token: str) -> None:
     ajenos = [i for i, e in enumerate(eventos) if e.agencia_id and e.agencia_id != agencia_token]
     if ajenos:
         raise EventoAjeno(ajenos[0], eventos[ajenos[0]], agencia_token, len(ajenos) - 1)
-
-
-@dataclass
-class Registro:
-    """Un registro de Kafka listo para enviar (partición None: la elige el particionador)."""
-
-    topico: str
-    clave: bytes | None
-    valor: bytes
-    cabeceras: list[tuple[str, bytes]] = field(default_factory=list)
-    particion: int | None = None
-    eventos: int = 1
 
 
 @dataclass
@@ -100,56 +84,6 @@ def clasificar(eventos: Sequence[pb.Evento], catalogo: Catalogo, ahora_s: float)
         else:
             rechazados.append((evento, motivo))
     return Clasificacion(motivos, aceptados, rechazados)
-
-
-def particion_por_defecto(clave: bytes, particiones: int) -> int:
-    """La partición que elegiría el particionador por defecto de Kafka (murmur2 de la clave,
-    el de Java, kafka-python y aiokafka): la misma que tendría el evento publicado solo."""
-    return (murmur2(clave) & 0x7FFFFFFF) % particiones
-
-
-def registros_aceptados(aceptados: Sequence[pb.Evento], topico: str, particiones: int | None) -> list[Registro]:
-    """Los registros de los eventos aceptados.
-
-    Sin `particiones`, un registro `Evento` por evento con la clave del caso. Con
-    `particiones`, los eventos de cada partición en registros `LoteEventos` (cabecera
-    `gpr-lote: 1`) con la partición explícita que el particionador por defecto daría a cada
-    caso: todos los eventos de un caso siguen en una partición, en el orden recibido, como si
-    se hubieran publicado uno a uno, así el procesador calcula lo mismo. La clave del lote es
-    la de su primer evento (cae en la misma partición). Una partición con un solo evento va
-    como `Evento` simple.
-    """
-    if not particiones:
-        return [Registro(topico, clave_kafka(e), e.SerializeToString()) for e in aceptados]
-    por_particion: dict[int, list[pb.Evento]] = {}
-    for evento in aceptados:
-        por_particion.setdefault(particion_por_defecto(clave_kafka(evento), particiones), []).append(evento)
-    registros = []
-    for particion, eventos in sorted(por_particion.items()):
-        for trozo in _trozos_por_tamano(eventos):
-            if len(trozo) == 1:
-                registros.append(Registro(topico, clave_kafka(trozo[0]), trozo[0].SerializeToString(),
-                                          particion=particion))
-            else:
-                registros.append(Registro(
-                    topico, clave_kafka(trozo[0]), pb.LoteEventos(eventos=trozo).SerializeToString(),
-                    [(CABECERA_LOTE, b"1")], particion, len(trozo),
-                ))
-    return registros
-
-
-def _trozos_por_tamano(eventos: list[pb.Evento]) -> list[list[pb.Evento]]:
-    trozos: list[list[pb.Evento]] = [[]]
-    tamano = 0
-    for evento in eventos:
-        # Cada evento ocupa en el lote su tamaño más la etiqueta y la longitud del campo.
-        bytes_evento = evento.ByteSize() + 6
-        if trozos[-1] and tamano + bytes_evento > BYTES_MAXIMOS_LOTE:
-            trozos.append([])
-            tamano = 0
-        trozos[-1].append(evento)
-        tamano += bytes_evento
-    return trozos
 
 
 def registros_rechazados(rechazados: Sequence[tuple[pb.Evento, str]], topico: str) -> list[Registro]:

@@ -33,6 +33,7 @@ from servicios.comun.grpc_metricas import InterceptorMetricasGrpc
 from servicios.comun.topicos import EVENTOS, RECHAZADOS
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.comun.en_hilo import ServicioEnHilo
+from servicios.comun.lotes import registros_aceptados
 from servicios.ingesta.config import ConfigIngesta
 from servicios.ingesta.credenciales import Credenciales, cargar_credenciales
 from servicios.ingesta.metricas import MetricasIngesta
@@ -42,7 +43,6 @@ from servicios.ingesta.recepcion import (
     EventoAjeno,
     clasificar,
     comprobar_agencia,
-    registros_aceptados,
     registros_rechazados,
 )
 

@@ -14,6 +14,7 @@ import time
 
 import grpc
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from apoyo.consulta import ClienteConsulta, esperar_serving
 from apoyo.kafka import leer_todo, publicar
@@ -23,7 +24,7 @@ from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.eventos import decodificar
 from servicios.comun.indicadores import clave_serie
-from servicios.comun.topicos import EVENTOS, INDICADORES, crear_topicos
+from servicios.comun.topicos import CABECERA_LOTE, EVENTOS, INDICADORES, crear_topicos
 from servicios.ingesta import config as config_ingesta
 from servicios.ingesta.credenciales import Credenciales, hash_token, nuevo_token
 from servicios.ingesta.servidor import IngestaEnHilo
@@ -53,9 +54,55 @@ def test_publicar_por_kafka_valida_publica_y_resume(bootstrap, tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 aceptados, 2 rechazados de 4" in r.stdout
     assert "json_invalido" in r.stdout and "agencia_desconocida" in r.stdout
-    publicados = leer_todo(bootstrap, EVENTOS, lambda rs: len(rs) >= 2, 20)
-    assert sorted(pb.Evento.FromString(x.value).evento_id for x in publicados) == ["a1", "a2"]
-    assert {x.key for x in publicados} == {b"k1"}
+    # Los dos aceptados son del caso k1: un solo registro LoteEventos, en la partición que el
+    # particionador por defecto de aiokafka da a la clave k1 (la de un envío suelto).
+    publicados = leer_todo(bootstrap, EVENTOS, lambda rs: len(rs) >= 1, 20)
+    assert len(publicados) == 1
+    registro = publicados[0]
+    assert registro.key == b"k1" and (CABECERA_LOTE, b"1") in list(registro.headers)
+    assert registro.partition == DefaultPartitioner()(b"k1", [0, 1], [0, 1])
+    assert [e.evento_id for e in decodificar(registro.value, list(registro.headers))] == ["a1", "a2"]
+
+
+def test_publicar_por_kafka_en_lotes_por_particion(bootstrap, tmp_path):
+    """Cada registro lleva los eventos de una partición, la que un envío suelto daría a su caso,
+    y cada caso conserva el orden del archivo."""
+    crear_topicos(bootstrap, 4)
+    ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    tipos = ["SOLICITUD_RECIBIDA", "CASO_DEVUELTO", "SERVICIO_ENTREGADO"]
+    lineas = [{"eventoId": f"{caso}-{i}", "fuente": "cli", "tipo": tipo, "ocurridoEn": ahora, "agenciaId": "reniec",
+               "servicioId": "dni-duplicado", "casoId": caso, "canal": "WEB"}
+              for i, tipo in enumerate(tipos) for caso in (f"caso-{n}" for n in range(8))]
+    archivo = tmp_path / "eventos.jsonl"
+    archivo.write_text("".join(json.dumps(linea) + "\n" for linea in lineas))
+    r = gpr("publicar", str(archivo), "--kafka", bootstrap)
+    assert r.returncode == 0, r.stdout + r.stderr
+    publicados = leer_todo(bootstrap, EVENTOS, lambda rs: sum(len(decodificar(x.value, list(x.headers))) for x in rs) >= 24, 20)
+    particionador = DefaultPartitioner()
+    por_caso: dict[str, list[str]] = {}
+    for registro in publicados:
+        eventos = decodificar(registro.value, list(registro.headers))
+        assert len(eventos) > 1 and (CABECERA_LOTE, b"1") in list(registro.headers)
+        for evento in eventos:
+            assert registro.partition == particionador(evento.caso_id.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+            por_caso.setdefault(evento.caso_id, []).append(evento.evento_id)
+    assert len({r.partition for r in publicados}) > 1
+    assert por_caso == {f"caso-{n}": [f"caso-{n}-{i}" for i in range(3)] for n in range(8)}
+
+
+def test_publicar_por_kafka_sin_lotes_un_registro_por_evento(bootstrap, tmp_path):
+    crear_topicos(bootstrap, 2)
+    ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    archivo = tmp_path / "eventos.jsonl"
+    archivo.write_text("".join(json.dumps(
+        {"eventoId": f"b{i}", "fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
+         "agenciaId": "reniec", "servicioId": "dni-duplicado", "casoId": f"c{i}"}) + "\n" for i in range(3)))
+    r = gpr("publicar", str(archivo), "--kafka", bootstrap, "--sin-lotes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    publicados = leer_todo(bootstrap, EVENTOS, lambda rs: len(rs) >= 3, 20)
+    assert sorted((x.key, pb.Evento.FromString(x.value).evento_id) for x in publicados) == [
+        (b"c0", "b0"), (b"c1", "b1"), (b"c2", "b2")]
+    assert all(not x.headers for x in publicados)
 
 
 def test_publicar_sin_broker_sale_con_3(tmp_path):

@@ -12,7 +12,7 @@ partición visto), y después se publican todos los registros de golpe: el cauda
 / (desde el inicio de la publicación hasta ver su efecto). Para el procesador «su efecto» es
 que las instantáneas de gpr.indicadores.v1 den, para cada (agencia, servicio), las
 solicitudes y entregas contadas directamente de los eventos (incluye hasta un intervalo de
-publicación, 1 s). Si vence el tope (GPR_BENCH_TOPE_CAUDAL_SEGUNDOS) se estima lo procesado
+publicación). Si vence el tope (GPR_BENCH_TOPE_CAUDAL_SEGUNDOS) se estima lo procesado
 por la fracción de solicitudes ya reflejada (los eventos van en orden de ocurrencia).
 """
 

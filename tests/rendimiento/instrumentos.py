@@ -64,8 +64,8 @@ class ConfigBench:
     """Tamaños de los bancos (variables `GPR_BENCH_*`), elegidos para que `make bench`
     quepa en ~25 minutos en 2 núcleos (el nivel de 10 000 pares de memoria tarda ~5)."""
 
-    eventos_simples: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_SIMPLES", 50_000))
-    eventos_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_LOTE", 300_000))
+    eventos_simples: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_SIMPLES", 100_000))
+    eventos_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_LOTE", 600_000))
     tamano_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_TAMANO_LOTE", 500))
     frescura_tasa: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_TASA", 2_000))
     frescura_s: int = field(default_factory=lambda: _entero("GPR_BENCH_FRESCURA_SEGUNDOS", 30))
@@ -75,7 +75,7 @@ class ConfigBench:
     pares: list[int] = field(default_factory=lambda: _enteros("GPR_BENCH_PARES", [1_000, 10_000]))
     arranques: int = field(default_factory=lambda: _entero("GPR_BENCH_ARRANQUES", 3))
     # Topes: un procesador que no termina a tiempo se mide por lo que alcanzó a reflejar.
-    tope_caudal_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_CAUDAL_SEGUNDOS", 45))
+    tope_caudal_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_CAUDAL_SEGUNDOS", 90))
     tope_memoria_s: int = field(default_factory=lambda: _entero("GPR_BENCH_TOPE_MEMORIA_SEGUNDOS", 420))
     # 1: py-spy graba el perfil de cada procesador de los bancos de caudal (si está instalado).
     perfil: bool = field(default_factory=lambda: os.environ.get("GPR_BENCH_PERFIL", "") == "1")

@@ -15,14 +15,12 @@ from servicios.comun.eventos import decodificar
 from servicios.comun.topicos import CABECERA_LOTE, CABECERA_MOTIVO
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.ingesta import config, credenciales as cred
+from servicios.comun.lotes import BYTES_MAXIMOS_LOTE, particion_por_defecto, registros_aceptados
 from servicios.ingesta.recepcion import (
     BYTES_MAXIMOS_EVENTO,
-    BYTES_MAXIMOS_LOTE,
     EventoAjeno,
     clasificar,
     comprobar_agencia,
-    particion_por_defecto,
-    registros_aceptados,
     registros_rechazados,
 )
 

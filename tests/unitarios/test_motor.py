@@ -210,3 +210,42 @@ def test_por_lotes_con_cortes_no_pierde_ni_duplica(catalogo, semilla):
         motor.agregacion.aplicar_lotes(lotes)
         offset += 10
     comprobar(motor, eventos, catalogo)
+
+
+def test_un_lote_enorme_de_un_par_se_parte_en_agregados_que_caben_en_kafka(catalogo):
+    """Un lote de registros con decenas de miles de eventos de un mismo par repartidos en miles
+    de horas (una carga histórica) no arma un agregado mayor que un registro de Kafka (1 MiB
+    por omisión): se parte en varios, con secuencias crecientes, y suman exactamente lo mismo."""
+    servicio = next(s for s in catalogo.servicios.values() if s.agencia_id == "reniec")
+    moneda = catalogo.agencias["reniec"].moneda
+    fin = (int(time.time()) // 3600) * 3600 - D
+    horas = 9000  # ~375 días: todo dentro de los 13 meses que se publican
+    eventos = []
+    for h in range(horas):
+        t = fin - (horas - h) * 3600 + 17
+        caso = f"caso-{h}"
+        eventos += [
+            pb.Evento(tipo=pb.SOLICITUD_RECIBIDA),
+            pb.Evento(tipo=pb.ENCUESTA_RESPONDIDA, satisfaccion=pb.Satisfaccion(puntaje=1 + h % 5, escala_max=5)),
+            pb.Evento(tipo=pb.RECLAMO_REGISTRADO, reclamo=pb.Reclamo(reclamo_id=f"R{h}", categoria="demora")),
+            pb.Evento(tipo=pb.COSTO_REGISTRADO, costo=pb.Costo(monto=10.0 + h % 7, moneda=moneda)),
+        ]
+        for n, e in enumerate(eventos[-4:]):
+            e.evento_id, e.fuente, e.agencia_id, e.servicio_id, e.caso_id = f"{caso}-{n}", "carga", "reniec", servicio.id, caso
+            e.ocurrido_en.seconds = t + n
+    registros = [Registro(0, n, b"k", pb.LoteEventos(eventos=eventos[i:i + 500]).SerializeToString(),
+                          [(CABECERA_LOTE, b"1")]) for n, i in enumerate(range(0, len(eventos), 500))]
+    motor = MotorEnLotes(catalogo)
+    _, lotes = motor.procesar(registros)
+    # Por hora: solicitudes, casos por concluir, encuestas (3 medidas), reclamos y costo, y un
+    # vencimiento al segundo: ~72 000 aportes distintos, ~2,5 MiB en un solo agregado.
+    assert len(lotes) >= 4
+    assert all(lote.ByteSize() < 1024 * 1024 for lote in lotes)
+    secuencias = [lote.secuencia for lote in lotes]
+    assert secuencias == sorted(set(secuencias))
+    assert sum(v for lote in lotes for medida, v in zip(lote.medidas, lote.valores) if medida == "solicitudes") == horas
+    motor.agregacion.aplicar_lotes(lotes)
+    esperado = referencia.indicadores(eventos, catalogo, "reniec")
+    observado, cuellos = motor.observado("reniec")
+    assert not diferencias(observado, esperado, cuellos, eventos, catalogo, "reniec")
+    assert observado[(servicio.id, "solicitudes", "total", "")] == (float(horas), horas)

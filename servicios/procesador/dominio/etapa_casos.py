@@ -35,10 +35,18 @@ from dataclasses import dataclass, field
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
+from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio.casos import Caso, cambios_de, identidad, lote_emitido, poner_aportes, registrar
 
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
 BITS_POSICION = 20
+# Tope de aportes distintos del agregado de un par (cada reenvío cuenta como `_APORTES_POR_REENVIO`):
+# al alcanzarlo, los registros siguientes van en otro agregado. Un aporte ocupa ~35 bytes:
+# así un agregado queda en ~0,5 MiB, por debajo del registro máximo de Kafka (1 MiB por
+# omisión) aunque un lote de registros traiga cientos de miles de eventos.
+APORTES_MAXIMOS_POR_AGREGADO = 16_000
+_APORTES_POR_REENVIO = 16
+_SEGUNDOS_HORA = 3600
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,14 @@ class _Par:
         self.ocurrido_desde = 0
 
     def sumar(self, cambios: dict[tuple[str, int], float], ocurrido_en: int) -> None:
+        # La agregación solo mira la hora de un aporte (su cubo horario, y el mes de esa hora):
+        # sumados por hora, el agregado de un lote largo tiene un aporte por medida y hora, no
+        # uno por segundo. Los vencidos no: la línea de vencimientos cuenta al segundo.
         aportes = self.aportes
         for clave, valor in cambios.items():
+            medida, instante = clave
+            if medida != m.VENCIDOS:
+                clave = (medida, instante - instante % _SEGUNDOS_HORA)
             aportes[clave] = aportes.get(clave, 0.0) + valor
         if ocurrido_en > self.ocurrido_en:
             self.ocurrido_en = ocurrido_en
@@ -122,6 +136,8 @@ class EtapaCasos:
         catalogo = self.catalogo
         tardanza_maxima_s = self.tardanza_maxima_s
         claves_marca: dict[str, bytes] = {}
+        # Aportes distintos del par más grande del agregado en curso (solo crece).
+        mayor_agregado = 0
 
         for registro in registros:
             assert registro.particion == particion, "un lote de la etapa por caso es de una sola partición"
@@ -187,7 +203,14 @@ class EtapaCasos:
                 if par is None:
                     par = pares[clave_par] = _Par()
                 par.sumar(cambios, ocurrido)
+                if len(par.aportes) > mayor_agregado:
+                    mayor_agregado = len(par.aportes)
                 salida.aceptados += 1
+            if mayor_agregado + len(reenvios) * _APORTES_POR_REENVIO >= APORTES_MAXIMOS_POR_AGREGADO:
+                # Los registros leídos hasta aquí forman un agregado aparte, con la secuencia de
+                # este registro: mayor que la de sus eventos y menor que la de los siguientes.
+                _emitir_agregados(salida, pares, reenvios, particion, registro.offset)
+                pares, reenvios, mayor_agregado = {}, {}, 0
 
         for clave in modificados:
             if clave in estados:
@@ -196,24 +219,30 @@ class EtapaCasos:
             clave = clave_marca(agencia, particion)
             if clave in modificados:
                 salida.escrituras[clave] = str(marca).encode()
-        por_par: dict[tuple[str, str], list[interno.LoteAportes]] = {}
-        for lote in sorted(reenvios.values(), key=lambda lote: (lote.particion_origen, lote.secuencia)):
-            por_par.setdefault((lote.agencia_id, lote.servicio_id), []).append(lote)
-        # El agregado lleva una secuencia mayor que la de todo evento del lote de registros
-        # (y menor que la de cualquiera del siguiente).
-        secuencia_lote = (max(r.offset for r in registros) << BITS_POSICION) | ((1 << BITS_POSICION) - 1)
-        for clave_par in list(pares) + [p for p in por_par if p not in pares]:
-            agencia, servicio = clave_par
-            lote = interno.LoteAportes(particion_origen=particion, secuencia=secuencia_lote,
-                                       agencia_id=agencia, servicio_id=servicio,
-                                       reenvios=por_par.get(clave_par, ()))
-            par = pares.get(clave_par)
-            if par is not None:
-                lote.ocurrido_en, lote.ocurrido_desde = par.ocurrido_en, par.ocurrido_desde
-                # También los que suman cero: el agregado debe marcar su secuencia en cada
-                # cubo que tocó alguno de sus eventos, o un reenvío posterior de uno de ellos
-                # se sumaría dos veces.
-                poner_aportes(lote, {clave: valor if abs(valor) > 1e-12 else 0.0
-                                     for clave, valor in par.aportes.items()})
-            salida.lotes.append(lote)
+        _emitir_agregados(salida, pares, reenvios, particion, registros[-1].offset)
         return salida
+
+
+def _emitir_agregados(salida: SalidaCasos, pares: dict[tuple[str, str], _Par],
+                      reenvios: dict[str, interno.LoteAportes], particion: int, ultimo_offset: int) -> None:
+    """Añade a `salida.lotes` un agregado por par de los registros hasta `ultimo_offset`."""
+    por_par: dict[tuple[str, str], list[interno.LoteAportes]] = {}
+    for lote in sorted(reenvios.values(), key=lambda lote: (lote.particion_origen, lote.secuencia)):
+        por_par.setdefault((lote.agencia_id, lote.servicio_id), []).append(lote)
+    # El agregado lleva una secuencia mayor que la de todo evento de sus registros (y menor que
+    # la de cualquiera del registro siguiente).
+    secuencia_lote = (ultimo_offset << BITS_POSICION) | ((1 << BITS_POSICION) - 1)
+    for clave_par in list(pares) + [p for p in por_par if p not in pares]:
+        agencia, servicio = clave_par
+        lote = interno.LoteAportes(particion_origen=particion, secuencia=secuencia_lote,
+                                   agencia_id=agencia, servicio_id=servicio,
+                                   reenvios=por_par.get(clave_par, ()))
+        par = pares.get(clave_par)
+        if par is not None:
+            lote.ocurrido_en, lote.ocurrido_desde = par.ocurrido_en, par.ocurrido_desde
+            # También los que suman cero: el agregado debe marcar su secuencia en cada
+            # cubo que tocó alguno de sus eventos, o un reenvío posterior de uno de ellos
+            # se sumaría dos veces.
+            poner_aportes(lote, {clave: valor if abs(valor) > 1e-12 else 0.0
+                                 for clave, valor in par.aportes.items()})
+        salida.lotes.append(lote)
