@@ -170,7 +170,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     # Estado por caso y, con claves que empiezan por 0xFF, la marca de agua de cada agencia
     # vista en cada partición (ver `etapa_casos.clave_marca`).
     casos = TablaEnBloque(tabla("casos", value_type=bytes))
-    etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj)
+    etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj, cfg.eventos_maximos_por_caso)
     tablas_agregacion = [TablaEnBloque(tabla(nombre, value_type=bytes))
                          for nombre in ("cubos", "vencimientos", "agencias")]
     agregacion = Agregacion(*tablas_agregacion, catalogo=catalogo, tardanza_maxima_s=cfg.tardanza_maxima_s)

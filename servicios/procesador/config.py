@@ -18,6 +18,7 @@ class ConfigProcesador:
     almacen: str
     directorio_datos: str
     tardanza_maxima_s: int
+    eventos_maximos_por_caso: int
     intervalo_publicacion_s: float
     metricas_puerto: int
     lote_maximo: int
@@ -44,6 +45,10 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         almacen=almacen,
         directorio_datos=c.texto(env, "GPR_DIRECTORIO_DATOS", "datos/procesador"),
         tardanza_maxima_s=c.duracion(env, "GPR_TARDANZA_MAXIMA", "7d"),
+        # Un caso real tiene decenas de eventos; miles suelen ser un emisor que repite el mismo
+        # caso_id. Su estado (que guarda cada evento) se reescribiría entero en cada lote y
+        # acabaría sin caber en un registro de Kafka.
+        eventos_maximos_por_caso=c.entero(env, "GPR_EVENTOS_MAXIMOS_POR_CASO", 1000, minimo=1),
         intervalo_publicacion_s=c.decimal(env, "GPR_INTERVALO_PUBLICACION", 0.25, minimo=0.05),
         metricas_puerto=c.entero(env, "GPR_METRICAS_PUERTO", 9465),
         # Registros por lote de cada etapa, y cuánto esperar a completarlo: más grande reparte

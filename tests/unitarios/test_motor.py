@@ -249,3 +249,38 @@ def test_un_lote_enorme_de_un_par_se_parte_en_agregados_que_caben_en_kafka(catal
     observado, cuellos = motor.observado("reniec")
     assert not diferencias(observado, esperado, cuellos, eventos, catalogo, "reniec")
     assert observado[(servicio.id, "solicitudes", "total", "")] == (float(horas), horas)
+
+
+def test_un_caso_con_demasiados_eventos_rechaza_los_nuevos_como_caso_saturado(catalogo):
+    """Un emisor que repite el mismo caso_id no hace crecer su estado sin límite: pasado el
+    tope, cada evento nuevo del caso va a rechazados con su motivo (los repetidos de eventos ya
+    aceptados siguen siendo repetidos) y los indicadores cuentan solo los aceptados."""
+    servicio = next(s for s in catalogo.servicios.values() if s.agencia_id == "reniec")
+    t = (int(time.time()) // 3600) * 3600 - D
+    eventos = []
+    for i in range(8):
+        e = pb.Evento(evento_id=f"r{i}", fuente="emisor", tipo=pb.RECLAMO_REGISTRADO, agencia_id="reniec",
+                      servicio_id=servicio.id, caso_id="siempre-el-mismo",
+                      reclamo=pb.Reclamo(reclamo_id=f"R{i}", categoria="demora"))
+        e.ocurrido_en.seconds = t + i
+        eventos.append(e)
+    motor = MotorEnLotes(catalogo)
+    motor.etapa = EtapaCasos(catalogo, 1000 * D, time.time, eventos_maximos_por_caso=5)
+    primeros = [Registro(0, i, b"siempre-el-mismo", e.SerializeToString()) for i, e in enumerate(eventos[:3])]
+    salida = motor.etapa.procesar(primeros, motor.casos)
+    motor.casos.update(salida.escrituras)
+    lotes = list(salida.lotes)
+    # Los cinco restantes y un repetido de uno aceptado, en un lote con LoteEventos.
+    resto = pb.LoteEventos(eventos=[*eventos[3:], eventos[0]])
+    salida = motor.etapa.procesar([Registro(0, 3, b"siempre-el-mismo", resto.SerializeToString(),
+                                            [(CABECERA_LOTE, b"1")])], motor.casos)
+    motor.casos.update(salida.escrituras)
+    lotes += salida.lotes
+    assert (salida.aceptados, salida.duplicados) == (2, 1)
+    assert [r.motivo for r in salida.rechazos] == ["caso_saturado"] * 3
+    assert [pb.Evento.FromString(r.valor).evento_id for r in salida.rechazos] == ["r5", "r6", "r7"]
+    assert "siempre-el-mismo" in salida.rechazos[0].detalle
+    estado = interno.EstadoCaso.FromString(motor.casos[b"siempre-el-mismo"])
+    assert len(estado.vistos) == 5
+    reclamos = sum(v for lote in lotes for medida, v in zip(lote.medidas, lote.valores) if medida == "reclamos")
+    assert reclamos == 5

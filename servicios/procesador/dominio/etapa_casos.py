@@ -114,11 +114,17 @@ class _Par:
             self.ocurrido_desde = ocurrido_en
 
 
+# Motivo de rechazo de un evento nuevo de un caso que ya tiene `eventos_maximos_por_caso`.
+CASO_SATURADO = "caso_saturado"
+
+
 class EtapaCasos:
-    def __init__(self, catalogo: Catalogo, tardanza_maxima_s: int, reloj: Callable[[], float]):
+    def __init__(self, catalogo: Catalogo, tardanza_maxima_s: int, reloj: Callable[[], float],
+                 eventos_maximos_por_caso: int = 1000):
         self.catalogo = catalogo
         self.tardanza_maxima_s = tardanza_maxima_s
         self.reloj = reloj
+        self.eventos_maximos_por_caso = eventos_maximos_por_caso
 
     def procesar(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes]) -> SalidaCasos:
         """Procesa registros de *una* partición, en orden de offset."""
@@ -135,6 +141,7 @@ class EtapaCasos:
         ahora = self.reloj()
         catalogo = self.catalogo
         tardanza_maxima_s = self.tardanza_maxima_s
+        eventos_maximos = self.eventos_maximos_por_caso
         claves_marca: dict[str, bytes] = {}
         # Aportes distintos del par más grande del agregado en curso (solo crece).
         mayor_agregado = 0
@@ -190,6 +197,13 @@ class EtapaCasos:
                 if estado is None:
                     estado = estados[clave] = Caso.nuevo(
                         evento, catalogo.servicio(agencia, evento.servicio_id).plazo_dias)
+                elif len(estado.vistos) >= eventos_maximos:
+                    original = evento.SerializeToString() if en_lote else registro.valor
+                    salida.rechazos.append(Rechazo(
+                        registro.clave, original, CASO_SATURADO,
+                        f"evento {evento.evento_id!r}: el caso {evento.caso_id!r} ya tiene {len(estado.vistos)} "
+                        f"eventos (GPR_EVENTOS_MAXIMOS_POR_CASO); ¿el emisor repite el mismo caso_id?"))
+                    continue
                 cambios = cambios_de(estado, evento, evento.tipo, ocurrido)
                 registrar(estado, evento, ident, particion, base | posicion, ocurrido, cambios,
                           None if en_lote else registro.valor)
