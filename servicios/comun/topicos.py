@@ -19,10 +19,24 @@ CABECERA_MOTIVO = "gpr-motivo"
 
 _COMPACTADOS = {INDICADORES, METAS}
 
+# Registro máximo de los tópicos internos del procesador (aportes y changelogs de sus tablas),
+# y de lo que su productor envía. El agregado de un par se parte por debajo de ~0,5 MiB, pero
+# un registro de miles de eventos repetidos reenvía en el suyo el aporte de cada uno: con el
+# 1 MiB por omisión de Kafka, ese registro no se podría escribir nunca y el procesador caería
+# una y otra vez en el mismo lote.
+BYTES_MAXIMOS_REGISTRO_INTERNO = 16 * 1024 * 1024
+
+
+def configuracion_interna() -> dict[str, str]:
+    """Configuración de un tópico interno del procesador (aportes, changelogs)."""
+    return {"max.message.bytes": str(BYTES_MAXIMOS_REGISTRO_INTERNO)}
+
 
 def configuracion_topico(nombre: str) -> dict[str, str]:
     if nombre in _COMPACTADOS:
         return {"cleanup.policy": "compact"}
+    if nombre == APORTES:
+        return configuracion_interna()
     return {}
 
 

@@ -78,6 +78,7 @@ def opciones_faust(cfg: ConfigProcesador) -> dict:
         producer_acks=-1,
         # Junta los envíos de unos milisegundos en un solo lote de Kafka.
         producer_linger_ms=5,
+        producer_max_request_size=topicos.BYTES_MAXIMOS_REGISTRO_INTERNO,
         web_enabled=False,
         table_standby_replicas=0,
     )
@@ -165,7 +166,8 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
 
     # key_type/value_type bytes: claves y valores crudos (protobuf), sin JSON de por medio.
     def tabla(nombre: str, **opciones):
-        return app.Table(nombre, partitions=cfg.particiones, key_type=bytes, **opciones)
+        return app.Table(nombre, partitions=cfg.particiones, key_type=bytes,
+                         extra_topic_configs=topicos.configuracion_interna(), **opciones)
 
     # Estado por caso y, con claves que empiezan por 0xFF, la marca de agua de cada agencia
     # vista en cada partición (ver `etapa_casos.clave_marca`).

@@ -176,3 +176,41 @@ def test_reinicio_ordenado_en_memoria_recupera_las_tablas_completas(bootstrap, p
     lanzar_procesador(procesos, bootstrap, tmp_path, almacen="memoria")
     publicar_eventos(bootstrap, segunda)
     esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
+
+
+def test_un_registro_de_miles_de_repetidos_pasa_y_no_cuenta_dos_veces(bootstrap, procesos, tmp_path):
+    """Un emisor reenvía entero un `LoteEventos` de 10 000 eventos ya procesados. El agregado de
+    su par lleva el aporte individual de cada repetido (más de 1 MiB, el registro máximo de
+    Kafka por omisión): el procesador lo escribe (sus tópicos internos admiten hasta 16 MiB; con
+    1 MiB caía en ese lote una y otra vez) y los indicadores no cuentan nada dos veces."""
+    from kafka import KafkaProducer
+
+    from gpr.v1 import interno_pb2 as interno
+    from servicios.comun.topicos import APORTES, CABECERA_LOTE, EVENTOS
+
+    catalogo = cargar_catalogo(CATALOGO)
+    servicio = next(s for s in catalogo.servicios.values() if s.agencia_id == "reniec")
+    t = (int(time.time()) // 3600) * 3600 - D
+    eventos = []
+    for i in range(10_000):
+        e = pb.Evento(evento_id=f"s{i}", fuente="carga", tipo=pb.SOLICITUD_RECIBIDA, agencia_id="reniec",
+                      servicio_id=servicio.id, caso_id=f"c{i}")
+        e.ocurrido_en.seconds = t + i % 3600
+        eventos.append(e)
+    valor = pb.LoteEventos(eventos=eventos).SerializeToString()
+    crear_topicos(bootstrap, PARTICIONES)
+    lanzar_procesador(procesos, bootstrap, tmp_path)
+    productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=2 * 1024 * 1024)
+    productor.send(EVENTOS, valor, key=b"carga", headers=[(CABECERA_LOTE, b"1")], partition=0).get(30)
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=120)
+    productor.send(EVENTOS, valor, key=b"carga", headers=[(CABECERA_LOTE, b"1")], partition=0).get(30)
+    productor.close()
+
+    def reenvios(registros) -> int:
+        return max((len(interno.LoteAportes.FromString(r.value).reenvios) for r in registros), default=0)
+
+    agregados = leer_todo(bootstrap, APORTES, lambda rs: reenvios(rs) == len(eventos), 120)
+    grande = max(agregados, key=lambda r: len(r.value))
+    assert reenvios(agregados) == len(eventos) and len(grande.value) > 1024 * 1024, procesos.registro("procesador")
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=30)
+    assert "Traceback" not in procesos.registro("procesador")

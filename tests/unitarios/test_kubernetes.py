@@ -564,7 +564,8 @@ def _changelog_del_procesador() -> set[str]:
     for tabla in app.tables.values():
         topico = tabla.changelog_topic
         # Si una tabla pasa a tener ventana o configuración propia, el Job debe reflejarlo.
-        assert topico.compacting and topico.retention is None and not topico.config, topico
+        assert topico.compacting and topico.retention is None, topico
+        assert topico.config == topicos.configuracion_interna(), topico
         nombres.add(topico.get_topic_name())
     return nombres
 
@@ -574,7 +575,7 @@ def test_el_job_crea_los_topicos_del_contrato_y_los_changelog():
     contrato = [topicos.EVENTOS, topicos.RECHAZADOS, topicos.INDICADORES, topicos.CUMPLIMIENTO,
                 topicos.APORTES]
     esperados = {t: topicos.configuracion_topico(t) for t in contrato}
-    esperados |= {t: {"cleanup.policy": "compact"} for t in _changelog_del_procesador()}
+    esperados |= {t: {"cleanup.policy": "compact", **topicos.configuracion_interna()} for t in _changelog_del_procesador()}
     assert creados == esperados
 
     (job,) = _objetos("Job").values()
