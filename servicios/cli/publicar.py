@@ -136,16 +136,26 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
     pendientes = []
     with Progress(console=consola) as progreso:
         tarea = progreso.add_task("Publicando por Kafka", total=len(validos))
+        def fallido(registro, error) -> None:
+            # Un registro fallido no publicó ninguno de sus eventos.
+            rechazos.extend((validos[i][0], validos[i][1].evento_id, f"kafka: {error}") for i in registro.posiciones)
+            progreso.advance(tarea, len(registro.posiciones))
+
         for registro in registros:
-            futuro = productor.send(registro.topico, registro.valor, key=registro.clave,
-                                    headers=registro.cabeceras or None, partition=registro.particion)
+            try:
+                futuro = productor.send(registro.topico, registro.valor, key=registro.clave,
+                                        headers=registro.cabeceras or None, partition=registro.particion)
+            except KafkaError as error:
+                # kafka-python rechaza al instante un registro demasiado grande o sin metadatos.
+                fallido(registro, error)
+                continue
             pendientes.append((registro, futuro))
         for registro, futuro in pendientes:
             try:
                 futuro.get(timeout=30)
             except KafkaError as error:
-                # Un registro fallido no publicó ninguno de sus eventos.
-                rechazos.extend((validos[i][0], validos[i][1].evento_id, f"kafka: {error}") for i in registro.posiciones)
+                fallido(registro, error)
+                continue
             progreso.advance(tarea, len(registro.posiciones))
     productor.close(timeout=5)
     fallidos_kafka = sum(1 for _, _, motivo in rechazos if motivo.startswith("kafka:"))

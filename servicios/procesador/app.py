@@ -55,6 +55,10 @@ _ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS
 _QUIETUD_S = 30.0
 
 
+class FalloDePrueba(RuntimeError):
+    """El fallo que pide `GPR_PRUEBA_FALLAR_LOTE` (pruebas de cortes)."""
+
+
 def particion_de_agencia(agencia_id: str, particiones: int) -> int:
     """Todos los servicios de una agencia en una partición: la marca de agua es local."""
     return zlib.crc32(agencia_id.encode()) % particiones
@@ -124,6 +128,12 @@ def _reequilibrando(app: faust.App) -> bool:
         logger.info("lote descartado durante la recuperación de las tablas; se leerá de nuevo")
         return True
     return False
+
+
+async def _escritos(envios: list) -> None:
+    """Espera a que Kafka confirme cada envío; lanza el error del primero que falló."""
+    if envios:
+        await asyncio.gather(*envios)
 
 
 def _confirmar(grupos: dict[int, list]) -> None:
@@ -242,57 +252,91 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             if grupos:
                 yield grupos
 
+    topico_aportes = t_aportes.get_topic_name()
+    lotes_de_eventos = 0
+
+    async def procesar_lote_de_eventos(grupos: dict[int, list]) -> None:
+        nonlocal lotes_de_eventos
+        lotes_de_eventos += 1
+        inicio = time.perf_counter()
+        salidas = []
+        for particion, grupo in grupos.items():
+            registros = [Registro(particion, e.message.offset, e.message.key, e.message.value,
+                                  _cabeceras(e.message)) for e in grupo]
+            with en_particion(grupo[-1]):
+                salida = etapa.procesar(registros, casos)
+                for clave, valor in salida.escrituras.items():
+                    casos[clave] = valor
+            await casos.enviar(app.producer, particion)
+            salidas.append(salida)
+        envios = []
+        for salida in salidas:
+            metricas.aceptados.inc(salida.aceptados)
+            metricas.duplicados.inc(salida.duplicados)
+            for rechazo in salida.rechazos:
+                metricas.rechazados.labels(motivo=rechazo.motivo.split(":")[0]).inc()
+                envios.append(await t_rechazados.send(key=rechazo.clave, value=rechazo.valor, headers=[
+                    (topicos.CABECERA_MOTIVO, rechazo.motivo.encode()), ("gpr-detalle", rechazo.detalle.encode()),
+                ]))
+        # Regla 1 del exactamente-una-vez: los estados, confirmados antes que sus agregados
+        # (`flush` espera también el búfer de changelog de faust: ver `faust_seguro`).
+        await app.producer.flush()
+        casos.confirmar()
+        if lotes_de_eventos == cfg.prueba_fallar_lote:
+            raise FalloDePrueba(f"GPR_PRUEBA_FALLAR_LOTE: falla el lote {lotes_de_eventos} con sus estados confirmados")
+        for salida in salidas:
+            for numero, tanda in enumerate(salida.tandas):
+                if numero:
+                    await _escritos(envios)
+                for lote in tanda:
+                    envios.append(await app.producer.send(
+                        topico_aportes, f"{lote.agencia_id}|{lote.servicio_id}".encode(), lote.SerializeToString(),
+                        particion_de_agencia(lote.agencia_id, cfg.particiones), None, None))
+        # Los registros se confirman con sus agregados y rechazos ya escritos: faust solo avisa
+        # de un envío fallido en el registro, y confirmar antes perdería ese agregado para
+        # siempre (los estados ya constan como vistos). Si uno falla, el lote falla entero.
+        await _escritos(envios)
+        _confirmar(grupos)
+        escrito = max((e.message.timestamp or 0.0 for g in grupos.values() for e in g), default=0.0)
+        if escrito:
+            publicacion.anotar_retraso(time.time() - escrito)
+        metricas.lote_segundos.labels(etapa="casos").observe(time.perf_counter() - inicio)
+
     @app.agent(t_eventos, name="procesar-eventos")
     async def procesar_eventos(stream):
         async for grupos in lotes_en_orden(stream):
-            inicio = time.perf_counter()
-            salidas = []
-            for particion, grupo in grupos.items():
-                registros = [Registro(particion, e.message.offset, e.message.key, e.message.value,
-                                      _cabeceras(e.message)) for e in grupo]
-                with en_particion(grupo[-1]):
-                    salida = etapa.procesar(registros, casos)
-                    for clave, valor in salida.escrituras.items():
-                        casos[clave] = valor
-                await casos.enviar(app.producer, particion)
-                salidas.append(salida)
-            for salida in salidas:
-                metricas.aceptados.inc(salida.aceptados)
-                metricas.duplicados.inc(salida.duplicados)
-                for rechazo in salida.rechazos:
-                    metricas.rechazados.labels(motivo=rechazo.motivo.split(":")[0]).inc()
-                    await t_rechazados.send(key=rechazo.clave, value=rechazo.valor, headers=[
-                        (topicos.CABECERA_MOTIVO, rechazo.motivo.encode()), ("gpr-detalle", rechazo.detalle.encode()),
-                    ])
-            # Regla 1 del exactamente-una-vez: los estados, confirmados antes que sus agregados
-            # (`flush` espera también el búfer de changelog de faust: ver `faust_seguro`).
-            await app.producer.flush()
-            casos.confirmar()
-            for salida in salidas:
-                for lote in salida.lotes:
-                    await t_aportes.send(
-                        key=f"{lote.agencia_id}|{lote.servicio_id}".encode(), value=lote.SerializeToString(),
-                        partition=particion_de_agencia(lote.agencia_id, cfg.particiones),
-                    )
-            _confirmar(grupos)
-            escrito = max((e.message.timestamp or 0.0 for g in grupos.values() for e in g), default=0.0)
-            if escrito:
-                publicacion.anotar_retraso(time.time() - escrito)
-            metricas.lote_segundos.labels(etapa="casos").observe(time.perf_counter() - inicio)
+            try:
+                await procesar_lote_de_eventos(grupos)
+            except BaseException:
+                # faust reinicia el agente y lo no confirmado se relee desde el offset
+                # confirmado; la guardia, que ya dio esos registros por procesados, los
+                # confirmaría sin procesarlos (REPETIDO) y sus agregados no se enviarían nunca.
+                guardias[topicos.EVENTOS].olvidar()
+                raise
+
+    async def agregar_lote_de_aportes(grupos: dict[int, list]) -> None:
+        inicio = time.perf_counter()
+        for particion, grupo in grupos.items():
+            with en_particion(grupo[-1]):
+                publicacion.marcar(agregacion.aplicar_lotes(
+                    interno.LoteAportes.FromString(e.message.value) for e in grupo))
+            for tabla_agregacion in tablas_agregacion:
+                tabla_agregacion.confirmar()
+                await tabla_agregacion.enviar(app.producer, particion)
+        _confirmar(grupos)
+        metricas.lote_segundos.labels(etapa="agregacion").observe(time.perf_counter() - inicio)
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):
         async for grupos in lotes_en_orden(stream):
-            inicio = time.perf_counter()
-            for particion, grupo in grupos.items():
-                with en_particion(grupo[-1]):
-                    publicacion.marcar(agregacion.aplicar_lotes(
-                        interno.LoteAportes.FromString(e.message.value) for e in grupo))
-                for tabla_agregacion in tablas_agregacion:
-                    tabla_agregacion.confirmar()
-                    await tabla_agregacion.enviar(app.producer, particion)
-            _confirmar(grupos)
-            metricas.lote_segundos.labels(etapa="agregacion").observe(time.perf_counter() - inicio)
+            try:
+                await agregar_lote_de_aportes(grupos)
+            except BaseException:
+                # Como en la etapa por caso; además, la memoria de la agregación pudo quedar con
+                # cubos a medio sumar (su secuencia ya avanzada): se relee del almacén.
+                guardias[topicos.APORTES].olvidar()
+                agregacion.olvidar_memoria()
+                raise
 
     @app.on_partitions_assigned.connect
     async def al_asignar_particiones(app, assigned, **_kwargs):
@@ -326,7 +370,10 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             if app.rebalancing or app.in_recovery:
                 publicacion.republicar_todo()
             else:
-                await publicacion.publicar(lambda: app.should_stop, enviar_indicador, t_cumplimiento)
+                # Un reequilibrio a media pasada la corta: las particiones pudieron cambiar de
+                # dueño, y al terminar se republica todo lo local (`al_completar_recuperacion`).
+                await publicacion.publicar(lambda: app.should_stop or app.rebalancing, enviar_indicador,
+                                           t_cumplimiento)
                 metricas.publicacion_segundos.observe(time.perf_counter() - inicio)
             duracion = time.perf_counter() - inicio
             await app.sleep(max(publicacion.espacio_s(duracion) - duracion, 0.0))

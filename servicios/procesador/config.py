@@ -27,6 +27,7 @@ class ConfigProcesador:
     replicacion: int
     espera_fetch_s: float
     bucle: str
+    prueba_fallar_lote: int
 
 
 def leer(env: Mapping[str, str]) -> ConfigProcesador:
@@ -59,4 +60,7 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         replicacion=c.entero(env, "GPR_REPLICACION", 1, minimo=1),
         espera_fetch_s=c.decimal(env, "GPR_ESPERA_FETCH", 0.05, minimo=0.001),
         bucle=bucle,
+        # Solo para pruebas de cortes: el lote número N de la etapa por caso falla una vez con
+        # sus estados ya confirmados y sus agregados sin enviar (0: nunca).
+        prueba_fallar_lote=c.entero(env, "GPR_PRUEBA_FALLAR_LOTE", 0, minimo=0),
     )

@@ -249,3 +249,22 @@ def test_vigilar_muestra_estado_y_cambios_y_termina_solo(bootstrap):
         assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stdout, r.stdout + r.stderr
     finally:
         cliente.cerrar()
+
+
+def test_publicar_por_kafka_un_evento_demasiado_grande_se_rechaza_y_el_resto_pasa(bootstrap, tmp_path):
+    """kafka-python rechaza al instante un registro de más de 1 MiB: ese evento figura como
+    rechazado con el error de Kafka y los demás se publican (sin traza, código 1)."""
+    crear_topicos(bootstrap, 2)
+    ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    base = {"fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora, "agenciaId": "reniec",
+            "servicioId": "dni-duplicado"}
+    lineas = [{**base, "eventoId": "normal", "casoId": "k1"},
+              {**base, "eventoId": "enorme", "casoId": "k1", "atributos": {"nota": "x" * 1_200_000}}]
+    archivo = tmp_path / "eventos.jsonl"
+    archivo.write_text("".join(json.dumps(linea) + "\n" for linea in lineas))
+    r = gpr("publicar", str(archivo), "--kafka", bootstrap)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "1 aceptados, 1 rechazados de 2" in r.stdout, r.stdout + r.stderr
+    assert "kafka" in r.stdout
+    publicados = leer_todo(bootstrap, EVENTOS, lambda rs: len(rs) >= 1, 20)
+    assert [e.evento_id for x in publicados for e in decodificar(x.value, list(x.headers))] == ["normal"]

@@ -94,11 +94,11 @@ def esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=
                 f"{procesos.registro('procesador')[-4000:]}")
 
 
-def lanzar_procesador(procesos, bootstrap, tmp_path, nombre="procesador", almacen="rocksdb"):
+def lanzar_procesador(procesos, bootstrap, tmp_path, nombre="procesador", almacen="rocksdb", **extra):
     return procesos.lanzar("servicios.procesador", {
         "GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": str(PARTICIONES), "GPR_ALMACEN": almacen,
         "GPR_DIRECTORIO_DATOS": str(tmp_path / nombre), "GPR_METRICAS_PUERTO": "0",
-        "GPR_INTERVALO_PUBLICACION": "0.5",
+        "GPR_INTERVALO_PUBLICACION": "0.5", **extra,
     }, nombre=nombre)
 
 
@@ -124,6 +124,19 @@ def test_escenario_de_20000_eventos_igual_a_la_referencia(bootstrap, procesos, t
     comprobar_rechazados(bootstrap, malos, atrasados)
     esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos, limite_s=30)
     assert "Traceback" not in procesos.registro("procesador")
+
+
+def test_un_lote_que_falla_a_medias_se_procesa_de_nuevo_sin_perder_sus_agregados(bootstrap, procesos, tmp_path):
+    """El tercer lote de la etapa por caso falla con sus estados ya en el changelog y sus
+    agregados sin enviar (como un envío a Kafka que falla). faust reinicia el agente dentro del
+    mismo proceso y relee desde el offset confirmado: esos registros deben procesarse otra vez
+    (sus eventos, ya vistos, reenvían su aporte), no confirmarse como ya procesados."""
+    catalogo, eventos, llegada, _malos = armar_escenario(semilla=3, casos_por_servicio=150)
+    crear_topicos(bootstrap, PARTICIONES)
+    lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="200")
+    publicar_eventos(bootstrap, llegada)
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
+    assert "GPR_PRUEBA_FALLAR_LOTE: falla el lote 3" in procesos.registro("procesador")
 
 
 @pytest.mark.parametrize("almacen", ["rocksdb", "memoria"])

@@ -71,13 +71,22 @@ class Rechazo:
 @dataclass
 class SalidaCasos:
     """Lo que produce un lote: escrituras de la tabla `casos`, lotes de aportes en el orden
-    en que deben enviarse y registros rechazados con su motivo."""
+    en que deben enviarse y registros rechazados con su motivo.
+
+    `tandas`: los agregados, uno por par, de cada tramo de registros (casi siempre uno; varios
+    si el lote se partió: ver `APORTES_MAXIMOS_POR_AGREGADO`). Una tanda solo se envía con la
+    anterior ya escrita: un agregado posterior del mismo par adelantaría las secuencias de sus
+    cubos por encima de uno anterior perdido, cuyos eventos se descartarían al reenviarse."""
 
     escrituras: dict[bytes, bytes] = field(default_factory=dict)
-    lotes: list[interno.LoteAportes] = field(default_factory=list)
+    tandas: list[list[interno.LoteAportes]] = field(default_factory=list)
     rechazos: list[Rechazo] = field(default_factory=list)
     aceptados: int = 0
     duplicados: int = 0
+
+    @property
+    def lotes(self) -> list[interno.LoteAportes]:
+        return [lote for tanda in self.tandas for lote in tanda]
 
 
 def clave_marca(agencia_id: str, particion: int) -> bytes:
@@ -239,13 +248,15 @@ class EtapaCasos:
 
 def _emitir_agregados(salida: SalidaCasos, pares: dict[tuple[str, str], _Par],
                       reenvios: dict[str, interno.LoteAportes], particion: int, ultimo_offset: int) -> None:
-    """Añade a `salida.lotes` un agregado por par de los registros hasta `ultimo_offset`."""
+    """Añade a `salida.tandas` la de los agregados, uno por par, de los registros hasta
+    `ultimo_offset`."""
     por_par: dict[tuple[str, str], list[interno.LoteAportes]] = {}
     for lote in sorted(reenvios.values(), key=lambda lote: (lote.particion_origen, lote.secuencia)):
         por_par.setdefault((lote.agencia_id, lote.servicio_id), []).append(lote)
     # El agregado lleva una secuencia mayor que la de todo evento de sus registros (y menor que
     # la de cualquiera del registro siguiente).
     secuencia_lote = (ultimo_offset << BITS_POSICION) | ((1 << BITS_POSICION) - 1)
+    tanda = []
     for clave_par in list(pares) + [p for p in por_par if p not in pares]:
         agencia, servicio = clave_par
         lote = interno.LoteAportes(particion_origen=particion, secuencia=secuencia_lote,
@@ -259,4 +270,6 @@ def _emitir_agregados(salida: SalidaCasos, pares: dict[tuple[str, str], _Par],
             # se sumaría dos veces.
             poner_aportes(lote, {clave: valor if abs(valor) > 1e-12 else 0.0
                                  for clave, valor in par.aportes.items()})
-        salida.lotes.append(lote)
+        tanda.append(lote)
+    if tanda:
+        salida.tandas.append(tanda)
