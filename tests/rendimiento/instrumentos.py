@@ -62,7 +62,8 @@ def _enteros(nombre: str, defecto: list[int]) -> list[int]:
 @dataclass(frozen=True)
 class ConfigBench:
     """Tamaños de los bancos (variables `GPR_BENCH_*`), elegidos para que `make bench`
-    quepa en ~25 minutos en 2 núcleos (el nivel de 10 000 pares de memoria tarda ~5)."""
+    quepa en ~7 minutos en 2 núcleos AMD EPYC y ~15 en los Intel Xeon más lentos (el nivel de
+    10 000 pares de memoria tarda 1,5–7 min)."""
 
     eventos_simples: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_SIMPLES", 100_000))
     eventos_lote: int = field(default_factory=lambda: _entero("GPR_BENCH_EVENTOS_LOTE", 600_000))
