@@ -30,7 +30,6 @@ class Registro:
     valor: bytes
     cabeceras: list[tuple[str, bytes]] = field(default_factory=list)
     particion: int | None = None
-    eventos: int = 1
     # Posiciones, en la secuencia de entrada, de los eventos que lleva: quien envía sabe así a
     # qué eventos afecta un envío fallido.
     posiciones: tuple[int, ...] = ()
@@ -71,7 +70,7 @@ def registros_aceptados(aceptados: Sequence[pb.Evento], topico: str, particiones
             else:
                 registros.append(Registro(
                     topico, clave_kafka(trozo[0][1]), pb.LoteEventos(eventos=[e for _, e in trozo]).SerializeToString(),
-                    [(CABECERA_LOTE, b"1")], particion, len(trozo), posiciones,
+                    [(CABECERA_LOTE, b"1")], particion, posiciones,
                 ))
     return registros
 

@@ -252,6 +252,19 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             if grupos:
                 yield grupos
 
+    async def procesar_en_orden(stream, topico: str, procesar, al_fallar: Callable[[], None] = lambda: None):
+        """Pasa a `procesar` los lotes del agente. Si uno falla, faust reinicia el agente y lo
+        no confirmado se relee desde el offset confirmado: la guardia olvida lo que dio por
+        procesado, o confirmaría esos registros sin procesarlos (REPETIDO) y sus efectos (los
+        agregados de la etapa por caso) se perderían."""
+        async for grupos in lotes_en_orden(stream):
+            try:
+                await procesar(grupos)
+            except BaseException:
+                guardias[topico].olvidar()
+                al_fallar()
+                raise
+
     topico_aportes = t_aportes.get_topic_name()
     lotes_de_eventos = 0
 
@@ -304,15 +317,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
 
     @app.agent(t_eventos, name="procesar-eventos")
     async def procesar_eventos(stream):
-        async for grupos in lotes_en_orden(stream):
-            try:
-                await procesar_lote_de_eventos(grupos)
-            except BaseException:
-                # faust reinicia el agente y lo no confirmado se relee desde el offset
-                # confirmado; la guardia, que ya dio esos registros por procesados, los
-                # confirmaría sin procesarlos (REPETIDO) y sus agregados no se enviarían nunca.
-                guardias[topicos.EVENTOS].olvidar()
-                raise
+        await procesar_en_orden(stream, topicos.EVENTOS, procesar_lote_de_eventos)
 
     async def agregar_lote_de_aportes(grupos: dict[int, list]) -> None:
         inicio = time.perf_counter()
@@ -328,15 +333,9 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):
-        async for grupos in lotes_en_orden(stream):
-            try:
-                await agregar_lote_de_aportes(grupos)
-            except BaseException:
-                # Como en la etapa por caso; además, la memoria de la agregación pudo quedar con
-                # cubos a medio sumar (su secuencia ya avanzada): se relee del almacén.
-                guardias[topicos.APORTES].olvidar()
-                agregacion.olvidar_memoria()
-                raise
+        # Un lote fallido pudo dejar en la memoria de la agregación cubos a medio sumar (con su
+        # secuencia ya avanzada): se releen del almacén.
+        await procesar_en_orden(stream, topicos.APORTES, agregar_lote_de_aportes, agregacion.olvidar_memoria)
 
     @app.on_partitions_assigned.connect
     async def al_asignar_particiones(app, assigned, **_kwargs):

@@ -195,7 +195,7 @@ def test_registros_aceptados_agrupa_por_particion_en_orden():
     for r in registros:
         contenidos = decodificar(r.valor, r.cabeceras)
         assert (len(contenidos) > 1) == ((CABECERA_LOTE, b"1") in r.cabeceras)
-        assert r.eventos == len(contenidos)
+        assert [eventos[i].evento_id for i in r.posiciones] == [e.evento_id for e in contenidos]
         assert all(particion_por_defecto(e.caso_id.encode(), 3) == r.particion for e in contenidos)
         assert particion_por_defecto(r.clave, 3) == r.particion
         vistos.extend(contenidos)

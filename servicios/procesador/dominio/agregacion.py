@@ -94,6 +94,12 @@ class Pendientes:
         return comunes | propias
 
 
+def _ventanas_en_marca(desde_s: int, hasta_s: int, zona: str) -> list[str]:
+    """Las ventanas que dependen de la marca de agua (móviles y total: su `hasta` y los vencidos
+    «ahora») y los meses de `desde_s` a `hasta_s` (su cierre o su `hasta`)."""
+    return [*VENTANAS_MOVILES, VENTANA_TOTAL, *(f"mes:{mes}" for mes in ventanas.meses_entre(desde_s, hasta_s, zona))]
+
+
 @dataclass(frozen=True)
 class Instantanea:
     servicio_id: str
@@ -285,8 +291,7 @@ class Agregacion:
         marca = self.estado_agencia(agencia).marca_agua
         if not marca or primero > marca:
             return
-        self.pendientes.anotar(agencia, servicio, [
-            *VENTANAS_MOVILES, VENTANA_TOTAL, *(f"mes:{mes}" for mes in ventanas.meses_entre(primero, marca, zona))])
+        self.pendientes.anotar(agencia, servicio, _ventanas_en_marca(primero, marca, zona))
 
     def _linea(self, agencia: str, servicio: str) -> interno.LineaVencimientos:
         return self.lineas.leer_o_nuevo(f"{agencia}|{servicio}".encode())
@@ -319,10 +324,8 @@ class Agregacion:
             else:
                 # La marca de agua es el `hasta` de las ventanas móviles, del total y del mes en
                 # curso (y fija los vencidos «ahora»); un mes que termina pasa a su cierre.
-                zona = self._zona(agencia)
-                self.pendientes.anotar(agencia, TODOS_LOS_SERVICIOS, [
-                    *VENTANAS_MOVILES, VENTANA_TOTAL,
-                    *(f"mes:{mes}" for mes in ventanas.meses_entre(anterior, ocurrido_en, zona))])
+                self.pendientes.anotar(agencia, TODOS_LOS_SERVICIOS,
+                                       _ventanas_en_marca(anterior, ocurrido_en, self._zona(agencia)))
         if cambio:
             self.agencias.poner(agencia.encode(), estado)
 

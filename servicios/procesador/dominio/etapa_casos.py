@@ -36,6 +36,7 @@ from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
 from servicios.procesador.dominio import medidas as m
+from servicios.procesador.dominio.ventanas import SEGUNDOS_HORA
 from servicios.procesador.dominio.casos import Caso, cambios_de, identidad, lote_emitido, poner_aportes, registrar
 
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
@@ -46,7 +47,6 @@ BITS_POSICION = 20
 # omisión) aunque un lote de registros traiga cientos de miles de eventos.
 APORTES_MAXIMOS_POR_AGREGADO = 16_000
 _APORTES_POR_REENVIO = 16
-_SEGUNDOS_HORA = 3600
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class _Par:
         for clave, valor in cambios.items():
             medida, instante = clave
             if medida != m.VENCIDOS:
-                clave = (medida, instante - instante % _SEGUNDOS_HORA)
+                clave = (medida, instante - instante % SEGUNDOS_HORA)
             aportes[clave] = aportes.get(clave, 0.0) + valor
         if ocurrido_en > self.ocurrido_en:
             self.ocurrido_en = ocurrido_en
