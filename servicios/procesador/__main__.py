@@ -1,4 +1,5 @@
-"""`python -m servicios.procesador`: lee la configuración, crea los tópicos y corre un trabajador."""
+"""`python -m servicios.procesador`: lee la configuración, crea los tópicos (y ajusta los
+internos que ya existían) y corre un trabajador."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from pathlib import Path
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
 from servicios.comun.metas import IndiceMetas, archivos_de, cargar_metas
-from servicios.comun.topicos import crear_topicos
+from servicios.comun.topicos import (
+    APORTES,
+    BYTES_MAXIMOS_REGISTRO_INTERNO,
+    TopicoInadecuado,
+    asegurar_registro_maximo,
+    crear_topicos,
+)
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.procesador import config
 from servicios.procesador.metricas import MetricasProcesador
@@ -46,6 +53,16 @@ def main() -> int:
     if cfg.metricas_puerto:
         start_http_server(cfg.metricas_puerto, registry=metricas.registro)
     app = crear_app(cfg, catalogo, metas, metricas)
+    internos = [APORTES, *(tabla.changelog_topic.get_topic_name() for tabla in app.tables.values())]
+    try:
+        ajustados = asegurar_registro_maximo(cfg.bootstrap, internos)
+    except TopicoInadecuado as error:
+        print(f"gpr-procesador: {error}", file=sys.stderr)
+        return 2
+    for topico, antes in ajustados.items():
+        previo = f"{antes} bytes" if antes is not None else "sin valor informado"
+        print(f"gpr-procesador: max.message.bytes de {topico}: {previo} → {BYTES_MAXIMOS_REGISTRO_INTERNO} bytes",
+              file=sys.stderr)
     worker = faust.Worker(app, loglevel=logging.INFO, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -8,7 +8,7 @@ from gpr.v1 import eventos_pb2 as pb
 from servicios.comun import config
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, validar
-from servicios.comun.topicos import CABECERA_LOTE
+from servicios.comun.topicos import APORTES, CABECERA_LOTE, TopicoInadecuado, ajustar_registro_maximo
 from servicios.comun.yaml_lineas import ArchivoInvalido
 
 from conftest import CATALOGO
@@ -176,3 +176,35 @@ def test_publicacion_pide_pasada_al_marcar_y_espacia_segun_duracion_y_retraso():
     publicacion.anotar_retraso(3.0)
     assert publicacion.espacio_s(0.01) == pytest.approx(1.0)
     assert publicacion.espacio_s(0.5) == pytest.approx(2.0)
+
+
+class AdminSinPermiso:
+    """Un broker con ACL que deja leer la configuración de gpr.aportes.v1 pero no cambiarla
+    (el broker embebido no tiene permisos: la respuesta es la que da Apache Kafka)."""
+
+    def __init__(self, leer_falla: bool = False):
+        self.leer_falla = leer_falla
+
+    def list_topics(self):
+        return [APORTES, "otro"]
+
+    def describe_configs(self, recursos, config_filter):
+        from kafka.errors import TopicAuthorizationFailedError
+
+        if self.leer_falla:
+            raise TopicAuthorizationFailedError("DescribeConfigs denegado")
+        return {"topic": {APORTES: {"max.message.bytes": {"value": "1048588"}}}}
+
+    def alter_configs(self, recursos, **_):
+        return {"topic": {APORTES: "[Error 29] TopicAuthorizationFailedError: denegado"}}
+
+
+@pytest.mark.parametrize("leer_falla", [False, True])
+def test_registro_maximo_que_no_se_puede_cambiar_dice_topico_valor_y_orden(leer_falla):
+    with pytest.raises(TopicoInadecuado) as error:
+        ajustar_registro_maximo(AdminSinPermiso(leer_falla), [APORTES])
+    mensaje = str(error.value)
+    assert f"el tópico {APORTES} " in mensaje and "TopicAuthorizationFailedError" in mensaje
+    assert ("no informa su registro máximo" if leer_falla else "hasta 1048588 bytes") in mensaje
+    assert (f"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name {APORTES} "
+            f"--add-config max.message.bytes={16 * 1024 * 1024}") in mensaje
