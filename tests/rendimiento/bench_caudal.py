@@ -7,6 +7,11 @@ partición con la cabecera `gpr-lote: 1`):
 * consumo crudo: un consumidor aiokafka que lee y decodifica los mismos registros;
 * el procesador completo (todos los indicadores, almacén RocksDB) con 1 y con 2 trabajadores.
 
+De cada medida se anota también la CPU gastada por los trabajadores (por evento), el broker
+embebido, el proceso del banco y la máquina entera (`instrumentos.CpuDurante`): con dos
+trabajadores, una CPU por evento igual a la de uno dice que repartir no añade trabajo, y los
+núcleos ocupados, cuánta CPU obtuvieron.
+
 Las apps faust se lanzan primero y se calientan (unidas al grupo, un evento de control por
 partición visto), y después se publican todos los registros de golpe: el caudal es eventos
 / (desde el inicio de la publicación hasta ver su efecto). Para el procesador «su efecto» es
@@ -60,13 +65,17 @@ def medir_piso(bootstrap: str, procesos: ins.Procesos, directorio: Path, registr
         return estado
 
     arranque = esperar(len(control), 120)["ultimo"] - lanzado
+    cpu = ins.CpuDurante([proceso.pid], ins.pid_del_broker(bootstrap))
     inicio = time.time()
     ins.producir(bootstrap, registros)
     fin = esperar(len(control) + len(registros), max(tope_s, 300))["ultimo"]
+    gastado = cpu.medir()
     procesos.detener(proceso)
     segundos = fin - inicio
     return {"segundos": round(segundos, 3), "registros_s": round(len(registros) / segundos, 1),
-            "eventos_s": round(eventos / segundos, 1), "arranque_s": round(arranque, 2)}
+            "eventos_s": round(eventos / segundos, 1), "arranque_s": round(arranque, 2), "cpu": gastado,
+            "cpu_us_registro": round(gastado["trabajadores_s"] / len(registros) * 1e6, 1),
+            "cpu_us_evento": round(gastado["trabajadores_s"] / eventos * 1e6, 1)}
 
 
 def medir_crudo(bootstrap: str, registros_en_topico: int) -> dict:
@@ -87,9 +96,11 @@ def medir_procesador(bootstrap: str, procesos: ins.Procesos, directorio: Path, c
         perfil = (ins.Perfilador(grupo.procesos[0].pid, config.directorio / f"perfil-{etiqueta}.txt",
                                    config.tope_caudal_s)
                   if config.perfil else None)
+        cpu = ins.CpuDurante([p.pid for p in grupo.procesos], ins.pid_del_broker(bootstrap))
         inicio = time.time()
         ins.producir(bootstrap, registros)
         espera = ins.esperar_totales(observador, esperados, config.tope_caudal_s, vivo=grupo.vivos, exigir=False)
+        gastado = cpu.medir()
         resumen_perfil = perfil.resumen() if perfil else None
     finally:
         observador.cerrar()
@@ -104,7 +115,10 @@ def medir_procesador(bootstrap: str, procesos: ins.Procesos, directorio: Path, c
     return {"trabajadores": trabajadores, "completo": espera.completa, "eventos": procesados,
             "segundos": round(segundos, 3), "eventos_s": round(procesados / segundos, 1),
             "registros_s": round(len(registros) * procesados / eventos / segundos, 1),
-            "arranque_s": round(grupo.arranque_s, 2), "avisos": avisos, "perfil": resumen_perfil}
+            "arranque_s": round(grupo.arranque_s, 2), "avisos": avisos, "perfil": resumen_perfil,
+            "cpu": gastado, "cpu_us_evento": round(gastado["trabajadores_s"] / procesados * 1e6, 1) if procesados else None,
+            "cpu_us_registro": (round(gastado["trabajadores_s"] / (len(registros) * procesados / eventos) * 1e6, 1)
+                                if procesados else None)}
 
 
 @pytest.mark.timeout(1200)

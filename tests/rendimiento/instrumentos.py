@@ -1,5 +1,5 @@
 """Instrumentos comunes de los bancos: broker limpio, eventos, productor rápido, procesos,
-observación de gpr.indicadores.v1, memoria residente y registro de resultados.
+observación de gpr.indicadores.v1, memoria residente, CPU gastada y registro de resultados.
 
 Cada medición compara el proyecto con su línea base en la misma ejecución, con el mismo
 broker (un Tansu nuevo por configuración) y los mismos eventos generados, porque estas
@@ -411,6 +411,66 @@ class Procesos:
         for _, proceso in self._procesos:
             self.detener(proceso)
         self._procesos.clear()
+
+
+def pid_del_broker(bootstrap: str) -> int | None:
+    """El proceso del broker embebido que escucha en `bootstrap`; None si es uno externo."""
+    escucha = f"tcp://{bootstrap}".encode()
+    for entrada in Path("/proc").iterdir():
+        if not entrada.name.isdigit():
+            continue
+        try:
+            argumentos = (entrada / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--listener-url" in argumentos and escucha in argumentos:
+            return int(entrada.name)
+    return None
+
+
+def cpu_proceso_s(pid: int) -> float:
+    """CPU (usuario + sistema) gastada por el proceso `pid`, de /proc; 0 si ya terminó."""
+    try:
+        campos = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(campos[11]) + int(campos[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_maquina_s() -> float:
+    """CPU ocupada de toda la máquina (todos los procesos, también los ajenos al banco)."""
+    campos = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    ocupada = sum(campos[:8]) - campos[3] - campos[4]  # sin idle ni iowait
+    return ocupada / os.sysconf("SC_CLK_TCK")
+
+
+class CpuDurante:
+    """CPU que gastan los trabajadores, el broker embebido y el propio proceso del banco
+    (productor y observador) desde la creación hasta `medir()`, y la de toda la máquina.
+
+    Explica la razón de dos trabajadores: si la CPU por evento de los trabajadores no cambia
+    al pasar de uno a dos, repartir no añade trabajo y lo que falta hasta 2× es CPU que no
+    obtuvieron (en 2 núcleos compartidos con el broker y el banco).
+    """
+
+    def __init__(self, trabajadores: list[int], broker: int | None):
+        self._trabajadores, self._broker = trabajadores, broker
+        self._inicio = self._leer()
+
+    def _leer(self) -> dict[str, float]:
+        propio = os.times()
+        return {"trabajadores_s": sum(cpu_proceso_s(p) for p in self._trabajadores),
+                "broker_s": cpu_proceso_s(self._broker) if self._broker else 0.0,
+                "banco_s": propio.user + propio.system, "maquina_s": cpu_maquina_s(),
+                "pared_s": time.monotonic()}
+
+    def medir(self) -> dict:
+        fin = self._leer()
+        medida = {clave: round(fin[clave] - self._inicio[clave], 3) for clave in fin}
+        pared = medida["pared_s"] or 1e-9
+        medida["nucleos"] = {clave[:-2]: round(medida[clave] / pared, 2) for clave in medida if clave != "pared_s"}
+        medida["nucleos_maquina"] = os.cpu_count()
+        return medida
 
 
 def env_procesador(bootstrap: str, directorio: Path, catalogo: Path, metas: Path | None = None,

@@ -78,8 +78,14 @@ def metas(bancos: dict) -> list[Meta]:
         un = _get(caudal, formato, "procesador_1", "eventos_s")
         r = _razon(dos, un)
         estimado = _estimado(_get(caudal, formato, "procesador_1")) or _estimado(_get(caudal, formato, "procesador_2"))
+        cpu = _razon(_get(caudal, formato, "procesador_2", "cpu_us_evento"),
+                     _get(caudal, formato, "procesador_1", "cpu_us_evento"))
+        ocupada = _get(caudal, formato, "procesador_2", "cpu", "nucleos", "maquina")
+        detalle = ("" if cpu is None else
+                   f"; CPU por evento {cpu:.2f}× la de uno, máquina con {_num(ocupada, 2)} de "
+                   f"{_get(caudal, formato, 'procesador_2', 'cpu', 'nucleos_maquina', defecto='—')} núcleos ocupados")
         resultado.append(Meta(f"Escalado a 2 trabajadores ({nombre})", "≥ 1,7× uno",
-                              "—" if r is None else f"{r:.2f}× ({_num(dos)} / {_num(un)} eventos/s){estimado}",
+                              "—" if r is None else f"{r:.2f}× ({_num(dos)} / {_num(un)} eventos/s){estimado}{detalle}",
                               None if r is None else r >= 1.7))
 
     frescura = bancos.get("frescura")
@@ -242,6 +248,26 @@ def markdown(datos: dict, grafico: str | None) -> str:
                    "«No completo»: el procesador no terminó antes del tope y lo procesado se estima por la "
                    "fracción de solicitudes ya publicada (*). En lotes, el piso de faust y el consumo crudo terminan "
                    "en menos de un segundo: su cifra incluye la publicación de los registros y es una cota inferior."]
+        filas = []
+        for formato in ("evento", "lote"):
+            for clave, nombre in (("piso_faust", "piso de faust"), ("procesador_1", "procesador ×1"),
+                                  ("procesador_2", "procesador ×2")):
+                m = _get(caudal, formato, clave)
+                if not m or not m.get("cpu"):
+                    continue
+                nucleos = m["cpu"].get("nucleos", {})
+                filas.append([formato, nombre, _num(m.get("cpu_us_evento"), 1), _num(m.get("cpu_us_registro"), 1)]
+                             + [_num(nucleos.get(parte), 2) for parte in ("trabajadores", "broker", "banco", "maquina")]
+                             + [str(m["cpu"].get("nucleos_maquina", "—"))])
+        if filas:
+            lineas += ["", "### CPU gastada durante la medida", ""]
+            lineas += _tabla(filas, ["Registros", "Configuración", "µs de CPU/evento", "µs de CPU/registro",
+                                     "núcleos: trabajadores", "broker", "banco", "máquina", "de"])
+            lineas += ["", "CPU de usuario + sistema de /proc. «banco»: el proceso que publica los registros y observa "
+                       "las instantáneas; «máquina»: toda la máquina, también procesos ajenos. Si con dos trabajadores la "
+                       "CPU por evento es la de uno, repartir las particiones no añade trabajo: lo que falta hasta 2× "
+                       "es CPU que los trabajadores no obtienen (la máquina ocupada y la parte del broker, que comparte "
+                       "los mismos núcleos), no un costo del diseño."]
         perfiles = [(f, c, _get(caudal, f, c, "perfil")) for f in ("evento", "lote") for c in ("procesador_1",)]
         perfiles = [p for p in perfiles if p[2]]
         if perfiles:

@@ -186,8 +186,9 @@ class EtapaCasos:
                 ident = identidad(evento)
                 if estado is not None and ident in estado.vistos:
                     salida.duplicados += 1
-                    if ident not in aplicados:
-                        # No se aplicó en este lote: está en el estado leído del almacén.
+                    if ident not in aplicados and ident not in reenvios:
+                        # No se aplicó en este lote: está en el estado leído del almacén (y
+                        # su lote, reconstruido, es el mismo cada vez que se repita).
                         reenvios[ident] = lote_emitido(estado.mensaje, ident)
                     # Fue aceptado: la marca avanza como avanzó la primera vez, así un
                     # reproceso juzga la tardanza de los siguientes igual que entonces.
