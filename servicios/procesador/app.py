@@ -43,7 +43,7 @@ from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, eval
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion, Pendientes
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
-from servicios.procesador.faust_seguro import confirmar_hueco
+from servicios.procesador.faust_seguro import confirmar_hueco, olvidar_entregados
 from servicios.procesador.metricas import MetricasProcesador
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 from servicios.procesador.tablas import TablaEnBloque
@@ -256,12 +256,14 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         """Pasa a `procesar` los lotes del agente. Si uno falla, faust reinicia el agente y lo
         no confirmado se relee desde el offset confirmado: la guardia olvida lo que dio por
         procesado, o confirmaría esos registros sin procesarlos (REPETIDO) y sus efectos (los
-        agregados de la etapa por caso) se perderían."""
+        agregados de la etapa por caso) se perderían; y faust deja de esperar los mensajes
+        entregados que ya no se confirmarán (o la parada y el reequilibrio se colgarían)."""
         async for grupos in lotes_en_orden(stream):
             try:
                 await procesar(grupos)
             except BaseException:
                 guardias[topico].olvidar()
+                olvidar_entregados(app.consumer, topico)
                 al_fallar()
                 raise
 

@@ -13,6 +13,9 @@ momento, los eventos de esos registros ya no se releen y sus efectos en las tabl
 La corrección: `flush()` espera hasta que no quede nada en el búfer *ni en vuelo* (el mensaje
 que la tarea de fondo ya sacó de la cola pero aún no entregó al productor de aiokafka), y si
 el búfer ya se está deteniendo, entrega él mismo lo que queda en vez de fallar.
+
+Y tras un lote fallido, `olvidar_entregados` quita de la espera de faust los mensajes ya
+entregados que no se confirmarán nunca (ver su docstring).
 """
 
 from __future__ import annotations
@@ -101,3 +104,23 @@ async def _entregar_lo_que_queda(bufer) -> None:
         entregados += 1
     if entregados:
         registro.info("búfer de changelog vaciado al detenerse: %d registros entregados", entregados)
+
+
+def olvidar_entregados(consumidor, topico: str) -> int:
+    """Tras un lote fallido de `topico`, deja de esperar los mensajes suyos ya entregados y sin
+    confirmar; devuelve cuántos.
+
+    faust anota cada mensaje entregado a un flujo y, antes de un reequilibrio o de una parada
+    ordenada (`wait_empty`), espera a que todos se confirmen o dejen de existir (es un
+    conjunto débil). Los de un lote fallido no se confirmarán nunca (se releen como mensajes
+    nuevos), y la traza del error, que el supervisor de faust guarda, los mantiene vivos:
+    medido, tras un lote fallido la parada se quedaba en `wait_empty` hasta el SIGKILL, y un
+    reequilibrio quedaría igual. Solo el agente de `topico` lee ese tópico y está cayendo:
+    ninguno de esos mensajes está de verdad en proceso. Si alguno aún se confirmara, la
+    confirmación no depende de esta anotación.
+    """
+    pendientes = consumidor._unacked_messages
+    olvidados = [m for m in list(pendientes) if m.topic == topico and not m.acked]
+    for mensaje in olvidados:
+        pendientes.discard(mensaje)
+    return len(olvidados)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 
 import pytest
@@ -133,10 +134,19 @@ def test_un_lote_que_falla_a_medias_se_procesa_de_nuevo_sin_perder_sus_agregados
     (sus eventos, ya vistos, reenvían su aporte), no confirmarse como ya procesados."""
     catalogo, eventos, llegada, _malos = armar_escenario(semilla=3, casos_por_servicio=150)
     crear_topicos(bootstrap, PARTICIONES)
-    lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="200")
+    procesador = lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="200")
     publicar_eventos(bootstrap, llegada)
     esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
     assert "GPR_PRUEBA_FALLAR_LOTE: falla el lote 3" in procesos.registro("procesador")
+    # Y se detiene con SIGTERM: faust esperaba en `wait_empty` los mensajes del lote fallido,
+    # que no se confirmarán nunca, y la parada (como un reequilibrio) se colgaba hasta el SIGKILL.
+    procesador.send_signal(signal.SIGTERM)
+    try:
+        procesador.wait(30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("tras un lote fallido el procesador no se detuvo con SIGTERM en 30 s:\n"
+                    + procesos.registro("procesador")[-3000:])
+    assert "wait_empty: Waiting" not in procesos.registro("procesador")
 
 
 @pytest.mark.parametrize("almacen", ["rocksdb", "memoria"])
