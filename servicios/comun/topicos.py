@@ -4,6 +4,7 @@ del registro máximo de los tópicos internos que ya existían."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 EVENTOS = "gpr.eventos.v1"
 RECHAZADOS = "gpr.eventos.rechazados.v1"
@@ -88,37 +89,44 @@ def crear_topicos(bootstrap: str, particiones: int, nombres: list[str] | None = 
         admin.close()
 
 
-def ajustar_registro_maximo(admin, nombres: list[str]) -> dict[str, int | None]:
+@dataclass
+class AjusteRegistroMaximo:
+    """Lo que hizo `ajustar_registro_maximo`."""
+
+    # Tópico → el valor que tenía (None: el broker no lo informaba).
+    cambiados: dict[str, int | None] = field(default_factory=dict)
+    # Tópico → por qué no se pudo ni leer su valor ni cambiarlo (se arranca igual, con aviso).
+    sin_verificar: dict[str, str] = field(default_factory=dict)
+
+
+def ajustar_registro_maximo(admin, nombres: list[str]) -> AjusteRegistroMaximo:
     """Sube `max.message.bytes` a `BYTES_MAXIMOS_REGISTRO_INTERNO` en los tópicos de `nombres`
-    que ya existen y admiten menos; devuelve los cambiados con el valor que tenían (None si el
-    broker no lo informaba).
+    que ya existen y admiten menos.
 
     Un tópico creado por una versión anterior (o a mano) con el 1 MiB por omisión no falla al
     arrancar, sino el día que un lote arma un agregado más grande: el procesador caería en ese
-    lote una y otra vez. Por eso se comprueba al arrancar y, si el broker no deja cambiarlo
-    (permisos), `TopicoInadecuado` dice qué tópico y cómo hacerlo a mano.
+    lote una y otra vez. Por eso se comprueba al arrancar. El cambio es incremental
+    (IncrementalAlterConfigs): el resto de la configuración del tópico, como la compactación
+    de un changelog, queda igual. `admin`: un KafkaAdminClient.
 
-    El cambio es incremental (IncrementalAlterConfigs): el resto de la configuración del
-    tópico, como la compactación de un changelog, queda igual. `admin`: un KafkaAdminClient.
+    - Valor leído y suficiente: nada.
+    - Valor leído e insuficiente, o no informado: se cambia. Si el broker no lo deja y el valor
+      leído era insuficiente, `TopicoInadecuado` (el procesador no arranca: caería más
+      adelante) con el tópico, el valor y la orden para hacerlo a mano.
+    - Ni leído ni cambiable (una ACL mínima sin DescribeConfigs ni AlterConfigs; kafka-python
+      devuelve la descripción vacía sin error): queda en `sin_verificar` y se arranca con un
+      aviso, porque el tópico bien puede estar ya bien configurado.
     """
     from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import KafkaError
 
     requerido = BYTES_MAXIMOS_REGISTRO_INTERNO
     existentes = set(admin.list_topics())
-    cambiados: dict[str, int | None] = {}
+    ajuste = AjusteRegistroMaximo()
     for nombre in nombres:
         if nombre not in existentes:
             continue
-        try:
-            # «all» y no «modified»: Apache Kafka solo informa como modificado lo fijado en el
-            # tópico, y el valor que rige puede venir del broker.
-            descripcion = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, nombre)],
-                                                 config_filter="all")
-        except KafkaError as error:
-            raise TopicoInadecuado(_no_se_pudo(nombre, None, f"no se pudo leer su configuración: {error}")) from error
-        entrada = descripcion.get("topic", {}).get(nombre, {}).get("max.message.bytes")
-        actual = int(entrada["value"]) if entrada and entrada.get("value") else None
+        actual = _registro_maximo(admin, nombre)
         if actual is not None and actual >= requerido:
             continue
         try:
@@ -128,21 +136,51 @@ def ajustar_registro_maximo(admin, nombres: list[str]) -> dict[str, int | None]:
             resultado = respuesta.get("topic", {}).get(nombre, "sin respuesta del broker")
         except KafkaError as error:
             resultado = str(error)
-        if resultado != "OK":
+        if resultado == "OK":
+            ajuste.cambiados[nombre] = actual
+        elif actual is None:
+            ajuste.sin_verificar[nombre] = _no_se_pudo(nombre, None, f"no dejó cambiarlo: {resultado}")
+        else:
             raise TopicoInadecuado(_no_se_pudo(nombre, actual, f"el broker no dejó cambiarlo: {resultado}"))
-        cambiados[nombre] = actual
-    return cambiados
+    return ajuste
+
+
+def _registro_maximo(admin, nombre: str) -> int | None:
+    """El `max.message.bytes` que rige en el tópico, o None si el broker no lo informa."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
+
+    try:
+        # «all» y no «modified»: Apache Kafka solo informa como modificado lo fijado en el
+        # tópico, y el valor que rige puede venir del broker. Una lectura denegada no lanza:
+        # kafka-python devuelve la descripción vacía.
+        descripcion = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, nombre)],
+                                             config_filter="all")
+    except KafkaError:
+        return None
+    entrada = descripcion.get("topic", {}).get(nombre, {}).get("max.message.bytes") or {}
+    try:
+        return int(entrada.get("value"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _no_se_pudo(nombre: str, actual: int | None, causa: str) -> str:
-    admite = f"admite registros de hasta {actual} bytes" if actual is not None else "no informa su registro máximo"
-    return (f"el tópico {nombre} {admite} y el procesador necesita {BYTES_MAXIMOS_REGISTRO_INTERNO} "
-            f"(max.message.bytes); {causa}. Cámbielo con: kafka-configs.sh --bootstrap-server <broker> "
-            f"--alter --entity-type topics --entity-name {nombre} "
+    if actual is None:
+        return (f"no se pudo comprobar el registro máximo del tópico {nombre} (el procesador necesita "
+                f"{BYTES_MAXIMOS_REGISTRO_INTERNO} bytes, max.message.bytes; el broker no dejó leerlo y {causa}); "
+                f"si admite menos, cámbielo con: {_orden_para_cambiarlo(nombre)}")
+    return (f"el tópico {nombre} admite registros de hasta {actual} bytes y el procesador necesita "
+            f"{BYTES_MAXIMOS_REGISTRO_INTERNO} (max.message.bytes); {causa}. Cámbielo con: "
+            f"{_orden_para_cambiarlo(nombre)}")
+
+
+def _orden_para_cambiarlo(nombre: str) -> str:
+    return (f"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name {nombre} "
             f"--add-config max.message.bytes={BYTES_MAXIMOS_REGISTRO_INTERNO}")
 
 
-def asegurar_registro_maximo(bootstrap: str, nombres: list[str], limite_s: float = 30.0) -> dict[str, int | None]:
+def asegurar_registro_maximo(bootstrap: str, nombres: list[str], limite_s: float = 30.0) -> AjusteRegistroMaximo:
     """`ajustar_registro_maximo` con un cliente propio."""
     admin = _admin(bootstrap, limite_s)
     try:

@@ -59,10 +59,12 @@ def main() -> int:
     except TopicoInadecuado as error:
         print(f"gpr-procesador: {error}", file=sys.stderr)
         return 2
-    for topico, antes in ajustados.items():
+    for topico, antes in ajustados.cambiados.items():
         previo = f"{antes} bytes" if antes is not None else "sin valor informado"
         print(f"gpr-procesador: max.message.bytes de {topico}: {previo} → {BYTES_MAXIMOS_REGISTRO_INTERNO} bytes",
               file=sys.stderr)
+    for aviso in ajustados.sin_verificar.values():
+        print(f"gpr-procesador: aviso: {aviso}", file=sys.stderr)
     worker = faust.Worker(app, loglevel=logging.INFO, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -261,10 +261,12 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         async for grupos in lotes_en_orden(stream):
             try:
                 await procesar(grupos)
-            except BaseException:
+            except BaseException as error:
                 guardias[topico].olvidar()
-                olvidar_entregados(app.consumer, topico)
                 al_fallar()
+                quitados = olvidar_entregados(app.consumer, (e.message for g in grupos.values() for e in g))
+                logger.warning("%s: lote interrumpido (%r); sus %d registros sin confirmar se releerán",
+                               topico, error, quitados)
                 raise
 
     topico_aportes = t_aportes.get_topic_name()

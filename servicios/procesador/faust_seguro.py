@@ -106,21 +106,25 @@ async def _entregar_lo_que_queda(bufer) -> None:
         registro.info("búfer de changelog vaciado al detenerse: %d registros entregados", entregados)
 
 
-def olvidar_entregados(consumidor, topico: str) -> int:
-    """Tras un lote fallido de `topico`, deja de esperar los mensajes suyos ya entregados y sin
-    confirmar; devuelve cuántos.
+def olvidar_entregados(consumidor, mensajes) -> int:
+    """Tras un lote fallido, deja de esperar sus `mensajes` (de faust, ya entregados y sin
+    confirmar); devuelve cuántos quitó.
 
     faust anota cada mensaje entregado a un flujo y, antes de un reequilibrio o de una parada
     ordenada (`wait_empty`), espera a que todos se confirmen o dejen de existir (es un
     conjunto débil). Los de un lote fallido no se confirmarán nunca (se releen como mensajes
     nuevos), y la traza del error, que el supervisor de faust guarda, los mantiene vivos:
     medido, tras un lote fallido la parada se quedaba en `wait_empty` hasta el SIGKILL, y un
-    reequilibrio quedaría igual. Solo el agente de `topico` lee ese tópico y está cayendo:
-    ninguno de esos mensajes está de verdad en proceso. Si alguno aún se confirmara, la
-    confirmación no depende de esta anotación.
+    reequilibrio quedaría igual. Solo esos: los que siguen en la cola del agente los procesa
+    el agente reiniciado, y faust debe seguir esperándolos. Confirmar no depende de esta
+    anotación. Es un atributo interno de faust: si cambiara, no se quita nada.
     """
-    pendientes = consumidor._unacked_messages
-    olvidados = [m for m in list(pendientes) if m.topic == topico and not m.acked]
-    for mensaje in olvidados:
-        pendientes.discard(mensaje)
-    return len(olvidados)
+    pendientes = getattr(consumidor, "_unacked_messages", None)
+    if pendientes is None:
+        return 0
+    quitados = 0
+    for mensaje in mensajes:
+        if not mensaje.acked and mensaje in pendientes:
+            pendientes.discard(mensaje)
+            quitados += 1
+    return quitados

@@ -146,6 +146,7 @@ def test_un_lote_que_falla_a_medias_se_procesa_de_nuevo_sin_perder_sus_agregados
     except subprocess.TimeoutExpired:
         pytest.fail("tras un lote fallido el procesador no se detuvo con SIGTERM en 30 s:\n"
                     + procesos.registro("procesador")[-3000:])
+    assert procesador.returncode == 0, procesos.registro("procesador")[-3000:]
     assert "wait_empty: Waiting" not in procesos.registro("procesador")
 
 

@@ -428,12 +428,12 @@ def pid_del_broker(bootstrap: str) -> int | None:
     return None
 
 
-def cpu_proceso_s(pid: int) -> float:
-    """CPU (usuario + sistema) gastada por el proceso `pid`, de /proc; 0 si ya terminó."""
+def cpu_proceso_s(pid: int) -> float | None:
+    """CPU (usuario + sistema) gastada por el proceso `pid`, de /proc; None si ya terminó."""
     try:
         campos = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
+        return None
     return (int(campos[11]) + int(campos[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -455,20 +455,33 @@ class CpuDurante:
 
     def __init__(self, trabajadores: list[int], broker: int | None):
         self._trabajadores, self._broker = trabajadores, broker
-        self._inicio = self._leer()
+        self._terminados: set[int] = set()
+        self._inicio = self._leer({})
 
-    def _leer(self) -> dict[str, float]:
+    def _cpu(self, pid: int, antes: dict) -> float:
+        # Un proceso que terminó a media medida cuenta lo que tenía al empezar (0 de gasto):
+        # la medida queda marcada como incompleta en vez de dar una CPU negativa.
+        valor = cpu_proceso_s(pid)
+        if valor is None:
+            self._terminados.add(pid)
+            return antes.get(pid, 0.0)
+        return valor
+
+    def _leer(self, antes: dict) -> dict:
         propio = os.times()
-        return {"trabajadores_s": sum(cpu_proceso_s(p) for p in self._trabajadores),
-                "broker_s": cpu_proceso_s(self._broker) if self._broker else 0.0,
+        por_proceso = {p: self._cpu(p, antes.get("por_proceso", {})) for p in [*self._trabajadores, self._broker] if p}
+        return {"trabajadores_s": sum(por_proceso[p] for p in self._trabajadores),
+                "broker_s": por_proceso.get(self._broker, 0.0) if self._broker else 0.0,
                 "banco_s": propio.user + propio.system, "maquina_s": cpu_maquina_s(),
-                "pared_s": time.monotonic()}
+                "pared_s": time.monotonic(), "por_proceso": por_proceso}
 
     def medir(self) -> dict:
-        fin = self._leer()
-        medida = {clave: round(fin[clave] - self._inicio[clave], 3) for clave in fin}
+        fin = self._leer(self._inicio)
+        medida = {clave: round(fin[clave] - self._inicio[clave], 3) for clave in fin if clave != "por_proceso"}
+        medida["completa"] = not self._terminados
         pared = medida["pared_s"] or 1e-9
-        medida["nucleos"] = {clave[:-2]: round(medida[clave] / pared, 2) for clave in medida if clave != "pared_s"}
+        medida["nucleos"] = {clave[:-2]: round(medida[clave] / pared, 2)
+                             for clave in ("trabajadores_s", "broker_s", "banco_s", "maquina_s")}
         medida["nucleos_maquina"] = os.cpu_count()
         return medida
 

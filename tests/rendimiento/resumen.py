@@ -256,7 +256,9 @@ def markdown(datos: dict, grafico: str | None) -> str:
                 if not m or not m.get("cpu"):
                     continue
                 nucleos = m["cpu"].get("nucleos", {})
-                filas.append([formato, nombre, _num(m.get("cpu_us_evento"), 1), _num(m.get("cpu_us_registro"), 1)]
+                incompleta = "" if m["cpu"].get("completa", True) else " (un proceso terminó a media medida)"
+                filas.append([formato, nombre + incompleta, _num(m.get("cpu_us_evento"), 1),
+                              _num(m.get("cpu_us_registro"), 1)]
                              + [_num(nucleos.get(parte), 2) for parte in ("trabajadores", "broker", "banco", "maquina")]
                              + [str(m["cpu"].get("nucleos_maquina", "—"))])
         if filas:

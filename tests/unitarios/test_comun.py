@@ -178,33 +178,54 @@ def test_publicacion_pide_pasada_al_marcar_y_espacia_segun_duracion_y_retraso():
     assert publicacion.espacio_s(0.5) == pytest.approx(2.0)
 
 
-class AdminSinPermiso:
-    """Un broker con ACL que deja leer la configuración de gpr.aportes.v1 pero no cambiarla
-    (el broker embebido no tiene permisos: la respuesta es la que da Apache Kafka)."""
+class AdminConAcl:
+    """Un broker con ACL sobre gpr.aportes.v1 (el embebido no tiene permisos). Responde como
+    kafka-python 3 ante Apache Kafka: una lectura denegada da la descripción vacía sin error
+    (ignora el código de error por recurso), y un cambio denegado, el error como texto."""
 
-    def __init__(self, leer_falla: bool = False):
-        self.leer_falla = leer_falla
+    def __init__(self, valor: str | None, cambiar: bool):
+        self.valor, self.cambiar = valor, cambiar
+        self.cambios: list[str] = []
 
     def list_topics(self):
         return [APORTES, "otro"]
 
     def describe_configs(self, recursos, config_filter):
-        from kafka.errors import TopicAuthorizationFailedError
-
-        if self.leer_falla:
-            raise TopicAuthorizationFailedError("DescribeConfigs denegado")
-        return {"topic": {APORTES: {"max.message.bytes": {"value": "1048588"}}}}
+        configuracion = {} if self.valor is None else {"max.message.bytes": {"value": self.valor}}
+        return {"topic": {APORTES: configuracion}}
 
     def alter_configs(self, recursos, **_):
+        self.cambios += [r.configs["max.message.bytes"] for r in recursos]
+        if self.cambiar:
+            return {"topic": {APORTES: "OK"}}
         return {"topic": {APORTES: "[Error 29] TopicAuthorizationFailedError: denegado"}}
 
 
-@pytest.mark.parametrize("leer_falla", [False, True])
-def test_registro_maximo_que_no_se_puede_cambiar_dice_topico_valor_y_orden(leer_falla):
+ORDEN = (f"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name {APORTES} "
+         f"--add-config max.message.bytes={16 * 1024 * 1024}")
+
+
+def test_registro_maximo_chico_que_no_se_puede_cambiar_no_deja_arrancar_y_dice_la_orden():
     with pytest.raises(TopicoInadecuado) as error:
-        ajustar_registro_maximo(AdminSinPermiso(leer_falla), [APORTES])
+        ajustar_registro_maximo(AdminConAcl("1048588", cambiar=False), [APORTES])
     mensaje = str(error.value)
-    assert f"el tópico {APORTES} " in mensaje and "TopicAuthorizationFailedError" in mensaje
-    assert ("no informa su registro máximo" if leer_falla else "hasta 1048588 bytes") in mensaje
-    assert (f"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name {APORTES} "
-            f"--add-config max.message.bytes={16 * 1024 * 1024}") in mensaje
+    assert f"el tópico {APORTES} admite registros de hasta 1048588 bytes" in mensaje
+    assert "TopicAuthorizationFailedError" in mensaje and ORDEN in mensaje
+
+
+def test_registro_maximo_ni_legible_ni_cambiable_arranca_con_aviso():
+    ajuste = ajustar_registro_maximo(AdminConAcl(None, cambiar=False), [APORTES])
+    assert ajuste.cambiados == {}
+    assert list(ajuste.sin_verificar) == [APORTES]
+    assert "no se pudo comprobar" in ajuste.sin_verificar[APORTES] and ORDEN in ajuste.sin_verificar[APORTES]
+
+
+@pytest.mark.parametrize("valor, cambiado", [(None, True), ("1048588", True), (str(16 * 1024 * 1024), False),
+                                             (str(64 * 1024 * 1024), False), ("no-es-un-numero", True)])
+def test_registro_maximo_se_cambia_solo_si_no_alcanza_o_no_se_sabe(valor, cambiado):
+    admin = AdminConAcl(valor, cambiar=True)
+    ajuste = ajustar_registro_maximo(admin, [APORTES, "no-existe"])
+    antes = int(valor) if valor and valor.isdigit() else None
+    assert ajuste.cambiados == ({APORTES: antes} if cambiado else {})
+    assert admin.cambios == ([str(16 * 1024 * 1024)] if cambiado else [])
+    assert ajuste.sin_verificar == {}
