@@ -150,6 +150,29 @@ def test_un_lote_que_falla_a_medias_se_procesa_de_nuevo_sin_perder_sus_agregados
     assert "wait_empty: Waiting" not in procesos.registro("procesador")
 
 
+def test_tras_un_lote_fallido_un_reequilibrio_no_se_queda_esperando(bootstrap, procesos, tmp_path):
+    """Tras un lote fallido, un segundo trabajador entra al grupo: al revocar particiones faust
+    espera (`wait_empty`) los mensajes entregados sin confirmar, y los del lote fallido no se
+    confirmarían nunca. Sin `olvidar_entregados` el primero se quedaba ahí (faust lo avisa
+    cada ~10 s con «wait_empty: Waiting») y el grupo seguía sin él."""
+    catalogo, eventos, llegada, _ = armar_escenario(semilla=5, casos_por_servicio=120)
+    crear_topicos(bootstrap, PARTICIONES)
+    mitad = len(llegada) // 2
+    primero = lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="200")
+    publicar_eventos(bootstrap, llegada[:mitad])
+    fin = time.monotonic() + 120
+    while "sin confirmar se releerán" not in procesos.registro("procesador"):
+        assert time.monotonic() < fin and primero.poll() is None, procesos.registro("procesador")[-3000:]
+        time.sleep(0.2)
+    lanzar_procesador(procesos, bootstrap, tmp_path, nombre="procesador-2")
+    publicar_eventos(bootstrap, llegada[mitad:])
+    esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
+    # faust repite el aviso cada 10 vueltas de su espera de ~1 s: se le da tiempo a aparecer.
+    time.sleep(12)
+    assert "wait_empty: Waiting" not in procesos.registro("procesador"), procesos.registro("procesador")[-3000:]
+    assert primero.poll() is None
+
+
 @pytest.mark.parametrize("almacen", ["rocksdb", "memoria"])
 def test_sigkill_en_tres_puntos_al_azar_no_pierde_ni_duplica(bootstrap, procesos, tmp_path, almacen):
     catalogo, eventos, llegada, _ = armar_escenario(semilla=2, casos_por_servicio=200)
