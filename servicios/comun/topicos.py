@@ -43,8 +43,8 @@ def configuracion_topico(nombre: str) -> dict[str, str]:
 
 
 class TopicoInadecuado(RuntimeError):
-    """Un tópico interno que ya existía admite registros más chicos que los del procesador y
-    el broker no deja leerlo o cambiarlo."""
+    """Un tópico interno que ya existía admite registros más chicos que los del procesador (su
+    valor se leyó) y el broker no deja cambiarlo."""
 
 
 def _admin(bootstrap: str, limite_s: float):
