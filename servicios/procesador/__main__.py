@@ -38,13 +38,18 @@ def main() -> int:
     from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 
     from servicios.procesador.app import crear_app
-    from servicios.procesador.faust_seguro import huecos_solo_confirmados, vaciar_el_bufer_del_todo
+    from servicios.procesador.faust_seguro import (
+        entrega_directa,
+        huecos_solo_confirmados,
+        vaciar_el_bufer_del_todo,
+    )
 
     # uvloop: el bucle de eventos en C abarata la maquinaria por registro de faust y de
     # aiokafka (medido en make bench; GPR_BUCLE=asyncio vuelve al de la biblioteca estándar).
     mode.loop.use("uvloop" if cfg.bucle == "uvloop" else "aio")
     vaciar_el_bufer_del_todo()
     huecos_solo_confirmados()
+    entrega_directa()
     corregir_fin_de_log()
     acotar_espera_de_fetch(cfg.espera_fetch_s)
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)

@@ -80,8 +80,11 @@ def opciones_faust(cfg: ConfigProcesador) -> dict:
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         producer_acks=-1,
-        # Junta los envíos de unos milisegundos en un solo lote de Kafka.
-        producer_linger_ms=5,
+        # Sin espera para juntar envíos: cada lote de la etapa por caso espera sus estados en
+        # el changelog y luego sus agregados, y esa espera se sumaba a cada una (medido: con
+        # 5 ms, el trabajador pasaba un 18 % del tiempo ocioso en registros sueltos). Lo que
+        # se envía seguido mientras el productor está ocupado ya sale en un solo lote.
+        producer_linger_ms=0,
         producer_max_request_size=topicos.BYTES_MAXIMOS_REGISTRO_INTERNO,
         web_enabled=False,
         table_standby_replicas=0,
@@ -281,9 +284,8 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             registros = [Registro(particion, e.message.offset, e.message.key, e.message.value,
                                   _cabeceras(e.message)) for e in grupo]
             with en_particion(grupo[-1]):
-                salida = etapa.procesar(registros, casos)
-                for clave, valor in salida.escrituras.items():
-                    casos[clave] = valor
+                salida = etapa.procesar(registros, casos.en(particion))
+                casos.escribir(particion, salida.escrituras)
             await casos.enviar(app.producer, particion)
             salidas.append(salida)
         envios = []

@@ -1,5 +1,5 @@
-"""Correcciones a faust-streaming 0.15 para que confirmar un offset implique que sus efectos
-en las tablas ya están en Kafka.
+"""Correcciones a faust-streaming 0.15: que confirmar un offset implique que sus efectos en
+las tablas ya están en Kafka, y que entregar un registro no cueste cuatro tareas.
 
 Las escrituras en una tabla de faust no van directo al productor: `tabla[clave] = valor`
 deja el registro del changelog en un búfer (`ProducerBuffer`) que una tarea de fondo vacía
@@ -14,14 +14,16 @@ La corrección: `flush()` espera hasta que no quede nada en el búfer *ni en vue
 que la tarea de fondo ya sacó de la cola pero aún no entregó al productor de aiokafka), y si
 el búfer ya se está deteniendo, entrega él mismo lo que queda en vez de fallar.
 
-Y tras un lote fallido, `olvidar_entregados` quita de la espera de faust los mensajes ya
-entregados que no se confirmarán nunca (ver su docstring).
+Tras un lote fallido, `olvidar_entregados` quita de la espera de faust los mensajes ya
+entregados que no se confirmarán nunca (ver su docstring). Y `entrega_directa` quita del
+bucle de consumo de faust el costo fijo por registro de `wait_first` (ver la suya).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import types
 
 registro = logging.getLogger("gpr.procesador")
 
@@ -128,3 +130,72 @@ def olvidar_entregados(consumidor, mensajes) -> int:
             pendientes.discard(mensaje)
             quitados += 1
     return quitados
+
+
+def entrega_directa(clase=None) -> None:
+    """Entrega cada registro al flujo sin crear tareas cuando nada lo detiene (idempotente).
+
+    El bucle de consumo de faust (`Consumer._drain_messages`) entrega cada registro con
+    `wait_first(callback(mensaje), suspend_flow.wait())`: si empieza un reequilibrio mientras
+    la entrega espera (flujo suspendido, cola del flujo llena), la abandona. `wait_first` crea
+    cuatro tareas y un `asyncio.wait` por registro (medido aparte: 17,8 µs por registro; el
+    agente de faust que no hace nada gasta 50 µs de CPU por registro con él y 34 sin él). Y
+    casi siempre la entrega termina sin esperar nada: cola con sitio, flujo activo.
+
+    Aquí se da el primer paso de la entrega en el propio bucle. Si termina, es lo mismo que
+    habría hecho `wait_first` (la entrega corre primero y gana; su resultado no se usa). Si
+    queda esperando, el resto corre como antes, dentro del `wait_first` original y en
+    carrera con la suspensión del flujo. Solo toca esa llamada (dos corrutinas, la segunda
+    `Event.wait` de asyncio, sin plazo): las demás esperas van al original sin cambios.
+    `clase`: la del consumidor de faust; otra solo en las pruebas.
+    """
+    from mode.services import WaitResults
+
+    if clase is None:
+        from faust.transport.consumer import Consumer as clase
+    if clase.__dict__.get("_gpr_entrega_directa", False):
+        return
+    original = clase.wait_first
+    espera_de_suspension = asyncio.Event.wait.__code__
+
+    async def wait_first(self, *coros, timeout=None):
+        if (len(coros) != 2 or timeout is not None or not asyncio.iscoroutine(coros[0])
+                or getattr(coros[1], "cr_code", None) is not espera_de_suspension):
+            return await original(self, *coros, timeout=timeout)
+        entrega, suspension = coros
+        try:
+            pendiente = entrega.send(None)
+        except StopIteration as fin:
+            suspension.close()
+            return WaitResults([entrega], [fin.value], False)
+        except BaseException:
+            suspension.close()
+            raise
+        return await original(self, _continuar(entrega, pendiente), suspension)
+
+    clase.wait_first = wait_first
+    clase._gpr_entrega_directa = True
+
+
+async def _continuar(corrutina, pendiente):
+    """Sigue, dentro de una tarea, una corrutina que ya dio su primer paso y espera `pendiente`."""
+    return await _reanudar(corrutina, pendiente)
+
+
+@types.coroutine
+def _reanudar(corrutina, pendiente):
+    # Devuelve a la tarea lo que la corrutina espera y le pasa lo que la tarea le manda (el
+    # resultado o la cancelación): lo que haría `await` si la tarea la hubiera empezado.
+    while True:
+        try:
+            enviado = yield pendiente
+        except BaseException as error:
+            try:
+                pendiente = corrutina.throw(error)
+            except StopIteration as fin:
+                return fin.value
+        else:
+            try:
+                pendiente = corrutina.send(enviado)
+            except StopIteration as fin:
+                return fin.value

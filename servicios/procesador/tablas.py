@@ -8,6 +8,10 @@ evento en curso: ver `app.en_particion`) y se anotan; `enviar` las manda al chan
 directamente al productor de Kafka, y `confirmar` anota en el almacén el último offset
 confirmado, como hace faust tras cada envío (RocksDB lo usa para recuperar solo lo que
 falta). La recuperación, el reparto de particiones y las lecturas siguen siendo de faust.
+
+La tabla de casos, con una lectura y una escritura por evento, va aún más directo: lee de la
+base de su partición (`en`) y escribe el lote entero de una vez (`escribir`, un `WriteBatch`
+de RocksDB), sin buscar la partición del evento en curso clave a clave.
 """
 
 from __future__ import annotations
@@ -27,10 +31,36 @@ class TablaEnBloque:
         # faust de por medio (tabla → diccionario gestionado → serializadores → almacén, con
         # una excepción por cada clave ausente), que costaban más que la lectura misma.
         almacen = tabla.data
-        if hasattr(almacen, "_db_for_partition"):
+        self._rocksdb = hasattr(almacen, "_db_for_partition")
+        if self._rocksdb and not almacen.use_rocksdict:
+            # `en` y `escribir` hablan con la base de rocksdict (dependencia del proyecto);
+            # faust usa python-rocksdb solo si rocksdict no se puede importar.
+            raise RuntimeError("el almacén RocksDB necesita rocksdict instalado (pip install rocksdict)")
+        if self._rocksdb:
             self._leer, self._escribir = almacen._get, almacen._set
         else:
             self._leer, self._escribir = almacen.data.get, almacen.data.__setitem__
+
+    def en(self, particion: int) -> Any:
+        """Lo que se lee de `particion`: un objeto con `get(clave)` sobre su base."""
+        if self._rocksdb:
+            return self.tabla.data._db_for_partition(particion)
+        return self.tabla.data.data
+
+    def escribir(self, particion: int, escrituras: dict[bytes, bytes]) -> None:
+        """Escribe `escrituras` en la base de `particion` de una vez y las anota para el changelog."""
+        if not escrituras:
+            return
+        if self._rocksdb:
+            from rocksdict import WriteBatch
+
+            lote = WriteBatch(raw_mode=True)
+            for clave, valor in escrituras.items():
+                lote.put(clave, valor)
+            self.tabla.data._db_for_partition(particion).write(lote)
+        else:
+            self.tabla.data.data.update(escrituras)
+        self._pendientes.extend(escrituras.items())
 
     def get(self, clave: bytes, defecto: Any = None) -> Any:
         valor = self._leer(clave)
