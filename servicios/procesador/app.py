@@ -167,6 +167,21 @@ def en_particion(evento) -> Iterator[None]:
         faust.streams._current_event.reset(ficha)
 
 
+async def fines_de_log(consumidor, particiones: list) -> dict:
+    """El fin del log de cada partición: el highwater del último fetch y, para las que aún no
+    leyeron nada (sin highwater), el que da el broker. Sin ese respaldo, una partición
+    asignada cuyo fetch no llega nunca no se vigilaría: es justo la que hay que releer."""
+    fines = {tp: consumidor.highwater(tp) for tp in particiones}
+    sin_fetch = [tp for tp, fin in fines.items() if fin is None]
+    if sin_fetch:
+        try:
+            fines.update(await consumidor.highwaters(*sin_fetch))
+        except Exception as error:  # el broker puede no responder: se mira en la vuelta siguiente
+            logger.warning("no se pudo leer el fin del log de %s: %r; se mira en la próxima vuelta",
+                           ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sin_fetch), error)
+    return fines
+
+
 def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, metricas: MetricasProcesador,
               reloj: Callable[[], float] = time.time) -> faust.App:
     """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
@@ -237,7 +252,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         asignadas = [tp for tp in consumidor.assignment() if tp.topic in guardias]
         for topico, guardia in guardias.items():
             propias = [tp for tp in asignadas if tp.topic == topico]
-            fines = {tp: consumidor.highwater(tp) for tp in propias}
+            fines = await fines_de_log(consumidor, propias)
             confirmados = {tp: consumidor._committed_offset.get(tp) for tp in propias}
             for tp, offset in guardia.rezagadas(fines, time.monotonic(), _QUIETUD_S, confirmados):
                 logger.warning("%s[%d]: sin avance con el log en %s; se relee desde %d",

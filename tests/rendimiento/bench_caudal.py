@@ -4,6 +4,8 @@ Para cada formato de registro (un Evento por registro; LoteEventos de 500 evento
 partición con la cabecera `gpr-lote: 1`):
 
 * piso de faust: una app faust con los mismos ajustes cuyo agente no hace nada por registro;
+  en registros sueltos, también con la corrección de entrega del procesador
+  (`faust_seguro.entrega_directa`), en un broker aparte;
 * consumo crudo: un consumidor aiokafka que lee y decodifica los mismos registros;
 * el procesador completo (todos los indicadores, almacén RocksDB) con 1 y con 2 trabajadores.
 
@@ -42,13 +44,16 @@ AVISOS = ("producer buffer full", "Timer publicar-indicadores is overlapping")
 
 
 def medir_piso(bootstrap: str, procesos: ins.Procesos, directorio: Path, registros, eventos: int,
-               tope_s: float) -> dict:
-    progreso = directorio / "piso.json"
+               tope_s: float, entrega_directa: bool = False) -> dict:
+    nombre = "piso-directo" if entrega_directa else "piso"
+    progreso = directorio / nombre / "piso.json"
+    progreso.parent.mkdir(parents=True, exist_ok=True)
     control = ins.registros_de_control(ins.SERVICIOS_CONTROL[0], "piso")
     ins.producir(bootstrap, control)
     lanzado = time.time()
     proceso = procesos.lanzar([str(Path(__file__).with_name("piso_faust.py"))],
-                              {"GPR_KAFKA_BOOTSTRAP": bootstrap, "BENCH_PROGRESO": str(progreso)}, "piso")
+                              {"GPR_KAFKA_BOOTSTRAP": bootstrap, "BENCH_PROGRESO": str(progreso),
+                               "BENCH_ENTREGA_DIRECTA": "1" if entrega_directa else "0"}, nombre)
 
     def leer() -> dict:
         try:
@@ -59,8 +64,8 @@ def medir_piso(bootstrap: str, procesos: ins.Procesos, directorio: Path, registr
     def esperar(n: int, limite_s: float) -> dict:
         fin = time.monotonic() + limite_s
         while (estado := leer())["n"] < n:
-            assert proceso.poll() is None, f"el piso de faust terminó:\n{procesos.registro('piso')}"
-            assert time.monotonic() < fin, f"el piso de faust no llegó a {n} registros:\n{procesos.registro('piso')}"
+            assert proceso.poll() is None, f"el piso de faust terminó:\n{procesos.registro(nombre)}"
+            assert time.monotonic() < fin, f"el piso de faust no llegó a {n} registros:\n{procesos.registro(nombre)}"
             time.sleep(0.05)
         return estado
 
@@ -142,6 +147,15 @@ def test_caudal(formato, config_bench, resultados, tmp_path):
             # El tópico tiene los registros medidos más los de control del piso.
             medida["crudo"] = medir_crudo(bootstrap, len(registros) + ins.PARTICIONES)
             print(f"[caudal {formato}] consumo crudo: {medida['crudo']}")
+        if formato == "evento":
+            # El procesador entrega los registros sin el costo por registro de `wait_first`
+            # (`faust_seguro.entrega_directa`): el piso con la misma corrección dice cuánto de
+            # su razón frente al piso de faust viene de esa corrección.
+            with ins.broker_limpio(tmp_path / "piso-directo") as bootstrap:
+                ins.crear_topicos_bench(bootstrap)
+                medida["piso_faust_directo"] = medir_piso(bootstrap, procesos, tmp_path, registros, len(eventos),
+                                                          config_bench.tope_caudal_s, entrega_directa=True)
+            print(f"[caudal {formato}] piso de faust con entrega directa: {medida['piso_faust_directo']}")
         for trabajadores in (1, 2):
             with ins.broker_limpio(tmp_path / f"procesador-{trabajadores}") as bootstrap:
                 clave = f"procesador_{trabajadores}"

@@ -4,7 +4,9 @@ registro (consumo, flujo, confirmación de offsets), el techo de cualquier agent
 
 Se lanza como subproceso: `python tests/rendimiento/piso_faust.py`, con GPR_KAFKA_BOOTSTRAP,
 BENCH_APP_ID y BENCH_PROGRESO (archivo JSON donde deja, cada 50 ms, cuántos registros lleva y
-el instante —time.time()— del último).
+el instante —time.time()— del último). Con BENCH_ENTREGA_DIRECTA=1 aplica la corrección de
+faust que usa el procesador (`faust_seguro.entrega_directa`): el piso de faust sin su costo de
+entrega por registro.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 from servicios.comun.topicos import EVENTOS
 from servicios.procesador import config
 from servicios.procesador.app import opciones_faust
+from servicios.procesador.faust_seguro import entrega_directa
 
 PARTICIONES = 4
 
@@ -38,6 +41,8 @@ def main() -> None:
                        "GPR_PARTICIONES": str(PARTICIONES), "GPR_BUCLE": os.environ.get("GPR_BUCLE", "")})
     mode.loop.use("uvloop" if cfg.bucle == "uvloop" else "aio")
     corregir_fin_de_log()
+    if os.environ.get("BENCH_ENTREGA_DIRECTA") == "1":
+        entrega_directa()
     acotar_espera_de_fetch(cfg.espera_fetch_s)
     app = faust.App(os.environ.get("BENCH_APP_ID", "bench-piso"), **opciones_faust(cfg))
     topico = app.topic(EVENTOS, partitions=PARTICIONES)

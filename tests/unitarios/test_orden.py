@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,3 +148,51 @@ def test_modelo_de_entrega_procesa_el_log_exacto(semilla, largo, prob_hueco, pro
     azar = random.Random(semilla)
     log = [o for o in range(1000, 1000 + largo) if azar.random() >= prob_hueco] or [1000]
     assert _entregar(log, azar, prob_descarte, prob_releer) == log
+
+
+P0, P1 = TP("gpr.eventos.v1", 0), TP("gpr.eventos.v1", 1)
+
+
+class _ConsumidorSinFetch:
+    """Las dos lecturas del fin del log que hace el vigía sobre el consumidor de faust: el
+    highwater del último fetch (None si la partición no leyó nada) y el que da el broker. Una
+    partición asignada que nunca recibe un fetch no se puede provocar a voluntad con el broker
+    embebido: este sustituto es el único de la prueba."""
+
+    def __init__(self, por_fetch: dict, en_el_broker: dict, error: Exception | None = None):
+        self.por_fetch, self.en_el_broker, self.error = por_fetch, en_el_broker, error
+        self.preguntadas: list = []
+
+    def highwater(self, tp):
+        return self.por_fetch.get(tp)
+
+    async def highwaters(self, *tps):
+        self.preguntadas.extend(tps)
+        if self.error:
+            raise self.error
+        return {tp: self.en_el_broker[tp] for tp in tps}
+
+
+def test_el_vigia_mira_tambien_las_particiones_que_nunca_leyeron():
+    import asyncio
+
+    from servicios.procesador.app import fines_de_log
+
+    consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={P0: 99, P1: 15})
+    fines = asyncio.run(fines_de_log(consumidor, [P0, P1]))
+    # p0 ya tiene highwater (no se pregunta al broker); p1 nunca leyó: el broker dice 15.
+    assert fines == {P0: 8, P1: 15} and consumidor.preguntadas == [P1]
+    guardia = GuardiaDeOrden()
+    guardia.decidir(P0, 8, confirmado=8, ahora=0.0)
+    # p1, confirmada en 10 y sin nada entregado, queda rezagada y se relee desde 10.
+    assert guardia.rezagadas(fines, ahora=100.0, quietud_s=30.0, confirmados={P0: 8, P1: 10}) == [(P1, 10)]
+
+
+def test_si_el_broker_no_da_el_fin_del_log_el_vigia_sigue(caplog):
+    import asyncio
+
+    from servicios.procesador.app import fines_de_log
+
+    consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={}, error=ConnectionError("sin broker"))
+    assert asyncio.run(fines_de_log(consumidor, [P0, P1])) == {P0: 8, P1: None}
+    assert "no se pudo leer el fin del log de gpr.eventos.v1[1]" in caplog.text and "sin broker" in caplog.text
