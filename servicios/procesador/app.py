@@ -53,6 +53,8 @@ _ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS
 # Sin avance en una partición con log por delante durante este tiempo, se relee (el último
 # registro pudo descartarse sin que otro posterior delate el hueco).
 _QUIETUD_S = 30.0
+# Lo más que el vigía espera al broker por el fin del log de las particiones que no leyeron nada.
+_ESPERA_FIN_DE_LOG_S = 10.0
 
 
 class FalloDePrueba(RuntimeError):
@@ -175,7 +177,7 @@ async def fines_de_log(consumidor, particiones: list) -> dict:
     sin_fetch = [tp for tp, fin in fines.items() if fin is None]
     if sin_fetch:
         try:
-            fines.update(await consumidor.highwaters(*sin_fetch))
+            fines.update(await asyncio.wait_for(consumidor.highwaters(*sin_fetch), timeout=_ESPERA_FIN_DE_LOG_S))
         except Exception as error:  # el broker puede no responder: se mira en la vuelta siguiente
             logger.warning("no se pudo leer el fin del log de %s: %r; se mira en la próxima vuelta",
                            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sin_fetch), error)

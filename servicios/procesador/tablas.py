@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from rocksdict import WriteBatch
+
 _AUSENTE = object()
 
 
@@ -30,6 +32,10 @@ class TablaEnBloque:
         # Claves y valores ya son bytes: se lee y escribe en el almacén sin las capas de
         # faust de por medio (tabla → diccionario gestionado → serializadores → almacén, con
         # una excepción por cada clave ausente), que costaban más que la lectura misma.
+        # La partición de cada clave es la del evento que la escribe (la del registro de
+        # entrada): así lo hace faust en una tabla ni global ni con particionador propio.
+        if tabla.is_global or tabla.use_partitioner:
+            raise ValueError(f"TablaEnBloque no sirve para la tabla {tabla.name}: es global o usa particionador")
         almacen = tabla.data
         self._rocksdb = hasattr(almacen, "_db_for_partition")
         if self._rocksdb and not almacen.use_rocksdict:
@@ -52,8 +58,6 @@ class TablaEnBloque:
         if not escrituras:
             return
         if self._rocksdb:
-            from rocksdict import WriteBatch
-
             lote = WriteBatch(raw_mode=True)
             for clave, valor in escrituras.items():
                 lote.put(clave, valor)

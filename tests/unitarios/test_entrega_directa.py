@@ -4,16 +4,23 @@ resultado, mismos errores, la entrega que espera se abandona si el flujo se susp
 crear tareas cuando la entrega no espera nada.
 
 La referencia es el `wait_first` de mode sin tocar: cada escenario corre con un servicio de
-mode real corregido y con otro sin corregir, sobre el bucle de asyncio, y se comparan."""
+mode real corregido y con otro sin corregir, sobre el bucle de asyncio y sobre uvloop (el del
+procesador), y se comparan. Una corrutina que quedara sin esperar falla la prueba."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 
+import faust.transport.consumer
 import mode
 import pytest
+import uvloop
 
 from servicios.procesador.faust_seguro import entrega_directa
+
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+BUCLES = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 class _Consumidor(mode.Service):
@@ -36,7 +43,7 @@ def _clase(corregida: bool):
     return clase
 
 
-def _correr(clase, escenario) -> tuple[object, int]:
+def _correr(clase, escenario, bucle: str = "asyncio") -> tuple[object, int]:
     """Lo que devuelve `escenario(consumidor)` y cuántas tareas se crearon mientras corría."""
     async def principal():
         tareas = 0
@@ -55,11 +62,21 @@ def _correr(clase, escenario) -> tuple[object, int]:
             bucle.set_task_factory(None)
         return resultado, tareas
 
-    return asyncio.run(principal())
+    with asyncio.Runner(loop_factory=BUCLES[bucle]) as corredor:
+        return corredor.run(principal())
 
 
+def test_la_llamada_que_se_corrige_es_la_del_bucle_de_consumo_de_faust():
+    # Si faust cambiara la forma de entregar, la corrección dejaría de aplicarse en silencio
+    # (todo iría al original): esta prueba avisa.
+    fuente = inspect.getsource(faust.transport.consumer.Consumer._drain_messages)
+    assert "self.wait_first(" in fuente and "callback(message), self.suspend_flow.wait()" in fuente
+    assert faust.transport.consumer.Event is asyncio.Event
+
+
+@pytest.mark.parametrize("bucle", BUCLES)
 @pytest.mark.parametrize("corregida", [False, True])
-def test_una_entrega_que_no_espera_da_su_resultado(corregida):
+def test_una_entrega_que_no_espera_da_su_resultado(corregida, bucle):
     registro = []
 
     async def entrega():
@@ -70,17 +87,20 @@ def test_una_entrega_que_no_espera_da_su_resultado(corregida):
         resultado = await consumidor.entregar(entrega())
         return resultado.results, resultado.stopped
 
-    (resultados, detenido), tareas = _correr(_clase(corregida), escenario)
+    (resultados, detenido), tareas = _correr(_clase(corregida), escenario, bucle)
     assert (resultados[0], detenido, registro) == (7, False, ["entregado"])
     # Sin corregir: la entrega, la suspensión y las esperas de parada y caída del servicio.
     assert tareas == (0 if corregida else 4)
 
 
+@pytest.mark.parametrize("bucle", BUCLES)
 @pytest.mark.parametrize("corregida", [False, True])
-def test_una_entrega_que_espera_sigue_hasta_terminar(corregida):
+def test_una_entrega_que_espera_sigue_hasta_terminar(corregida, bucle):
     registro = []
+    tareas_del_primer_paso = []
 
     async def entrega(listo):
+        tareas_del_primer_paso.append(asyncio.current_task())
         registro.append("antes")
         valor = await listo
         registro.append(f"después {valor}")
@@ -90,17 +110,22 @@ def test_una_entrega_que_espera_sigue_hasta_terminar(corregida):
         listo = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_later(0.05, listo.set_result, 21)
         resultado = await consumidor.entregar(entrega(listo))
-        return resultado.results, resultado.stopped
+        return resultado.results, resultado.stopped, asyncio.current_task()
 
-    (resultados, detenido), _ = _correr(_clase(corregida), escenario)
+    (resultados, detenido, quien_llama), _ = _correr(_clase(corregida), escenario, bucle)
     assert (resultados, detenido, registro) == ([42], False, ["antes", "después 21"])
+    # Corregida, el primer paso corre en quien llama y el resto en una tarea aparte.
+    assert (tareas_del_primer_paso == [quien_llama]) is corregida
 
 
+@pytest.mark.parametrize("bucle", BUCLES)
 @pytest.mark.parametrize("corregida", [False, True])
-def test_si_el_flujo_se_suspende_la_entrega_en_espera_se_abandona(corregida):
+def test_si_el_flujo_se_suspende_la_entrega_en_espera_se_abandona(corregida, bucle):
     registro = []
+    tareas_del_primer_paso = []
 
     async def entrega(nunca):
+        tareas_del_primer_paso.append(asyncio.current_task())
         registro.append("antes")
         try:
             await nunca
@@ -115,15 +140,17 @@ def test_si_el_flujo_se_suspende_la_entrega_en_espera_se_abandona(corregida):
         resultado = await consumidor.entregar(entrega(nunca))
         # La cancelación de la entrega abandonada llega en la vuelta siguiente del bucle.
         await asyncio.sleep(0.01)
-        return resultado.results, resultado.stopped
+        return resultado.results, resultado.stopped, asyncio.current_task()
 
-    (resultados, detenido), _ = _correr(_clase(corregida), escenario)
+    (resultados, detenido, quien_llama), _ = _correr(_clase(corregida), escenario, bucle)
     assert (resultados, detenido, registro) == ([True], False, ["antes", "cancelada"])
+    assert (tareas_del_primer_paso == [quien_llama]) is corregida
 
 
+@pytest.mark.parametrize("bucle", BUCLES)
 @pytest.mark.parametrize("corregida", [False, True])
 @pytest.mark.parametrize("espera_antes", [False, True])
-def test_el_error_de_una_entrega_llega_a_quien_espera(corregida, espera_antes):
+def test_el_error_de_una_entrega_llega_a_quien_espera(corregida, espera_antes, bucle):
     async def entrega():
         if espera_antes:
             await asyncio.sleep(0.01)
@@ -134,7 +161,7 @@ def test_el_error_de_una_entrega_llega_a_quien_espera(corregida, espera_antes):
             await consumidor.entregar(entrega())
         return "propagado"
 
-    assert _correr(_clase(corregida), escenario)[0] == "propagado"
+    assert _correr(_clase(corregida), escenario, bucle)[0] == "propagado"
 
 
 def test_las_demas_esperas_del_servicio_van_al_original():
@@ -147,3 +174,16 @@ def test_las_demas_esperas_del_servicio_van_al_original():
     (resultados, detenido), tareas = _correr(_clase(True), escenario)
     # El original: sin ganador, y sus tres tareas (la espera y las de parada y caída).
     assert (resultados, detenido, tareas) == ([], True, 3)
+
+
+@pytest.mark.parametrize("corregida", [False, True])
+def test_con_el_servicio_detenido_no_hay_ganador(corregida):
+    async def entrega():
+        return 7
+
+    async def escenario(consumidor):
+        consumidor._stopped.set()
+        resultado = await consumidor.entregar(entrega())
+        return resultado.results, resultado.stopped
+
+    assert _correr(_clase(corregida), escenario)[0] == ([], True)
