@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import types
 
 import faust.transport.consumer
 import mode
@@ -30,6 +31,7 @@ class _Consumidor(mode.Service):
     def __init__(self) -> None:
         super().__init__()
         self.suspend_flow = asyncio.Event()
+        self.app = types.SimpleNamespace(rebalancing=False)
 
     async def entregar(self, entrega):
         return await self.wait_first(entrega, self.suspend_flow.wait())
@@ -187,3 +189,20 @@ def test_con_el_servicio_detenido_no_hay_ganador(corregida):
         return resultado.results, resultado.stopped
 
     assert _correr(_clase(corregida), escenario)[0] == ([], True)
+
+
+def test_mientras_el_grupo_se_reequilibra_la_entrega_va_por_el_original():
+    registro = []
+
+    async def entrega():
+        registro.append("entregado")
+        return 7
+
+    async def escenario(consumidor):
+        consumidor.app.rebalancing = True
+        resultado = await consumidor.entregar(entrega())
+        return resultado.results, resultado.stopped
+
+    (resultados, detenido), tareas = _correr(_clase(True), escenario)
+    # Las cuatro tareas del original: en un reequilibrio, la entrega de siempre.
+    assert (resultados, detenido, registro, tareas) == ([7], False, ["entregado"], 4)
