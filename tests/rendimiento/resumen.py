@@ -39,6 +39,12 @@ def _num(x: float | None, decimales: int = 0) -> str:
     return f"{x:,.{decimales}f}".replace(",", " ")
 
 
+# Las configuraciones del banco de caudal, en el orden del gráfico y de las tablas.
+CONFIGURACIONES_CAUDAL = (("crudo", "consumo crudo (aiokafka)"), ("piso_faust", "piso de faust"),
+                          ("piso_faust_directo", "piso de faust con entrega directa"),
+                          ("procesador_1", "procesador ×1"), ("procesador_2", "procesador ×2"))
+
+
 def _razon(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -167,9 +173,7 @@ def dibujar(bancos: dict, ruta: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    configuraciones = [("crudo", "consumo crudo (aiokafka)"), ("piso_faust", "piso de faust"),
-                       ("piso_faust_directo", "piso, entrega directa"),
-                       ("procesador_1", "procesador ×1"), ("procesador_2", "procesador ×2")]
+    configuraciones = CONFIGURACIONES_CAUDAL
     formatos = [("evento", "un Evento por registro", "#4c72b0"), ("lote", "LoteEventos", "#dd8452")]
     figura, ejes = plt.subplots(figsize=(9, 4.8))
     alto = 0.38
@@ -238,9 +242,7 @@ def markdown(datos: dict, grafico: str | None) -> str:
             medida = caudal.get(formato)
             if not medida:
                 continue
-            for clave, nombre in (("crudo", "consumo crudo"), ("piso_faust", "piso de faust"),
-                                  ("piso_faust_directo", "piso de faust con entrega directa"),
-                                  ("procesador_1", "procesador ×1"), ("procesador_2", "procesador ×2")):
+            for clave, nombre in CONFIGURACIONES_CAUDAL:
                 m = medida.get(clave)
                 if not m:
                     continue
@@ -258,9 +260,8 @@ def markdown(datos: dict, grafico: str | None) -> str:
                    "en menos de un segundo: su cifra incluye la publicación de los registros y es una cota inferior."]
         filas = []
         for formato in ("evento", "lote"):
-            for clave, nombre in (("piso_faust", "piso de faust"),
-                                  ("piso_faust_directo", "piso de faust con entrega directa"),
-                                  ("procesador_1", "procesador ×1"), ("procesador_2", "procesador ×2")):
+            # El consumo crudo no mide CPU: se salta solo.
+            for clave, nombre in CONFIGURACIONES_CAUDAL:
                 m = _get(caudal, formato, clave)
                 if not m or not m.get("cpu"):
                     continue

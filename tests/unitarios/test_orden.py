@@ -5,12 +5,14 @@ relecturas desde el confirmado. Lo procesado debe ser exactamente el log, en ord
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from servicios.procesador.app import fines_de_log
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 
 
@@ -174,10 +176,6 @@ class _ConsumidorSinFetch:
 
 
 def test_el_vigia_mira_tambien_las_particiones_que_nunca_leyeron():
-    import asyncio
-
-    from servicios.procesador.app import fines_de_log
-
     consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={P0: 99, P1: 15})
     fines = asyncio.run(fines_de_log(consumidor, [P0, P1]))
     # p0 ya tiene highwater (no se pregunta al broker); p1 nunca leyó: el broker dice 15.
@@ -189,10 +187,6 @@ def test_el_vigia_mira_tambien_las_particiones_que_nunca_leyeron():
 
 
 def test_si_el_broker_no_da_el_fin_del_log_el_vigia_sigue(caplog):
-    import asyncio
-
-    from servicios.procesador.app import fines_de_log
-
     consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={}, error=ConnectionError("sin broker"))
     assert asyncio.run(fines_de_log(consumidor, [P0, P1])) == {P0: 8, P1: None}
     assert "no se pudo leer el fin del log de gpr.eventos.v1[1]" in caplog.text and "sin broker" in caplog.text
