@@ -43,6 +43,7 @@ from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, eval
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion, Pendientes
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
+from servicios.procesador.entrega_por_lotes import EntregaPorLotes
 from servicios.procesador.faust_seguro import confirmar_hueco, olvidar_entregados
 from servicios.procesador.metricas import MetricasProcesador
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
@@ -55,6 +56,9 @@ _ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS
 _QUIETUD_S = 30.0
 # Lo más que el vigía espera al broker por el fin del log de las particiones que no leyeron nada.
 _ESPERA_FIN_DE_LOG_S = 10.0
+# Tras un lote fallido de la etapa por caso, antes de volver a leer: un fallo persistente (el
+# broker caído) no se repite en un bucle sin pausa.
+_PAUSA_TRAS_FALLO_S = 1.0
 
 
 class FalloDePrueba(RuntimeError):
@@ -184,6 +188,20 @@ async def fines_de_log(consumidor, particiones: list) -> dict:
     return fines
 
 
+async def inicios_de_log(consumidor, particiones: list) -> dict:
+    """El primer offset del log de cada partición: sin offset confirmado faust lee desde ahí
+    (`consumer_auto_offset_reset="earliest"`), así que es el primer registro que debe
+    procesarse. Si el broker no responde, {} (con un aviso)."""
+    if not particiones:
+        return {}
+    try:
+        return dict(await asyncio.wait_for(consumidor.earliest_offsets(*particiones), timeout=_ESPERA_FIN_DE_LOG_S))
+    except Exception as error:  # el broker puede no responder: se mira en la vuelta siguiente
+        logger.warning("no se pudo leer el inicio del log de %s: %r", ", ".join(
+            f"{tp.topic}[{tp.partition}]" for tp in particiones), error)
+        return {}
+
+
 def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, metricas: MetricasProcesador,
               reloj: Callable[[], float] = time.time) -> faust.App:
     """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
@@ -229,8 +247,13 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             tp = mensaje.tp
             guardia = guardias[tp.topic]
             antes = guardia.esperado(tp)
-            decision = guardia.decidir(tp, mensaje.offset, confirmado=app.consumer._committed_offset.get(tp),
-                                       ahora=time.monotonic())
+            confirmado = app.consumer._committed_offset.get(tp)
+            if confirmado is None and antes is None:
+                # Sin offset confirmado (el grupo aún no confirmó nada en la partición) el
+                # primer registro es el inicio del log: si lo primero que llega es posterior,
+                # faust descartó algo al reanudar tras un reequilibrio, y se relee.
+                confirmado = (await inicios_de_log(app.consumer, [tp])).get(tp)
+            decision = guardia.decidir(tp, mensaje.offset, confirmado=confirmado, ahora=time.monotonic())
             if decision is Decision.RELEER:
                 metricas.relecturas.labels(topico=tp.topic).inc()
                 logger.warning("%s[%d]: llegó el offset %d antes que el %d; se relee desde ahí",
@@ -256,37 +279,54 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             propias = [tp for tp in asignadas if tp.topic == topico]
             fines = await fines_de_log(consumidor, propias)
             confirmados = {tp: consumidor._committed_offset.get(tp) for tp in propias}
+            sin_confirmar = [tp for tp, offset in confirmados.items() if offset is None and guardia.esperado(tp) is None]
+            confirmados.update(await inicios_de_log(consumidor, sin_confirmar))
             for tp, offset in guardia.rezagadas(fines, time.monotonic(), _QUIETUD_S, confirmados):
                 logger.warning("%s[%d]: sin avance con el log en %s; se relee desde %d",
                                tp.topic, tp.partition, fines[tp], offset)
                 metricas.relecturas.labels(topico=topico).inc()
                 await releer(tp, offset)
 
-    async def lotes_en_orden(stream):
-        """Los lotes del agente, ya filtrados (generación vigente, fuera de la recuperación) y
-        pasados por la guardia de orden: por partición, lo que se procesa."""
-        async for eventos_kafka in stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s):
+    async def lotes_en_orden(lotes):
+        """Los lotes, ya filtrados (generación vigente, fuera de la recuperación) y pasados
+        por la guardia de orden: por partición, lo que se procesa."""
+        async for eventos_kafka in lotes:
             if _reequilibrando(app):
                 continue
             grupos = await en_orden(_vigentes(app, eventos_kafka))
             if grupos:
                 yield grupos
 
-    async def procesar_en_orden(stream, topico: str, procesar, al_fallar: Callable[[], None] = lambda: None):
-        """Pasa a `procesar` los lotes del agente. Si uno falla, faust reinicia el agente y lo
-        no confirmado se relee desde el offset confirmado: la guardia olvida lo que dio por
-        procesado, o confirmaría esos registros sin procesarlos (REPETIDO) y sus efectos (los
-        agregados de la etapa por caso) se perderían; y faust deja de esperar los mensajes
-        entregados que ya no se confirmarán (o la parada y el reequilibrio se colgarían)."""
-        async for grupos in lotes_en_orden(stream):
+    async def procesar_en_orden(lotes, topico: str, procesar, al_fallar: Callable[[], None] = lambda: None):
+        """Pasa a `procesar` los `lotes` (de un agente o de la entrega por lotes). Si uno
+        falla, cada partición del lote se relee desde su primer registro: la guardia vuelve a
+        esperarlo (si no, lo que ya venía detrás se procesaría y esos registros quedarían sin
+        procesar ni confirmar, y sus efectos, los agregados de la etapa por caso, se
+        perderían) y se pide la relectura. faust deja de esperar los mensajes entregados que
+        ya no se confirmarán (o la parada y el reequilibrio se colgarían). Después el agente
+        (o la tarea de la entrega por lotes) vuelve a empezar."""
+        async for grupos in lotes_en_orden(lotes):
             try:
                 await procesar(grupos)
             except BaseException as error:
-                guardias[topico].olvidar()
+                guardia = guardias[topico]
+                desde = {grupo[0].message.tp: grupo[0].message.offset for grupo in grupos.values()}
+                for tp, offset in desde.items():
+                    guardia.releer_desde(tp, offset)
                 al_fallar()
                 quitados = olvidar_entregados(app.consumer, (e.message for g in grupos.values() for e in g))
-                logger.warning("%s: lote interrumpido (%r); sus %d registros sin confirmar se releerán",
-                               topico, error, quitados)
+                logger.warning("%s: lote interrumpido (%r); sus %d registros sin confirmar se releerán desde %s",
+                               topico, error, quitados,
+                               ", ".join(f"[{tp.partition}] {offset}" for tp, offset in desde.items()))
+                if isinstance(error, Exception):
+                    # Con el trabajador deteniéndose (cancelación) no se espera al consumidor:
+                    # el vigía de particiones quietas relee si hiciera falta.
+                    try:
+                        for tp, offset in desde.items():
+                            await releer(tp, offset)
+                    except Exception as fallo:
+                        logger.warning("%s: no se pudo pedir la relectura (%r); el vigía de particiones "
+                                       "quietas la pedirá", topico, fallo)
                 raise
 
     topico_aportes = t_aportes.get_topic_name()
@@ -338,9 +378,19 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             publicacion.anotar_retraso(time.time() - escrito)
         metricas.lote_segundos.labels(etapa="casos").observe(time.perf_counter() - inicio)
 
-    @app.agent(t_eventos, name="procesar-eventos")
-    async def procesar_eventos(stream):
-        await procesar_en_orden(stream, topicos.EVENTOS, procesar_lote_de_eventos)
+    # Los eventos no pasan por un agente: llegan en lotes directo del consumidor (ver
+    # `entrega_por_lotes.py`). Un lote fallido reinicia la lectura, como faust reinicia un agente.
+    entrega = EntregaPorLotes(app, t_eventos)
+
+    @app.task
+    async def procesar_eventos():
+        while not app.should_stop:
+            try:
+                await procesar_en_orden(entrega.lotes(cfg.lote_maximo, cfg.lote_espera_s), topicos.EVENTOS,
+                                        procesar_lote_de_eventos)
+            except Exception:
+                logger.exception("etapa por caso: lote fallido; se sigue con lo no confirmado")
+                await app.sleep(_PAUSA_TRAS_FALLO_S)
 
     async def agregar_lote_de_aportes(grupos: dict[int, list]) -> None:
         inicio = time.perf_counter()
@@ -358,7 +408,8 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     async def agregar_aportes(stream):
         # Un lote fallido pudo dejar en la memoria de la agregación cubos a medio sumar (con su
         # secuencia ya avanzada): se releen del almacén.
-        await procesar_en_orden(stream, topicos.APORTES, agregar_lote_de_aportes, agregacion.olvidar_memoria)
+        await procesar_en_orden(stream.noack_take(cfg.lote_maximo, within=cfg.lote_espera_s), topicos.APORTES,
+                                agregar_lote_de_aportes, agregacion.olvidar_memoria)
 
     @app.on_partitions_assigned.connect
     async def al_asignar_particiones(app, assigned, **_kwargs):

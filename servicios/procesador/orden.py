@@ -67,6 +67,18 @@ class GuardiaDeOrden:
         """Tras un reequilibrio faust vuelve al offset confirmado: se empieza de nuevo."""
         self._particiones.clear()
 
+    def releer_desde(self, particion, offset: int) -> None:
+        """Tras un lote fallido cuyo primer registro en `particion` era `offset`: ese registro
+        y los siguientes se procesan otra vez. Lo posterior que ya venía en camino se ignora
+        hasta que llegue la relectura desde `offset`, que pide el adaptador."""
+        estado = self._particiones.get(particion)
+        if estado is None:
+            estado = self._particiones[particion] = _Particion(esperado=offset)
+        estado.esperado = offset
+        estado.releyendo_desde = offset
+        estado.visto_desde_releer = -1
+        estado.inicio_de_relectura, estado.relecturas_iguales = None, 0
+
     def esperado(self, particion) -> int | None:
         estado = self._particiones.get(particion)
         return None if estado is None else estado.esperado

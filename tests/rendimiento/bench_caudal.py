@@ -4,8 +4,8 @@ Para cada formato de registro (un Evento por registro; LoteEventos de 500 evento
 partición con la cabecera `gpr-lote: 1`):
 
 * piso de faust: una app faust con los mismos ajustes cuyo agente no hace nada por registro;
-  en registros sueltos, también con la corrección de entrega del procesador
-  (`faust_seguro.entrega_directa`), en un broker aparte;
+  en registros sueltos, también con la entrega del procesador (`entrega_por_lotes.py`: los
+  registros en listas directo del consumidor, sin el flujo de faust), en un broker aparte;
 * consumo crudo: un consumidor aiokafka que lee y decodifica los mismos registros;
 * el procesador completo (todos los indicadores, almacén RocksDB) con 1 y con 2 trabajadores.
 
@@ -44,8 +44,8 @@ AVISOS = ("producer buffer full", "Timer publicar-indicadores is overlapping")
 
 
 def medir_piso(bootstrap: str, procesos: ins.Procesos, directorio: Path, registros, eventos: int,
-               tope_s: float, entrega_directa: bool = False) -> dict:
-    nombre = "piso-directo" if entrega_directa else "piso"
+               tope_s: float, por_lotes: bool = False) -> dict:
+    nombre = "piso-lotes" if por_lotes else "piso"
     progreso = directorio / nombre / "piso.json"
     progreso.parent.mkdir(parents=True, exist_ok=True)
     control = ins.registros_de_control(ins.SERVICIOS_CONTROL[0], "piso")
@@ -53,7 +53,7 @@ def medir_piso(bootstrap: str, procesos: ins.Procesos, directorio: Path, registr
     lanzado = time.time()
     proceso = procesos.lanzar([str(Path(__file__).with_name("piso_faust.py"))],
                               {"GPR_KAFKA_BOOTSTRAP": bootstrap, "BENCH_PROGRESO": str(progreso),
-                               "BENCH_ENTREGA_DIRECTA": "1" if entrega_directa else "0"}, nombre)
+                               "BENCH_ENTREGA": "lotes" if por_lotes else "faust"}, nombre)
 
     def leer() -> dict:
         try:
@@ -148,14 +148,14 @@ def test_caudal(formato, config_bench, resultados, tmp_path):
             medida["crudo"] = medir_crudo(bootstrap, len(registros) + ins.PARTICIONES)
             print(f"[caudal {formato}] consumo crudo: {medida['crudo']}")
         if formato == "evento":
-            # El procesador entrega los registros sin el costo por registro de `wait_first`
-            # (`faust_seguro.entrega_directa`): el piso con la misma corrección dice cuánto de
-            # su razón frente al piso de faust viene de esa corrección.
-            with ins.broker_limpio(tmp_path / "piso-directo") as bootstrap:
+            # El procesador recibe los eventos por lotes, sin el flujo de faust por registro
+            # (`entrega_por_lotes.py`): el piso con la misma entrega dice cuánto de su razón
+            # frente al piso de faust viene de esa entrega y cuánto cuesta lo suyo.
+            with ins.broker_limpio(tmp_path / "piso-lotes") as bootstrap:
                 ins.crear_topicos_bench(bootstrap)
-                medida["piso_faust_directo"] = medir_piso(bootstrap, procesos, tmp_path, registros, len(eventos),
-                                                          config_bench.tope_caudal_s, entrega_directa=True)
-            print(f"[caudal {formato}] piso de faust con entrega directa: {medida['piso_faust_directo']}")
+                medida["piso_faust_lotes"] = medir_piso(bootstrap, procesos, tmp_path, registros, len(eventos),
+                                                        config_bench.tope_caudal_s, por_lotes=True)
+            print(f"[caudal {formato}] piso de faust con entrega por lotes: {medida['piso_faust_lotes']}")
         for trabajadores in (1, 2):
             with ins.broker_limpio(tmp_path / f"procesador-{trabajadores}") as bootstrap:
                 clave = f"procesador_{trabajadores}"

@@ -4,9 +4,9 @@ registro (consumo, flujo, confirmación de offsets), el techo de cualquier agent
 
 Se lanza como subproceso: `python tests/rendimiento/piso_faust.py`, con GPR_KAFKA_BOOTSTRAP,
 BENCH_APP_ID y BENCH_PROGRESO (archivo JSON donde deja, cada 50 ms, cuántos registros lleva y
-el instante —time.time()— del último). Con BENCH_ENTREGA_DIRECTA=1 aplica la corrección de
-faust que usa el procesador (`faust_seguro.entrega_directa`): el piso de faust sin su costo de
-entrega por registro.
+el instante —time.time()— del último). Con BENCH_ENTREGA=lotes los registros llegan como al
+procesador (`entrega_por_lotes.py`: listas por partición directo del consumidor de faust, sin
+su flujo por registro) y se confirman uno a uno: lo que le cuesta al procesador recibirlos.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 from servicios.comun.topicos import EVENTOS
 from servicios.procesador import config
 from servicios.procesador.app import opciones_faust
-from servicios.procesador.faust_seguro import entrega_directa
+from servicios.procesador.entrega_por_lotes import EntregaPorLotes
 
 PARTICIONES = 4
 
@@ -41,18 +41,27 @@ def main() -> None:
                        "GPR_PARTICIONES": str(PARTICIONES), "GPR_BUCLE": os.environ.get("GPR_BUCLE", "")})
     mode.loop.use("uvloop" if cfg.bucle == "uvloop" else "aio")
     corregir_fin_de_log()
-    if os.environ.get("BENCH_ENTREGA_DIRECTA") == "1":
-        entrega_directa()
     acotar_espera_de_fetch(cfg.espera_fetch_s)
     app = faust.App(os.environ.get("BENCH_APP_ID", "bench-piso"), **opciones_faust(cfg))
     topico = app.topic(EVENTOS, partitions=PARTICIONES)
     estado = {"n": 0, "ultimo": 0.0}
 
-    @app.agent(topico, name="piso")
-    async def piso(stream):
-        async for _ in stream.events():
-            estado["n"] += 1
-            estado["ultimo"] = time.time()
+    if os.environ.get("BENCH_ENTREGA", "faust") == "lotes":
+        entrega = EntregaPorLotes(app, topico)
+
+        @app.task
+        async def piso_por_lotes():
+            async for lote in entrega.lotes(cfg.lote_maximo, cfg.lote_espera_s):
+                for registro in lote:
+                    registro.ack()
+                estado["n"] += len(lote)
+                estado["ultimo"] = time.time()
+    else:
+        @app.agent(topico, name="piso")
+        async def piso(stream):
+            async for _ in stream.events():
+                estado["n"] += 1
+                estado["ultimo"] = time.time()
 
     @app.timer(interval=0.05, name="progreso")
     async def informar():

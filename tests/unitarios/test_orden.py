@@ -70,6 +70,26 @@ def test_con_el_confirmado_detecta_que_falta_el_primero():
     assert guardia.decidir("p0", 645) == Decision.PROCESAR
 
 
+def test_tras_un_lote_fallido_se_relee_desde_su_primer_registro_y_lo_que_venia_detras_se_ignora():
+    guardia = GuardiaDeOrden()
+    # El lote 400–599 de p0 pasó la guardia y falló al procesarse; p1 no estaba en él.
+    assert {guardia.decidir("p0", o) for o in range(400, 600)} == {Decision.PROCESAR}
+    guardia.decidir("p1", 20)
+    guardia.releer_desde("p0", 400)
+    assert guardia.esperado("p0") == 400
+    # 600 y 601 ya venían en la cola: se ignoran; luego llega la relectura desde 400.
+    assert [guardia.decidir("p0", o) for o in (600, 601, 400, 401)] == [
+        Decision.IGNORAR, Decision.IGNORAR, Decision.PROCESAR, Decision.PROCESAR]
+    assert guardia.decidir("p1", 21) == Decision.PROCESAR
+    assert guardia.huecos_releidos == 0
+
+
+def test_releer_desde_una_particion_que_la_guardia_no_conocia():
+    guardia = GuardiaDeOrden()
+    guardia.releer_desde("p3", 12)
+    assert [guardia.decidir("p3", o) for o in (15, 12, 13)] == [Decision.IGNORAR, Decision.PROCESAR, Decision.PROCESAR]
+
+
 def test_el_vigia_senala_una_particion_quieta_con_log_por_delante():
     guardia = GuardiaDeOrden()
     guardia.decidir("p0", 7, ahora=100.0)
