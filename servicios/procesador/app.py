@@ -97,8 +97,10 @@ def opciones_faust(cfg: ConfigProcesador) -> dict:
     )
 
 
-def _cabeceras(mensaje) -> list[tuple[str, bytes]]:
-    cabeceras = mensaje.headers or []
+def _cabeceras(mensaje) -> list[tuple[str, bytes]] | tuple:
+    cabeceras = mensaje.headers
+    if not cabeceras:
+        return ()
     return list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras)
 
 

@@ -54,7 +54,7 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         metricas_puerto=c.entero(env, "GPR_METRICAS_PUERTO", 9465),
         # Registros por lote de cada etapa, y cuánto esperar a completarlo: más grande reparte
         # mejor el costo por registro; la espera acota la latencia cuando hay poco tráfico.
-        lote_maximo=c.entero(env, "GPR_LOTE_MAXIMO", 1000, minimo=1),
+        lote_maximo=c.entero(env, "GPR_LOTE_MAXIMO", 3000, minimo=1),
         lote_espera_s=c.decimal(env, "GPR_LOTE_ESPERA", 0.05, minimo=0.001),
         refresco_rango_s=c.decimal(env, "GPR_REFRESCO_RANGO", 10.0, minimo=0.0),
         replicacion=c.entero(env, "GPR_REPLICACION", 1, minimo=1),

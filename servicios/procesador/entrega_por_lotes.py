@@ -51,6 +51,10 @@ registro = logging.getLogger("gpr.procesador")
 
 # Listas (una por partición y fetch) que caben en la cola: el consumidor espera cuando se llena.
 LISTAS_EN_COLA = 8
+# Tope de un lote en bytes de registros, además del de registros (`GPR_LOTE_MAXIMO`): con
+# `LoteEventos` de 500 eventos, 3 000 registros serían 1,5 millones de eventos en memoria a la
+# vez; con 8 MiB, unos 55 000. Con un evento por registro manda el número de registros.
+BYTES_MAXIMOS_POR_LOTE = 8 << 20
 # Cada cuánto se mira si el flujo volvió tras un reequilibrio.
 _SONDEO_FLUJO_S = 0.05
 
@@ -113,20 +117,22 @@ class EntregaPorLotes:
             if consumidor._read_offset[tp] == leido:
                 consumidor._read_offset[tp] = mensajes[-1].offset
 
-    async def lotes(self, maximo: int, espera_s: float) -> AsyncIterator[list[Entregado]]:
+    async def lotes(self, maximo: int, espera_s: float,
+                    bytes_maximos: int = BYTES_MAXIMOS_POR_LOTE) -> AsyncIterator[list[Entregado]]:
         """Lotes de hasta `maximo` registros, como `stream.noack_take(maximo, within=espera_s)`:
-        cada uno sale lleno o `espera_s` después de su primer registro. Nada se confirma aquí."""
+        cada uno sale lleno o `espera_s` después de su primer registro. Además, un lote se
+        cierra al pasar de `bytes_maximos` de valores (con al menos un registro). Nada se
+        confirma aquí."""
         reloj = asyncio.get_running_loop().time
         while True:
             if not self._resto:
                 self._resto = await self.cola.get()
             lote: list = []
+            tamano = 0
             limite = reloj() + espera_s
             while True:
-                falta = maximo - len(lote)
-                lote.extend(self._resto[:falta])
-                self._resto = self._resto[falta:]
-                if len(lote) >= maximo:
+                tamano = self._tomar(lote, maximo, tamano, bytes_maximos)
+                if len(lote) >= maximo or tamano >= bytes_maximos:
                     break
                 if not self.cola.empty():
                     self._resto = self.cola.get_nowait()
@@ -142,6 +148,18 @@ class EntregaPorLotes:
             entregados = self._anotar(lote)
             if entregados:
                 yield entregados
+
+    def _tomar(self, lote: list, maximo: int, tamano: int, bytes_maximos: int) -> int:
+        """Pasa mensajes de `_resto` a `lote` hasta llenarlo; devuelve el tamaño del lote."""
+        tomados = 0
+        for mensaje in self._resto:
+            if len(lote) >= maximo or tamano >= bytes_maximos:
+                break
+            lote.append(mensaje)
+            tamano += len(mensaje.value or b"")
+            tomados += 1
+        self._resto = self._resto[tomados:]
+        return tamano
 
     async def _flujo_activo(self) -> None:
         """Espera a que el flujo esté activo y las tablas recuperadas. faust descarta lo que

@@ -143,7 +143,7 @@ def test_config_del_procesador_valida_almacen_bucle_y_lotes():
 
     base = {"GPR_KAFKA_BOOTSTRAP": "k:9092"}
     cfg = config_procesador.leer(base)
-    assert (cfg.almacen, cfg.bucle, cfg.lote_maximo, cfg.lote_espera_s) == ("rocksdb", "uvloop", 1000, 0.05)
+    assert (cfg.almacen, cfg.bucle, cfg.lote_maximo, cfg.lote_espera_s) == ("rocksdb", "uvloop", 3000, 0.05)
     assert config_procesador.leer({**base, "GPR_BUCLE": "asyncio"}).bucle == "asyncio"
     for variable, malo in (("GPR_BUCLE", "trio"), ("GPR_ALMACEN", "disco"), ("GPR_LOTE_MAXIMO", "0"),
                            ("GPR_LOTE_MAXIMO", "mil")):

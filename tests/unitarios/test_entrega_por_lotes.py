@@ -253,6 +253,18 @@ def test_los_lotes_se_cortan_en_el_maximo_y_siguen_en_orden():
     assert _correr(escenario) == [[(0, 0), (0, 1), (0, 2)], [(0, 3), (0, 4), (1, 0)], [(1, 1)]]
 
 
+def test_un_lote_se_cierra_tambien_al_pasar_del_tope_de_bytes():
+    async def escenario(app, entrega):
+        # Cada valor ocupa 5 bytes ("v0-10"…): con un tope de 12, tres registros por lote.
+        await entrega.entregar(app.consumer, {TP(TOPICO, 0): _registros(TOPICO, 0, 10, 17)}, None)
+        iterador = entrega.lotes(100, 0.01, bytes_maximos=12)
+        lotes = [[e.message.offset for e in await anext(iterador)] for _ in range(3)]
+        await iterador.aclose()
+        return lotes
+
+    assert _correr(escenario) == [[10, 11, 12], [13, 14, 15], [16]]
+
+
 def test_un_lote_incompleto_sale_al_vencer_la_espera_y_recoge_lo_que_llega_antes():
     async def escenario(app, entrega):
         tp = TP(TOPICO, 0)
