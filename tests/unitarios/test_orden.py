@@ -12,7 +12,7 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servicios.procesador.app import fines_de_log
+from servicios.procesador.app import fines_de_log, inicios_de_log
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 
 
@@ -194,6 +194,9 @@ class _ConsumidorSinFetch:
             raise self.error
         return {tp: self.en_el_broker[tp] for tp in tps}
 
+    async def earliest_offsets(self, *tps):
+        return await self.highwaters(*tps)
+
 
 def test_el_vigia_mira_tambien_las_particiones_que_nunca_leyeron():
     consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={P0: 99, P1: 15})
@@ -210,3 +213,23 @@ def test_si_el_broker_no_da_el_fin_del_log_el_vigia_sigue(caplog):
     consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={}, error=ConnectionError("sin broker"))
     assert asyncio.run(fines_de_log(consumidor, [P0, P1])) == {P0: 8, P1: None}
     assert "no se pudo leer el fin del log de gpr.eventos.v1[1]" in caplog.text and "sin broker" in caplog.text
+
+
+def test_sin_offset_confirmado_el_primer_registro_esperado_es_el_inicio_del_log():
+    # Para el sustituto, "el broker" da aquí el inicio del log: 3 en p0.
+    consumidor = _ConsumidorSinFetch(por_fetch={}, en_el_broker={P0: 3})
+    inicio = asyncio.run(inicios_de_log(consumidor, [P0]))
+    assert inicio == {P0: 3}
+    guardia = GuardiaDeOrden()
+    # Lo primero que llega es el 5: faust descartó el 3 y el 4 al reanudar; se relee desde 3.
+    assert guardia.decidir(P0, 5, confirmado=inicio[P0]) == Decision.RELEER
+    assert guardia.esperado(P0) == 3
+    # Sin nada entregado, el vigía también la ve: el log sigue más allá del inicio.
+    assert GuardiaDeOrden().rezagadas({P0: 9}, ahora=100.0, quietud_s=30.0, confirmados=inicio) == [(P0, 3)]
+
+
+def test_si_el_broker_no_da_el_inicio_del_log_no_se_supone_nada(caplog):
+    consumidor = _ConsumidorSinFetch(por_fetch={}, en_el_broker={}, error=ConnectionError("sin broker"))
+    assert asyncio.run(inicios_de_log(consumidor, [P1])) == {}
+    assert asyncio.run(inicios_de_log(consumidor, [])) == {} and consumidor.preguntadas == [P1]
+    assert "no se pudo leer el inicio del log de gpr.eventos.v1[1]" in caplog.text and "sin broker" in caplog.text
