@@ -1,18 +1,19 @@
 """La aplicación faust del procesador: agentes, tablas y publicación de instantáneas.
 
-Dos etapas, unidas por el tópico interno gpr.aportes.v1, y ambas por lotes de registros
-(`stream.noack_take`): el costo por registro de faust y de Kafka se reparte entre muchos
-eventos, y cada clave de tabla se escribe una vez por lote.
+Dos etapas, unidas por el tópico interno gpr.aportes.v1, y ambas por lotes de registros:
+el costo por registro de faust y de Kafka se reparte entre muchos eventos, y cada clave de
+tabla se escribe una vez por lote.
 
-1. `procesar_eventos` (clave caso_id): por cada partición del lote, la etapa pura
-   `dominio/etapa_casos.py` decodifica y valida (lo inválido va a gpr.eventos.rechazados.v1
-   con su motivo), deduplica, actualiza el estado de los casos (tabla `casos`) y suma los
-   aportes por (agencia, servicio). Los estados se confirman en el changelog *antes* de
-   enviar los agregados a la partición de su agencia: es una de las dos reglas del
-   exactamente-una-vez en efecto (ver el módulo de la etapa).
-2. `agregar_aportes` (partición por agencia): suma los agregados en cubos horarios y
-   mensuales por (agencia, servicio), la línea de vencimientos y la marca de agua de la
-   agencia (`dominio/agregacion.py`).
+1. `procesar_eventos` (clave caso_id), una tarea que recibe los eventos en lotes directo
+   del consumidor de faust, sin agente (`entrega_por_lotes.py`): por cada partición del lote,
+   la etapa pura `dominio/etapa_casos.py` decodifica y valida (lo inválido va a
+   gpr.eventos.rechazados.v1 con su motivo), deduplica, actualiza el estado de los casos
+   (tabla `casos`) y suma los aportes por (agencia, servicio). Los estados se confirman en el
+   changelog *antes* de enviar los agregados a la partición de su agencia: es una de las dos
+   reglas del exactamente-una-vez en efecto (ver el módulo de la etapa).
+2. `agregar_aportes` (partición por agencia), un agente de faust (`stream.noack_take`): suma
+   los agregados en cubos horarios y mensuales por (agencia, servicio), la línea de
+   vencimientos y la marca de agua de la agencia (`dominio/agregacion.py`).
 
 Una tarea publica en gpr.indicadores.v1 (compactado) las instantáneas que cambiaron de las
 agencias tocadas, en cuanto la agregación las toca y con un mínimo entre pasadas
