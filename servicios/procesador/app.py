@@ -234,6 +234,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     async def releer(tp, offset: int) -> None:
         # En el hilo del consumidor de aiokafka: `Consumer.seek` de faust lo llama desde el
         # bucle principal y el fetcher no se entera (medido: la partición no volvía a leer).
+        entrega.anotar_relectura(tp)
         await app.consumer._thread.seek_wait({tp: offset})
 
     async def en_orden(eventos_kafka) -> dict[int, list]:
@@ -245,26 +246,35 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
         procesarlo otra vez (sus efectos ya están en las tablas y en los agregados enviados).
         """
         grupos: dict[int, list] = {}
+        # Primer offset procesado en este lote por partición: un repetido desde ahí es otra
+        # copia de un registro del mismo lote (faust volvió al offset confirmado con lo ya
+        # leído en la cola) y no se confirma antes de que el lote escriba sus efectos.
+        primeros: dict = {}
+        pendientes = app.consumer._unacked_messages
         for evento in eventos_kafka:
             mensaje = evento.message
             tp = mensaje.tp
             guardia = guardias[tp.topic]
             antes = guardia.esperado(tp)
-            confirmado = app.consumer._committed_offset.get(tp)
-            if confirmado is None and antes is None:
-                # Sin offset confirmado (el grupo aún no confirmó nada en la partición) el
-                # primer registro es el inicio del log: si lo primero que llega es posterior,
-                # faust descartó algo al reanudar tras un reequilibrio, y se relee.
-                confirmado = (await inicios_de_log(app.consumer, [tp])).get(tp)
-            decision = guardia.decidir(tp, mensaje.offset, confirmado=confirmado, ahora=time.monotonic())
+            decision = guardia.decidir(tp, mensaje.offset, confirmado=app.consumer._committed_offset.get(tp),
+                                       ahora=time.monotonic())
             if decision is Decision.RELEER:
                 metricas.relecturas.labels(topico=tp.topic).inc()
                 logger.warning("%s[%d]: llegó el offset %d antes que el %d; se relee desde ahí",
                                tp.topic, tp.partition, mensaje.offset, guardia.esperado(tp))
+                pendientes.discard(mensaje)
                 await releer(tp, guardia.esperado(tp))
+            elif decision is Decision.IGNORAR:
+                # Se volverá a leer como un mensaje nuevo: faust no debe esperar este (un
+                # reequilibrio o una parada se quedarían en `wait_empty`).
+                pendientes.discard(mensaje)
             elif decision is Decision.REPETIDO:
-                evento.ack()
+                if tp in primeros and mensaje.offset >= primeros[tp]:
+                    pendientes.discard(mensaje)
+                else:
+                    evento.ack()
             elif decision is Decision.PROCESAR:
+                primeros.setdefault(tp, mensaje.offset)
                 if antes is not None and mensaje.offset > antes:
                     logger.warning("%s[%d]: los offsets %d–%d no existen (releídos %d veces); se siguen",
                                    tp.topic, tp.partition, antes, mensaje.offset - 1, RELECTURAS_PARA_ACEPTAR)

@@ -92,6 +92,8 @@ class EntregaPorLotes:
         # se perdía sin volver a leerse. Lo de una generación anterior se descarta al sacarlo.
         self.cola: FlowControlQueue = FlowControlQueue(maxsize=listas_en_cola, flow_control=app.flow_control)
         self._resto: list = []
+        # Relecturas pedidas por partición (`anotar_relectura`): ver `entregar`.
+        self._relecturas: dict = {}
         app.topics.add(topico)
         app._gpr_entrega_por_lotes = self
 
@@ -113,11 +115,17 @@ class EntregaPorLotes:
             if cada is not None and consumidor._n_acked >= cada:
                 consumidor._n_acked = 0
                 await consumidor.commit()
+            relecturas = self._relecturas.get(tp, 0)
             await consumidor.wait_first(self.cola.put(mensajes), consumidor.suspend_flow.wait())
-            # Salvo que mientras tanto se pidiera releer la partición (`seek_wait` anota ahí el
-            # offset pedido): anotar lo entregado haría descartar la relectura como ya leída.
-            if consumidor._read_offset[tp] == leido:
+            # Salvo que mientras tanto se pidiera releer la partición: anotar lo entregado haría
+            # descartar la relectura como ya leída. Se mira el contador (una relectura al mismo
+            # offset no cambia `_read_offset`) y el offset (faust también vuelve atrás solo).
+            if consumidor._read_offset[tp] == leido and self._relecturas.get(tp, 0) == relecturas:
                 consumidor._read_offset[tp] = mensajes[-1].offset
+
+    def anotar_relectura(self, tp: Any) -> None:
+        """Avisa que se pidió releer `tp` (antes de pedirlo al consumidor)."""
+        self._relecturas[tp] = self._relecturas.get(tp, 0) + 1
 
     async def lotes(self, maximo: int, espera_s: float,
                     bytes_maximos: int = BYTES_MAXIMOS_POR_LOTE) -> AsyncIterator[list[Entregado]]:

@@ -244,6 +244,23 @@ def test_si_se_pide_releer_mientras_la_lista_espera_sitio_la_relectura_no_se_des
     assert _correr(escenario) == (None, [[(0, 1)], [(0, 2)]], [[(0, 0), (0, 1), (0, 2)]])
 
 
+def test_una_relectura_al_mismo_offset_leido_tampoco_se_descarta():
+    async def escenario(app, entrega):
+        tp = TP(TOPICO, 0)
+        tercera = await _tercera_con_la_cola_llena(app, entrega)
+        # Se pide releer desde el 1, que es justo el último leído: `_read_offset` no cambia.
+        entrega.anotar_relectura(tp)
+        app.consumer._read_offset[tp] = 1
+        entrega.cola.get_nowait()
+        await asyncio.wait_for(tercera, 1)
+        leido = app.consumer._read_offset[tp]
+        antes = _en_cola(entrega)
+        await entrega.entregar(app.consumer, {tp: _registros(TOPICO, 0, 1, 3)}, None)
+        return leido, antes, _en_cola(entrega)
+
+    assert _correr(escenario) == (1, [[(0, 1)], [(0, 2)]], [[(0, 1), (0, 2)]])
+
+
 def test_los_lotes_se_cortan_en_el_maximo_y_siguen_en_orden():
     async def escenario(app, entrega):
         await entrega.entregar(app.consumer, {TP(TOPICO, 0): _registros(TOPICO, 0, 0, 5),

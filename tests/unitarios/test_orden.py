@@ -215,17 +215,15 @@ def test_si_el_broker_no_da_el_fin_del_log_el_vigia_sigue(caplog):
     assert "no se pudo leer el fin del log de gpr.eventos.v1[1]" in caplog.text and "sin broker" in caplog.text
 
 
-def test_sin_offset_confirmado_el_primer_registro_esperado_es_el_inicio_del_log():
+def test_sin_offset_confirmado_el_vigia_cuenta_desde_el_inicio_del_log():
     # Para el sustituto, "el broker" da aquí el inicio del log: 3 en p0.
     consumidor = _ConsumidorSinFetch(por_fetch={}, en_el_broker={P0: 3})
     inicio = asyncio.run(inicios_de_log(consumidor, [P0]))
     assert inicio == {P0: 3}
-    guardia = GuardiaDeOrden()
-    # Lo primero que llega es el 5: faust descartó el 3 y el 4 al reanudar; se relee desde 3.
-    assert guardia.decidir(P0, 5, confirmado=inicio[P0]) == Decision.RELEER
-    assert guardia.esperado(P0) == 3
-    # Sin nada entregado, el vigía también la ve: el log sigue más allá del inicio.
+    # Sin nada entregado y con el log más allá de su inicio, el vigía relee desde el inicio.
     assert GuardiaDeOrden().rezagadas({P0: 9}, ahora=100.0, quietud_s=30.0, confirmados=inicio) == [(P0, 3)]
+    # Con el log vacío (fin = inicio) no hay nada que releer.
+    assert GuardiaDeOrden().rezagadas({P0: 3}, ahora=100.0, quietud_s=30.0, confirmados=inicio) == []
 
 
 def test_si_el_broker_no_da_el_inicio_del_log_no_se_supone_nada(caplog):
