@@ -227,38 +227,28 @@ def test_con_la_cola_llena_un_reequilibrio_abandona_la_entrega_como_faust():
     assert _correr(escenario) == ([[(0, 0)], [(0, 1)]], 2)
 
 
-def test_si_se_pide_releer_mientras_la_lista_espera_sitio_la_relectura_no_se_descarta():
+# Vueltas atrás mientras la tercera lista espera sitio, como las anota `seek_wait` de faust:
+# faust vuelve solo al 0 (borra el offset leído: se nota por el valor); la app pide releer
+# desde el 1, el último leído (el valor no cambia: solo lo delata `anotar_relectura`).
+@pytest.mark.parametrize("desde", [0, 1])
+def test_si_se_pide_releer_mientras_la_lista_espera_sitio_la_relectura_no_se_descarta(desde):
     async def escenario(app, entrega):
         tp = TP(TOPICO, 0)
         tercera = await _tercera_con_la_cola_llena(app, entrega)
-        # Lo que hace `seek_wait` de faust al pedir releer desde el 0 (con otro offset, lo anota).
-        del app.consumer._read_offset[tp]
+        if desde:
+            entrega.anotar_relectura(tp)
+            app.consumer._read_offset[tp] = desde
+        else:
+            del app.consumer._read_offset[tp]
         entrega.cola.get_nowait()
         await asyncio.wait_for(tercera, 1)
         leido = app.consumer._read_offset[tp]
         antes = _en_cola(entrega)
-        # La relectura (0 a 2) pasa el filtro de lo ya leído.
-        await entrega.entregar(app.consumer, {tp: _registros(TOPICO, 0, 0, 3)}, None)
+        # La relectura pasa el filtro de lo ya leído.
+        await entrega.entregar(app.consumer, {tp: _registros(TOPICO, 0, desde, 3)}, None)
         return leido, antes, _en_cola(entrega)
 
-    assert _correr(escenario) == (None, [[(0, 1)], [(0, 2)]], [[(0, 0), (0, 1), (0, 2)]])
-
-
-def test_una_relectura_al_mismo_offset_leido_tampoco_se_descarta():
-    async def escenario(app, entrega):
-        tp = TP(TOPICO, 0)
-        tercera = await _tercera_con_la_cola_llena(app, entrega)
-        # Se pide releer desde el 1, que es justo el último leído: `_read_offset` no cambia.
-        entrega.anotar_relectura(tp)
-        app.consumer._read_offset[tp] = 1
-        entrega.cola.get_nowait()
-        await asyncio.wait_for(tercera, 1)
-        leido = app.consumer._read_offset[tp]
-        antes = _en_cola(entrega)
-        await entrega.entregar(app.consumer, {tp: _registros(TOPICO, 0, 1, 3)}, None)
-        return leido, antes, _en_cola(entrega)
-
-    assert _correr(escenario) == (1, [[(0, 1)], [(0, 2)]], [[(0, 1), (0, 2)]])
+    assert _correr(escenario) == (desde or None, [[(0, 1)], [(0, 2)]], [[(0, o) for o in range(desde, 3)]])
 
 
 def test_los_lotes_se_cortan_en_el_maximo_y_siguen_en_orden():
