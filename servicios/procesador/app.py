@@ -302,11 +302,19 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
 
     async def lotes_en_orden(lotes):
         """Los lotes, ya filtrados (generación vigente, fuera de la recuperación) y pasados
-        por la guardia de orden: por partición, lo que se procesa."""
+        por la guardia de orden: por partición, lo que se procesa. Lo descartado aquí deja de
+        contar como pendiente para faust (se lee de nuevo como mensajes nuevos): si no, como
+        los registros que la guardia ignora, un reequilibrio o una parada esperarían por ello
+        en `wait_empty` mientras el lote siga en memoria."""
         async for eventos_kafka in lotes:
             if _reequilibrando(app):
+                olvidar_entregados(app.consumer, (e.message for e in eventos_kafka))
                 continue
-            grupos = await en_orden(_vigentes(app, eventos_kafka))
+            vigentes = _vigentes(app, eventos_kafka)
+            if len(vigentes) < len(eventos_kafka):
+                quedan = {id(e) for e in vigentes}
+                olvidar_entregados(app.consumer, (e.message for e in eventos_kafka if id(e) not in quedan))
+            grupos = await en_orden(vigentes)
             if grupos:
                 yield grupos
 
