@@ -16,6 +16,12 @@ from servicios.comun.broker import broker_kafka, morir_con_el_padre
 RAIZ = Path(__file__).resolve().parent.parent
 CATALOGO = RAIZ / "despliegue" / "catalogo.yaml"
 
+# «Ahora» de las pruebas que no corren un servicio real: un instante fijo (2026-06-17 15:00
+# UTC), no el reloj de pared, para que lo esperado no dependa del día en que se corren (los
+# meses que caben en una ventana, los días del mes…). Las que cruzan meses construyen sus
+# fechas a partir de él.
+AHORA = 1_781_708_400
+
 
 @pytest.fixture
 def bootstrap(tmp_path):

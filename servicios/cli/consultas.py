@@ -11,15 +11,14 @@ import time
 
 import grpc
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.cli.salida import consola, consola_errores, imprimir_tabla
 
-consola = Console()
 SIN_CONSULTA = 3
 
 _ESTADOS = {ipb.CUMPLE: "[green]cumple[/green]", ipb.INCUMPLE: "[red]incumple[/red]",
@@ -35,7 +34,7 @@ def _stub(direccion: str) -> ipb_grpc.IndicadoresStub:
 
 def _fallar(error: grpc.RpcError) -> None:
     codigo = error.code()
-    consola.print(f"[red]error {codigo.name}[/red]: {error.details()}")
+    consola_errores.print(f"[red]error {codigo.name}[/red]: {error.details()}")
     sin_servicio = codigo in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     raise typer.Exit(SIN_CONSULTA if sin_servicio else 1)
 
@@ -91,7 +90,7 @@ def indicadores(
                 break
     except grpc.RpcError as error:
         _fallar(error)
-    consola.print(tabla_indicadores(todos, f"Indicadores ({len(todos)})"))
+    imprimir_tabla(tabla_indicadores(todos, f"Indicadores ({len(todos)})"))
 
 
 def tablero(
@@ -107,7 +106,7 @@ def tablero(
     consola.print(f"[bold]Tablero de {t.agencia_id}[/bold] · ventana {t.ventana} · "
                   f"{t.incumplimientos} meta(s) incumplida(s)")
     for servicio in t.servicios:
-        consola.print(tabla_indicadores(
+        imprimir_tabla(tabla_indicadores(
             servicio.indicadores,
             f"{servicio.servicio_id} — cuello de botella: {servicio.etapa_cuello_botella or '—'}"))
 

@@ -12,16 +12,15 @@ import time
 from pathlib import Path
 
 import grpc
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.cli.salida import consola
 from servicios.comun.broker import BrokerEmbebido, morir_con_el_padre
 from servicios.comun.topicos import crear_topicos
 
-consola = Console()
 
 def _duracion(segundos: float) -> str:
     if segundos >= 86400:

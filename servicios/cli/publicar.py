@@ -27,13 +27,12 @@ from pathlib import Path
 
 import typer
 from google.protobuf import json_format
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from gpr.v1 import eventos_pb2 as pb
+from servicios.cli.salida import consola, consola_errores, imprimir_tabla
 
-consola = Console()
 TAMANO_LOTE_GRPC = 500
 
 
@@ -61,7 +60,7 @@ def _resumen(total: int, rechazos: list[tuple[int, str, str]]) -> None:
             tabla.add_column(columna)
         for numero, evento_id, motivo in rechazos[:50]:
             tabla.add_row(str(numero), evento_id, motivo)
-        consola.print(tabla)
+        imprimir_tabla(tabla)
         consola.print("Por motivo: " + ", ".join(f"{m} {n}" for m, n in por_motivo.most_common()))
 
 
@@ -85,13 +84,13 @@ def publicar(
     rechazos = [(n, "", motivo) for n, motivo in ilegibles]
     if (tls or tls_ca) and not grpc_destino:
         # Un aviso y no un error: GPR_TLS_CA puede estar en el entorno para otras llamadas.
-        consola.print("[yellow]aviso[/yellow]: --tls y --tls-ca (GPR_TLS_CA) solo se usan con --grpc; "
+        consola_errores.print("[yellow]aviso[/yellow]: --tls y --tls-ca (GPR_TLS_CA) solo se usan con --grpc; "
                       "se publica por Kafka sin TLS")
     if grpc_destino:
         rechazos += _por_grpc(eventos, grpc_destino, token, _credenciales_tls(tls, tls_ca))
     else:
         if not kafka:
-            consola.print("[red]falta el broker[/red]: use --kafka host:puerto o GPR_KAFKA_BOOTSTRAP, o --grpc")
+            consola_errores.print("[red]falta el broker[/red]: use --kafka host:puerto o GPR_KAFKA_BOOTSTRAP, o --grpc")
             raise typer.Exit(2)
         rechazos += _por_kafka(eventos, kafka, catalogo, lotes=not sin_lotes)
     rechazos.sort()
@@ -112,7 +111,7 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
     try:
         catalogo = cargar_catalogo(ruta_catalogo)
     except ArchivoInvalido as error:
-        consola.print(f"[red]catálogo inválido[/red]:\n{error}")
+        consola_errores.print(f"[red]catálogo inválido[/red]:\n{error}")
         raise typer.Exit(2) from None
     rechazos, validos = [], []
     for numero, evento in eventos:
@@ -130,7 +129,7 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
         # Repartir en lotes por partición pide los metadatos del tópico.
         particiones = len(productor.partitions_for(EVENTOS) or ()) if lotes else 0
     except KafkaError as error:
-        consola.print(f"[red]Kafka no disponible[/red] en {bootstrap}: {error}")
+        consola_errores.print(f"[red]Kafka no disponible[/red] en {bootstrap}: {error}")
         raise typer.Exit(3) from None
     registros = registros_aceptados([evento for _, evento in validos], EVENTOS, particiones or None)
     pendientes = []
@@ -160,7 +159,7 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
     productor.close(timeout=5)
     fallidos_kafka = sum(1 for _, _, motivo in rechazos if motivo.startswith("kafka:"))
     if fallidos_kafka == len(validos):
-        consola.print("[red]Kafka no confirmó ningún envío[/red]")
+        consola_errores.print("[red]Kafka no confirmó ningún envío[/red]")
         raise typer.Exit(3)
     return rechazos
 
@@ -177,7 +176,7 @@ def _credenciales_tls(tls: bool, tls_ca: Path | None):
     # gRPC no valida el PEM hasta el primer intento de conexión y entonces solo dice
     # UNAVAILABLE: un archivo equivocado se rechaza aquí, como error de uso.
     if b"-----BEGIN CERTIFICATE-----" not in contenido:
-        consola.print(f"[red]--tls-ca {tls_ca}[/red]: no contiene un certificado PEM (-----BEGIN CERTIFICATE-----)")
+        consola_errores.print(f"[red]--tls-ca {tls_ca}[/red]: no contiene un certificado PEM (-----BEGIN CERTIFICATE-----)")
         raise typer.Exit(2)
     return grpc.ssl_channel_credentials(root_certificates=contenido)
 
@@ -200,7 +199,7 @@ def _por_grpc(eventos, destino: str, token: str, credenciales_tls=None) -> list[
                 respuesta = stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=[e for _, e in trozo]),
                                           metadata=metadatos, timeout=60)
             except grpc.RpcError as error:
-                consola.print(f"[red]error {error.code().name}[/red]: {error.details()}")
+                consola_errores.print(f"[red]error {error.code().name}[/red]: {error.details()}")
                 raise typer.Exit(3 if error.code() == grpc.StatusCode.UNAVAILABLE else 1) from None
             for (numero, evento), resultado in zip(trozo, respuesta.resultados):
                 if not resultado.aceptado:

@@ -5,6 +5,7 @@ la publicación incremental y su banco."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 from gpr.v1 import indicadores_pb2 as ipb
@@ -39,7 +40,9 @@ class Banco:
         self.metas = metas
         self.casos = {}
         self.agregacion = Agregacion({}, {}, {}, catalogo, 7 * D)
-        self.etapa = EtapaCasos(catalogo, 1000 * D, time.time)
+        # Sin reloj de pared: aquí no se juzga si un evento viene del futuro (lo prueban las
+        # pruebas de validación), así los escenarios valen en cualquier fecha.
+        self.etapa = EtapaCasos(catalogo, 1000 * D, lambda: math.inf)
         cfg = config_procesador.leer({"GPR_KAFKA_BOOTSTRAP": "k:9092",
                                       "GPR_REFRESCO_RANGO": str(refresco_rango_s)})
         self.ahora = 1_000.0

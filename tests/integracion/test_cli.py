@@ -115,7 +115,7 @@ def test_publicar_sin_broker_sale_con_3(tmp_path):
 
 def test_indicadores_sin_consulta_sale_con_3():
     r = gpr("indicadores", "--consulta", "127.0.0.1:1")
-    assert r.returncode == 3 and "UNAVAILABLE" in r.stdout
+    assert r.returncode == 3 and "UNAVAILABLE" in r.stderr, r.stdout + r.stderr
 
 
 def _openssl(*argumentos):
@@ -169,7 +169,7 @@ def test_publicar_por_grpc_con_tls_y_ca_privada(bootstrap, tmp_path):
         # Sin TLS, o confiando en otra CA, no hay conexión: código 3 (servicio no disponible).
         for extra in ([], ["--tls-ca", str(otra_ca)]):
             r = gpr("publicar", str(archivo), "--grpc", destino, "--token", token, *extra)
-            assert r.returncode == 3 and "UNAVAILABLE" in r.stdout, (extra, r.stdout + r.stderr)
+            assert r.returncode == 3 and "UNAVAILABLE" in r.stderr, (extra, r.stdout + r.stderr)
     # La Ingesta agrupa los aceptados de una petición en registros LoteEventos.
     def eventos(registros):
         return sorted(e.evento_id for r in registros for e in decodificar(r.value, r.headers))
@@ -183,15 +183,21 @@ def test_publicar_tls_ca_invalida_es_error_de_uso(tmp_path):
     archivo.write_text("\n")
     no_pem = tmp_path / "ca.txt"
     no_pem.write_text("esto no es un certificado\n")
-    r = gpr("publicar", str(archivo), "--grpc", "127.0.0.1:1", "--tls-ca", str(no_pem))
-    assert r.returncode == 2 and "no contiene un certificado PEM" in r.stdout, r.stdout + r.stderr
+    # El mensaje sale entero en una línea de stderr, sea cual sea el largo de la ruta o el ancho
+    # que diga COLUMNS: fuera de una terminal nada se parte a mitad de frase.
+    for columnas in ("40", "80", "300"):
+        r = gpr("publicar", str(archivo), "--grpc", "127.0.0.1:1", "--tls-ca", str(no_pem),
+                env={**os.environ, "COLUMNS": columnas})
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"--tls-ca {no_pem}: no contiene un certificado PEM (-----BEGIN CERTIFICATE-----)" \
+            in r.stderr.splitlines(), r.stdout + r.stderr
     r = gpr("publicar", str(archivo), "--grpc", "127.0.0.1:1", "--tls-ca", str(tmp_path / "no-existe.pem"))
     assert r.returncode == 2, r.stdout + r.stderr
     # Por Kafka la CA no se usa: solo un aviso (GPR_TLS_CA puede venir del entorno).
     # (Sin --kafka ni GPR_KAFKA_BOOTSTRAP termina enseguida con "falta el broker", código 2.)
     r = gpr("publicar", str(archivo), "--tls-ca", str(no_pem),
             env={k: v for k, v in os.environ.items() if k != "GPR_KAFKA_BOOTSTRAP"})
-    assert r.returncode == 2 and "solo se usan con --grpc" in r.stdout and "falta el broker" in r.stdout, \
+    assert r.returncode == 2 and "solo se usan con --grpc" in r.stderr and "falta el broker" in r.stderr, \
         r.stdout + r.stderr
 
 
@@ -246,7 +252,7 @@ def test_vigilar_muestra_estado_y_cambios_y_termina_solo(bootstrap):
         assert 1 <= time.monotonic() - inicio < 60
         # Un filtro inválido es un error de la consulta: código 1.
         r = gpr("vigilar", "--indicador", "xyz", "--duracion", "5s", "--consulta", direccion)
-        assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stdout, r.stdout + r.stderr
+        assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr, r.stdout + r.stderr
     finally:
         cliente.cerrar()
 

@@ -4,7 +4,6 @@ implementación de referencia, en escenarios con desorden, duplicados y cortes."
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -12,12 +11,13 @@ from hypothesis import strategies as st
 
 from apoyo import escenario, referencia
 from apoyo.comparar import diferencias
-from conftest import CATALOGO
+from conftest import AHORA, CATALOGO
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.topicos import CABECERA_LOTE
-from servicios.procesador.dominio.agregacion import Agregacion
+from servicios.procesador.dominio import ventanas
+from servicios.procesador.dominio.agregacion import MESES_RETENIDOS, Agregacion
 from servicios.procesador.dominio.casos import aplicar_evento
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
 
@@ -69,7 +69,7 @@ def comprobar(motor, eventos, catalogo):
 
 def test_escenario_revuelto_con_duplicados_igual_a_la_referencia(catalogo):
     azar = random.Random(7)
-    inicio = (int(time.time()) // 3600) * 3600 - 40 * D
+    inicio = AHORA - 40 * D
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=120, inicio=inicio, duracion=38 * D)
     motor = Motor(catalogo)
     for offset, e in enumerate(escenario.desordenar(eventos, azar)):
@@ -83,7 +83,7 @@ def test_cortes_con_estado_y_envios_perdidos_no_pierden_ni_duplican(catalogo, se
     `casos` guardó hasta `s` y los lotes enviados llegaron hasta `j` (prefijos, c ≤ s, j ≤ k);
     el trabajador reinicia leyendo desde `c`."""
     azar = random.Random(semilla)
-    inicio = (int(time.time()) // 3600) * 3600 - 10 * D
+    inicio = AHORA - 10 * D
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=40, inicio=inicio, duracion=9 * D)
     llegada = escenario.desordenar(eventos, azar)
     motor = Motor(catalogo)
@@ -110,7 +110,7 @@ def test_cortes_con_estado_y_envios_perdidos_no_pierden_ni_duplican(catalogo, se
 def test_propiedad_orden_duplicados_y_ventanas(semilla, casos, duplicados):
     catalogo = cargar_catalogo(CATALOGO)
     azar = random.Random(semilla)
-    inicio = (int(time.time()) // 3600) * 3600 - 70 * D + azar.randint(0, 3600)
+    inicio = AHORA - 70 * D + azar.randint(0, 3600)
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=casos, inicio=inicio, duracion=azar.randint(D, 65 * D))
     motor = Motor(catalogo)
     for offset, e in enumerate(escenario.desordenar(eventos, azar, duplicados)):
@@ -126,7 +126,7 @@ class MotorEnLotes:
         self.casos, self.cubos, self.lineas, self.agencias = {}, {}, {}, {}
         self.agregacion = Agregacion(self.cubos, self.lineas, self.agencias, catalogo, 7 * D)
         # Los escenarios llegan del todo revueltos: aquí no se juzga la tardanza.
-        self.etapa = EtapaCasos(catalogo, 1000 * D, time.time)
+        self.etapa = EtapaCasos(catalogo, 1000 * D, lambda: AHORA)
 
     def procesar(self, registros):
         """Procesa y devuelve (escrituras, lotes) sin aplicar los lotes."""
@@ -158,7 +158,7 @@ def registros_de(eventos, azar, max_por_registro=1):
 @pytest.mark.parametrize("semilla", range(3))
 def test_por_lotes_da_lo_mismo_que_la_referencia(catalogo, semilla):
     azar = random.Random(100 + semilla)
-    inicio = (int(time.time()) // 3600) * 3600 - 40 * D
+    inicio = AHORA - 40 * D
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=80, inicio=inicio, duracion=38 * D)
     registros = registros_de(escenario.desordenar(eventos, azar, 0.1), azar, max_por_registro=40)
     motor = MotorEnLotes(catalogo)
@@ -179,7 +179,7 @@ def test_por_lotes_con_cortes_no_pierde_ni_duplica(catalogo, semilla):
     corte, del changelog de `casos` llegó un prefijo cualquiera (a lo menos lo confirmado) y
     de los lotes de aportes un prefijo de los de lotes de registros ya escritos del todo."""
     azar = random.Random(semilla)
-    inicio = (int(time.time()) // 3600) * 3600 - 10 * D
+    inicio = AHORA - 10 * D
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=40, inicio=inicio, duracion=9 * D)
     registros = registros_de(escenario.desordenar(eventos, azar, 0.05), azar, max_por_registro=8)
     motor = MotorEnLotes(catalogo)
@@ -218,11 +218,15 @@ def test_un_lote_enorme_de_un_par_se_parte_en_agregados_que_caben_en_kafka(catal
     por omisión): se parte en varios, con secuencias crecientes, y suman exactamente lo mismo."""
     servicio = next(s for s in catalogo.servicios.values() if s.agencia_id == "reniec")
     moneda = catalogo.agencias["reniec"].moneda
-    fin = (int(time.time()) // 3600) * 3600 - D
-    horas = 9000  # ~375 días: todo dentro de los 13 meses que se publican
+    # ~375 días desde el inicio del primero de los 13 meses que se publican: todos caben.
+    zona = catalogo.agencias["reniec"].zona_horaria
+    primer_mes = ventanas.meses_hasta(ventanas.mes_de(AHORA, zona), MESES_RETENIDOS)[0]
+    inicio = ventanas.limites_mes(primer_mes, zona)[0]
+    horas = 9000
+    assert inicio + horas * 3600 < AHORA - D
     eventos = []
     for h in range(horas):
-        t = fin - (horas - h) * 3600 + 17
+        t = inicio + h * 3600 + 17
         caso = f"caso-{h}"
         eventos += [
             pb.Evento(tipo=pb.SOLICITUD_RECIBIDA),
@@ -256,7 +260,7 @@ def test_un_caso_con_demasiados_eventos_rechaza_los_nuevos_como_caso_saturado(ca
     tope, cada evento nuevo del caso va a rechazados con su motivo (los repetidos de eventos ya
     aceptados siguen siendo repetidos) y los indicadores cuentan solo los aceptados."""
     servicio = next(s for s in catalogo.servicios.values() if s.agencia_id == "reniec")
-    t = (int(time.time()) // 3600) * 3600 - D
+    t = AHORA - D
     eventos = []
     for i in range(8):
         e = pb.Evento(evento_id=f"r{i}", fuente="emisor", tipo=pb.RECLAMO_REGISTRADO, agencia_id="reniec",
@@ -265,7 +269,7 @@ def test_un_caso_con_demasiados_eventos_rechaza_los_nuevos_como_caso_saturado(ca
         e.ocurrido_en.seconds = t + i
         eventos.append(e)
     motor = MotorEnLotes(catalogo)
-    motor.etapa = EtapaCasos(catalogo, 1000 * D, time.time, eventos_maximos_por_caso=5)
+    motor.etapa = EtapaCasos(catalogo, 1000 * D, lambda: AHORA, eventos_maximos_por_caso=5)
     primeros = [Registro(0, i, b"siempre-el-mismo", e.SerializeToString()) for i, e in enumerate(eventos[:3])]
     salida = motor.etapa.procesar(primeros, motor.casos)
     motor.casos.update(salida.escrituras)

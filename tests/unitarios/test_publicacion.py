@@ -10,13 +10,12 @@ con su valor, muestras, rango, cuello de botella y estado de meta.
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
 from apoyo import escenario
 from apoyo.publicacion import Banco
-from conftest import CATALOGO, RAIZ
+from conftest import AHORA, CATALOGO, RAIZ
 from gpr.v1 import eventos_pb2 as pb
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.indicadores import clave_serie
@@ -51,7 +50,7 @@ def llegada_casi_en_orden(eventos, azar):
 @pytest.mark.parametrize("semilla", range(3))
 def test_publicar_solo_lo_anotado_da_lo_mismo_que_recalcular_todo(catalogo, metas, semilla):
     azar = random.Random(semilla)
-    inicio = (int(time.time()) // 3600) * 3600 - 75 * D + azar.randint(0, 3600)
+    inicio = AHORA - 75 * D + azar.randint(0, 3600)
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=25, inicio=inicio, duracion=70 * D)
     llegada = llegada_casi_en_orden(eventos, azar)
     banco = Banco(catalogo, metas, refresco_rango_s=0.0)
@@ -73,7 +72,7 @@ def test_con_refresco_de_rango_lo_publicado_alcanza_al_estado_al_dejar_de_recibi
     """Con `GPR_REFRESCO_RANGO` las series a las que solo les cambió el rango esperan mientras
     la agencia recibe; quedan anotadas y, en la primera pasada sin eventos nuevos, se publican."""
     azar = random.Random(11)
-    inicio = (int(time.time()) // 3600) * 3600 - 40 * D
+    inicio = AHORA - 40 * D
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=20, inicio=inicio, duracion=35 * D)
     banco = Banco(catalogo, metas, refresco_rango_s=10.0)
     llegada = llegada_casi_en_orden(eventos, azar)
@@ -94,7 +93,7 @@ def test_un_vencimiento_tardio_republica_el_mes_cerrado_en_que_vence(catalogo, m
     marca de agua sin aportar nada más a ese mes: solo los vencidos lo cambian."""
     servicio = next(s for s in catalogo.servicios.values() if s.agencia_id == "minsa" and s.plazo_dias == 20)
     zona = catalogo.agencias["minsa"].zona_horaria
-    mes_actual = ventanas.mes_de(int(time.time()), zona)
+    mes_actual = ventanas.mes_de(AHORA, zona)
     hace_cuatro, _, hace_dos, anterior = ventanas.meses_hasta(mes_actual, 5)[:4]
     inicio_actual = ventanas.limites_mes(mes_actual, zona)[0]
     recibido_tarde = ventanas.limites_mes(hace_dos, zona)[1] - 6 * D  # vence a mitad del mes anterior
