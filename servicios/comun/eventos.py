@@ -6,16 +6,38 @@ de rechazo que irá en la cabecera `gpr-motivo` del tópico de rechazados.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
+from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
 from gpr.v1 import eventos_pb2 as pb
+from servicios.comun import dinero
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.topicos import CABECERA_LOTE
 
 # Un evento más adelantado que esto respecto del reloj de la plataforma se rechaza.
 FUTURO_TOLERADO_S = 300
+# Ni un evento anterior al año 2000 (casi siempre un instante en milisegundos leído como
+# segundos, o uno sin inicializar) ni un plazo de más de diez años: con instantes absurdos las
+# ventanas mensuales saldrían del calendario.
+INSTANTE_MINIMO_S = 946_684_800
+PLAZO_MAXIMO_DIAS = 3650
+INTENTO_MAXIMO = 1000
+ESCALA_MAXIMA_SATISFACCION = 100
+# Identificadores que pone la agencia (evento_id, fuente, caso_id, reclamo_id): de 1 a 128
+# letras (de cualquier alfabeto), dígitos y `_ . : / @ + -`. Sin espacios, controles ni los
+# separadores de las claves internas (`#`, `|`, U+001F).
+_IDENTIFICADOR = re.compile(r"[\w.:/@+\-]{1,128}")
+# Textos libres (región, categoría, atributos): largo acotado, para que ningún evento haga
+# crecer sin límite el estado de su caso, que lo guarda entero.
+LARGO_MAXIMO_TEXTO = 256
+ATRIBUTOS_MAXIMOS = 32
+# Un evento serializado no ocupa más que esto (uno normal ocupa unos cientos de bytes).
+BYTES_MAXIMOS_EVENTO = 16 * 1024
+# Separador de la clave de Kafka "<agencia_id>/<caso_id>": no aparece en un agencia_id.
+SEPARADOR_CLAVE = "/"
 
 TIPOS_DE_CASO = frozenset({
     pb.SOLICITUD_RECIBIDA,
@@ -60,12 +82,19 @@ def decodificar(valor: bytes | None, cabeceras: Iterable[tuple[str, bytes]] | No
 
 
 def validar(evento: pb.Evento, catalogo: Catalogo, ahora_s: float) -> str | None:
-    """Motivo de rechazo del evento, o None si es aceptable. No juzga la tardanza (ver procesador)."""
+    """Motivo de rechazo del evento, o None si es aceptable. No juzga la tardanza (ver procesador).
+
+    Lo que el procesador guarda o usa como clave queda acotado aquí: identificadores con un
+    patrón seguro, etapas del catálogo, instantes e importes en rango, textos de largo acotado.
+    """
     # Cada campo se lee una vez: leer un campo de un mensaje protobuf cuesta más que la
     # comparación, y esto corre por cada evento.
     tipo = evento.tipo
-    if not evento.evento_id:
+    evento_id = evento.evento_id
+    if not evento_id:
         return "campo_requerido:evento_id"
+    if not _IDENTIFICADOR.fullmatch(evento_id):
+        return "identificador_invalido:evento_id"
     if tipo == _NO_ESPECIFICADO:
         return "campo_requerido:tipo"
     if tipo not in _TIPOS_CONOCIDOS:
@@ -79,21 +108,57 @@ def validar(evento: pb.Evento, catalogo: Catalogo, ahora_s: float) -> str | None
     servicio_id = evento.servicio_id
     if not servicio_id:
         return "campo_requerido:servicio_id"
-    if tipo in TIPOS_DE_CASO and not evento.caso_id:
+    caso_id = evento.caso_id
+    if caso_id:
+        if not _IDENTIFICADOR.fullmatch(caso_id):
+            return "identificador_invalido:caso_id"
+    elif tipo in TIPOS_DE_CASO:
         return "campo_requerido:caso_id"
-    if tipo in TIPOS_DE_ETAPA and not evento.etapa_id:
+    fuente = evento.fuente
+    if fuente and not _IDENTIFICADOR.fullmatch(fuente):
+        return "identificador_invalido:fuente"
+    etapa_id = evento.etapa_id
+    if tipo in TIPOS_DE_ETAPA and not etapa_id:
         return "campo_requerido:etapa_id"
     agencia = catalogo.agencias.get(agencia_id)
     if agencia is None:
         return "agencia_desconocida"
-    if (agencia_id, servicio_id) not in catalogo.servicios:
+    servicio = catalogo.servicios.get((agencia_id, servicio_id))
+    if servicio is None:
         return "servicio_desconocido"
+    if etapa_id and etapa_id not in servicio.etapas:
+        return "etapa_desconocida"
     if ocurrido > ahora_s + FUTURO_TOLERADO_S:
         return "tiempo_futuro"
+    if ocurrido < INSTANTE_MINIMO_S:
+        return "valor_fuera_de_rango:ocurrido_en"
     if evento.intento < 0 or (evento.HasField("plazo_dias") and evento.plazo_dias <= 0):
         return "tipo_incoherente"
+    if evento.intento > INTENTO_MAXIMO:
+        return "valor_fuera_de_rango:intento"
+    if evento.HasField("plazo_dias") and evento.plazo_dias > PLAZO_MAXIMO_DIAS:
+        return "valor_fuera_de_rango:plazo_dias"
     if tipo in _TIPOS_CON_DETALLE:
-        return _validar_detalle(evento, tipo, agencia)
+        motivo = _validar_detalle(evento, tipo, agencia)
+        if motivo is not None:
+            return motivo
+    if len(evento.region) > LARGO_MAXIMO_TEXTO:
+        return "texto_demasiado_largo:region"
+    if evento.atributos:
+        motivo = _validar_atributos(evento.atributos)
+        if motivo is not None:
+            return motivo
+    if evento.ByteSize() > BYTES_MAXIMOS_EVENTO:
+        return "evento_demasiado_grande"
+    return None
+
+
+def _validar_atributos(atributos) -> str | None:
+    if len(atributos) > ATRIBUTOS_MAXIMOS:
+        return "texto_demasiado_largo:atributos"
+    for clave, valor in atributos.items():
+        if len(clave) > LARGO_MAXIMO_TEXTO or len(valor) > LARGO_MAXIMO_TEXTO:
+            return "texto_demasiado_largo:atributos"
     return None
 
 
@@ -102,17 +167,33 @@ def _validar_detalle(evento: pb.Evento, tipo: int, agencia) -> str | None:
         s = evento.satisfaccion
         if not evento.HasField("satisfaccion") or s.escala_max < 2 or not 1 <= s.puntaje <= s.escala_max:
             return "tipo_incoherente"
+        if s.escala_max > ESCALA_MAXIMA_SATISFACCION:
+            return "valor_fuera_de_rango:satisfaccion"
     elif tipo in (pb.RECLAMO_REGISTRADO, pb.RECLAMO_RESUELTO):
         if not evento.HasField("reclamo") or not evento.reclamo.reclamo_id:
             return "tipo_incoherente"
+        reclamo = evento.reclamo
+        if not _IDENTIFICADOR.fullmatch(reclamo.reclamo_id):
+            return "identificador_invalido:reclamo_id"
+        if len(reclamo.categoria) > LARGO_MAXIMO_TEXTO or len(reclamo.etapa_relacionada) > LARGO_MAXIMO_TEXTO:
+            return "texto_demasiado_largo:reclamo"
     elif tipo == pb.COSTO_REGISTRADO:
-        if not evento.HasField("costo") or evento.costo.monto < 0:
+        if not evento.HasField("costo"):
             return "tipo_incoherente"
-        if evento.costo.moneda != agencia.moneda:
+        costo = evento.costo
+        if dinero.motivo_importe_invalido(costo.unidades, costo.nanos) is not None:
+            return "monto_invalido"
+        if len(unknown_fields.UnknownFieldSet(costo)):
+            # Un emisor con el contrato anterior (`monto`, un double, campo 1): sin esto su
+            # importe se leería como 0 y el costo por trámite bajaría sin que nadie lo note.
+            return "monto_invalido"
+        if costo.moneda != agencia.moneda:
             return "moneda_incoherente"
     return None
 
 
 def clave_kafka(evento: pb.Evento) -> bytes:
-    """Clave del registro en gpr.eventos.v1: el caso (todo su ciclo en una partición)."""
-    return (evento.caso_id or evento.evento_id).encode()
+    """Clave del registro en gpr.eventos.v1: "<agencia_id>/<caso_id>" (todo el ciclo de un caso
+    en una partición, y los casos de dos agencias con el mismo número por separado); sin caso,
+    "<agencia_id>/<evento_id>"."""
+    return f"{evento.agencia_id}{SEPARADOR_CLAVE}{evento.caso_id or evento.evento_id}".encode()

@@ -16,8 +16,12 @@ APORTES = "gpr.aportes.v1"
 
 # Cabecera que marca un registro cuyo valor es un LoteEventos y no un Evento.
 CABECERA_LOTE = "gpr-lote"
-# Cabecera con el motivo de rechazo en gpr.eventos.rechazados.v1.
+# Cabeceras de un rechazo en gpr.eventos.rechazados.v1: el motivo (p. ej. «tardio»,
+# «campo_requerido:caso_id», «error_interno:KeyError»), un detalle para personas y, si es una
+# del catálogo, la agencia del evento.
 CABECERA_MOTIVO = "gpr-motivo"
+CABECERA_DETALLE = "gpr-detalle"
+CABECERA_AGENCIA = "gpr-agencia"
 
 _COMPACTADOS = {INDICADORES, METAS}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
 from servicios.comun.metas import IndiceMetas, archivos_de, cargar_metas
+from servicios.comun.registro import FiltroRepetidos, instalar_filtro
 from servicios.comun.topicos import (
     APORTES,
     BYTES_MAXIMOS_REGISTRO_INTERNO,
@@ -35,11 +36,13 @@ def main() -> int:
     import mode.loop
     from prometheus_client import start_http_server
 
+    from servicios.comun.aiokafka_tolerante import cabeceras_tolerantes
     from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 
     from servicios.procesador.app import crear_app
     from servicios.procesador.faust_seguro import (
         entrega_directa,
+        estado_local_nunca_por_delante,
         huecos_solo_confirmados,
         vaciar_el_bufer_del_todo,
     )
@@ -50,6 +53,8 @@ def main() -> int:
     vaciar_el_bufer_del_todo()
     huecos_solo_confirmados()
     entrega_directa()
+    estado_local_nunca_por_delante()
+    cabeceras_tolerantes()
     corregir_fin_de_log()
     acotar_espera_de_fetch(cfg.espera_fetch_s)
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
@@ -70,7 +75,13 @@ def main() -> int:
               file=sys.stderr)
     for aviso in ajustados.sin_verificar.values():
         print(f"gpr-procesador: aviso: {aviso}", file=sys.stderr)
-    worker = faust.Worker(app, loglevel=logging.INFO, quiet=True)
+    class Trabajador(faust.Worker):
+        def on_setup_root_logger(self, logger, level) -> None:
+            super().on_setup_root_logger(logger, level)
+            # Con el broker caído, aiokafka y faust repiten la misma línea en cada reintento.
+            instalar_filtro(FiltroRepetidos())
+
+    worker = Trabajador(app, loglevel=logging.INFO, quiet=True)
     worker.execute_from_commandline()
     return 0
 

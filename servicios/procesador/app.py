@@ -46,7 +46,7 @@ from servicios.procesador.dominio.agregacion import Agregacion, Pendientes
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
 from servicios.procesador.entrega_por_lotes import EntregaPorLotes
 from servicios.procesador.faust_seguro import confirmar_hueco, olvidar_entregados
-from servicios.procesador.metricas import MetricasProcesador
+from servicios.procesador.metricas import AGENCIA_DESCONOCIDA, MetricasProcesador
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 from servicios.procesador.tablas import TablaEnBloque
 
@@ -64,6 +64,14 @@ _PAUSA_TRAS_FALLO_S = 1.0
 
 class FalloDePrueba(RuntimeError):
     """El fallo que pide `GPR_PRUEBA_FALLAR_LOTE` (pruebas de cortes)."""
+
+
+def _veneno(evento_id: str) -> Callable:
+    """`GPR_PRUEBA_EVENTO_VENENO`: un error inesperado al procesar ese evento."""
+    def antes_de_aplicar(evento) -> None:
+        if evento.evento_id == evento_id:
+            raise RuntimeError(f"GPR_PRUEBA_EVENTO_VENENO: falla el evento {evento_id}")
+    return antes_de_aplicar
 
 
 def particion_de_agencia(agencia_id: str, particiones: int) -> int:
@@ -223,7 +231,8 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     # Estado por caso y, con claves que empiezan por 0xFF, la marca de agua de cada agencia
     # vista en cada partición (ver `etapa_casos.clave_marca`).
     casos = TablaEnBloque(tabla("casos", value_type=bytes))
-    etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj, cfg.eventos_maximos_por_caso)
+    etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj, cfg.eventos_maximos_por_caso,
+                       _veneno(cfg.prueba_evento_veneno) if cfg.prueba_evento_veneno else None)
     tablas_agregacion = [TablaEnBloque(tabla(nombre, value_type=bytes))
                          for nombre in ("cubos", "vencimientos", "agencias")]
     agregacion = Agregacion(*tablas_agregacion, catalogo=catalogo, tardanza_maxima_s=cfg.tardanza_maxima_s)
@@ -368,13 +377,17 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
             salidas.append(salida)
         envios = []
         for salida in salidas:
-            metricas.aceptados.inc(salida.aceptados)
+            for agencia, n in salida.aceptados_por_agencia.items():
+                metricas.aceptados.labels(agencia=agencia).inc(n)
             metricas.duplicados.inc(salida.duplicados)
             for rechazo in salida.rechazos:
-                metricas.rechazados.labels(motivo=rechazo.motivo.split(":")[0]).inc()
-                envios.append(await t_rechazados.send(key=rechazo.clave, value=rechazo.valor, headers=[
-                    (topicos.CABECERA_MOTIVO, rechazo.motivo.encode()), ("gpr-detalle", rechazo.detalle.encode()),
-                ]))
+                metricas.rechazados.labels(motivo=rechazo.motivo.split(":")[0],
+                                           agencia=rechazo.agencia or AGENCIA_DESCONOCIDA).inc()
+                cabeceras = [(topicos.CABECERA_MOTIVO, rechazo.motivo.encode()),
+                             (topicos.CABECERA_DETALLE, rechazo.detalle.encode())]
+                if rechazo.agencia:
+                    cabeceras.append((topicos.CABECERA_AGENCIA, rechazo.agencia.encode()))
+                envios.append(await t_rechazados.send(key=rechazo.clave, value=rechazo.valor, headers=cabeceras))
         # Regla 1 del exactamente-una-vez: los estados, confirmados antes que sus agregados
         # (`flush` espera también el búfer de changelog de faust: ver `faust_seguro`).
         await app.producer.flush()

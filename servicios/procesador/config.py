@@ -28,6 +28,7 @@ class ConfigProcesador:
     espera_fetch_s: float
     bucle: str
     prueba_fallar_lote: int
+    prueba_evento_veneno: str
 
 
 def leer(env: Mapping[str, str]) -> ConfigProcesador:
@@ -63,4 +64,7 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         # Solo para pruebas de cortes: el lote número N de la etapa por caso falla una vez con
         # sus estados ya confirmados y sus agregados sin enviar (0: nunca).
         prueba_fallar_lote=c.entero(env, "GPR_PRUEBA_FALLAR_LOTE", 0, minimo=0),
+        # Solo para pruebas: procesar el evento con este evento_id lanza un error inesperado
+        # (vacío: nunca); el resto del lote debe seguir y ese evento, ir a rechazados.
+        prueba_evento_veneno=c.texto(env, "GPR_PRUEBA_EVENTO_VENENO", ""),
     )

@@ -215,3 +215,67 @@ def _reanudar(corrutina, pendiente):
                 pendiente = corrutina.send(enviado)
             except StopIteration as fin:
                 return fin.value
+
+
+def estado_local_nunca_por_delante() -> None:
+    """El estado local de una tabla nunca prevalece sobre su changelog: si va por delante (o no
+    se sabe hasta dónde llega), se descarta y se reconstruye desde el changelog, en vez de que
+    faust se niegue a arrancar o mezcle lo viejo con lo nuevo.
+
+    Pasa cuando el broker vuelve vacío (el embebido guarda en memoria; un clúster recreado, o
+    otro clúster con la misma configuración): RocksDB recuerda el offset del changelog hasta el
+    que aplicó y el changelog nuevo no llega ahí. faust 0.15 lanza `ConsistencyError` en la
+    recuperación y el trabajador muere en cada arranque hasta que alguien borra `datos/`. Y una
+    partición sin offset anotado (p. ej. la de una tabla que escribió un solo lote) faust la
+    relee entera sobre lo local, así que las claves viejas que el changelog nuevo no tiene
+    sobrevivirían. El changelog es la verdad: en ambos casos lo local se borra (releerlo todo
+    es lo que faust haría igual sin offset) y la recuperación lee el changelog desde su inicio.
+    Se corrige en `Recovery._build_offsets`, que corre justo antes de esa comprobación con los
+    fines de los changelogs ya leídos.
+    """
+    from faust.tables.recovery import Recovery
+
+    if Recovery.__dict__.get("_gpr_estado_local", False):
+        return
+    original = Recovery._build_offsets
+
+    async def _build_offsets(self, consumer, tps, destination, title) -> None:
+        if title == "active":
+            descartadas = []
+            for tp in sorted(tps):
+                local, fin = destination.get(tp), self.active_highwaters.get(tp)
+                adelantado = local is not None and fin is not None and local > fin
+                if local is None or adelantado:
+                    tabla = self.tp_to_table.get(tp)
+                    if tabla is not None and _descartar_particion_local(tabla.data, tp.partition):
+                        descartadas.append(f"{tp.topic}[{tp.partition}] (local {local}, changelog {fin})")
+                    destination[tp] = None
+            if descartadas:
+                registro.warning("estado local por delante de su changelog o sin offset anotado en %d particiones: "
+                                 "se descarta lo local y se reconstruye desde el changelog (¿el broker volvió vacío?): %s",
+                                 len(descartadas), ", ".join(descartadas))
+        await original(self, consumer, tps, destination, title)
+
+    Recovery._build_offsets = _build_offsets
+    Recovery._gpr_estado_local = True
+
+
+def _descartar_particion_local(almacen, particion: int) -> bool:
+    """Borra la base local de una partición de una tabla en RocksDB; dice si tenía datos (el
+    almacén en memoria no guarda nada entre arranques y no se toca)."""
+    import shutil
+
+    bases = getattr(almacen, "_dbs", None)
+    if bases is None:
+        return False
+    base = almacen._db_for_partition(particion)
+    tenia_datos = next(iter(base.keys()), None) is not None
+    if not tenia_datos:
+        return False
+    bases.pop(particion, None)
+    base.close()
+    shutil.rmtree(almacen.partition_path(particion))
+    indice = getattr(almacen, "_key_index", None)
+    if indice is not None:
+        indice.clear()
+    return True

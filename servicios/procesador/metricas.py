@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 
+# Valor de la etiqueta `agencia` de lo que no nombra una agencia del catálogo (así la etiqueta
+# tiene tantos valores como agencias, diga lo que diga el emisor).
+AGENCIA_DESCONOCIDA = "desconocida"
+
 
 @dataclass
 class MetricasProcesador:
@@ -32,8 +36,8 @@ class MetricasProcesador:
             registry=self.registro,
         )
         self.aceptados = Counter(
-            "gpr_procesador_eventos_aceptados", "Eventos aceptados y aplicados a su caso.",
-            registry=self.registro,
+            "gpr_procesador_eventos_aceptados", "Eventos aceptados y aplicados a su caso, por agencia.",
+            ["agencia"], registry=self.registro,
         )
         self.duplicados = Counter(
             "gpr_procesador_eventos_duplicados", "Eventos repetidos (misma fuente y evento_id) que no cambiaron nada.",
@@ -42,8 +46,9 @@ class MetricasProcesador:
         self.rechazados = Counter(
             "gpr_procesador_eventos_rechazados",
             "Eventos que este trabajador envió al tópico de rechazados, por motivo (el total de la "
-            "plataforma, que sobrevive reinicios, lo da gpr_eventos_rechazados_total de la consulta).",
-            ["motivo"], registry=self.registro,
+            "plataforma, que sobrevive reinicios, lo da gpr_eventos_rechazados_total de la consulta); "
+            "agencia «desconocida» si el evento no nombra una del catálogo.",
+            ["motivo", "agencia"], registry=self.registro,
         )
         self.relecturas = Counter(
             "gpr_procesador_relecturas",

@@ -390,7 +390,9 @@ class Generador:
             p = self._vigentes[clave]
             momento = t + azar.randint(60, 3600)
             costo = self._evento(pb.COSTO_REGISTRADO, momento, servicio, caso_id)
-            costo.costo.monto = round(p.costo_base * (1 + 0.4 * intentos_extra) * math.exp(azar.gauss(0, 0.2)), 2)
+            centimos = round(100 * p.costo_base * (1 + 0.4 * intentos_extra) * math.exp(azar.gauss(0, 0.2)))
+            costo.costo.unidades, costo.costo.nanos = divmod(centimos, 100)
+            costo.costo.nanos *= 10_000_000
             costo.costo.moneda = moneda
             self._programar(momento, costo)
             if tipo != pb.SERVICIO_ENTREGADO:

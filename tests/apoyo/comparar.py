@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from apoyo import referencia  # noqa: F401  (documenta de dónde sale `esperado`)
 
+# Importes: sumas exactas y una sola división, así que el valor es el float más cercano al exacto.
+EXACTOS = {"costo_por_tramite"}
 PERCENTILES = {"tiempo_atencion_p50", "tiempo_atencion_p90", "tiempo_etapa_p50", "tiempo_etapa_p90"}
 
 
@@ -27,6 +29,9 @@ def diferencias(observado, esperado, por_servicio_cuello, eventos, catalogo, age
             errores.append((clave, (valor_ref, muestras_ref), (valor, muestras)))
         elif valor_ref is None or valor is None:
             if valor_ref is not valor and not (valor_ref is None and valor is None):
+                errores.append((clave, valor_ref, valor))
+        elif indicador in EXACTOS:
+            if valor != valor_ref:
                 errores.append((clave, valor_ref, valor))
         elif indicador in PERCENTILES:
             if abs(valor - valor_ref) > 0.01 * abs(valor_ref) + 1e-9:

@@ -20,15 +20,31 @@ def _evento(azar, tipo, agencia, servicio, t, caso="", **campos):
     return e
 
 
-def generar(catalogo, azar: random.Random, casos_por_servicio: int, inicio: int, duracion: int):
-    """Eventos aceptables (sin duplicados), en orden de ocurrencia, entre inicio e inicio+duracion."""
+def costo(centimos: int, moneda: str) -> pb.Costo:
+    """Un importe exacto de `centimos` céntimos (p. ej. 10, 20 y 30: 0,10 + 0,20 + 0,30 no da
+    0,60 en coma flotante)."""
+    return pb.Costo(unidades=centimos // 100, nanos=(centimos % 100) * 10_000_000, moneda=moneda)
+
+
+def generar(catalogo, azar: random.Random, casos_por_servicio: int, inicio: int, duracion: int,
+            numeracion_compartida: bool = False):
+    """Eventos aceptables (sin duplicados), en orden de ocurrencia, entre inicio e inicio+duracion.
+
+    `numeracion_compartida`: cada agencia numera sus casos EXP-000001, EXP-000002… y sus eventos
+    «<caso>-<n>», como lo haría cada una por su cuenta: dos agencias tienen los mismos números
+    de caso y los mismos evento_id (de la misma fuente)."""
     eventos = []
     fin = inicio + duracion
+    numeros: dict[str, int] = {}
     for (agencia, servicio_id), servicio in sorted(catalogo.servicios.items()):
         moneda = catalogo.agencias[agencia].moneda
         lento = azar.choice(servicio.etapas) if servicio.etapas else None
         for n in range(casos_por_servicio):
-            caso = f"{agencia}-{servicio_id}-{n}-{azar.getrandbits(32):08x}"
+            if numeracion_compartida:
+                numeros[agencia] = numeros.get(agencia, 0) + 1
+                caso = f"EXP-{numeros[agencia]:06d}"
+            else:
+                caso = f"{agencia}-{servicio_id}-{n}-{azar.getrandbits(32):08x}"
             t = azar.randint(inicio, fin)
             propios = []
             kw = {}
@@ -69,7 +85,10 @@ def generar(catalogo, azar: random.Random, casos_por_servicio: int, inicio: int,
                                                           etapa_relacionada=lento or "")))
             if azar.random() < 0.5:
                 propios.append(_evento(azar, pb.COSTO_REGISTRADO, agencia, servicio_id, t,
-                                       costo=pb.Costo(monto=round(azar.uniform(1, 200), 2), moneda=moneda)))
+                                       costo=costo(azar.randint(100, 20000), moneda)))
+            if numeracion_compartida:
+                for i, e in enumerate(propios):
+                    e.evento_id = f"{caso}-{i}"
             eventos.extend(e for e in propios if e.ocurrido_en.seconds <= fin)
     eventos.sort(key=lambda e: e.ocurrido_en.seconds)
     return eventos

@@ -7,6 +7,7 @@ import time
 
 from kafka import KafkaProducer
 
+from servicios.comun.eventos import clave_kafka
 from servicios.comun.topicos import EVENTOS
 
 
@@ -21,7 +22,7 @@ def publicar(bootstrap: str, registros, topico: str = EVENTOS) -> None:
 
 
 def publicar_eventos(bootstrap: str, eventos) -> None:
-    publicar(bootstrap, [((e.caso_id or e.evento_id).encode(), e.SerializeToString()) for e in eventos])
+    publicar(bootstrap, [(clave_kafka(e), e.SerializeToString()) for e in eventos])
 
 
 def leer_todo(bootstrap: str, topico: str, hasta, limite_s: float = 60.0):

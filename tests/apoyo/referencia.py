@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from gpr.v1 import eventos_pb2 as pb
@@ -140,8 +141,10 @@ def indicadores(eventos, catalogo, agencia):
             reclamos = sum(1 for e in del_servicio if e.tipo == pb.RECLAMO_REGISTRADO and en(e.ocurrido_en.seconds))
             prop("reclamos_por_mil", reclamos, len(entregados), escala=1000.0)
             prop("adopcion_digital", sum(1 for c in entregados if c.canal in DIGITALES), len(entregados))
-            costo = sum(e.costo.monto for e in del_servicio if e.tipo == pb.COSTO_REGISTRADO and en(e.ocurrido_en.seconds))
-            prop("costo_por_tramite", costo, len(entregados))
+            # Importes exactos (Fraction) y una sola conversión a float al final.
+            costo = sum((Fraction(e.costo.unidades) + Fraction(e.costo.nanos, 10**9) for e in del_servicio
+                         if e.tipo == pb.COSTO_REGISTRADO and en(e.ocurrido_en.seconds)), Fraction(0))
+            poner("costo_por_tramite", float(costo / len(entregados)) if entregados else None, len(entregados))
             por_etapa = {}
             for c in casos.values():
                 for k, t_fin in c.fines.items():

@@ -19,6 +19,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from apoyo.consulta import ClienteConsulta, esperar_serving
 from apoyo.kafka import leer_todo, publicar
 from conftest import CATALOGO, RAIZ
+from servicios.comun.eventos import clave_kafka
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.catalogo import cargar_catalogo
@@ -84,7 +85,7 @@ def test_publicar_por_kafka_en_lotes_por_particion(bootstrap, tmp_path):
         eventos = decodificar(registro.value, list(registro.headers))
         assert len(eventos) > 1 and (CABECERA_LOTE, b"1") in list(registro.headers)
         for evento in eventos:
-            assert registro.partition == particionador(evento.caso_id.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+            assert registro.partition == particionador(clave_kafka(evento), [0, 1, 2, 3], [0, 1, 2, 3])
             por_caso.setdefault(evento.caso_id, []).append(evento.evento_id)
     assert len({r.partition for r in publicados}) > 1
     assert por_caso == {f"caso-{n}": [f"caso-{n}-{i}" for i in range(3)] for n in range(8)}

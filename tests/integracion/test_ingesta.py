@@ -245,7 +245,7 @@ def test_publica_aceptados_y_rechazados(bootstrap, lotes):
     else:
         assert len(registros) == len(aceptados)
         assert all(not es_lote for _, _, es_lote in publicados)
-        assert {r.key for r in registros} == {e.caso_id.encode() for e in aceptados}
+        assert {r.key for r in registros} == {f"{e.agencia_id}/{e.caso_id}".encode() for e in aceptados}
 
     # Los rechazados, con el evento original y su motivo, en el tópico de rechazados.
     assert len(muertos) == len(rechazados)
@@ -516,7 +516,13 @@ def test_configuracion_invalida_sale_con_2(tmp_path):
 
 def _metricas_procesador(puerto):
     texto = urllib.request.urlopen(f"http://127.0.0.1:{puerto}/metrics", timeout=5).read().decode()
-    return {m.name: m.value for f in text_string_to_metric_families(texto) for m in f.samples if not m.labels}
+    # Contadores sumados sobre sus etiquetas (p. ej. los aceptados, por agencia).
+    contadores: dict[str, float] = {}
+    for familia in text_string_to_metric_families(texto):
+        if familia.type == "counter":
+            for muestra in familia.samples:
+                contadores[muestra.name] = contadores.get(muestra.name, 0) + muestra.value
+    return contadores
 
 
 def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):

@@ -70,7 +70,7 @@ def _comprobar(registros):
     for r in registros:
         evento = pb.Evento.FromString(r.value)
         assert validar(evento, catalogo, ahora) is None, evento
-        assert evento.caso_id and r.key == evento.caso_id.encode()
+        assert evento.caso_id and r.key == f"{evento.agencia_id}/{evento.caso_id}".encode()
         # Todo el ciclo de un caso en una partición: el procesador necesita su orden.
         assert particion_de_caso.setdefault(evento.caso_id, r.partition) == r.partition
         eventos.append(evento)

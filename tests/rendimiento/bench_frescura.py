@@ -24,6 +24,7 @@ import time
 import grpc
 import pytest
 
+from servicios.comun.eventos import clave_kafka
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from rendimiento import instrumentos as ins
@@ -136,7 +137,7 @@ def medir_marcadores(bootstrap: str, destino: str, segundos: float, enviados: di
                     enviados[servicio] = enviados.get(servicio, 0) + 1
                     evento = ins.evento_control(servicio, f"frescura-{servicio}-{enviados[servicio]}", int(time.time()))
                     pendiente[servicio] = time.time()
-                    productor.send(EVENTOS, evento.SerializeToString(), key=evento.caso_id.encode())
+                    productor.send(EVENTOS, evento.SerializeToString(), key=clave_kafka(evento))
                     productor.flush()
                     continue
                 try:

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from apoyo import escenario
+from servicios.comun.eventos import clave_kafka
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.broker import BrokerEmbebido, morir_con_el_padre
@@ -195,10 +196,10 @@ class Registro:
 
 
 def registros_simples(eventos: list[pb.Evento], particiones: int = PARTICIONES) -> list[Registro]:
-    """Un Evento por registro, clave caso_id, en la partición que le daría cualquier cliente."""
+    """Un Evento por registro, clave agencia/caso, en la partición que le daría cualquier cliente."""
     resultado = []
     for e in eventos:
-        clave = (e.caso_id or e.evento_id).encode()
+        clave = clave_kafka(e)
         resultado.append(Registro(clave, e.SerializeToString(), particion_murmur2(clave, particiones)))
     return resultado
 
@@ -209,7 +210,7 @@ def registros_en_lotes(eventos: list[pb.Evento], tamano: int, particiones: int =
     sigue siendo local a la partición."""
     por_particion: dict[int, list[pb.Evento]] = {}
     for e in eventos:
-        por_particion.setdefault(particion_murmur2((e.caso_id or e.evento_id).encode(), particiones), []).append(e)
+        por_particion.setdefault(particion_murmur2(clave_kafka(e), particiones), []).append(e)
     # Se intercalan las particiones lote a lote, como llegarían de productores concurrentes.
     colas = {p: [lista[i:i + tamano] for i in range(0, len(lista), tamano)] for p, lista in por_particion.items()}
     resultado = []

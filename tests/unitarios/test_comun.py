@@ -7,7 +7,7 @@ import pytest
 from gpr.v1 import eventos_pb2 as pb
 from servicios.comun import config
 from servicios.comun.catalogo import cargar_catalogo
-from servicios.comun.eventos import RegistroInvalido, decodificar, validar
+from servicios.comun.eventos import RegistroInvalido, clave_kafka, decodificar, validar
 from servicios.comun.topicos import APORTES, CABECERA_LOTE, TopicoInadecuado, ajustar_registro_maximo
 from servicios.comun.yaml_lineas import ArchivoInvalido
 
@@ -67,11 +67,104 @@ def test_encuesta_y_costo(catalogo):
     e.satisfaccion.puntaje = 5
     assert validar(e, catalogo, AHORA) is None
     c = base(tipo=pb.COSTO_REGISTRADO, caso_id="")
-    c.costo.monto = 12.5
+    c.costo.unidades, c.costo.nanos = 12, 500_000_000
     c.costo.moneda = "USD"
     assert validar(c, catalogo, AHORA) == "moneda_incoherente"
     c.costo.moneda = "PEN"
     assert validar(c, catalogo, AHORA) is None
+
+
+def _con(tipo=pb.SOLICITUD_RECIBIDA, **cambios):
+    """Un evento válido de `tipo` con `cambios` aplicados por ruta de campo ("costo.nanos")."""
+    e = base(tipo=tipo)
+    if tipo in (pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA):
+        e.etapa_id = "impresion"
+    if tipo == pb.COSTO_REGISTRADO:
+        e.costo.moneda, e.costo.unidades = "PEN", 3
+    if tipo == pb.RECLAMO_REGISTRADO:
+        e.reclamo.reclamo_id = "R-1"
+    if tipo == pb.ENCUESTA_RESPONDIDA:
+        e.satisfaccion.puntaje, e.satisfaccion.escala_max = 4, 5
+    for ruta, valor in cambios.items():
+        destino = e
+        *padres, campo = ruta.split("__")
+        for padre in padres:
+            destino = getattr(destino, padre)
+        if isinstance(valor, dict):
+            getattr(destino, campo).update(valor)
+        else:
+            setattr(destino, campo, valor)
+    return e
+
+
+@pytest.mark.parametrize("evento, motivo", [
+    # Identificadores con un patrón seguro: sin separadores de claves internas ni espacios.
+    (_con(evento_id="a#b"), "identificador_invalido:evento_id"),
+    (_con(evento_id="x" * 129), "identificador_invalido:evento_id"),
+    (_con(evento_id="01J9Z-ábc_ñ.1:2/3@4+5"), None),
+    (_con(caso_id="EXP 1"), "identificador_invalido:caso_id"),
+    (_con(caso_id="EXP\x1f1"), "identificador_invalido:caso_id"),
+    (_con(caso_id="2026/EXP-000123"), None),
+    (_con(fuente="sistema|x"), "identificador_invalido:fuente"),
+    (_con(fuente=""), None),
+    # La etapa, una de las de su servicio en el catálogo (dni-duplicado: verificacion, impresion, entrega).
+    (_con(pb.ETAPA_INICIADA), None),
+    (_con(pb.ETAPA_INICIADA, etapa_id="impresion#x"), "etapa_desconocida"),
+    (_con(pb.ETAPA_COMPLETADA, etapa_id="calificacion"), "etapa_desconocida"),
+    (_con(etapa_id="otra"), "etapa_desconocida"),
+    # Instantes y plazos en rango.
+    (_con(ocurrido_en__seconds=946_684_799), "valor_fuera_de_rango:ocurrido_en"),
+    (_con(plazo_dias=3651), "valor_fuera_de_rango:plazo_dias"),
+    (_con(plazo_dias=3650), None),
+    (_con(pb.ETAPA_INICIADA, intento=1001), "valor_fuera_de_rango:intento"),
+    (_con(pb.ENCUESTA_RESPONDIDA, satisfaccion__escala_max=101, satisfaccion__puntaje=1),
+     "valor_fuera_de_rango:satisfaccion"),
+    # Dinero: exacto, no negativo, hasta 4 decimales y mil millones de unidades.
+    (_con(pb.COSTO_REGISTRADO, costo__unidades=-1), "monto_invalido"),
+    (_con(pb.COSTO_REGISTRADO, costo__nanos=-5), "monto_invalido"),
+    (_con(pb.COSTO_REGISTRADO, costo__nanos=1_000_000_000), "monto_invalido"),
+    (_con(pb.COSTO_REGISTRADO, costo__nanos=123_450_000), "monto_invalido"),
+    (_con(pb.COSTO_REGISTRADO, costo__nanos=123_400_000), None),
+    (_con(pb.COSTO_REGISTRADO, costo__unidades=1_000_000_000), None),
+    (_con(pb.COSTO_REGISTRADO, costo__unidades=1_000_000_000, costo__nanos=100_000), "monto_invalido"),
+    (_con(pb.COSTO_REGISTRADO, costo__unidades=2**62), "monto_invalido"),
+    # Textos y tamaño acotados.
+    (_con(region="r" * 257), "texto_demasiado_largo:region"),
+    (_con(atributos={f"k{i}": "v" for i in range(33)}), "texto_demasiado_largo:atributos"),
+    (_con(atributos={"nota": "x" * 257}), "texto_demasiado_largo:atributos"),
+    (_con(pb.RECLAMO_REGISTRADO, reclamo__categoria="c" * 257), "texto_demasiado_largo:reclamo"),
+    (_con(pb.RECLAMO_REGISTRADO, reclamo__reclamo_id="R 1"), "identificador_invalido:reclamo_id"),
+    (_con(atributos={f"k{i}": "v" * 250 for i in range(32)}), None),
+])
+def test_lo_que_el_procesador_guarda_queda_acotado(catalogo, evento, motivo):
+    assert validar(evento, catalogo, AHORA) == motivo
+
+
+def test_un_evento_enorme_se_rechaza_aunque_su_tipo_no_use_el_campo_grande(catalogo):
+    # Una solicitud no usa `reclamo`, pero el estado del caso guarda el evento entero.
+    e = _con()
+    e.reclamo.categoria = "c" * 10_000
+    assert validar(e, catalogo, AHORA) is None
+    e.reclamo.categoria = "c" * 20_000
+    assert validar(e, catalogo, AHORA) == "evento_demasiado_grande"
+
+
+def test_un_costo_con_el_campo_monto_del_contrato_anterior_se_rechaza(catalogo):
+    """`monto` (double, campo 1) ya no existe: leído con el contrato nuevo sería un costo de 0."""
+    import struct
+
+    e = _con(pb.COSTO_REGISTRADO)
+    e.costo.unidades = 0
+    viejo = pb.Evento.FromString(e.SerializeToString() + b"\x92\x01\x09\x09" + struct.pack("<d", 12.5))
+    assert (viejo.costo.unidades, viejo.costo.nanos) == (0, 0)
+    assert validar(viejo, catalogo, AHORA) == "monto_invalido"
+    assert validar(e, catalogo, AHORA) is None
+
+
+def test_clave_kafka_por_agencia_y_caso():
+    assert clave_kafka(base(agencia_id="reniec", caso_id="EXP-1")) == b"reniec/EXP-1"
+    assert clave_kafka(base(agencia_id="sunarp", caso_id="EXP-1")) == b"sunarp/EXP-1"
+    assert clave_kafka(base(tipo=pb.ENCUESTA_RESPONDIDA, caso_id="", evento_id="e9")) == b"reniec/e9"
 
 
 def test_decodificar_evento_y_lote():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
 from servicios.procesador.dominio import vencimientos, ventanas
-from servicios.procesador.dominio.casos import aplicar_evento, aportes_de
+from servicios.procesador.dominio.casos import Caso, aplicar_evento, aportes_de, cambios_de
 from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, calcular_con_cuello
 from servicios.procesador.dominio.percentiles import clave, percentil, percentiles
 
@@ -128,7 +128,7 @@ def eventos_de_un_caso(draw):
         elif tipo == pb.ENCUESTA_RESPONDIDA:
             e.satisfaccion.puntaje, e.satisfaccion.escala_max = draw(st.integers(1, 5)), 5
         elif tipo == pb.COSTO_REGISTRADO:
-            e.costo.monto = draw(st.integers(0, 100))
+            e.costo.unidades = draw(st.integers(0, 100))
         elif tipo == pb.SERVICIO_ENTREGADO:
             e.canal = draw(st.sampled_from([pb.WEB, pb.PRESENCIAL]))
         eventos.append(e)
@@ -233,12 +233,12 @@ def test_indicadores_con_denominador_vacio_no_tienen_valor():
 
 def test_indicadores_a_mano():
     sumas = {"solicitudes": 5, "plazo_casos": 4, "plazo_buenos": 3, "entregas": 4, "entregas_digitales": 1,
-             "reclamos": 2, "costo_total": 100.0, "encuestas": 4, "encuestas_top2": 3, "satisfaccion_suma": 2.5}
+             "reclamos": 2, "costo_total": 1_000_000.0, "encuestas": 4, "encuestas_top2": 3, "satisfaccion_suma": 2.5}
     valores = {v.indicador: v for v in calcular(sumas, 7)}
     assert valores["cumplimiento_plazo"] == ValorIndicador("cumplimiento_plazo", 0.75, 4, 3)
     assert valores["solicitudes"].valor == 5 and valores["solicitudes"].muestras == 5
     assert valores["reclamos_por_mil"].valor == 500.0
-    assert valores["costo_por_tramite"].valor == 25.0
+    assert valores["costo_por_tramite"].valor == 25.0  # 100 unidades (en diezmilésimas) en 4 entregas
     assert valores["adopcion_digital"].valor == 0.25
     assert valores["satisfaccion_top2"].valor == 0.75 and valores["satisfaccion_indice"].valor == 0.625
     assert valores["casos_vencidos"].valor == 7
@@ -327,3 +327,18 @@ def _percentil_de_referencia(histograma, q):
 def test_varios_percentiles_de_una_vez_dan_lo_mismo_que_uno_a_uno(histograma, cuantiles):
     # Conteos negativos incluidos: son observaciones retiradas por eventos tardíos.
     assert percentiles(histograma, cuantiles) == [_percentil_de_referencia(histograma, q) for q in cuantiles]
+
+
+def test_costo_por_tramite_exacto_al_centimo():
+    """0,10 + 0,20 + 0,30 en tres trámites: en coma flotante la suma es 0,6000000000000001 y
+    el costo por trámite 0,20000000000000004; con importes exactos, 0,2 (el float más cercano)."""
+    assert (0.1 + 0.2 + 0.3) / 3 != 0.2
+    caso = Caso("reniec", "dni-duplicado", 7)
+    sumas = {"entregas": 3.0}
+    for n, centimos in enumerate((10, 20, 30)):
+        e = pb.Evento(evento_id=f"c{n}", tipo=pb.COSTO_REGISTRADO,
+                      costo=pb.Costo(unidades=0, nanos=centimos * 10_000_000, moneda="PEN"))
+        for (medida, _), valor in cambios_de(caso, e, e.tipo, 1_800_000_000).items():
+            sumas[medida] = sumas.get(medida, 0.0) + valor
+    valor = {v.indicador: v for v in calcular(sumas, 0)}["costo_por_tramite"]
+    assert (valor.valor, valor.numerador, valor.muestras) == (0.2, 0.6, 3)

@@ -167,7 +167,8 @@ def test_evento_de_otra_agencia_deniega_y_nombra_el_primero():
 
 
 def test_clasificar_sella_recibido_en_solo_en_los_aceptados(catalogo):
-    grande = evento("g", atributos={"x": "y" * (BYTES_MAXIMOS_EVENTO + 1)})
+    grande = evento("g")
+    grande.reclamo.categoria = "y" * (BYTES_MAXIMOS_EVENTO + 1)
     eventos = [evento("a"), evento("b", agencia="onpe"), grande]
     c = clasificar(eventos, catalogo, AHORA + 0.25)
     assert c.motivos == [None, "agencia_desconocida", "evento_demasiado_grande"]
@@ -196,7 +197,7 @@ def test_registros_aceptados_agrupa_por_particion_en_orden():
         contenidos = decodificar(r.valor, r.cabeceras)
         assert (len(contenidos) > 1) == ((CABECERA_LOTE, b"1") in r.cabeceras)
         assert [eventos[i].evento_id for i in r.posiciones] == [e.evento_id for e in contenidos]
-        assert all(particion_por_defecto(e.caso_id.encode(), 3) == r.particion for e in contenidos)
+        assert all(particion_por_defecto(f"reniec/{e.caso_id}".encode(), 3) == r.particion for e in contenidos)
         assert particion_por_defecto(r.clave, 3) == r.particion
         vistos.extend(contenidos)
     assert sorted(e.evento_id for e in vistos) == sorted(e.evento_id for e in eventos)
@@ -204,7 +205,8 @@ def test_registros_aceptados_agrupa_por_particion_en_orden():
         assert [e.evento_id for e in vistos if e.caso_id == caso] == [e.evento_id for e in eventos if e.caso_id == caso]
 
     sueltos = registros_aceptados(eventos, "t", None)
-    assert [(r.clave, r.particion, r.cabeceras) for r in sueltos] == [(e.caso_id.encode(), None, []) for e in eventos]
+    assert [(r.clave, r.particion, r.cabeceras) for r in sueltos] == [(f"reniec/{e.caso_id}".encode(), None, [])
+                                                                       for e in eventos]
 
 
 def test_lote_grande_se_parte_por_tamano():

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apoyo import escenario, referencia
+from apoyo import motor as motor_apoyo
 from apoyo.comparar import diferencias
 from conftest import AHORA, CATALOGO
 from gpr.v1 import eventos_pb2 as pb
@@ -19,7 +20,7 @@ from servicios.comun.topicos import CABECERA_LOTE
 from servicios.procesador.dominio import ventanas
 from servicios.procesador.dominio.agregacion import MESES_RETENIDOS, Agregacion
 from servicios.procesador.dominio.casos import aplicar_evento
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, clave_caso
 
 D = 86400
 
@@ -38,7 +39,7 @@ class Motor:
         self.agregacion = Agregacion(self.cubos, self.lineas, self.agencias, catalogo, 7 * D)
 
     def procesar(self, evento, offset, perder_lote=False):
-        clave = (evento.caso_id or evento.evento_id).encode()
+        clave = clave_caso(evento)
         previo = self.casos.get(clave)
         r = aplicar_evento(interno.EstadoCaso.FromString(previo) if previo else None, evento,
                            self.catalogo.servicio(evento.agencia_id, evento.servicio_id).plazo_dias, 0, offset << 20)
@@ -48,23 +49,11 @@ class Motor:
             self.agregacion.aplicar_lote(interno.LoteAportes.FromString(r.lote.SerializeToString()))
 
     def observado(self, agencia):
-        valores, cuellos = {}, {}
-        for inst in self.agregacion.instantaneas(agencia):
-            v = inst.valor
-            valores[(inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)] = (v.valor, v.muestras)
-            cuellos[(inst.servicio_id, inst.ventana)] = inst.cuello_botella
-            valores[(inst.servicio_id, "_rango", inst.ventana, "")] = (inst.desde_s, inst.hasta_s)
-        return valores, cuellos
+        return motor_apoyo.observado(self.agregacion, agencia)
 
 
 def comprobar(motor, eventos, catalogo):
-    for agencia in catalogo.agencias:
-        esperado = referencia.indicadores(eventos, catalogo, agencia)
-        observado, cuellos = motor.observado(agencia)
-        errores = diferencias(observado, esperado, cuellos, eventos, catalogo, agencia)
-        rangos = {k: v for k, v in esperado.items() if k[1] == "_rango"}
-        assert {k: observado.get(k) for k in rangos} == rangos
-        assert not errores, f"{agencia}: {len(errores)} diferencias, p. ej. {errores[:5]}"
+    motor_apoyo.comprobar(motor.agregacion, eventos, catalogo)
 
 
 def test_escenario_revuelto_con_duplicados_igual_a_la_referencia(catalogo):
@@ -118,25 +107,15 @@ def test_propiedad_orden_duplicados_y_ventanas(semilla, casos, duplicados):
     comprobar(motor, eventos, catalogo)
 
 
-class MotorEnLotes:
-    """La etapa por caso por lotes de registros (como la corre el procesador) + agregación."""
-
+class MotorEnLotes(motor_apoyo.MotorEnLotes):
     def __init__(self, catalogo):
-        self.catalogo = catalogo
-        self.casos, self.cubos, self.lineas, self.agencias = {}, {}, {}, {}
-        self.agregacion = Agregacion(self.cubos, self.lineas, self.agencias, catalogo, 7 * D)
-        # Los escenarios llegan del todo revueltos: aquí no se juzga la tardanza.
-        self.etapa = EtapaCasos(catalogo, 1000 * D, lambda: AHORA)
+        super().__init__(catalogo, AHORA)
 
     def procesar(self, registros):
         """Procesa y devuelve (escrituras, lotes) sin aplicar los lotes."""
-        salida = self.etapa.procesar(registros, self.casos)
+        salida = super().procesar(registros)
         assert not salida.rechazos, salida.rechazos[:3]
-        self.casos.update(salida.escrituras)
         return list(salida.escrituras.items()), salida.lotes
-
-    def observado(self, agencia):
-        return Motor.observado(self, agencia)
 
 
 def registros_de(eventos, azar, max_por_registro=1):
@@ -232,7 +211,7 @@ def test_un_lote_enorme_de_un_par_se_parte_en_agregados_que_caben_en_kafka(catal
             pb.Evento(tipo=pb.SOLICITUD_RECIBIDA),
             pb.Evento(tipo=pb.ENCUESTA_RESPONDIDA, satisfaccion=pb.Satisfaccion(puntaje=1 + h % 5, escala_max=5)),
             pb.Evento(tipo=pb.RECLAMO_REGISTRADO, reclamo=pb.Reclamo(reclamo_id=f"R{h}", categoria="demora")),
-            pb.Evento(tipo=pb.COSTO_REGISTRADO, costo=pb.Costo(monto=10.0 + h % 7, moneda=moneda)),
+            pb.Evento(tipo=pb.COSTO_REGISTRADO, costo=pb.Costo(unidades=10 + h % 7, moneda=moneda)),
         ]
         for n, e in enumerate(eventos[-4:]):
             e.evento_id, e.fuente, e.agencia_id, e.servicio_id, e.caso_id = f"{caso}-{n}", "carga", "reniec", servicio.id, caso
@@ -284,7 +263,7 @@ def test_un_caso_con_demasiados_eventos_rechaza_los_nuevos_como_caso_saturado(ca
     assert [r.motivo for r in salida.rechazos] == ["caso_saturado"] * 3
     assert [pb.Evento.FromString(r.valor).evento_id for r in salida.rechazos] == ["r5", "r6", "r7"]
     assert "siempre-el-mismo" in salida.rechazos[0].detalle
-    estado = interno.EstadoCaso.FromString(motor.casos[b"siempre-el-mismo"])
+    estado = interno.EstadoCaso.FromString(motor.casos[clave_caso(eventos[0])])
     assert len(estado.vistos) == 5
     reclamos = sum(v for lote in lotes for medida, v in zip(lote.medidas, lote.valores) if medida == "reclamos")
     assert reclamos == 5

@@ -152,7 +152,8 @@ def test_campos_de_encuestas_reclamos_y_costos(eventos, catalogo):
             etapas = catalogo.servicio(e.agencia_id, e.servicio_id).etapas
             assert e.reclamo.etapa_relacionada in etapas
         elif e.tipo == pb.COSTO_REGISTRADO:
-            assert e.costo.monto > 0
+            assert e.costo.unidades > 0 or e.costo.nanos > 0
+            assert e.costo.nanos % 10_000_000 == 0  # céntimos exactos
             assert e.costo.moneda == catalogo.agencias[e.agencia_id].moneda
         elif e.tipo == pb.SERVICIO_ENTREGADO:
             assert e.canal != pb.CANAL_NO_ESPECIFICADO

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
+from servicios.comun import dinero
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio.percentiles import clave as clave_percentil
 
@@ -254,7 +255,8 @@ def _aportes_directos(evento: pb.Evento, tipo: int, t: int, aportes: dict) -> No
     elif tipo == pb.RECLAMO_REGISTRADO:
         _sumar(aportes, m.RECLAMOS, t)
     elif tipo == pb.COSTO_REGISTRADO:
-        _sumar(aportes, m.COSTO_TOTAL, t, evento.costo.monto)
+        costo = evento.costo
+        _sumar(aportes, m.COSTO_TOTAL, t, dinero.a_diezmilesimas(costo.unidades, costo.nanos))
 
 
 def _antes(t: int, desempate: str, t_actual: int | None, desempate_actual: str) -> bool:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
+from servicios.comun.texto import recortar
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio.ventanas import SEGUNDOS_HORA
 from servicios.procesador.dominio.casos import Caso, cambios_de, identidad, lote_emitido, poner_aportes, registrar
@@ -71,7 +72,12 @@ class Rechazo:
     clave: bytes | None
     valor: bytes
     motivo: str
+    # Para una persona: qué evento y por qué, sin más de `texto.LARGO_ECO` caracteres de lo
+    # que mandó el emisor.
     detalle: str
+    # La agencia del evento si es una del catálogo ("" si no se sabe): para la cabecera del
+    # rechazo, que deja contarlos por agencia sin decodificar el valor.
+    agencia: str = ""
 
 
 @dataclass
@@ -89,10 +95,58 @@ class SalidaCasos:
     rechazos: list[Rechazo] = field(default_factory=list)
     aceptados: int = 0
     duplicados: int = 0
+    # Aceptados por agencia (para la métrica; las agencias son las del catálogo).
+    aceptados_por_agencia: dict[str, int] = field(default_factory=dict)
 
     @property
     def lotes(self) -> list[interno.LoteAportes]:
         return [lote for tanda in self.tandas for lote in tanda]
+
+    def seguida_de(self, otra: SalidaCasos) -> SalidaCasos:
+        """Esta salida y, a continuación, la de los registros siguientes (`otra`)."""
+        self.escrituras.update(otra.escrituras)
+        self.tandas += otra.tandas
+        self.rechazos += otra.rechazos
+        self.aceptados += otra.aceptados
+        self.duplicados += otra.duplicados
+        for agencia, n in otra.aceptados_por_agencia.items():
+            self.aceptados_por_agencia[agencia] = self.aceptados_por_agencia.get(agencia, 0) + n
+        return self
+
+
+def clave_caso(evento) -> bytes:
+    """Clave del estado de un caso en la tabla `casos`: la agencia y su número de caso (cada
+    agencia numera los suyos), o la agencia y el evento_id si no es de un caso. Los
+    identificadores validados no llevan U+001F, así que las claves no se confunden."""
+    caso_id = evento.caso_id
+    if caso_id:
+        return f"{evento.agencia_id}\x1fc\x1f{caso_id}".encode()
+    return f"{evento.agencia_id}\x1fe\x1f{evento.evento_id}".encode()
+
+
+class _Superpuesto:
+    """El almacén con las escrituras de los registros anteriores del lote encima (al procesar
+    un lote en partes, cada parte ve lo que dejaron las anteriores)."""
+
+    __slots__ = ("almacen", "encima")
+
+    def __init__(self, almacen: Mapping[bytes, bytes], encima: Mapping[bytes, bytes]):
+        self.almacen = almacen
+        self.encima = encima
+
+    def get(self, clave: bytes, defecto=None):
+        valor = self.encima.get(clave)
+        return valor if valor is not None else self.almacen.get(clave, defecto)
+
+
+class _FalloDeRegistro(Exception):
+    """Una excepción inesperada al procesar un evento (o un registro entero, `posicion` None)."""
+
+    def __init__(self, offset: int | None, posicion: int | None, causa: Exception):
+        super().__init__(offset, posicion, causa)
+        self.offset = offset
+        self.posicion = posicion
+        self.causa = causa
 
 
 def clave_marca(agencia_id: str, particion: int) -> bytes:
@@ -131,21 +185,65 @@ class _Par:
 
 # Motivo de rechazo de un evento nuevo de un caso que ya tiene `eventos_maximos_por_caso`.
 CASO_SATURADO = "caso_saturado"
+# Un evento de un servicio distinto del de su caso (el del primer evento del caso).
+CASO_DE_OTRO_SERVICIO = "caso_de_otro_servicio"
+# Un registro LoteEventos sin eventos.
+LOTE_VACIO = "lote_vacio"
+# Prefijo del motivo de un evento (o registro) cuyo proceso lanzó una excepción inesperada;
+# sigue la clase de la excepción, p. ej. «error_interno:KeyError».
+ERROR_INTERNO = "error_interno"
 
 
 class EtapaCasos:
     def __init__(self, catalogo: Catalogo, tardanza_maxima_s: int, reloj: Callable[[], float],
-                 eventos_maximos_por_caso: int = 1000):
+                 eventos_maximos_por_caso: int = 1000, antes_de_aplicar: Callable | None = None):
+        """`antes_de_aplicar(evento)`: se llama con cada evento válido antes de aplicarlo a su
+        caso (las pruebas de punta a punta lo usan para provocar un error inesperado)."""
         self.catalogo = catalogo
         self.tardanza_maxima_s = tardanza_maxima_s
         self.reloj = reloj
         self.eventos_maximos_por_caso = eventos_maximos_por_caso
+        self.antes_de_aplicar = antes_de_aplicar
 
     def procesar(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes]) -> SalidaCasos:
-        """Procesa registros de *una* partición, en orden de offset."""
-        salida = SalidaCasos()
+        """Procesa registros de *una* partición, en orden de offset.
+
+        Ningún registro detiene el lote: si procesar uno lanza una excepción inesperada (un
+        error nuestro ante una entrada que no previmos), ese evento, o el registro si no se
+        sabe cuál, va a rechazados con el motivo `error_interno:<clase>` y el resto del lote
+        se procesa como si no estuviera. Para eso el lote se parte por la mitad hasta aislar
+        el registro y, dentro de él, se excluye el evento y se vuelve a procesar; cada parte
+        ve lo que escribieron las anteriores. Procesar no escribe en `casos`, así que repetir
+        una parte no deja nada a medias, y el resultado es el mismo que daría el lote sin esos
+        eventos: las reglas del exactamente-una-vez siguen valiendo.
+        """
         if not registros:
-            return salida
+            return SalidaCasos()
+        particion = registros[0].particion
+        if any(registro.particion != particion for registro in registros):
+            raise ValueError("un lote de la etapa por caso es de una sola partición")
+        return self._aislando(registros, casos, {})
+
+    def _aislando(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes],
+                  excluidos: dict[tuple[int, int | None], Exception]) -> SalidaCasos:
+        while True:
+            try:
+                return self._procesar(registros, casos, excluidos)
+            except _FalloDeRegistro as fallo:
+                if len(registros) > 1:
+                    mitad = len(registros) // 2
+                    primera = self._aislando(registros[:mitad], casos, excluidos)
+                    segunda = self._aislando(registros[mitad:], _Superpuesto(casos, primera.escrituras), excluidos)
+                    return primera.seguida_de(segunda)
+                posicion = fallo.posicion if fallo.offset == registros[0].offset else None
+                if (registros[0].offset, posicion) in excluidos:
+                    # Ya excluido y vuelve a fallar: se excluye el registro entero.
+                    posicion = None
+                excluidos[(registros[0].offset, posicion)] = fallo.causa
+
+    def _procesar(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes],
+                  excluidos: dict[tuple[int, int | None], Exception]) -> SalidaCasos:
+        salida = SalidaCasos()
         particion = registros[0].particion
         estados: dict[bytes, Caso] = {}
         modificados: set[bytes] = set()
@@ -160,96 +258,128 @@ class EtapaCasos:
         claves_marca: dict[str, bytes] = {}
         # Aportes distintos del par más grande del agregado en curso (solo crece).
         mayor_agregado = 0
+        offset = posicion = None
+        por_agencia = salida.aceptados_por_agencia
 
-        for registro in registros:
-            assert registro.particion == particion, "un lote de la etapa por caso es de una sola partición"
-            try:
-                eventos = decodificar(registro.valor, registro.cabeceras)
-            except RegistroInvalido as error:
-                salida.rechazos.append(Rechazo(registro.clave, registro.valor or b"", error.motivo, str(error)))
-                continue
-            en_lote = es_lote(registro.cabeceras)
-            base = registro.offset << BITS_POSICION
-            for posicion, evento in enumerate(eventos):
-                motivo = validar(evento, catalogo, ahora)
-                if motivo is not None:
-                    original = evento.SerializeToString() if en_lote else registro.valor
-                    salida.rechazos.append(Rechazo(registro.clave, original, motivo,
-                                                   f"evento {evento.evento_id!r}: {motivo}"))
+        def rechazar(registro: Registro, evento, en_lote: bool, motivo: str, detalle: str) -> None:
+            original = evento.SerializeToString() if en_lote else registro.valor
+            agencia = evento.agencia_id if evento.agencia_id in catalogo.agencias else ""
+            salida.rechazos.append(Rechazo(registro.clave, original, motivo,
+                                           f"evento {recortar(evento.evento_id)!r}: {detalle}", agencia))
+
+        try:
+            for registro in registros:
+                offset, posicion = registro.offset, None
+                error = excluidos.get((offset, None))
+                if error is not None:
+                    salida.rechazos.append(Rechazo(
+                        registro.clave, registro.valor or b"", f"{ERROR_INTERNO}:{type(error).__name__}",
+                        f"registro {offset}: {recortar(str(error))}"))
                     continue
-                clave = (evento.caso_id or evento.evento_id).encode()
-                estado = estados.get(clave)
-                if estado is None:
-                    bruto = casos.get(clave)
-                    if bruto is not None:
-                        estado = estados[clave] = Caso.de_mensaje(interno.EstadoCaso.FromString(bruto))
-                agencia = evento.agencia_id
-                marca = marcas.get(agencia)
-                if marca is None:
-                    clave_m = claves_marca[agencia] = clave_marca(agencia, particion)
-                    marca = marcas[agencia] = int(casos.get(clave_m) or 0)
-                ocurrido = evento.ocurrido_en.seconds
-                ident = identidad(evento)
-                if estado is not None and ident in estado.vistos:
-                    salida.duplicados += 1
-                    if ident not in aplicados and ident not in reenvios:
-                        # No se aplicó en este lote: está en el estado leído del almacén (y
-                        # su lote, reconstruido, es el mismo cada vez que se repita).
-                        reenvios[ident] = lote_emitido(estado.mensaje, ident)
-                    # Fue aceptado: la marca avanza como avanzó la primera vez, así un
-                    # reproceso juzga la tardanza de los siguientes igual que entonces.
+                try:
+                    eventos = decodificar(registro.valor, registro.cabeceras)
+                except RegistroInvalido as error:
+                    salida.rechazos.append(Rechazo(registro.clave, registro.valor or b"", error.motivo,
+                                                   recortar(str(error))))
+                    continue
+                en_lote = es_lote(registro.cabeceras)
+                if not eventos:
+                    salida.rechazos.append(Rechazo(registro.clave, registro.valor or b"", LOTE_VACIO,
+                                                   f"registro {offset}: un LoteEventos sin eventos"))
+                    continue
+                base = offset << BITS_POSICION
+                for posicion, evento in enumerate(eventos):
+                    error = excluidos.get((offset, posicion))
+                    if error is not None:
+                        rechazar(registro, evento, en_lote, f"{ERROR_INTERNO}:{type(error).__name__}",
+                                 recortar(str(error)))
+                        continue
+                    motivo = validar(evento, catalogo, ahora)
+                    if motivo is not None:
+                        rechazar(registro, evento, en_lote, motivo, motivo)
+                        continue
+                    if self.antes_de_aplicar is not None:
+                        self.antes_de_aplicar(evento)
+                    clave = clave_caso(evento)
+                    estado = estados.get(clave)
+                    if estado is None:
+                        bruto = casos.get(clave)
+                        if bruto is not None:
+                            estado = estados[clave] = Caso.de_mensaje(interno.EstadoCaso.FromString(bruto))
+                    if estado is not None and estado.servicio_id != evento.servicio_id:
+                        rechazar(registro, evento, en_lote, CASO_DE_OTRO_SERVICIO,
+                                 f"el caso {recortar(evento.caso_id)!r} de {evento.agencia_id} es del servicio "
+                                 f"{estado.servicio_id!r}, no de {evento.servicio_id!r}")
+                        continue
+                    agencia = evento.agencia_id
+                    marca = marcas.get(agencia)
+                    if marca is None:
+                        clave_m = claves_marca[agencia] = clave_marca(agencia, particion)
+                        marca = marcas[agencia] = int(casos.get(clave_m) or 0)
+                    ocurrido = evento.ocurrido_en.seconds
+                    ident = identidad(evento)
+                    if estado is not None and ident in estado.vistos:
+                        salida.duplicados += 1
+                        if ident not in aplicados and ident not in reenvios:
+                            # No se aplicó en este lote: está en el estado leído del almacén (y
+                            # su lote, reconstruido, es el mismo cada vez que se repita).
+                            reenvios[ident] = lote_emitido(estado.mensaje, ident)
+                        # Fue aceptado: la marca avanza como avanzó la primera vez, así un
+                        # reproceso juzga la tardanza de los siguientes igual que entonces.
+                        if ocurrido > marca:
+                            marcas[agencia] = ocurrido
+                            modificados.add(claves_marca[agencia])
+                        continue
+                    # La tardanza se juzga contra la marca de agua de la agencia en *esta*
+                    # partición, guardada en la misma tabla que los casos: la decisión es la
+                    # misma si el registro se reprocesa tras un corte, avancen lo que avancen
+                    # las demás.
+                    if ocurrido < marca - tardanza_maxima_s:
+                        rechazar(registro, evento, en_lote, "tardio", "tardio")
+                        continue
+                    if estado is None:
+                        estado = estados[clave] = Caso.nuevo(
+                            evento, catalogo.servicio(agencia, evento.servicio_id).plazo_dias)
+                    elif len(estado.vistos) >= eventos_maximos:
+                        rechazar(registro, evento, en_lote, CASO_SATURADO,
+                                 f"el caso {recortar(evento.caso_id)!r} ya tiene {len(estado.vistos)} eventos "
+                                 f"(GPR_EVENTOS_MAXIMOS_POR_CASO); ¿el emisor repite el mismo caso_id?")
+                        continue
+                    cambios = cambios_de(estado, evento, evento.tipo, ocurrido)
+                    registrar(estado, evento, ident, particion, base | posicion, ocurrido, cambios,
+                              None if en_lote else registro.valor)
+                    modificados.add(clave)
+                    aplicados.add(ident)
                     if ocurrido > marca:
                         marcas[agencia] = ocurrido
                         modificados.add(claves_marca[agencia])
-                    continue
-                # La tardanza se juzga contra la marca de agua de la agencia en *esta*
-                # partición, guardada en la misma tabla que los casos: la decisión es la misma
-                # si el registro se reprocesa tras un corte, avancen lo que avancen las demás.
-                if ocurrido < marca - tardanza_maxima_s:
-                    original = evento.SerializeToString() if en_lote else registro.valor
-                    salida.rechazos.append(Rechazo(registro.clave, original, "tardio",
-                                                   f"evento {evento.evento_id!r}: tardio"))
-                    continue
-                if estado is None:
-                    estado = estados[clave] = Caso.nuevo(
-                        evento, catalogo.servicio(agencia, evento.servicio_id).plazo_dias)
-                elif len(estado.vistos) >= eventos_maximos:
-                    original = evento.SerializeToString() if en_lote else registro.valor
-                    salida.rechazos.append(Rechazo(
-                        registro.clave, original, CASO_SATURADO,
-                        f"evento {evento.evento_id!r}: el caso {evento.caso_id!r} ya tiene {len(estado.vistos)} "
-                        f"eventos (GPR_EVENTOS_MAXIMOS_POR_CASO); ¿el emisor repite el mismo caso_id?"))
-                    continue
-                cambios = cambios_de(estado, evento, evento.tipo, ocurrido)
-                registrar(estado, evento, ident, particion, base | posicion, ocurrido, cambios,
-                          None if en_lote else registro.valor)
-                modificados.add(clave)
-                aplicados.add(ident)
-                if ocurrido > marca:
-                    marcas[agencia] = ocurrido
-                    modificados.add(claves_marca[agencia])
-                clave_par = (estado.agencia_id, estado.servicio_id)
-                par = pares.get(clave_par)
-                if par is None:
-                    par = pares[clave_par] = _Par()
-                par.sumar(cambios, ocurrido)
-                if len(par.aportes) > mayor_agregado:
-                    mayor_agregado = len(par.aportes)
-                salida.aceptados += 1
-            if mayor_agregado + len(reenvios) * _APORTES_POR_REENVIO >= APORTES_MAXIMOS_POR_AGREGADO:
-                # Los registros leídos hasta aquí forman un agregado aparte, con la secuencia de
-                # este registro: mayor que la de sus eventos y menor que la de los siguientes.
-                _emitir_agregados(salida, pares, reenvios, particion, registro.offset)
-                pares, reenvios, mayor_agregado = {}, {}, 0
+                    clave_par = (estado.agencia_id, estado.servicio_id)
+                    par = pares.get(clave_par)
+                    if par is None:
+                        par = pares[clave_par] = _Par()
+                    par.sumar(cambios, ocurrido)
+                    if len(par.aportes) > mayor_agregado:
+                        mayor_agregado = len(par.aportes)
+                    salida.aceptados += 1
+                    por_agencia[agencia] = por_agencia.get(agencia, 0) + 1
+                posicion = None
+                if mayor_agregado + len(reenvios) * _APORTES_POR_REENVIO >= APORTES_MAXIMOS_POR_AGREGADO:
+                    # Los registros leídos hasta aquí forman un agregado aparte, con la secuencia
+                    # de este registro: mayor que la de sus eventos y menor que la de los siguientes.
+                    _emitir_agregados(salida, pares, reenvios, particion, offset)
+                    pares, reenvios, mayor_agregado = {}, {}, 0
+            offset = posicion = None
 
-        for clave in modificados:
-            if clave in estados:
-                salida.escrituras[clave] = estados[clave].a_mensaje().SerializeToString()
-        for agencia, marca in marcas.items():
-            clave = clave_marca(agencia, particion)
-            if clave in modificados:
-                salida.escrituras[clave] = str(marca).encode()
-        _emitir_agregados(salida, pares, reenvios, particion, registros[-1].offset)
+            for clave in modificados:
+                if clave in estados:
+                    salida.escrituras[clave] = estados[clave].a_mensaje().SerializeToString()
+            for agencia, marca in marcas.items():
+                clave = clave_marca(agencia, particion)
+                if clave in modificados:
+                    salida.escrituras[clave] = str(marca).encode()
+            _emitir_agregados(salida, pares, reenvios, particion, registros[-1].offset)
+        except Exception as error:
+            raise _FalloDeRegistro(offset, posicion, error) from error
         return salida
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from servicios.comun import dinero
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio.percentiles import percentiles, total
 
@@ -26,6 +27,16 @@ def _proporcion(indicador: str, numerador: float, denominador: float, escala: fl
     if casos <= 0:
         return ValorIndicador(indicador, None, 0)
     return ValorIndicador(indicador, numerador / denominador * escala, casos, numerador)
+
+
+def _importe_por_caso(indicador: str, diezmilesimas: float, denominador: float) -> ValorIndicador:
+    """Un importe (suma exacta de enteros en diezmilésimas) por caso, en unidades de la moneda:
+    una sola división, redondeada una vez (0,10 + 0,20 + 0,30 en 3 trámites da 0,20 justo)."""
+    casos = round(denominador)
+    if casos <= 0:
+        return ValorIndicador(indicador, None, 0)
+    return ValorIndicador(indicador, diezmilesimas / (denominador * dinero.ESCALA), casos,
+                          diezmilesimas / dinero.ESCALA)
 
 
 def _conteo(indicador: str, valor: float) -> ValorIndicador:
@@ -68,7 +79,7 @@ def calcular_con_cuello(sumas: Mapping[str, float], vencidos: float,
         _proporcion("satisfaccion_indice", s(m.SATISFACCION_SUMA, 0.0), s(m.ENCUESTAS, 0.0)),
         _proporcion("reclamos_por_mil", s(m.RECLAMOS, 0.0), entregas, escala=1000.0),
         _proporcion("adopcion_digital", s(m.ENTREGAS_DIGITALES, 0.0), entregas),
-        _proporcion("costo_por_tramite", s(m.COSTO_TOTAL, 0.0), entregas),
+        _importe_por_caso("costo_por_tramite", s(m.COSTO_TOTAL, 0.0), entregas),
         _proporcion("tasa_error", s(m.ERRORES, 0.0), s(m.CONCLUIDOS, 0.0)),
     ]
     con_datos = {m.etapa_de(n) for n in histogramas if m.etapa_de(n) is not None}

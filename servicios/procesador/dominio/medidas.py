@@ -20,6 +20,7 @@ ENCUESTAS = "encuestas"
 ENCUESTAS_TOP2 = "encuestas_top2"
 SATISFACCION_SUMA = "satisfaccion_suma"
 RECLAMOS = "reclamos"
+# En diezmilésimas de la moneda (enteros: ver `servicios/comun/dinero.py`).
 COSTO_TOTAL = "costo_total"
 VENCIDOS = "vencidos"
 
@@ -40,7 +41,9 @@ def separar_histogramas(sumas: dict[str, float]) -> tuple[dict[str, float], dict
     simples: dict[str, float] = {}
     histogramas: dict[str, dict[str, float]] = {}
     for medida, valor in sumas.items():
-        nombre, separador, clave = medida.partition("#")
+        # Por el último `#`: la clave logarítmica nunca lo lleva y el nombre (una etapa) no
+        # debe poder partirse aunque lo llevara.
+        nombre, separador, clave = medida.rpartition("#")
         if separador:
             histogramas.setdefault(nombre, {})[clave] = valor
         else:

@@ -1,0 +1,61 @@
+"""El procesador sin Kafka: la etapa por caso y la agregación sobre dicts, como las corre faust
+sobre sus tablas, y la comparación de lo que publica con la implementación de referencia."""
+
+from __future__ import annotations
+
+from apoyo import referencia
+from apoyo.comparar import diferencias
+from servicios.procesador.dominio.agregacion import Agregacion
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, SalidaCasos
+
+D = 86400
+
+
+class MotorEnLotes:
+    """La etapa por caso por lotes de registros (como la corre el procesador) + agregación.
+
+    `ahora`: el reloj de la etapa (solo juzga si un evento viene del futuro). La tardanza
+    máxima es enorme: los escenarios llegan del todo revueltos."""
+
+    def __init__(self, catalogo, ahora: float, tardanza_maxima_s: int = 1000 * D):
+        self.catalogo = catalogo
+        self.casos, self.cubos, self.lineas, self.agencias = {}, {}, {}, {}
+        self.agregacion = Agregacion(self.cubos, self.lineas, self.agencias, catalogo, 7 * D)
+        self.etapa = EtapaCasos(catalogo, tardanza_maxima_s, lambda: ahora)
+
+    def procesar(self, registros) -> SalidaCasos:
+        """Procesa un lote, guarda sus estados y devuelve la salida (sin aplicar sus agregados)."""
+        salida = self.etapa.procesar(registros, self.casos)
+        self.casos.update(salida.escrituras)
+        return salida
+
+    def procesar_y_agregar(self, registros) -> SalidaCasos:
+        salida = self.procesar(registros)
+        self.agregacion.aplicar_lotes(salida.lotes)
+        return salida
+
+    def observado(self, agencia):
+        return observado(self.agregacion, agencia)
+
+
+def observado(agregacion, agencia):
+    """({(servicio, indicador, ventana, etapa): (valor, muestras)}, {(servicio, ventana): cuello})."""
+    valores, cuellos = {}, {}
+    for inst in agregacion.instantaneas(agencia):
+        v = inst.valor
+        valores[(inst.servicio_id, v.indicador, inst.ventana, v.etapa_id)] = (v.valor, v.muestras)
+        cuellos[(inst.servicio_id, inst.ventana)] = inst.cuello_botella
+        valores[(inst.servicio_id, "_rango", inst.ventana, "")] = (inst.desde_s, inst.hasta_s)
+    return valores, cuellos
+
+
+def comprobar(agregacion, eventos, catalogo) -> None:
+    """Lo que publica la agregación para cada agencia es lo que da la referencia con `eventos`
+    (los aceptados, sin repetidos)."""
+    for agencia in catalogo.agencias:
+        esperado = referencia.indicadores(eventos, catalogo, agencia)
+        valores, cuellos = observado(agregacion, agencia)
+        errores = diferencias(valores, esperado, cuellos, eventos, catalogo, agencia)
+        rangos = {k: v for k, v in esperado.items() if k[1] == "_rango"}
+        assert {k: valores.get(k) for k in rangos} == rangos
+        assert not errores, f"{agencia}: {len(errores)} diferencias, p. ej. {errores[:5]}"
