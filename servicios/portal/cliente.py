@@ -50,7 +50,9 @@ class ClienteIndicadores:
         self._stub: ipb_grpc.IndicadoresStub | None = None
 
     async def abrir(self) -> None:
-        opciones = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        # round_robin: con `dns:///` y un Service sin IP, las llamadas se reparten entre las
+        # réplicas de la consulta (con una sola dirección es lo mismo que pick_first).
+        opciones = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.lb_policy_name", "round_robin")]
         if self._credenciales is not None:
             self._canal = grpc.aio.secure_channel(self._destino, self._credenciales, options=opciones)
         else:
