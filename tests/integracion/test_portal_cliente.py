@@ -133,3 +133,67 @@ def test_token_y_tls_hacia_la_consulta(tmp_path):
     assert resultados["prohibida"] == grpc.StatusCode.PERMISSION_DENIED
     assert resultados["claro"] == grpc.StatusCode.UNAVAILABLE
     assert [m.get("authorization") for m in metadatos] == ["Bearer t0k3n", "Bearer t0k3n"]
+
+
+class _Lenta(ipb_grpc.IndicadoresServicer):
+    """Responde tras una pausa: deja una petición del portal en curso al llegar SIGTERM."""
+
+    def ListarIndicadores(self, request, context):
+        time.sleep(2)
+        return ipb.ListaIndicadores(indicadores=[ipb.Indicador(
+            agencia_id=request.agencia_id, servicio_id="dni-duplicado", indicador="solicitudes", ventana="30d",
+            valor=42, muestras=42)])
+
+
+def test_el_portal_termina_lo_que_atiende_al_recibir_sigterm(tmp_path, procesos):
+    import signal
+    import threading
+    import urllib.request
+    from concurrent import futures
+
+    from conftest import CATALOGO
+    from servicios.comun.broker import puerto_libre
+
+    servidor = grpc.server(futures.ThreadPoolExecutor(4))
+    ipb_grpc.add_IndicadoresServicer_to_server(_Lenta(), servidor)
+    puerto_grpc = servidor.add_insecure_port("127.0.0.1:0")
+    servidor.start()
+    puerto = puerto_libre()
+    try:
+        portal = procesos.lanzar("servicios.portal", {
+            "GPR_CATALOGO": str(CATALOGO), "GPR_PORTAL_CONSULTA": f"127.0.0.1:{puerto_grpc}",
+            "GPR_PORTAL_HOST": "127.0.0.1", "GPR_PORTAL_PUERTO": str(puerto), "GPR_PORTAL_GRACIA": "10s"})
+        url = f"http://127.0.0.1:{puerto}"
+        fin = time.monotonic() + 30
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/salud", timeout=2).status == 200:
+                    break
+            except OSError:
+                assert time.monotonic() < fin, procesos.registro("portal")
+                time.sleep(0.2)
+        respuesta = {}
+
+        def pedir():
+            with urllib.request.urlopen(url + "/agencias/reniec", timeout=20) as r:
+                respuesta["codigo"], respuesta["texto"] = r.status, r.read().decode()
+
+        hilo = threading.Thread(target=pedir)
+        hilo.start()
+        time.sleep(0.7)  # la petición espera a la consulta lenta
+        portal.send_signal(signal.SIGTERM)
+        hilo.join(20)
+        # uvicorn, tras la parada ordenada, vuelve a lanzar la señal recibida: el proceso termina
+        # «por SIGTERM» (código −15) y no con 0, como espera quien lo mandó parar.
+        assert portal.wait(20) in (0, -signal.SIGTERM)
+        assert respuesta["codigo"] == 200 and "Duplicado de DNI" in respuesta["texto"]
+        registro = procesos.registro("portal")
+        assert "Traceback" not in registro and "Application shutdown complete" in registro
+    finally:
+        servidor.stop(0)
+
+
+def test_una_configuracion_invalida_termina_con_un_mensaje_que_nombra_la_variable(procesos):
+    portal = procesos.lanzar("servicios.portal", {"GPR_PORTAL_MUESTRA_MINIMA": "cero"})
+    assert portal.wait(30) == 2
+    assert "GPR_PORTAL_MUESTRA_MINIMA" in procesos.registro("portal")
