@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +44,7 @@ from servicios.portal.metricas import MetricasPortal
 log = logging.getLogger(__name__)
 AQUI = Path(__file__).resolve().parent
 _MES = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+PAGINAS_GUARDADAS = 512
 
 # Sin JavaScript en ninguna página: la CSP lo prohíbe del todo (ni inline ni externo).
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -95,6 +97,9 @@ class Portal:
         self.metricas = metricas or MetricasPortal()
         self.dibujante = dibujante or Dibujante()
         self.detenido = False
+        # Páginas ya armadas por (ruta, parámetros, versión de los datos, minuto del reloj):
+        # mientras la caché de la API dé la misma lectura, la página es la misma.
+        self._paginas: OrderedDict[tuple, bytes] = OrderedDict()
         self._css = (AQUI / "estaticos" / "portal.css").read_bytes()
         self._css_etag = '"' + hashlib.sha256(self._css).hexdigest()[:20] + '"'
         self._plantillas = Environment(
@@ -157,6 +162,21 @@ class Portal:
             respuesta.headers["cache-control"] = "no-store"
         return respuesta
 
+    def _cacheada(self, clave: tuple | None, construir: Callable[[], HTMLResponse]) -> Response:
+        """La página de `clave` ya armada, o la arma; `clave` None: no se guarda."""
+        cuerpo = self._paginas.get(clave) if clave is not None else None
+        if cuerpo is None:
+            respuesta = construir()
+            if clave is None or respuesta.status_code != 200:
+                return respuesta
+            cuerpo = respuesta.body
+            self._paginas[clave] = cuerpo
+            while len(self._paginas) > PAGINAS_GUARDADAS:
+                self._paginas.popitem(last=False)
+        else:
+            self._paginas.move_to_end(clave)
+        return HTMLResponse(cuerpo, headers={"cache-control": f"public, max-age={math.ceil(self.cfg.cache_s)}"})
+
     def _agencia(self, request: Request) -> Agencia:
         agencia = self.catalogo.agencias.get(request.path_params["agencia"])
         if agencia is None:
@@ -192,6 +212,11 @@ class Portal:
                 raise r
         if agencias and all(isinstance(r, ConsultaNoDisponible) for r in resultados):
             raise resultados[0]
+        disponibles = not any(isinstance(r, ConsultaNoDisponible) for r in resultados)
+        clave = ("inicio", _minuto(ahora), tuple(r.version for r in resultados)) if disponibles else None
+        return self._cacheada(clave, lambda: self._inicio(ahora, agencias, resultados))
+
+    def _inicio(self, ahora: datetime, agencias: list[Agencia], resultados: list) -> HTMLResponse:
         resumenes = []
         for agencia, datos in zip(agencias, resultados):
             mes = d.mes_de(ahora, agencia.zona_horaria)
@@ -212,6 +237,10 @@ class Portal:
         agencia = self._agencia(request)
         ahora = self.reloj()
         datos = await self.fuente.datos(agencia.id)
+        return self._cacheada(("agencia", agencia.id, _minuto(ahora), datos.version),
+                              lambda: self._pagina_agencia(agencia, datos, ahora))
+
+    def _pagina_agencia(self, agencia: Agencia, datos: d.DatosAgencia, ahora: datetime) -> HTMLResponse:
         mes = d.mes_de(ahora, agencia.zona_horaria)
         meses = d.meses_hasta(mes)
         servicios = []
@@ -233,6 +262,11 @@ class Portal:
         ventana = self._parametro(request, "ventana", d.VENTANAS_ACTUALES) or d.VENTANA_RECIENTE
         ahora = self.reloj()
         datos = await self.fuente.datos(agencia.id)
+        return self._cacheada(("servicio", agencia.id, servicio.id, ventana, _minuto(ahora), datos.version),
+                              lambda: self._pagina_servicio(agencia, servicio, ventana, datos, ahora))
+
+    def _pagina_servicio(self, agencia: Agencia, servicio, ventana: str, datos: d.DatosAgencia,
+                         ahora: datetime) -> HTMLResponse:
         meses = d.meses_hasta(d.mes_de(ahora, agencia.zona_horaria))
         moneda = agencia.moneda
         return self._render(
@@ -267,6 +301,11 @@ class Portal:
             raise HTTPException(404, f"No hay informe de ese mes: los informes cubren de "
                                      f"{formato.mes_largo(meses[0])} a {formato.mes_largo(meses[-1])}.")
         datos = await self.fuente.datos(agencia.id)
+        return self._cacheada(("informe", agencia.id, mes, _minuto(ahora), datos.version),
+                              lambda: self._pagina_informe(agencia, mes, actual, datos, ahora))
+
+    def _pagina_informe(self, agencia: Agencia, mes: str, actual: str, datos: d.DatosAgencia,
+                        ahora: datetime) -> HTMLResponse:
         servicios = [d.informe_servicio(datos, s, mes, agencia.moneda, self.regla)
                      for s in self.catalogo.servicios_de(agencia.id)]
         resultados = [s.estado.resultado for s in servicios]
@@ -277,16 +316,16 @@ class Portal:
 
     async def metodologia(self, request: Request) -> Response:
         monedas = sorted({a.moneda for a in self.catalogo.agencias.values()})
-        return self._render("metodologia.html", monedas=monedas, cache_s=self.cfg.cache_s,
-                            ventanas_moviles=list(VENTANAS_MOVILES))
+        return self._cacheada(("metodologia",), lambda: self._render(
+            "metodologia.html", monedas=monedas, cache_s=self.cfg.cache_s, ventanas_moviles=list(VENTANAS_MOVILES)))
 
     # --- datos abiertos -------------------------------------------------------------------
 
     async def datos_indice(self, request: Request) -> Response:
         titulo, url = da.LICENCIAS.get(self.cfg.licencia, (self.cfg.licencia, self.cfg.licencia_url))
-        return self._render("datos.html", recursos=da.RECURSOS, licencia=self.cfg.licencia,
+        return self._cacheada(("datos",), lambda: self._render("datos.html", recursos=da.RECURSOS, licencia=self.cfg.licencia,
                             licencia_titulo=titulo, licencia_url=self.cfg.licencia_url or url,
-                            esquemas=da.esquemas(self.regla.minimo))
+                            esquemas=da.esquemas(self.regla.minimo)))
 
     async def datapackage(self, request: Request) -> Response:
         creado = self._creado()
@@ -371,6 +410,11 @@ class Portal:
         log.error("error al atender %s: %r", request.url.path[:200], error, exc_info=error)
         return self._render("error.html", codigo=500, titulo="Error del portal",
                             mensaje="Algo falló de nuestro lado. Vuelva a intentarlo más tarde.")
+
+
+def _minuto(ahora: datetime) -> str:
+    # Las páginas usan del reloj el mes y, a lo sumo, la hora y el minuto.
+    return ahora.strftime("%Y-%m-%dT%H:%M")
 
 
 def _no_modificado(request: Request, etag: str, modificado: datetime | None) -> bool:

@@ -12,6 +12,7 @@ el mes anterior, ni la etapa que más demora.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -121,10 +122,17 @@ ClaveSerie = tuple[str, str, str, str]  # (servicio, indicador, ventana, etapa)
 
 
 class DatosAgencia:
-    """Las series de una agencia indexadas por (servicio, indicador, ventana, etapa)."""
+    """Las series de una agencia indexadas por (servicio, indicador, ventana, etapa).
+
+    `version` distingue cada lectura: las páginas armadas con una lectura se pueden guardar
+    mientras la caché siga dando esa misma lectura.
+    """
+
+    _versiones = itertools.count(1)
 
     def __init__(self, agencia_id: str, indicadores: Iterable[ipb.Indicador]):
         self.agencia_id = agencia_id
+        self.version = next(DatosAgencia._versiones)
         self.series: dict[ClaveSerie, ipb.Indicador] = {}
         ultima = 0
         for i in indicadores:
