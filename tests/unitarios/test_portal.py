@@ -483,10 +483,10 @@ def test_el_reloj_inyectado_decide_el_mes_en_curso(catalogo):
 def test_una_pagina_armada_se_reusa_solo_mientras_la_lectura_sea_la_misma(catalogo):
     class Fija:
         def __init__(self):
-            self.datos = d.DatosAgencia(A, _series())
+            self.lectura = d.DatosAgencia(A, _series())
 
         async def datos(self, agencia_id):
-            return self.datos if agencia_id == A else d.DatosAgencia(agencia_id, [])
+            return self.lectura if agencia_id == A else d.DatosAgencia(agencia_id, [])
 
     fuente = Fija()
     portal = Portal(catalogo, fuente, ConfigPortal(), lambda: instante(AHORA))
@@ -494,8 +494,8 @@ def test_una_pagina_armada_se_reusa_solo_mientras_la_lectura_sea_la_misma(catalo
     with TestClient(portal.app()) as c:
         assert "120" in c.get(ruta).text
         # La misma lectura (misma versión): la página guardada, aunque sus series cambien por dentro.
-        fuente.datos.series[(GRANDE, "solicitudes", "30d", "")] = ind(A, GRANDE, "solicitudes", "30d", 345, 345)
+        fuente.lectura.series[(GRANDE, "solicitudes", "30d", "")] = ind(A, GRANDE, "solicitudes", "30d", 345, 345)
         assert ">345<" not in c.get(ruta).text
         # Una lectura nueva de la API (otra versión): la página se arma de nuevo.
-        fuente.datos = d.DatosAgencia(A, [*_series(), ind(A, GRANDE, "solicitudes", "30d", 345, 345, hasta=H)])
+        fuente.lectura = d.DatosAgencia(A, [*_series(), ind(A, GRANDE, "solicitudes", "30d", 345, 345, hasta=H)])
         assert ">345<" in c.get(ruta).text
