@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from servicios.comun.catalogo import Agencia, Catalogo
-from servicios.comun.indicadores import INDICADORES, VENTANAS_MOVILES, unidad_de
+from servicios.comun.indicadores import INDICADORES, VENTANAS_MOVILES
 from servicios.portal import datos_abiertos as da
 from servicios.portal import dominio as d
 from servicios.portal import formato

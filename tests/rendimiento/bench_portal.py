@@ -25,7 +25,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from apoyo.portal import segundos
 from rendimiento import instrumentos as ins
