@@ -56,9 +56,12 @@ def segundos(texto: str) -> int:
     return calendar.timegm(instante(texto).utctimetuple())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def navegador():
-    """Chromium de Debian en modo sin cabeza, por Playwright (ver docs/portal.md)."""
+    """Chromium de Debian en modo sin cabeza, por Playwright (ver docs/portal.md).
+
+    De módulo y no de sesión: mientras la API síncrona de Playwright está abierta, su bucle
+    asyncio corre en el hilo principal, y cualquier `asyncio.run` de otra prueba fallaría."""
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"falta {CHROMIUM}: instálelo con `sudo bash despliegue/instalar-herramientas.sh` (paquete chromium)")
     from playwright.sync_api import sync_playwright
