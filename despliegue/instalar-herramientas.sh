@@ -2,7 +2,9 @@
 # Por qué existe: `make test` y `make run` usan los binarios reales de Prometheus
 # (prometheus, promtool) y de Alertmanager (prometheus-alertmanager, amtool): reglas probadas
 # con `promtool test rules`, configuraciones validadas y alertas de extremo a extremo. En
-# Debian vienen de los paquetes `prometheus` y `prometheus-alertmanager`.
+# Debian vienen de los paquetes `prometheus` y `prometheus-alertmanager`. Las pruebas del
+# portal abren sus páginas en un navegador real: el Chromium de Debian (paquete `chromium`,
+# /usr/bin/chromium), que Playwright lanza por su ruta; nunca se descarga un navegador.
 #
 # Se ejecuta en cada `make run`/`make test` (objetivo `herramientas`), así que:
 #   - si los binarios ya están en el PATH, solo informa sus versiones y sale enseguida;
@@ -13,7 +15,9 @@
 #     salta en silencio, porque las pruebas que los necesitan fallarían más tarde y peor.
 set -euo pipefail
 
-PAQUETES=(prometheus prometheus-alertmanager)
+PAQUETES=(prometheus prometheus-alertmanager chromium)
+# Ruta fija: la usan las pruebas del portal (tests/apoyo/portal.py).
+CHROMIUM=/usr/bin/chromium
 COMANDO_ROOT="sudo bash despliegue/instalar-herramientas.sh"
 
 # El binario de Alertmanager se llama `prometheus-alertmanager` en Debian y `alertmanager`
@@ -28,6 +32,7 @@ faltantes() {
         command -v "$b" >/dev/null 2>&1 || echo "$b"
     done
     [ -n "$(binario_alertmanager)" ] || echo "prometheus-alertmanager"
+    [ -x "$CHROMIUM" ] || echo "chromium"
 }
 
 version_de() {
@@ -42,6 +47,7 @@ informar_versiones() {
     echo "herramientas: $(command -v promtool): $(version_de promtool)"
     echo "herramientas: ${am}: $(version_de "$am")"
     echo "herramientas: $(command -v amtool): $(version_de amtool)"
+    echo "herramientas: ${CHROMIUM}: $("$CHROMIUM" --version 2>/dev/null | grep -m1 Chromium || echo '?')"
 }
 
 # Procesos del usuario de sistema `prometheus` (con el que los paquetes arrancan sus
@@ -117,7 +123,8 @@ fi
 echo "herramientas: faltan los binarios: $falta" >&2
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "herramientas: este sistema no tiene apt-get. Instale Prometheus (prometheus, promtool)" >&2
-    echo "  y Alertmanager (alertmanager, amtool) de https://prometheus.io/download/ y déjelos en el PATH." >&2
+    echo "  y Alertmanager (alertmanager, amtool) de https://prometheus.io/download/ y déjelos en el PATH," >&2
+    echo "  y Chromium en $CHROMIUM (pruebas del portal)." >&2
     exit 1
 fi
 if [ "$(id -u)" -ne 0 ]; then

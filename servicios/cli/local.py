@@ -59,7 +59,7 @@ def _binario(*nombres: str) -> str:
 
 
 def _configuracion_prometheus(consulta_metricas: int, procesador_metricas: int, ingesta_metricas: int,
-                              alertmanager: int) -> str:
+                              alertmanager: int, portal: int | None = None) -> str:
     """Como despliegue/prometheus/prometheus.yml, con direcciones locales e intervalos cortos."""
     return f"""# Generado por `gpr local`: Prometheus de la pila local.
 global:
@@ -81,14 +81,17 @@ scrape_configs:
   - job_name: gpr-ingesta
     static_configs:
       - targets: ["127.0.0.1:{ingesta_metricas}"]
-"""
+""" + (f"""  - job_name: gpr-portal
+    static_configs:
+      - targets: ["127.0.0.1:{portal}"]
+""" if portal else "")
 
 
 class PilaLocal:
     def __init__(self, grpc_puerto: int, metricas_puerto: int, tasa: int, particiones: int, directorio: str,
                  procesador_metricas_puerto: int = 9465, prometheus_puerto: int = 9090,
                  alertmanager_puerto: int = 9093, ingesta_puerto: int = 50052,
-                 ingesta_metricas_puerto: int = 9466):
+                 ingesta_metricas_puerto: int = 9466, portal_puerto: int = 8080):
         self.grpc_puerto = grpc_puerto
         self.metricas_puerto = metricas_puerto
         self.procesador_metricas_puerto = procesador_metricas_puerto
@@ -96,6 +99,7 @@ class PilaLocal:
         self.alertmanager_puerto = alertmanager_puerto
         self.ingesta_puerto = ingesta_puerto
         self.ingesta_metricas_puerto = ingesta_metricas_puerto
+        self.portal_puerto = portal_puerto
         self.tasa = tasa
         self.particiones = particiones
         self.directorio = Path(directorio)
@@ -121,6 +125,9 @@ class PilaLocal:
                                     "GPR_METRICAS_PUERTO": str(self.procesador_metricas_puerto)})
         self._lanzar("consulta", {**comun, "GPR_GRPC_PUERTO": str(self.grpc_puerto),
                                   "GPR_METRICAS_PUERTO": str(self.metricas_puerto)})
+        # Portal público: cliente de la consulta por gRPC, como en producción (sin Kafka).
+        self._lanzar("portal", {"GPR_PORTAL_CONSULTA": f"127.0.0.1:{self.grpc_puerto}",
+                                "GPR_PORTAL_HOST": "127.0.0.1", "GPR_PORTAL_PUERTO": str(self.portal_puerto)})
         self._lanzar("simulador", {**comun, "GPR_SIMULADOR_TASA": str(self.tasa)})
         # Credenciales de ejemplo: tokens públicos de demostración, solo para la pila local.
         self._lanzar("ingesta", {**comun, "GPR_GRPC_PUERTO": str(self.ingesta_puerto),
@@ -129,7 +136,7 @@ class PilaLocal:
         configuracion = self.directorio / "prometheus.yml"
         configuracion.write_text(_configuracion_prometheus(
             self.metricas_puerto, self.procesador_metricas_puerto, self.ingesta_metricas_puerto,
-            self.alertmanager_puerto))
+            self.alertmanager_puerto, self.portal_puerto))
         self._lanzar("prometheus", {}, [
             _binario("prometheus"), f"--config.file={configuracion}",
             f"--storage.tsdb.path={self.directorio / 'prometheus'}",
@@ -216,6 +223,7 @@ def mostrar_en_vivo(pila: PilaLocal) -> None:
     consola.print(f"Broker Kafka:      [cyan]{pila.bootstrap}[/cyan]")
     consola.print(f"gRPC Indicadores:  [cyan]{direccion}[/cyan]")
     consola.print(f"Métricas:          [cyan]http://127.0.0.1:{pila.metricas_puerto}/metrics[/cyan]")
+    consola.print(f"Portal público:    [cyan]http://127.0.0.1:{pila.portal_puerto}/[/cyan] (datos abiertos: /datos/)")
     consola.print(f"gRPC Ingesta:      [cyan]127.0.0.1:{pila.ingesta_puerto}[/cyan] "
                   "(token de demostración: gpr_demo_reniec_SOLO_DESARROLLO_LOCAL)")
     consola.print(f"Prometheus:        [cyan]http://127.0.0.1:{pila.prometheus_puerto}[/cyan] (alertas: /alerts)")

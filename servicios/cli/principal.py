@@ -45,6 +45,7 @@ def local(
     alertmanager_puerto: int = typer.Option(9093, help="Puerto de Alertmanager."),
     ingesta_puerto: int = typer.Option(50052, help="Puerto gRPC de la Ingesta."),
     ingesta_metricas_puerto: int = typer.Option(9466, help="Puerto de /metrics de la Ingesta."),
+    portal_puerto: int = typer.Option(8080, help="Puerto HTTP del portal público."),
 ) -> None:
     """Arranca broker embebido, procesador, consulta, simulador, Prometheus y Alertmanager, y
     muestra los indicadores en vivo.
@@ -55,5 +56,5 @@ def local(
 
     with PilaLocal(grpc_puerto, metricas_puerto, tasa, particiones, directorio,
                    procesador_metricas_puerto, prometheus_puerto, alertmanager_puerto,
-                   ingesta_puerto, ingesta_metricas_puerto) as pila:
+                   ingesta_puerto, ingesta_metricas_puerto, portal_puerto=portal_puerto) as pila:
         mostrar_en_vivo(pila)

@@ -31,7 +31,7 @@ def _solicitudes(stub) -> float:
 @pytest.mark.integracion
 def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path):
     puertos = {n: puerto_libre() for n in ("grpc", "metricas", "procesador", "prometheus", "alertmanager",
-                                           "ingesta", "ingesta_metricas")}
+                                           "ingesta", "ingesta_metricas", "portal")}
     env = {k: v for k, v in os.environ.items() if k != "GPR_KAFKA_BOOTSTRAP"}
     salida = open(tmp_path / "local.out", "wb")
     pila = subprocess.Popen(
@@ -40,6 +40,7 @@ def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path)
          "--procesador-metricas-puerto", str(puertos["procesador"]),
          "--prometheus-puerto", str(puertos["prometheus"]), "--alertmanager-puerto", str(puertos["alertmanager"]),
          "--ingesta-puerto", str(puertos["ingesta"]), "--ingesta-metricas-puerto", str(puertos["ingesta_metricas"]),
+         "--portal-puerto", str(puertos["portal"]),
          "--directorio", str(tmp_path / "pila")],
         cwd=RAIZ, env=env, stdout=salida, stderr=subprocess.STDOUT, preexec_fn=morir_con_el_padre(),
     )
@@ -66,7 +67,19 @@ def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path)
             objetivos = json.load(urllib.request.urlopen(
                 f"http://127.0.0.1:{puertos['prometheus']}/api/v1/targets", timeout=5))["data"]["activeTargets"]
         assert sorted((o["labels"]["job"], o["health"]) for o in objetivos) == [
-            ("gpr-consulta", "up"), ("gpr-ingesta", "up"), ("gpr-procesador", "up")]
+            ("gpr-consulta", "up"), ("gpr-ingesta", "up"), ("gpr-portal", "up"), ("gpr-procesador", "up")]
+        # El portal imprime su URL y muestra las entidades del catálogo con datos del simulador.
+        assert f"http://127.0.0.1:{puertos['portal']}/" in (tmp_path / "local.out").read_text()
+        fin = time.monotonic() + 30
+        while True:
+            try:
+                portada = urllib.request.urlopen(f"http://127.0.0.1:{puertos['portal']}/", timeout=5).read().decode()
+                if "Registro Nacional de Identificación" in portada and "Solicitudes recibidas" in portada:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < fin, "el portal de `gpr local` no mostró las entidades"
+            time.sleep(1)
         urllib.request.urlopen(f"http://127.0.0.1:{puertos['alertmanager']}/api/v2/status", timeout=5)
     finally:
         pila.send_signal(signal.SIGINT)

@@ -150,6 +150,24 @@ def metas(bancos: dict) -> list[Meta]:
     else:
         resultado.append(Meta("Memoria", "≤ 1 GiB con 10 000 pares, lineal", "—", None))
 
+    portal = bancos.get("portal")
+    if portal:
+        p99 = _get(portal, "portal", "abierto", "p99_ms")
+        resultado.append(Meta("Portal, latencia de páginas", f"p99 a {_num(portal.get('tasa_objetivo'))} peticiones/s",
+                              f"p99 {_num(p99, 1)} ms, p50 {_num(_get(portal, 'portal', 'abierto', 'p50_ms'), 1)} ms "
+                              f"(página constante: p99 {_num(_get(portal, 'constante', 'abierto', 'p99_ms'), 1)} ms)",
+                              None))
+        r = portal.get("razon_rps")
+        resultado.append(Meta("Portal, peticiones/s", "≥ 50 % del mismo framework con una página constante",
+                              f"{_pct(r)} ({_num(_get(portal, 'portal', 'cerrado', 'rps'))} / "
+                              f"{_num(_get(portal, 'constante', 'cerrado', 'rps'))} peticiones/s)",
+                              None if r is None else r >= 0.5))
+        rpc = portal.get("rpc", {})
+        resultado.append(Meta("Portal, llamadas gRPC", "≤ una por serie y periodo de caché",
+                              f"{_num(rpc.get('llamadas_por_1000_vistas'), 2)} por 1 000 vistas "
+                              f"({_num(rpc.get('llamadas'))} llamadas, tope {_num(rpc.get('tope_una_por_serie_y_periodo'))})",
+                              None if not rpc else rpc.get("llamadas", 0) <= rpc.get("tope_una_por_serie_y_periodo", 0)))
+
     arranque = _get(bancos, "arranque", "frio_mediana_s")
     resultado.append(Meta("Arranque", "≤ 10 s", f"{_num(arranque, 1)} s (mediana en frío)",
                           None if arranque is None else arranque <= 10.0))

@@ -67,6 +67,7 @@ def test_compose_arranca_los_servicios_esperados(compose):
         "consulta": "servicios.consulta",
         "ingesta": "servicios.ingesta",
         "simulador": "servicios.simulador",
+        "portal": "servicios.portal",
     }
     assert compose["services"]["procesador"]["deploy"]["replicas"] == 2
     assert compose["services"]["simulador"]["profiles"] == ["demo"]
@@ -113,12 +114,21 @@ def test_los_puertos_de_compose_coinciden_con_prometheus(compose):
     puerto_grpc = servicios["consulta"]["environment"]["GPR_GRPC_PUERTO"]
     assert f"{puerto_grpc}:{puerto_grpc}" in servicios["consulta"]["ports"]
     assert f"localhost:{puerto_grpc}" in " ".join(servicios["consulta"]["healthcheck"]["test"])
+    puerto_portal = servicios["portal"]["environment"]["GPR_PORTAL_PUERTO"]
+    assert trabajos["gpr-portal"]["static_configs"][0]["targets"] == [f"portal:{puerto_portal}"]
+    assert f"{puerto_portal}:{puerto_portal}" in servicios["portal"]["ports"]
+    assert f"localhost:{puerto_portal}/salud" in " ".join(servicios["portal"]["healthcheck"]["test"])
+    assert servicios["portal"]["environment"]["GPR_PORTAL_CONSULTA"] == f"consulta:{puerto_grpc}"
 
 
 def test_kafka_anuncia_la_direccion_que_usan_los_servicios(compose):
     servicios = compose["services"]
     anunciado = servicios["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     for servicio in _servicios_gpr(compose):
+        if servicio == "portal":
+            # El portal solo lee la API gRPC de la consulta: no conoce el broker.
+            assert "GPR_KAFKA_BOOTSTRAP" not in servicios[servicio]["environment"]
+            continue
         bootstrap = servicios[servicio]["environment"]["GPR_KAFKA_BOOTSTRAP"]
         assert f"://{bootstrap}" in anunciado, f"{servicio}: {bootstrap} no está en {anunciado}"
 

@@ -52,8 +52,11 @@ MODULOS = {
     "consulta": "servicios.consulta",
     "ingesta": "servicios.ingesta",
     "simulador": "servicios.simulador",
+    "portal": "servicios.portal",
 }
 IMAGEN_PROYECTO = "gpr-monitor"
+# Deployments que no hablan con Kafka (el portal es un cliente de la API gRPC).
+SIN_KAFKA = {"portal"}
 
 
 # ----------------------------------------------------------------- lectura de manifiestos
@@ -497,13 +500,38 @@ def test_los_servidores_grpc_se_detienen_con_gracia_antes_de_que_los_maten(nombr
     assert pod["terminationGracePeriodSeconds"] > espera + gracia
 
 
+def test_el_portal_sondea_salud_http_en_su_puerto_y_se_detiene_con_gracia():
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["portal"]
+    deployment = _objetos("Deployment")["portal"]
+    pod = deployment["spec"]["template"]["spec"]
+    contenedor = _principal("portal")
+    env = _env_literal(contenedor)
+    puerto = int(env["GPR_PORTAL_PUERTO"])
+    assert {p["name"]: p["containerPort"] for p in contenedor["ports"]} == {"http": puerto}
+    assert str(puerto) == compose["environment"]["GPR_PORTAL_PUERTO"]
+    for sonda in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert contenedor[sonda]["httpGet"] == {"path": "/salud", "port": "http"}, sonda
+    anotaciones = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert anotaciones["prometheus.io/port"] == str(puerto) and anotaciones["prometheus.io/path"] == "/metrics"
+    espera = int(contenedor["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > espera + parsear_duracion(env["GPR_PORTAL_GRACIA"])
+    # La consulta a la que apunta existe y expone ese puerto gRPC.
+    destino = env["GPR_PORTAL_CONSULTA"].removeprefix("dns:///")
+    servicio, puerto_grpc = destino.split(":")
+    nombre, namespace = servicio.split(".")[:2]
+    assert namespace == "gpr"
+    assert int(puerto_grpc) in [p["port"] for p in _objetos("Service")[nombre]["spec"]["ports"]]
+    assert [(p["port"], p["targetPort"]) for p in _objetos("Service")["portal"]["spec"]["ports"]] == [(80, "http")]
+    assert deployment["spec"]["replicas"] >= 2, "con una réplica el PDB no deja ninguna atendiendo"
+
+
 def test_services_y_pdb_seleccionan_los_pods_de_su_deployment():
     deployments = _objetos("Deployment")
     for nombre, d in deployments.items():
         etiquetas = d["spec"]["template"]["metadata"]["labels"]
         assert d["spec"]["selector"]["matchLabels"].items() <= etiquetas.items(), nombre
     pdbs = _objetos("PodDisruptionBudget")
-    assert set(pdbs) == {"procesador", "consulta", "ingesta"}
+    assert set(pdbs) == {"procesador", "consulta", "ingesta", "portal"}
     selecciones = [(f"PDB/{n}", p["spec"]["selector"]["matchLabels"]) for n, p in pdbs.items()]
     selecciones += [(f"Service/{n}", s["spec"]["selector"]) for n, s in _objetos("Service").items()]
     for nombre, selector in selecciones:
@@ -597,6 +625,10 @@ def test_los_servicios_esperan_los_topicos_que_crea_el_job():
     for nombre in MODULOS:
         pod = _objetos("Deployment")[nombre]["spec"]["template"]["spec"]
         iniciales = [c["command"] for c in pod.get("initContainers", [])]
+        if nombre in SIN_KAFKA:
+            # Lee solo la API gRPC: ni espera tópicos ni conoce el broker.
+            assert iniciales == [] and "GPR_KAFKA_BOOTSTRAP" not in _env_resuelto(_principal(nombre)), nombre
+            continue
         assert iniciales == [["python", "/etc/gpr/scripts/esperar_topicos.py"]], \
             f"{nombre}: arrancaría antes de que el Job cree los tópicos y los crearía con réplica 1"
 
