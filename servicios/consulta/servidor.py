@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from servicios.comun.catalogo import Catalogo, cargar_catalogo
+from servicios.comun.grpc_decodificacion import InterceptorPeticionesMalformadas
 from servicios.comun.grpc_metricas import InterceptorMetricasGrpc
 from servicios.comun.topicos import APORTES, EVENTOS
 from servicios.comun.en_hilo import ServicioEnHilo
@@ -124,7 +125,8 @@ class ServicioConsulta:
         for nombre in ("", SERVICIO):
             await self._salud.set(nombre, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-        self._servidor = grpc.aio.server(interceptors=[self._metricas_grpc])
+        # Métricas por fuera: cuentan también lo que el segundo responde (INVALID_ARGUMENT).
+        self._servidor = grpc.aio.server(interceptors=[self._metricas_grpc, InterceptorPeticionesMalformadas()])
         self._indicadores = ServicioIndicadores(self.vista, cfg.historial_maximo, cfg.suscripcion_bufer,
                                                 cfg.historial_total, self._tokens)
         ipb_grpc.add_IndicadoresServicer_to_server(self._indicadores, self._servidor)

@@ -8,9 +8,14 @@ se escribe a mano.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 import tracemalloc
 
 import pytest
+
+from conftest import RAIZ
 
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.consulta.vista import MOTIVOS_DESCARTE, Frescura, Vista
@@ -126,6 +131,41 @@ def test_historial_retiene_en_memoria_solo_lo_que_se_puede_leer():
     por_instantanea = len(_bytes(_ind(meta=meta)))
     # 100 legibles (99 anteriores y la actual); 3000 serían ~30 MB.
     assert retenida < 150 * por_instantanea, f"{retenida} bytes retenidos para 100 instantáneas de {por_instantanea}"
+
+
+_RSS_HISTORIAL = textwrap.dedent("""
+    import os
+    from gpr.v1 import indicadores_pb2 as ipb
+    from servicios.consulta.vista import Vista
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    vista = Vista("sin-kafka:9092")
+    vista.conservar_historial(100, 200_000)
+    meta = ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=ipb.CUMPLE, descripcion="r" * 5000)
+    claves = [f"reniec/s{n}/solicitudes/24h" for n in range(10)]
+    antes = rss()
+    for n in range(20_000):
+        clave = claves[n % 10]
+        a, s, i, v = clave.split("/")
+        vista._aplicar(clave.encode(), ipb.Indicador(agencia_id=a, servicio_id=s, indicador=i, ventana=v, valor=n,
+                                                     muestras=1, meta=meta).SerializeToString(), 0, n)
+    print(rss() - antes, sum(len(vista.historial(c)) for c in claves))
+""")
+
+
+def test_historial_rss_de_un_proceso_acotado_por_lo_legible():
+    """Lo mismo medido como lo ve el sistema (RSS de un subproceso): 10 series de ~5 KB que
+    cambian 2000 veces cada una. Legibles: 10 × 100 ≈ 5 MB; retener los 20 000 cambios serían
+    ~100 MB (medido con la versión anterior: +104 MB)."""
+    salida = subprocess.run([sys.executable, "-c", _RSS_HISTORIAL], capture_output=True, text=True, cwd=RAIZ,
+                            timeout=120)
+    assert salida.returncode == 0, salida.stderr
+    crecimiento, legibles = map(int, salida.stdout.split())
+    assert legibles == 1000
+    assert crecimiento < 30 * 1024 * 1024, f"el RSS creció {crecimiento / 2**20:.1f} MB"
 
 
 def test_historial_con_tope_por_serie_y_global():
