@@ -43,6 +43,9 @@ from servicios.consulta.vista import Vista
 log = logging.getLogger(__name__)
 
 SERVICIO = ipb.DESCRIPTOR.services_by_name["Indicadores"].full_name
+# Nombre de salud para la sonda de vida: SERVING mientras el proceso atiende, aunque Kafka no
+# responda (reiniciar el pod no arregla un corte de Kafka).
+VIDA = "vida"
 SALUD = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 _CARGANDO = ("la vista de indicadores aún se está cargando desde gpr.indicadores.v1; "
              "reintente en unos segundos")
@@ -151,6 +154,8 @@ class ServicioConsulta:
             except RuntimeError as error:
                 raise OSError(f"no se puede escuchar la salud gRPC en {direccion_salud}: {error}") from None
             await self._servidor_salud.start()
+
+        await self._salud.set(VIDA, health_pb2.HealthCheckResponse.SERVING)
 
         if cfg.metricas_puerto:
             self._rechazados = ContadorRechazados(cfg.bootstrap, self._catalogo)

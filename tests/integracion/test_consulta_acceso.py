@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import threading
 import time
+
+import yaml
 
 import grpc
 import pytest
@@ -294,3 +297,32 @@ def test_proceso_con_configuracion_de_acceso_mala_no_arranca(procesos, entorno, 
     proceso = procesos.lanzar("servicios.consulta", {"GPR_KAFKA_BOOTSTRAP": "127.0.0.1:1", **entorno})
     assert proceso.wait(30) == 2
     assert esperado in procesos.registro("consulta")
+
+
+def test_el_chequeo_de_salud_de_compose_habla_tls_con_el_certificado_de_compose(bootstrap, tmp_path):
+    """Lo que docker compose corre, tal cual salvo rutas y puerto: el guion con los nombres
+    del servicio consulta-tls y el healthcheck del servicio consulta."""
+    compose = yaml.safe_load((RAIZ / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
+    directorio, nombres, _dueno = compose["consulta-tls"]["command"]
+    assert directorio == "/tls"
+    subprocess.run(["sh", str(GENERAR_TLS), str(tmp_path / "tls"), nombres], check=True, capture_output=True)
+    entorno = compose["consulta"]["environment"]
+    montado = "/etc/gpr/consulta-tls"
+    assert entorno["GPR_CONSULTA_TLS_CERT"] == f"{montado}/tls.crt" and entorno["GPR_CONSULTA_TLS_KEY"] == f"{montado}/tls.key"
+    assert f"consulta-tls:{montado}:ro" in compose["consulta"]["volumes"]
+    chequeo = compose["consulta"]["healthcheck"]["test"]
+    assert chequeo[:3] == ["CMD", "python", "-c"]
+    crear_topicos(bootstrap, 2, [INDICADORES])
+    cfg = config_consulta.leer({
+        "GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_GRPC_HOST": "127.0.0.1", "GPR_GRPC_PUERTO": "0",
+        "GPR_METRICAS_PUERTO": "0", "GPR_GRPC_GRACIA": "1s", "GPR_CATALOGO": str(CATALOGO),
+        "GPR_CONSULTA_TLS_CERT": str(tmp_path / "tls" / "tls.crt"), "GPR_CONSULTA_TLS_KEY": str(tmp_path / "tls" / "tls.key"),
+        "GPR_CONSULTA_TOKENS": str(RAIZ / "despliegue" / "consulta" / "tokens.ejemplo.yaml")})
+    with ConsultaEnHilo(cfg) as servicio:
+        codigo = chequeo[3].replace(f"{montado}/ca.crt", str(tmp_path / "tls" / "ca.crt")).replace(
+            "localhost:50051", f"localhost:{servicio.puerto_grpc}")
+        fin = time.monotonic() + 30
+        while (resultado := subprocess.run([sys.executable, "-c", codigo], capture_output=True, text=True,
+                                           timeout=30)).returncode != 0:
+            assert time.monotonic() < fin, resultado.stderr[-2000:]
+            time.sleep(0.5)

@@ -112,6 +112,10 @@ def test_corte_de_kafka_not_serving_registro_acotado_y_vista_rehecha(broker, pro
         broker.detener()
         _esperar(lambda: _salud(canal) == NOT_SERVING, 30, "NOT_SERVING sin Kafka")
         assert _al_dia(puerto_metricas) == 0
+        # La sonda de vida de Kubernetes pregunta por «vida»: el proceso atiende, no hay que
+        # reiniciarlo por un corte de Kafka.
+        assert health_pb2_grpc.HealthStub(canal).Check(health_pb2.HealthCheckRequest(service="vida"),
+                                                       timeout=2).status == SERVING
         # Sin Kafka, lo último que leyó sigue disponible.
         assert stub.ObtenerIndicador(pedido, timeout=5).valor == 7.0
         time.sleep(CORTE_S)
