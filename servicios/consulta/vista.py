@@ -57,7 +57,7 @@ from google.protobuf.message import DecodeError
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
 from servicios.comun.indicadores import INDICADORES as DEFINICIONES
-from servicios.comun.indicadores import clave_serie, ventana_valida
+from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES, clave_serie, ventana_valida
 from servicios.comun.topicos import INDICADORES
 from servicios.consulta.peticiones import LARGO_MAXIMO_ID, ClaveOrden
 
@@ -69,6 +69,7 @@ Suscriptor = Callable[[str, "ipb.Indicador | None"], None]
 Campos = tuple[str, str, str, str, str]
 
 
+_VENTANAS_FIJAS = frozenset(VENTANAS_MOVILES) | {VENTANA_TOTAL}
 # Motivos de `Vista.descartados` (gpr_consulta_registros_descartados_total{motivo}).
 MOTIVOS_DESCARTE = ("sin_clave", "protobuf_invalido", "clave_no_coincide", "campo_invalido", "valor_no_finito")
 
@@ -79,22 +80,34 @@ def interna(clave: str) -> str:
 
 
 def motivo_de_descarte(clave: str, indicador: ipb.Indicador) -> str | None:
-    """Por qué una instantánea con clave `clave` no se acepta, o None si se acepta."""
+    """Por qué una instantánea con clave `clave` no se acepta, o None si se acepta.
+
+    Se llama con cada registro del tópico (la carga de la vista): lo común, una instantánea
+    válida, pasa por comparaciones baratas; el detalle del motivo se busca solo al rechazar.
+    """
     campos = (indicador.agencia_id, indicador.servicio_id, indicador.indicador, indicador.ventana,
               indicador.etapa_id)
-    meta = indicador.meta
-    # Estas cadenas son etiquetas de /metrics y partes de la clave: acotadas y sin separadores.
-    etiquetas = (*campos, indicador.etapa_cuello_botella, meta.operador, meta.severidad, meta.equipo)
-    if any(len(c) > LARGO_MAXIMO_ID for c in etiquetas) or any("/" in c or "\0" in c for c in campos):
-        return "campo_invalido"
-    if clave != clave_serie(*campos):
+    # Con la clave igual a la canónica y sin "/" de más, ningún campo tiene "/" (ni NUL: la
+    # clave ya se revisó), así que las etiquetas que salen de la clave son las del contenido.
+    if clave != clave_serie(*campos) or clave.count("/") != (4 if campos[4] else 3):
+        if any("/" in c for c in campos):
+            return "campo_invalido"
         return "clave_no_coincide"
-    definicion = DEFINICIONES.get(indicador.indicador)
-    if (not campos[0] or not campos[1] or definicion is None or not ventana_valida(campos[3])
-            or definicion.por_etapa != bool(campos[4]) or indicador.muestras < 0):
+    # Estas cadenas son etiquetas de /metrics: acotadas.
+    if max(map(len, campos)) > LARGO_MAXIMO_ID or len(indicador.etapa_cuello_botella) > LARGO_MAXIMO_ID:
         return "campo_invalido"
-    if not (math.isfinite(indicador.valor) and math.isfinite(indicador.numerador) and math.isfinite(meta.valor)):
+    definicion = DEFINICIONES.get(campos[2])
+    if (definicion is None or not campos[0] or not campos[1] or definicion.por_etapa != bool(campos[4])
+            or indicador.muestras < 0 or not (campos[3] in _VENTANAS_FIJAS or ventana_valida(campos[3]))):
+        return "campo_invalido"
+    if not (math.isfinite(indicador.valor) and math.isfinite(indicador.numerador)):
         return "valor_no_finito"
+    if indicador.HasField("meta"):
+        meta = indicador.meta
+        if max(len(meta.operador), len(meta.severidad), len(meta.equipo)) > LARGO_MAXIMO_ID:
+            return "campo_invalido"
+        if not math.isfinite(meta.valor):
+            return "valor_no_finito"
     return None
 
 
