@@ -19,11 +19,12 @@ leyó, pero deja de estar al día (NOT_SERVING) hasta que Kafka responde y la le
 de nuevo la marca de agua.
 
 Si el tópico desaparece o vuelve más corto que lo leído (un broker que volvió vacío, un
-tópico borrado y creado de nuevo: `OffsetOutOfRange`), la vista se vacía y se reconstruye
-desde el principio, como una consulta recién arrancada; mientras tanto vuelve a no estar
-cargada. Un tópico recreado que, durante el corte, creció más allá de lo leído no se puede
-distinguir por los offsets (aiokafka no expone el id del tópico): si el broker lo informó
-ausente en algún momento, sí se reconstruye.
+tópico borrado y creado de nuevo: `OffsetOutOfRange`, o una marca de agua por debajo de lo
+leído durante `plazo_kafka_s`), la vista se vacía y se reconstruye desde el principio, como
+una consulta recién arrancada; mientras tanto vuelve a no estar cargada. Un tópico recreado
+que, durante el corte, creció más allá de lo leído no se puede distinguir por los offsets
+(aiokafka no expone el id del tópico): si el broker lo informó ausente en algún momento, sí
+se reconstruye.
 
 Instantáneas que no se aceptan (se cuentan por motivo en `descartados`, nunca cambian la
 vista ni llegan a los suscriptores): sin clave UTF-8 (`sin_clave`), que no son un
@@ -178,8 +179,11 @@ class Vista:
         self._tarea: asyncio.Task | None = None
         # Leída entera al menos una vez (desde el arranque o la última reconstrucción).
         self.cargada = asyncio.Event()
+        self._reloj = reloj
         self._frescura = Frescura(plazo_kafka_s, reloj)
         self._alcanzada = False
+        # Desde cuándo una partición informa un final por debajo de lo leído (None: no).
+        self._corta_desde: float | None = None
         # Cargada, con la marca de agua alcanzada y Kafka respondiendo (ver `revisar`). Un
         # bool y no un Event: lo lee también el hilo de /metrics.
         self.al_dia = False
@@ -359,6 +363,7 @@ class Vista:
         self._version_claves += 1
         self.cargada.clear()
         self._alcanzada = False
+        self._corta_desde = None
         self.revisar()
         for clave in claves:
             self._avisar(clave, None)
@@ -393,8 +398,17 @@ class Vista:
                 if corta is not None:
                     # Un broker puede responder sin OffsetOutOfRange (Tansu lo hace): la marca
                     # de agua por debajo de lo leído delata igual un log que volvió más corto.
-                    self._reconstruir(f"{self._topico} es más corto que lo ya leído ({corta})")
-                    return
+                    # Se espera un plazo: tras un cambio de líder, Apache Kafka puede informar
+                    # un momento una marca de agua atrasada, y reconstruir cuesta releer todo.
+                    if self._corta_desde is None:
+                        self._corta_desde = self._reloj()
+                    if self._reloj() - self._corta_desde >= self._frescura.plazo_s:
+                        self._reconstruir(f"{self._topico} es más corto que lo ya leído ({corta})")
+                        return
+                    self._alcanzada = False
+                    self.revisar()
+                    continue
+                self._corta_desde = None
                 if not self._alcanzada and await self._alcanzada_marca_de_agua(consumidor, particiones):
                     self._alcanzada = True
                     if not self.cargada.is_set():
