@@ -182,18 +182,26 @@ class ServicioConsulta:
     async def _vigilar_salud(self) -> None:
         """SERVING mientras la vista esté al día; NOT_SERVING si no (ver `Vista.revisar`)."""
         estado = None
+        cambios = 0
         while True:
             al_dia = self.vista.revisar()
             if al_dia != estado:
                 estado = al_dia
+                cambios += 1
                 valor = health_pb2.HealthCheckResponse.SERVING if al_dia else health_pb2.HealthCheckResponse.NOT_SERVING
                 for nombre in ("", SERVICIO):
                     await self._salud.set(nombre, valor)
+                # El número de cambio va en el texto y no como argumento: el filtro de
+                # repetidos compara el texto sin argumentos, y cada cambio de estado debe
+                # quedar en el registro (si no, tras un corte corto la última línea diría
+                # NOT_SERVING con el servicio ya de vuelta). Un cambio exige un corte de al
+                # menos GPR_CONSULTA_PLAZO_KAFKA: no hay ráfagas.
                 if al_dia:
-                    log.info("salud: SERVING (vista de %d series al día)", len(self.vista))
+                    log.info(f"salud: SERVING (cambio {cambios}); vista de %d series al día", len(self.vista))
                 elif self.vista.cargada.is_set():
-                    log.warning("salud: NOT_SERVING: Kafka no responde desde hace más de %.0f s o la vista se está "
-                                "poniendo al día; se sigue respondiendo con lo último leído", self._cfg.plazo_kafka_s)
+                    log.warning(f"salud: NOT_SERVING (cambio {cambios}): Kafka no responde desde hace más de %.0f s "
+                                "o la vista se está poniendo al día; se sigue respondiendo con lo último leído",
+                                self._cfg.plazo_kafka_s)
             await asyncio.sleep(_REVISION_SALUD_S)
 
     def recargar_tokens(self, tokens: Tokens) -> None:

@@ -137,7 +137,11 @@ def test_corte_de_kafka_not_serving_registro_acotado_y_vista_rehecha(broker, pro
             stub.ObtenerIndicador(pedido, timeout=5)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
         assert _al_dia(puerto_metricas) == 1
-        assert "se reconstruye desde el principio" in procesos.registro("consulta")
+        registro = procesos.registro("consulta")
+        assert "se reconstruye desde el principio" in registro
+        # Cada cambio de la salud queda en el registro, aunque el filtro calle los repetidos.
+        cambios = [l.split("salud: ")[1].split(" (")[0] for l in registro.splitlines() if "salud: " in l]
+        assert cambios == ["SERVING", "NOT_SERVING", "SERVING"], cambios
     finally:
         canal.close()
     assert "Traceback" not in procesos.registro("consulta")[:antes_del_corte]
