@@ -91,7 +91,13 @@ class InterceptorPeticionesMalformadas(grpc.aio.ServerInterceptor):
         if manejador.unary_unary:
             envuelto = grpc.unary_unary_rpc_method_handler(_unaria(manejador.unary_unary), **opciones)
         elif manejador.unary_stream:
-            envuelto = grpc.unary_stream_rpc_method_handler(_flujo_servidor(manejador.unary_stream), **opciones)
+            comportamiento = manejador.unary_stream
+            # Un flujo del servidor es un generador o una corrutina que escribe con
+            # `context.write` (así lo hace la salud, `Watch`): el envoltorio debe ser igual.
+            if inspect.isasyncgenfunction(comportamiento) or inspect.isgeneratorfunction(comportamiento):
+                envuelto = grpc.unary_stream_rpc_method_handler(_flujo_servidor(comportamiento), **opciones)
+            else:
+                envuelto = grpc.unary_stream_rpc_method_handler(_unaria(comportamiento), **opciones)
         else:
             envuelto = manejador
         self._envueltos[handler_call_details.method] = (manejador, envuelto)

@@ -265,3 +265,17 @@ def test_rechazados_por_agencia_fuente_y_motivo(bootstrap, consulta):
     texto, _ = _metricas(servicio.puerto_metricas)
     assert 'gpr_eventos_rechazados_total{agencia="minsa",fuente="app",motivo="error_interno"} 2.0' in texto
     _promtool(texto)
+
+
+def test_bytes_mal_formados_en_la_salud_y_watch_sigue_funcionando(consulta):
+    """El interceptor envuelve también la salud: Watch es una corrutina que escribe con
+    context.write, no un generador."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    _, canal = consulta
+    for metodo, llamada in (("Check", canal.unary_unary), ("Watch", canal.unary_stream)):
+        codigo, detalle = _fallo(llamada(f"/grpc.health.v1.Health/{metodo}"), b"\xff\xff\xff")
+        assert codigo == grpc.StatusCode.INVALID_ARGUMENT and "grpc.health.v1.HealthCheckRequest" in detalle, detalle
+    observacion = health_pb2_grpc.HealthStub(canal).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+    assert next(observacion).status == health_pb2.HealthCheckResponse.SERVING
+    observacion.cancel()
