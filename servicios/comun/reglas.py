@@ -425,18 +425,20 @@ def reglas_plataforma(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int)
                     "runbook_url": _runbook("agencia-sin-eventos.md"),
                 },
             })
-    rechazos = f"rate(gpr_eventos_rechazados_total[{RECHAZOS_VENTANA}])"
+    # max by (agencia, fuente, motivo): cada réplica de la consulta cuenta el tópico entero
+    # (mismo total; si también se raspa el contador del procesador, el de cada réplica es una
+    # parte); luego se suman las agencias y fuentes de cada motivo.
+    rechazos = (f"sum by (motivo) (max by (agencia, fuente, motivo) "
+                f"(rate(gpr_eventos_rechazados_total[{RECHAZOS_VENTANA}])))")
     reglas.append({
         "alert": "EventosRechazados",
-        # max by (motivo): cada réplica de la consulta cuenta el tópico entero (mismo total);
-        # si también se raspa el contador del procesador, el de cada réplica es una parte.
         "expr": (
-            f"(\n  max by (motivo) ({rechazos})\n  / on () group_left ()\n  (\n"
-            f"    sum(max by (motivo) ({rechazos}))\n"
+            f"(\n  {rechazos}\n  / on () group_left ()\n  (\n"
+            f"    sum({rechazos})\n"
             f"    + (sum(rate(gpr_procesador_eventos_aceptados_total[{RECHAZOS_VENTANA}])) or vector(0))\n"
             f"  )\n) > {_numero(RECHAZOS_PROPORCION)}\n"
-            f"and\nmax by (motivo) (increase(gpr_eventos_rechazados_total[{RECHAZOS_VENTANA}]))"
-            f" >= {RECHAZOS_MINIMO}\n"),
+            f"and\nsum by (motivo) (max by (agencia, fuente, motivo) "
+            f"(increase(gpr_eventos_rechazados_total[{RECHAZOS_VENTANA}]))) >= {RECHAZOS_MINIMO}\n"),
         "for": RECHAZOS_VENTANA,
         "labels": {"severidad": "advertencia", "equipo": EQUIPO_PLATAFORMA},
         "annotations": {

@@ -1,4 +1,5 @@
-"""`python -m servicios.consulta`: lee la configuración, arma vista, servidor y /metrics, y sirve."""
+"""`python -m servicios.consulta`: lee la configuración, el catálogo y los tokens, arma vista,
+servidor y /metrics, y sirve."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import logging
 import sys
 
 from servicios.comun.config import ConfiguracionInvalida, entorno
+from servicios.comun.registro import configurar_registro
 from servicios.consulta import config
+
+log = logging.getLogger("servicios.consulta")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Con el filtro de repetidos: durante un corte de Kafka, una línea por intervalo y no
+    # una por reintento (también las de aiokafka).
+    configurar_registro()
     try:
         cfg = config.leer(entorno())
     except ConfiguracionInvalida as error:
@@ -19,12 +25,34 @@ def main() -> int:
         return 2
 
     from servicios.comun.broker import acotar_espera_de_fetch
+    from servicios.comun.catalogo import cargar_catalogo
+    from servicios.comun.yaml_lineas import ArchivoInvalido
+    from servicios.consulta.acceso import cargar_tokens, tokens_demo_aceptados
     from servicios.consulta.servidor import servir
+
+    try:
+        catalogo = cargar_catalogo(cfg.catalogo)
+    except ArchivoInvalido as error:
+        print(f"gpr-consulta: catálogo inválido (GPR_CATALOGO):\n{error}", file=sys.stderr)
+        return 2
+    tokens = None
+    if cfg.tokens:
+        try:
+            tokens = cargar_tokens(cfg.tokens, catalogo)
+        except ArchivoInvalido as error:
+            print(f"gpr-consulta: archivo de tokens inválido (GPR_CONSULTA_TOKENS):\n{error}", file=sys.stderr)
+            return 2
+        demo = tokens_demo_aceptados(tokens)
+        if demo:
+            log.warning("los tokens de lectura aceptan los de DEMOSTRACIÓN (públicos) de: %s; no use este archivo "
+                        "fuera de una máquina de desarrollo", ", ".join(demo))
+        if cfg.tls_certificado is None:
+            log.warning("tokens de lectura SIN TLS (GPR_CONSULTA_TLS_CERT): viajan en claro por la red")
 
     acotar_espera_de_fetch(cfg.espera_fetch_s)
 
     try:
-        asyncio.run(servir(cfg))
+        asyncio.run(servir(cfg, catalogo, tokens))
     except OSError as error:
         print(f"gpr-consulta: {error}", file=sys.stderr)
         return 1

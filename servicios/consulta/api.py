@@ -8,19 +8,28 @@ y entre todas las series como mucho `GPR_HISTORIAL_TOTAL` anteriores a las actua
 olvidan primero las más viejas): así la memoria queda acotada aunque todo cambie cada segundo.
 Cada suscriptor tiene un búfer de `GPR_SUSCRIPCION_BUFER` actualizaciones: si se llena porque
 el cliente no lee, su flujo termina con RESOURCE_EXHAUSTED; la memoria nunca crece sin límite.
+
+Acceso (ver `acceso`): cada método empieza por `_autorizar`, que da el alcance del token
+(UNAUTHENTICATED sin uno válido). Pedir por nombre una agencia fuera del alcance es
+PERMISSION_DENIED; sin agencia en el pedido, los listados y suscripciones se limitan a las
+agencias del alcance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
 import grpc
 
 from gpr.v1 import indicadores_pb2 as ipb
-from servicios.comun.indicadores import INDICADORES, ventana_valida
-from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud
+from servicios.comun.indicadores import ventana_valida
+from servicios.consulta.acceso import ABIERTO, Alcance, NoAutenticado, Tokens, alcance_de_metadatos
+from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud, eco, errores_filtro, errores_largo
 from servicios.consulta.vista import Vista
+
+log = logging.getLogger(__name__)
 
 # Instantáneas anteriores a las actuales que se guardan entre todas las series (GPR_HISTORIAL_TOTAL).
 HISTORIAL_TOTAL = 200_000
@@ -32,15 +41,6 @@ def coincide(indicador: ipb.Indicador, filtro: ipb.FiltroIndicadores) -> bool:
             and (not filtro.servicio_id or indicador.servicio_id == filtro.servicio_id)
             and (not filtro.indicador or indicador.indicador == filtro.indicador)
             and (not filtro.ventana or indicador.ventana == filtro.ventana))
-
-
-def errores_filtro(filtro: ipb.FiltroIndicadores) -> list[str]:
-    errores = []
-    if filtro.indicador and filtro.indicador not in INDICADORES:
-        errores.append(f"indicador: {filtro.indicador!r} no es un indicador conocido")
-    if filtro.ventana and not ventana_valida(filtro.ventana):
-        errores.append(f"ventana: {filtro.ventana!r} no es una ventana válida")
-    return errores
 
 
 def armar_tablero(series: Iterable[ipb.Indicador], agencia_id: str, ventana: str) -> ipb.Tablero:
@@ -70,13 +70,14 @@ def incumplimientos(series: Iterable[ipb.Indicador], filtro: ipb.FiltroIncumplim
 class Suscripcion:
     """Búfer acotado de un suscriptor; `desbordada` cuando el cliente no da abasto."""
 
-    def __init__(self, filtro: ipb.FiltroIndicadores, bufer: int):
+    def __init__(self, filtro: ipb.FiltroIndicadores, bufer: int, alcance: Alcance = ABIERTO):
         self.filtro = filtro
+        self.alcance = alcance
         self.cola: asyncio.Queue = asyncio.Queue(maxsize=bufer)
         self.desbordada = False
 
     def ofrecer(self, indicador: ipb.Indicador) -> None:
-        if self.desbordada or not coincide(indicador, self.filtro):
+        if self.desbordada or not coincide(indicador, self.filtro) or not self.alcance.permite(indicador.agencia_id):
             return
         try:
             self.cola.put_nowait(indicador)
@@ -91,8 +92,10 @@ class ApiExtendida:
     """Métodos de `Indicadores` más allá de obtener y listar (mezcla para el servicer)."""
 
     def _iniciar_api(self, vista: Vista, historial_maximo: int, bufer_suscripcion: int,
-                     historial_total: int = HISTORIAL_TOTAL) -> None:
+                     historial_total: int = HISTORIAL_TOTAL, tokens: Tokens | None = None) -> None:
         self._vista_api = vista
+        # None: sin control de acceso. Se reemplaza entero al recargar (SIGHUP).
+        self.tokens = tokens
         vista.conservar_historial(historial_maximo, historial_total)
         self._bufer = bufer_suscripcion
         self._suscripciones: set[Suscripcion] = set()
@@ -110,11 +113,28 @@ class ApiExtendida:
             for suscripcion in list(self._suscripciones):
                 suscripcion.ofrecer(indicador)
 
-    async def _exigir_al_dia(self, context) -> None:
-        if not self._vista_api.al_dia.is_set():
+    async def _exigir_cargada(self, context) -> None:
+        # Durante un corte de Kafka la vista sigue cargada y se sirve lo último leído; la
+        # salud dice NOT_SERVING. Solo antes de la primera lectura completa no hay nada que dar.
+        if not self._vista_api.cargada.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, _CARGANDO)
 
+    async def _autorizar(self, context) -> Alcance:
+        """El alcance del token de la llamada; UNAUTHENTICATED si no trae uno válido."""
+        try:
+            return alcance_de_metadatos(self.tokens, context.invocation_metadata())
+        except NoAutenticado as error:
+            # Ni el token ni el metadato se registran: un token mal pegado es igual de secreto.
+            log.warning("llamada sin token válido desde %s: %s", context.peer(), error)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+
+    async def _exigir_agencia(self, alcance: Alcance, agencia: str, context) -> None:
+        if agencia and not alcance.permite(agencia):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"agencia_id: este token no puede leer la agencia {eco(agencia)}")
+
     async def ObtenerHistorial(self, request: ipb.SolicitudHistorial, context) -> ipb.HistorialIndicador:
+        alcance = await self._autorizar(context)
         errores = [] if request.maximo >= 0 else ["maximo: no puede ser negativo"]
         try:
             clave = clave_de_solicitud(ipb.SolicitudIndicador(
@@ -124,38 +144,50 @@ class ApiExtendida:
             errores.insert(0, str(error))
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
-        await self._exigir_al_dia(context)
+        await self._exigir_agencia(alcance, request.agencia_id, context)
+        await self._exigir_cargada(context)
         instantaneas = self._vista_api.historial(clave, request.maximo)
         if not instantaneas:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no hay datos de la serie {clave!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no hay datos de la serie {eco(clave)}")
         return ipb.HistorialIndicador(instantaneas=instantaneas)
 
     async def ObtenerTablero(self, request: ipb.SolicitudTablero, context) -> ipb.Tablero:
+        alcance = await self._autorizar(context)
         ventana = request.ventana or "24h"
         errores = [] if request.agencia_id else ["agencia_id: es obligatorio"]
+        errores += errores_largo(agencia_id=request.agencia_id)
         if not ventana_valida(ventana):
-            errores.append(f"ventana: {ventana!r} no es una ventana válida")
+            errores.append(f"ventana: {eco(ventana)} no es una ventana válida")
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
-        await self._exigir_al_dia(context)
+        await self._exigir_agencia(alcance, request.agencia_id, context)
+        await self._exigir_cargada(context)
         tablero = armar_tablero(self._vista_api.indicadores(agencia=request.agencia_id, ventana=ventana),
                                 request.agencia_id, ventana)
         if not tablero.servicios:
             await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"no hay indicadores de la agencia {request.agencia_id!r} en la ventana {ventana!r}")
+                                f"no hay indicadores de la agencia {eco(request.agencia_id)} en la ventana {eco(ventana)}")
         return tablero
 
     async def ListarIncumplimientos(self, request: ipb.FiltroIncumplimientos, context) -> ipb.ListaIndicadores:
-        await self._exigir_al_dia(context)
+        alcance = await self._autorizar(context)
+        errores = errores_largo(agencia_id=request.agencia_id, servicio_id=request.servicio_id)
+        if errores:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
+        await self._exigir_agencia(alcance, request.agencia_id, context)
+        await self._exigir_cargada(context)
         series = (self._vista_api.obtener(clave) for clave in list(self._incumplen))
-        return ipb.ListaIndicadores(indicadores=incumplimientos((i for i in series if i is not None), request))
+        return ipb.ListaIndicadores(indicadores=incumplimientos(
+            (i for i in series if i is not None and alcance.permite(i.agencia_id)), request))
 
     async def SuscribirIndicadores(self, request: ipb.FiltroIndicadores, context):
+        alcance = await self._autorizar(context)
         errores = errores_filtro(request)
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
-        await self._exigir_al_dia(context)
-        suscripcion = Suscripcion(request, self._bufer)
+        await self._exigir_agencia(alcance, request.agencia_id, context)
+        await self._exigir_cargada(context)
+        suscripcion = Suscripcion(request, self._bufer, alcance)
         self._suscripciones.add(suscripcion)
         try:
             # Primero el estado actual de las series pedidas, luego cada cambio.

@@ -292,7 +292,7 @@ class ColectorIndicadores(Collector):
         )
 
     def _acumulados_de_proporciones(self) -> Iterator[Metric]:
-        valores = sorted(self._acumulados.valores()) if self._vista.al_dia.is_set() else []
+        valores = sorted(self._acumulados.valores()) if self._vista.cargada.is_set() else []
         yield FamiliaRapida(
             "gpr_indicador_buenos",
             "Numerador acumulado (ventana total) de los indicadores de proporción: los casos que "
@@ -313,12 +313,13 @@ class ColectorIndicadores(Collector):
         if self._rechazados is not None:
             rechazados = CounterMetricFamily(
                 "gpr_eventos_rechazados",
-                "Eventos en gpr.eventos.rechazados.v1 desde el principio del tópico, por motivo "
-                "(cabecera gpr-motivo hasta ':').",
-                labels=["motivo"],
+                "Eventos en gpr.eventos.rechazados.v1 desde el principio del tópico, por agencia y fuente "
+                "(del evento original; 'desconocida' si no está en el catálogo o no se pudo leer, 'otra' "
+                "pasadas 10 fuentes por agencia) y motivo (cabecera gpr-motivo hasta ':').",
+                labels=["agencia", "fuente", "motivo"],
             )
-            for motivo, n in sorted((self._rechazados.conteos() or {}).items()):
-                rechazados.add_metric([motivo], n)
+            for etiquetas, n in sorted((self._rechazados.conteos() or {}).items()):
+                rechazados.add_metric(list(etiquetas), n)
             yield rechazados
         if self._retraso is not None:
             retraso = GaugeMetricFamily(
@@ -332,17 +333,22 @@ class ColectorIndicadores(Collector):
             yield retraso
         yield GaugeMetricFamily(
             "gpr_consulta_vista_al_dia",
-            "1 si la vista de gpr.indicadores.v1 alcanzó el final del tópico desde el arranque.",
-            value=1 if self._vista.al_dia.is_set() else 0,
+            "1 si la vista de gpr.indicadores.v1 está al día: leyó hasta el final del tópico y Kafka "
+            "le responde (lo mismo que dice la salud gRPC); 0 al arrancar y durante un corte de Kafka.",
+            value=1 if self._vista.al_dia else 0,
         )
         yield GaugeMetricFamily(
             "gpr_consulta_series", "Series de indicadores en la vista materializada.", value=len(self._vista),
         )
-        yield CounterMetricFamily(
+        descartados = CounterMetricFamily(
             "gpr_consulta_registros_descartados",
-            "Registros de gpr.indicadores.v1 ignorados por no tener clave o no ser un gpr.v1.Indicador.",
-            value=self._vista.descartados,
+            "Registros de gpr.indicadores.v1 que la vista no aceptó, por motivo: sin_clave, protobuf_invalido, "
+            "clave_no_coincide (la clave de una serie con el contenido de otra), campo_invalido, valor_no_finito.",
+            labels=["motivo"],
         )
+        for motivo, n in sorted(self._vista.descartados.items()):
+            descartados.add_metric([motivo], n)
+        yield descartados
 
 
 def crear_registro(vista: Vista, rechazados: ContadorRechazados | None = None,

@@ -1,9 +1,15 @@
 """Validación de las peticiones de `Indicadores` y paginación del listado, sin E/S.
 
 Los errores son textos `campo: motivo` en español; el servidor los devuelve como detalle de
-un INVALID_ARGUMENT. El token de página es opaco para el cliente: guarda la última serie
-entregada (paginación por clave, estable aunque la vista cambie entre páginas) y el filtro
-con que se pidió, para rechazar un token usado con otro filtro.
+un INVALID_ARGUMENT. Lo que mandó el cliente se repite en el error a lo más en
+`ECO_MAXIMO` caracteres (`eco`): un campo de 1 MB no vuelve entero en la respuesta ni en
+ningún registro.
+
+El token de página es opaco para el cliente: guarda la última serie entregada (paginación
+por clave, estable aunque la vista cambie entre páginas) y una huella del filtro con que se
+pidió, para rechazar un token usado con otro filtro. Como lo puede inventar cualquiera, se
+lee con tamaño y anidamiento acotados (`TOKEN_MAXIMO`, `_ANIDAMIENTO_MAXIMO`) antes de
+pasarlo a `json`, que con miles de corchetes agota la pila (RecursionError).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +28,17 @@ from servicios.comun.indicadores import INDICADORES, clave_serie, ventana_valida
 TAMANO_PAGINA_DEFECTO = 100
 TAMANO_PAGINA_MAXIMO = 1000
 _VENTANAS = "1h, 24h, 7d, 30d, total o mes:AAAA-MM"
-_VERSION_TOKEN = 1
+_VERSION_TOKEN = 2
+# Un token propio mide ~150 caracteres; con identificadores de LARGO_MAXIMO_ID caracteres de
+# 4 bytes en UTF-8, unos 7 000. Lo que pase de esto no puede ser uno nuestro.
+TOKEN_MAXIMO = 8192
+# {"v": …, "u": [ … ]}: un objeto con una lista dentro.
+_ANIDAMIENTO_MAXIMO = 2
+# Caracteres de lo que mandó el cliente que se repiten en un mensaje de error.
+ECO_MAXIMO = 200
+# Largo máximo de un identificador (agencia, servicio, indicador, ventana, etapa) en una
+# petición; la vista tampoco acepta instantáneas con identificadores más largos.
+LARGO_MAXIMO_ID = 256
 
 ClaveOrden = tuple[str, str, str, str, str, str]
 
@@ -30,6 +47,20 @@ def clave_orden(clave: str, indicador: ipb.Indicador) -> ClaveOrden:
     """Orden del listado: agencia, servicio, indicador, ventana, etapa (y la clave, que desempata)."""
     return (indicador.agencia_id, indicador.servicio_id, indicador.indicador,
             indicador.ventana, indicador.etapa_id, clave)
+
+
+def eco(valor: str) -> str:
+    """`repr` de un dato del cliente para un mensaje, recortado a `ECO_MAXIMO` caracteres con
+    «…» y el largo original si es más largo."""
+    if len(valor) <= ECO_MAXIMO:
+        return repr(valor)
+    return f"{valor[:ECO_MAXIMO]!r}… ({len(valor)} caracteres)"
+
+
+def errores_largo(**campos: str) -> list[str]:
+    """Un error por cada identificador más largo que `LARGO_MAXIMO_ID`."""
+    return [f"{nombre}: demasiado largo ({len(valor)} caracteres; máximo {LARGO_MAXIMO_ID})"
+            for nombre, valor in campos.items() if len(valor) > LARGO_MAXIMO_ID]
 
 
 class PeticionInvalida(ValueError):
@@ -44,7 +75,7 @@ def _errores_indicador(indicador: str, obligatorio: bool) -> list[str]:
     if not indicador:
         return ["indicador: es obligatorio"] if obligatorio else []
     if indicador not in INDICADORES:
-        return [f"indicador: {indicador!r} no es un indicador conocido"]
+        return [f"indicador: {eco(indicador)} no es un indicador conocido"]
     return []
 
 
@@ -52,7 +83,7 @@ def _errores_ventana(ventana: str, obligatoria: bool) -> list[str]:
     if not ventana:
         return [f"ventana: es obligatoria ({_VENTANAS})"] if obligatoria else []
     if not ventana_valida(ventana):
-        return [f"ventana: {ventana!r} no es una ventana válida ({_VENTANAS})"]
+        return [f"ventana: {eco(ventana)} no es una ventana válida ({_VENTANAS})"]
     return []
 
 
@@ -63,10 +94,12 @@ def clave_de_solicitud(solicitud: ipb.SolicitudIndicador) -> str:
         errores.append("agencia_id: es obligatorio")
     if not solicitud.servicio_id:
         errores.append("servicio_id: es obligatorio")
+    errores += errores_largo(agencia_id=solicitud.agencia_id, servicio_id=solicitud.servicio_id)
     errores += _errores_indicador(solicitud.indicador, obligatorio=True)
     errores += _errores_ventana(solicitud.ventana, obligatoria=True)
+    errores += errores_largo(etapa_id=solicitud.etapa_id)
     definicion = INDICADORES.get(solicitud.indicador)
-    if definicion is not None:
+    if definicion is not None and len(solicitud.etapa_id) <= LARGO_MAXIMO_ID:
         if definicion.por_etapa and not solicitud.etapa_id:
             errores.append(f"etapa_id: es obligatorio para el indicador por etapa {solicitud.indicador!r}")
         elif not definicion.por_etapa and solicitud.etapa_id:
@@ -83,34 +116,68 @@ class Pagina:
     siguiente: str
 
 
-def _campos_filtro(filtro: ipb.FiltroIndicadores) -> list[str]:
-    return [filtro.agencia_id, filtro.servicio_id, filtro.indicador, filtro.ventana]
+def _huella_filtro(filtro: ipb.FiltroIndicadores) -> str:
+    # Una huella y no los campos: el token queda corto aunque el filtro sea largo.
+    campos = json.dumps([filtro.agencia_id, filtro.servicio_id, filtro.indicador, filtro.ventana],
+                        ensure_ascii=False).encode()
+    return hashlib.sha256(campos).hexdigest()[:16]
 
 
 def codificar_token(ultima: ClaveOrden, filtro: ipb.FiltroIndicadores) -> str:
-    datos = {"v": _VERSION_TOKEN, "u": list(ultima), "f": _campos_filtro(filtro)}
+    # La clave (sexto elemento) no viaja: es la canónica de los cinco campos (la vista
+    # descarta las instantáneas cuya clave no lo es).
+    datos = {"v": _VERSION_TOKEN, "u": list(ultima[:5]), "f": _huella_filtro(filtro)}
     crudo = json.dumps(datos, ensure_ascii=False, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(crudo).rstrip(b"=").decode("ascii")
+
+
+def _anidamiento(texto: str) -> int:
+    """Profundidad máxima de corchetes y llaves de un JSON, sin contar los de las cadenas."""
+    profundidad = maxima = 0
+    en_cadena = escapado = False
+    for c in texto:
+        if en_cadena:
+            if escapado:
+                escapado = False
+            elif c == "\\":
+                escapado = True
+            elif c == '"':
+                en_cadena = False
+        elif c == '"':
+            en_cadena = True
+        elif c in "[{":
+            profundidad += 1
+            maxima = max(maxima, profundidad)
+        elif c in "]}":
+            profundidad -= 1
+    return maxima
 
 
 def decodificar_token(token: str, filtro: ipb.FiltroIndicadores) -> ClaveOrden:
     """Última clave entregada según el token; PeticionInvalida (token_pagina) si no sirve."""
     invalido = PeticionInvalida(
         ["token_pagina: no es un token de página válido (use siguiente_pagina de la respuesta anterior)"])
+    if len(token) > TOKEN_MAXIMO:
+        raise PeticionInvalida([f"token_pagina: demasiado largo ({len(token)} caracteres; máximo {TOKEN_MAXIMO}); "
+                                "use siguiente_pagina de la respuesta anterior"])
     try:
-        crudo = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        datos = json.loads(crudo.decode("utf-8"))
-    except (binascii.Error, ValueError):
+        texto = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+        if _anidamiento(texto) > _ANIDAMIENTO_MAXIMO:
+            raise invalido
+        datos = json.loads(texto)
+    except (binascii.Error, ValueError, RecursionError):
+        # RecursionError no debería llegar (el anidamiento se mide antes): defensa de más.
         raise invalido from None
     if not isinstance(datos, dict) or datos.get("v") != _VERSION_TOKEN:
         raise invalido
-    ultima, campos = datos.get("u"), datos.get("f")
-    if not (isinstance(ultima, list) and len(ultima) == 6 and all(isinstance(x, str) for x in ultima)):
+    ultima, huella = datos.get("u"), datos.get("f")
+    if not (isinstance(ultima, list) and len(ultima) == 5 and all(isinstance(x, str) for x in ultima)
+            and isinstance(huella, str)):
         raise invalido
-    if campos != _campos_filtro(filtro):
+    if huella != _huella_filtro(filtro):
         raise PeticionInvalida(["token_pagina: pertenece a un listado con otro filtro; "
                                 "repita la primera página con el filtro nuevo"])
-    return tuple(ultima)
+    return (*ultima, clave_serie(*ultima))
 
 
 def _cumple(orden: ClaveOrden, filtro: ipb.FiltroIndicadores) -> bool:
@@ -122,10 +189,21 @@ def _cumple(orden: ClaveOrden, filtro: ipb.FiltroIndicadores) -> bool:
             and (not filtro.ventana or orden[3] == filtro.ventana))
 
 
-def paginar(ordenadas: Sequence[tuple[ClaveOrden, ipb.Indicador]], filtro: ipb.FiltroIndicadores) -> Pagina:
-    """Una página del listado ordenado `ordenadas`; PeticionInvalida si el filtro no es válido."""
-    errores = _errores_indicador(filtro.indicador, obligatorio=False)
+def errores_filtro(filtro: ipb.FiltroIndicadores) -> list[str]:
+    """Errores de los campos de filtro de un listado o una suscripción (vacío: sin filtrar)."""
+    errores = errores_largo(agencia_id=filtro.agencia_id, servicio_id=filtro.servicio_id)
+    errores += _errores_indicador(filtro.indicador, obligatorio=False)
     errores += _errores_ventana(filtro.ventana, obligatoria=False)
+    return errores
+
+
+def paginar(ordenadas: Sequence[tuple[ClaveOrden, ipb.Indicador]], filtro: ipb.FiltroIndicadores,
+            agencias: frozenset[str] | None = None) -> Pagina:
+    """Una página del listado ordenado `ordenadas`; PeticionInvalida si el filtro no es válido.
+
+    `agencias`: las únicas agencias que se pueden listar (el alcance del token); None, todas.
+    """
+    errores = errores_filtro(filtro)
     if filtro.tamano_pagina < 0:
         errores.append("tamano_pagina: no puede ser negativo")
     if errores:
@@ -138,14 +216,24 @@ def paginar(ordenadas: Sequence[tuple[ClaveOrden, ipb.Indicador]], filtro: ipb.F
     if filtro.agencia_id:
         # El listado está ordenado por agencia: se salta directo a la suya y se para al salir.
         inicio = max(inicio, bisect.bisect_left(ordenadas, (filtro.agencia_id,), key=lambda par: par[0]))
+    permitidas = sorted(agencias) if agencias is not None else None
 
     elegidas: list[tuple[ClaveOrden, object]] = []
     hay_mas = False
-    for i in range(inicio, len(ordenadas)):
+    i = inicio
+    while i < len(ordenadas):
         par = ordenadas[i]
         orden = par[0]
         if filtro.agencia_id and orden[0] != filtro.agencia_id:
             break
+        if permitidas is not None and orden[0] not in agencias:
+            # Fuera del alcance: se salta a la siguiente agencia permitida (sin recorrer las demás).
+            siguiente_agencia = next((a for a in permitidas if a > orden[0]), None)
+            if siguiente_agencia is None:
+                break
+            i = bisect.bisect_left(ordenadas, (siguiente_agencia,), lo=i, key=lambda par: par[0])
+            continue
+        i += 1
         if not _cumple(orden, filtro):
             continue
         if len(elegidas) == tamano:

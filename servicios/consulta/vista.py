@@ -4,37 +4,63 @@ Al arrancar se leen todas las particiones del tópico compactado desde el princi
 grupo de consumidores (cada réplica de la consulta tiene su vista completa), y se sigue
 leyendo para siempre. Un registro con valor nulo es una lápida: la serie desaparece.
 
-Cuándo la vista está «al día»: cuando, en cada partición, la posición de lectura alcanzó la
+Cuándo la vista está «cargada»: cuando, en cada partición, la posición de lectura alcanzó la
 marca de agua alta (high watermark) que trajo la última respuesta de `Fetch`
 (`AIOKafkaConsumer.highwater`). No se usa `end_offsets()`: el broker embebido (Tansu)
 responde a `ListOffsets` con el offset base del último lote y no con el final del registro
 (DISENO.md §6), así que compararse con él declararía la vista al día antes de tiempo. La
 marca de agua del `Fetch` es correcta en Tansu y en Apache Kafka, y también cubre el tópico
-vacío (marca 0, posición 0). Una vez al día, la vista no vuelve atrás: lo que llegue después
-son actualizaciones en vivo.
+vacío (marca 0, posición 0). Hasta estar cargada la API responde UNAVAILABLE.
+
+Cuándo está «al día» (`al_dia`, lo que dice la salud gRPC): cargada, con la marca de agua
+alcanzada, y con una respuesta de Kafka de cada partición en los últimos `plazo_kafka_s`
+segundos (`Frescura`). Durante un corte de Kafka la vista sigue sirviendo lo último que
+leyó, pero deja de estar al día (NOT_SERVING) hasta que Kafka responde y la lectura alcanza
+de nuevo la marca de agua.
+
+Si el tópico desaparece o vuelve más corto que lo leído (un broker que volvió vacío, un
+tópico borrado y creado de nuevo: `OffsetOutOfRange`, o una marca de agua por debajo de lo
+leído durante `plazo_kafka_s`), la vista se vacía y se reconstruye desde el principio, como
+una consulta recién arrancada; mientras tanto vuelve a no estar cargada. Un tópico recreado
+que, durante el corte, creció más allá de lo leído no se puede distinguir por los offsets
+(aiokafka no expone el id del tópico): si el broker lo informó ausente en algún momento, sí
+se reconstruye.
+
+Instantáneas que no se aceptan (se cuentan por motivo en `descartados`, nunca cambian la
+vista ni llegan a los suscriptores): sin clave UTF-8 (`sin_clave`), que no son un
+`gpr.v1.Indicador` (`protobuf_invalido`), cuya clave no es la de su contenido
+(`clave_no_coincide`: la clave de una serie con los datos de otra), con identificadores
+vacíos, con «/», desconocidos o de más de `LARGO_MAXIMO_ID` caracteres, o muestras negativas
+(`campo_invalido`), y con valores no finitos (`valor_no_finito`). Quien puede escribir en
+gpr.indicadores.v1 puede falsificar una instantánea bien formada; eso solo lo impiden las ACL
+de Kafka (docs/consulta.md).
 
 Memoria: la vista es casi toda la memoria de la consulta (1,2 millones de series con 10 000
 pares). Cada serie se guarda serializada (`bytes`) y se decodifica al servirla; el listado
 ordenado es un índice de claves; el historial de `ObtenerHistorial` comparte esos mismos
-`bytes` y tiene tope por serie y global (`conservar_historial`).
+`bytes` y tiene tope por serie y global (`conservar_historial`), y en memoria solo quedan las
+instantáneas que `ObtenerHistorial` puede devolver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
+import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from google.protobuf.message import DecodeError
 
 from gpr.v1 import indicadores_pb2 as ipb
+from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
+from servicios.comun.indicadores import INDICADORES as DEFINICIONES
+from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES, clave_serie, ventana_valida
 from servicios.comun.topicos import INDICADORES
-from servicios.consulta.peticiones import ClaveOrden
+from servicios.consulta.peticiones import LARGO_MAXIMO_ID, ClaveOrden
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +70,80 @@ Suscriptor = Callable[[str, "ipb.Indicador | None"], None]
 Campos = tuple[str, str, str, str, str]
 
 
+_VENTANAS_FIJAS = frozenset(VENTANAS_MOVILES) | {VENTANA_TOTAL}
+# Motivos de `Vista.descartados` (gpr_consulta_registros_descartados_total{motivo}).
+MOTIVOS_DESCARTE = ("sin_clave", "protobuf_invalido", "clave_no_coincide", "campo_invalido", "valor_no_finito")
+
+
 def interna(clave: str) -> str:
     """Clave interna de la vista para la clave de Kafka `clave` (NUL en lugar de "/")."""
     return clave.replace("/", "\0")
+
+
+def motivo_de_descarte(clave: str, indicador: ipb.Indicador) -> str | None:
+    """Por qué una instantánea con clave `clave` no se acepta, o None si se acepta.
+
+    Se llama con cada registro del tópico (la carga de la vista): lo común, una instantánea
+    válida, pasa por comparaciones baratas; el detalle del motivo se busca solo al rechazar.
+    """
+    campos = (indicador.agencia_id, indicador.servicio_id, indicador.indicador, indicador.ventana,
+              indicador.etapa_id)
+    # Con la clave igual a la canónica y sin "/" de más, ningún campo tiene "/" (ni NUL: la
+    # clave ya se revisó), así que las etiquetas que salen de la clave son las del contenido.
+    if clave != clave_serie(*campos) or clave.count("/") != (4 if campos[4] else 3):
+        if any("/" in c for c in campos):
+            return "campo_invalido"
+        return "clave_no_coincide"
+    # Estas cadenas son etiquetas de /metrics: acotadas.
+    if max(map(len, campos)) > LARGO_MAXIMO_ID or len(indicador.etapa_cuello_botella) > LARGO_MAXIMO_ID:
+        return "campo_invalido"
+    definicion = DEFINICIONES.get(campos[2])
+    if (definicion is None or not campos[0] or not campos[1] or definicion.por_etapa != bool(campos[4])
+            or indicador.muestras < 0 or not (campos[3] in _VENTANAS_FIJAS or ventana_valida(campos[3]))):
+        return "campo_invalido"
+    if not (math.isfinite(indicador.valor) and math.isfinite(indicador.numerador)):
+        return "valor_no_finito"
+    if indicador.HasField("meta"):
+        meta = indicador.meta
+        if max(len(meta.operador), len(meta.severidad), len(meta.equipo)) > LARGO_MAXIMO_ID:
+            return "campo_invalido"
+        if not math.isfinite(meta.valor):
+            return "valor_no_finito"
+    return None
+
+
+class Frescura:
+    """Si Kafka respondió hace poco a la lectura de cada partición.
+
+    `observar` recibe, por partición, la marca de la última respuesta de Fetch que vio el
+    consumidor (`last_poll_timestamp`); una marca distinta de la anterior es una respuesta
+    nueva y se anota con `reloj` (monótono, inyectable en pruebas). Con el broker caído las
+    marcas dejan de cambiar. Una partición recién asignada tiene el plazo entero para su
+    primera respuesta.
+    """
+
+    def __init__(self, plazo_s: float, reloj: Callable[[], float] = time.monotonic):
+        self.plazo_s = plazo_s
+        self._reloj = reloj
+        self._marcas: dict[int, int] = {}
+        self._vistas: dict[int, float] = {}
+
+    def asignar(self, particiones: Iterable[int]) -> None:
+        ahora = self._reloj()
+        particiones = set(particiones)
+        self._vistas = {p: self._vistas.get(p, ahora) for p in particiones}
+        self._marcas = {p: m for p, m in self._marcas.items() if p in particiones}
+
+    def observar(self, marcas: dict[int, int | None]) -> None:
+        ahora = None
+        for particion, marca in marcas.items():
+            if marca is not None and marca != self._marcas.get(particion):
+                self._marcas[particion] = marca
+                self._vistas[particion] = ahora = ahora if ahora is not None else self._reloj()
+
+    def al_dia(self) -> bool:
+        ahora = self._reloj()
+        return all(ahora - vista <= self.plazo_s for vista in self._vistas.values())
 
 
 class Vista:
@@ -60,16 +157,16 @@ class Vista:
     """
 
     def __init__(self, bootstrap: str, topico: str = INDICADORES, *, reintento_s: float = 1.0,
-                 cliente_id: str = "gpr-consulta"):
+                 cliente_id: str = "gpr-consulta", plazo_kafka_s: float = 10.0,
+                 reloj: Callable[[], float] = time.monotonic):
         self._bootstrap = bootstrap
         self._topico = topico
         self._reintento_s = reintento_s
         self._cliente_id = cliente_id
         # Clave interna (la de Kafka con NUL por "/") → Indicador serializado. Con NUL, el
-        # orden de las claves internas como texto es el del listado (ver `ordenadas`).
+        # orden de las claves internas como texto es el del listado (ver `ordenadas`). Solo
+        # se aceptan claves canónicas (`motivo_de_descarte`): las etiquetas salen de la clave.
         self._series: dict[str, bytes] = {}
-        # Solo las series cuya clave no es la canónica de sus campos: sus etiquetas.
-        self._campos: dict[str, Campos] = {}
         self._suscriptores: list[Suscriptor] = []
         # Siguiente offset por partición: si el consumidor falla, se retoma desde aquí y no
         # desde el principio, para no resucitar series cuyas lápidas ya se compactaron.
@@ -80,8 +177,17 @@ class Vista:
         self._ordenadas: tuple[int, list[str]] = (-1, [])
         self._historial: _Historial | None = None
         self._tarea: asyncio.Task | None = None
-        self.al_dia = asyncio.Event()
-        self.descartados = 0
+        # Leída entera al menos una vez (desde el arranque o la última reconstrucción).
+        self.cargada = asyncio.Event()
+        self._reloj = reloj
+        self._frescura = Frescura(plazo_kafka_s, reloj)
+        self._alcanzada = False
+        # Desde cuándo una partición informa un final por debajo de lo leído (None: no).
+        self._corta_desde: float | None = None
+        # Cargada, con la marca de agua alcanzada y Kafka respondiendo (ver `revisar`). Un
+        # bool y no un Event: lo lee también el hilo de /metrics.
+        self.al_dia = False
+        self.descartados: dict[str, int] = dict.fromkeys(MOTIVOS_DESCARTE, 0)
 
     # --- lectura -------------------------------------------------------------------------
 
@@ -93,15 +199,12 @@ class Vista:
         """El Indicador serializado tal como llegó de Kafka."""
         return self._series.get(interna(clave))
 
-    def etiquetas(self, clave_interna: str) -> Campos:
+    @staticmethod
+    def etiquetas(clave_interna: str) -> Campos:
         """(agencia, servicio, indicador, ventana, etapa) de la serie, sin decodificarla."""
-        campos = self._campos.get(clave_interna)
-        if campos is not None:
-            return campos
         partes = clave_interna.split("\0", 4)
         if len(partes) < 5:
-            # Sin etapa (o, si /metrics leyó una clave no canónica justo antes de su lápida,
-            # menos partes): se completa para no romper el raspado.
+            # Sin etapa.
             partes += [""] * (5 - len(partes))
         return (partes[0], partes[1], partes[2], partes[3], partes[4])
 
@@ -129,16 +232,14 @@ class Vista:
         """Series en el orden del listado (agencia, servicio, indicador, ventana, etapa, clave).
 
         El índice (solo las claves, 8 B por serie) se reutiliza mientras no aparezcan ni
-        desaparezcan series. Sin claves no canónicas basta ordenar las claves internas como
-        texto: con NUL como separador, menor que cualquier otro carácter, el orden del texto
-        es el de la tupla (un campo que es prefijo de otro va antes, y sin etapa antes que con).
+        desaparezcan series. Como todas las claves son canónicas basta ordenar las claves
+        internas como texto: con NUL como separador, menor que cualquier otro carácter, el
+        orden del texto es el de la tupla (un campo que es prefijo de otro va antes, y sin
+        etapa antes que con).
         """
         version, claves = self._ordenadas
         if version != self._version_claves:
-            if self._campos:
-                claves = sorted(self._series, key=self._clave_orden)
-            else:
-                claves = sorted(self._series)
+            claves = sorted(self._series)
             self._ordenadas = (self._version_claves, claves)
         return ListaOrdenada(self, claves)
 
@@ -157,7 +258,8 @@ class Vista:
         Sin el tope global, `maximo` por serie no acota nada en la práctica: el procesador
         republica cada segundo las series de una agencia activa, y 100 instantáneas de
         1,2 millones de series serían ~18 GB. El actual no cuenta contra `total`: es el de la
-        vista, y siempre está.
+        vista, y siempre está. Lo que sale por el tope de su serie deja de ocupar memoria y
+        lugar en el tope global al momento.
         """
         self._historial = _Historial(maximo, total)
 
@@ -187,6 +289,9 @@ class Vista:
         return cancelar
 
     def iniciar(self) -> None:
+        # Un registro con una clave de cabecera que no es UTF-8 dejaría a aiokafka (y a la
+        # vista) detenido para siempre en su lote.
+        tolerar_cabeceras_no_utf8()
         if self._tarea is None:
             self._tarea = asyncio.create_task(self._ejecutar(), name=f"vista {self._topico}")
 
@@ -218,7 +323,9 @@ class Vista:
                 bootstrap_servers=self._bootstrap,
                 group_id=None,
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                # Sin reinicio automático: una posición fuera del log (el tópico volvió vacío
+                # o más corto) debe vaciar la vista, no releer encima de lo que ya tiene.
+                auto_offset_reset="none",
                 client_id=self._cliente_id,
             )
             try:
@@ -235,9 +342,36 @@ class Vista:
             await _cerrar(consumidor)
             await asyncio.sleep(self._reintento_s)
 
+    def revisar(self) -> bool:
+        """Recalcula y devuelve `al_dia`. La llaman el bucle de lectura y, cada poco, la salud
+        gRPC (el bucle puede estar esperando a Kafka)."""
+        if not self._frescura.al_dia():
+            # Tras un silencio de Kafka hay que volver a alcanzar la marca de agua.
+            self._alcanzada = False
+        self.al_dia = self.cargada.is_set() and self._alcanzada
+        return self.al_dia
+
+    def _reconstruir(self, motivo: str) -> None:
+        """Vacía la vista para leer el tópico desde el principio (ver el docstring del módulo)."""
+        log.warning("%s: la vista (%d series) se vacía y se reconstruye desde el principio del tópico",
+                    motivo, len(self._series))
+        claves = [k.replace("\0", "/") for k in self._series]
+        self._series.clear()
+        self._posiciones.clear()
+        if self._historial is not None:
+            self._historial = _Historial(self._historial.maximo, self._historial.total)
+        self._version_claves += 1
+        self.cargada.clear()
+        self._alcanzada = False
+        self._corta_desde = None
+        self.revisar()
+        for clave in claves:
+            self._avisar(clave, None)
+
     async def _leer(self) -> None:
         consumidor, particiones = await self._conectar()
         inicio = time.monotonic()
+        self._frescura.asignar(tp.partition for tp in particiones)
         try:
             consumidor.assign(particiones)
             for tp in particiones:
@@ -246,17 +380,55 @@ class Vista:
                 else:
                     await consumidor.seek_to_beginning(tp)
             while True:
-                lotes = await consumidor.getmany(timeout_ms=250, max_records=10_000)
+                try:
+                    lotes = await consumidor.getmany(timeout_ms=250, max_records=10_000)
+                except OffsetOutOfRangeError as error:
+                    self._reconstruir(f"{self._topico} es más corto que lo ya leído ({error})")
+                    return
                 for tp, registros in lotes.items():
                     for registro in registros:
                         self._aplicar(registro.key, registro.value, tp.partition, registro.offset)
                     self._posiciones[tp.partition] = registros[-1].offset + 1
-                if not self.al_dia.is_set() and await self._alcanzada_marca_de_agua(consumidor, particiones):
-                    self.al_dia.set()
-                    log.info("vista de %s al día: %d series en %.1f s", self._topico, len(self._series),
-                             time.monotonic() - inicio)
+                self._frescura.observar({tp.partition: consumidor.last_poll_timestamp(tp) for tp in particiones})
+                if not consumidor.partitions_for_topic(self._topico):
+                    # El broker responde y dice que el tópico no existe: lo leído ya no vale.
+                    self._reconstruir(f"el tópico {self._topico} desapareció del broker")
+                    return
+                corta = await self._particion_mas_corta_que_lo_leido(consumidor, particiones)
+                if corta is not None:
+                    # Un broker puede responder sin OffsetOutOfRange (Tansu lo hace): la marca
+                    # de agua por debajo de lo leído delata igual un log que volvió más corto.
+                    # Se espera un plazo: tras un cambio de líder, Apache Kafka puede informar
+                    # un momento una marca de agua atrasada, y reconstruir cuesta releer todo.
+                    if self._corta_desde is None:
+                        self._corta_desde = self._reloj()
+                    if self._reloj() - self._corta_desde >= self._frescura.plazo_s:
+                        self._reconstruir(f"{self._topico} es más corto que lo ya leído ({corta})")
+                        return
+                    self._alcanzada = False
+                    self.revisar()
+                    continue
+                self._corta_desde = None
+                if not self._alcanzada and await self._alcanzada_marca_de_agua(consumidor, particiones):
+                    self._alcanzada = True
+                    if not self.cargada.is_set():
+                        self.cargada.set()
+                        log.info("vista de %s cargada: %d series en %.1f s", self._topico, len(self._series),
+                                 time.monotonic() - inicio)
+                self.revisar()
         finally:
             await _cerrar(consumidor)
+
+    @staticmethod
+    async def _particion_mas_corta_que_lo_leido(consumidor: AIOKafkaConsumer,
+                                                particiones: list[TopicPartition]) -> str | None:
+        for tp in particiones:
+            marca = consumidor.highwater(tp)
+            if marca is not None:
+                posicion = await consumidor.position(tp)
+                if posicion > marca:
+                    return f"partición {tp.partition}: leído hasta {posicion}, el log termina en {marca}"
+        return None
 
     @staticmethod
     async def _alcanzada_marca_de_agua(consumidor: AIOKafkaConsumer, particiones: list[TopicPartition]) -> bool:
@@ -274,13 +446,12 @@ class Vista:
             clave = None
         if not clave or "\0" in clave:
             # NUL es el separador de la clave interna: una clave con NUL se confundiría.
-            self._descartar(particion, offset, "registro sin clave UTF-8 válida")
+            self._descartar(particion, offset, "sin_clave", "sin clave UTF-8 válida")
             return
         k = interna(clave)
         if valor is None:
             if self._series.pop(k, None) is None:
                 return
-            self._campos.pop(k, None)
             if self._historial is not None:
                 self._historial.olvidar(k)
             self._version_claves += 1
@@ -289,7 +460,11 @@ class Vista:
             try:
                 indicador = ipb.Indicador.FromString(valor)
             except DecodeError as error:
-                self._descartar(particion, offset, f"no es un protobuf gpr.v1.Indicador: {error}")
+                self._descartar(particion, offset, "protobuf_invalido", f"no es un protobuf gpr.v1.Indicador: {error}")
+                return
+            motivo = motivo_de_descarte(clave, indicador)
+            if motivo is not None:
+                self._descartar(particion, offset, motivo, "la instantánea no corresponde a su clave o no es válida")
                 return
             # Se guarda una copia exacta: `valor` puede ser una vista de un búfer mayor.
             crudo = bytes(valor)
@@ -297,24 +472,23 @@ class Vista:
             self._series[k] = crudo
             if anterior is None:
                 self._version_claves += 1
-            campos = (indicador.agencia_id, indicador.servicio_id, indicador.indicador,
-                      indicador.ventana, indicador.etapa_id)
-            canonica = [*campos[:4], campos[4]] if campos[4] else list(campos[:4])
-            if k.split("\0") == canonica:
-                self._campos.pop(k, None)
-            else:
-                self._campos[k] = tuple(sys.intern(c) for c in campos)
             if self._historial is not None and anterior is not None and anterior != crudo:
                 self._historial.guardar(k, anterior)
+        self._avisar(clave, indicador)
+
+    def _avisar(self, clave: str, indicador: ipb.Indicador | None) -> None:
         for suscriptor in list(self._suscriptores):
             try:
                 suscriptor(clave, indicador)
             except Exception:
                 log.exception("un suscriptor de la vista falló con la serie %s", clave)
 
-    def _descartar(self, particion: int, offset: int, motivo: str) -> None:
-        self.descartados += 1
-        log.warning("registro descartado en %s[%d]@%d: %s", self._topico, particion, offset, motivo)
+    def _descartar(self, particion: int, offset: int, motivo: str, detalle: str) -> None:
+        self.descartados[motivo] += 1
+        # Sin la clave ni el contenido: pueden ser de cualquier tamaño. Una línea por motivo
+        # y por intervalo (el registro filtra los repetidos).
+        log.warning("registro de %s descartado (%s) en la partición %d, offset %d: %s", self._topico, motivo,
+                    particion, offset, detalle)
 
 
 async def _cerrar(consumidor: AIOKafkaConsumer) -> None:
@@ -329,18 +503,27 @@ class _Historial:
     """Instantáneas anteriores de cada serie (serializadas), con tope por serie y global.
 
     Por serie, un `bytes` si hay una sola anterior (lo común) o una tupla si hay más: una
-    tupla o un deque por serie costarían 60–600 B aunque la serie no cambie nunca. El tope
-    global es una cola FIFO (claves y bytes en dos deques, 16 B por entrada) de lo guardado:
-    al pasarse de `total` se olvida la instantánea más vieja de todas si sigue guardada (se
-    compara por identidad; si ya salió por el tope de su serie o por una lápida, se salta).
+    tupla o un deque por serie costarían 60–600 B aunque la serie no cambie nunca.
+
+    El tope global olvida primero la instantánea guardada más vieja de todas. `_orden` es la
+    cola de las claves en el orden en que se guardó cada instantánea (8 B por entrada: la
+    cadena es la de la vista); nunca guarda los bytes, así que lo que sale por el tope de su
+    serie (o por una lápida) se libera al momento. Esas entradas quedan «huérfanas» en la
+    cola: `_huerfanas[k]` dice cuántas de las primeras entradas de `k` lo son, y se saltan al
+    llegar al frente. Cuando las huérfanas pasan de la mitad del tope, la cola se rehace sin
+    ellas (coste amortizado constante): así la cola mide a lo más 1,5 × `total`.
     """
 
     def __init__(self, maximo: int, total: int):
         self.maximo = maximo
         self.total = total
+        # La actual ocupa uno de los `maximo` lugares de la serie.
+        self._lugares = maximo - 1
         self._series: dict[str, bytes | tuple[bytes, ...]] = {}
-        self._cola_claves: deque[str] = deque()
-        self._cola_crudos: deque[bytes] = deque()
+        self._orden: deque[str] = deque()
+        self._huerfanas: dict[str, int] = {}
+        self._n_huerfanas = 0
+        self.guardadas = 0
 
     def de(self, k: str) -> tuple[bytes, ...]:
         guardadas = self._series.get(k)
@@ -348,34 +531,70 @@ class _Historial:
             return ()
         return (guardadas,) if isinstance(guardadas, bytes) else guardadas
 
-    def guardar(self, k: str, crudo: bytes) -> None:
-        # La actual ocupa uno de los `maximo` lugares de la serie.
-        lugares = self.maximo - 1
-        if lugares <= 0 or self.total <= 0:
-            return
-        guardadas = (*self.de(k), crudo)[-lugares:]
-        self._series[k] = guardadas[0] if len(guardadas) == 1 else guardadas
-        self._cola_claves.append(k)
-        self._cola_crudos.append(crudo)
-        while len(self._cola_claves) > self.total:
-            self._quitar_mas_vieja(self._cola_claves.popleft(), self._cola_crudos.popleft())
-
-    def _quitar_mas_vieja(self, k: str, crudo: bytes) -> None:
-        guardadas = self.de(k)
-        if not guardadas or guardadas[0] is not crudo:
-            return
-        resto = guardadas[1:]
-        if not resto:
-            del self._series[k]
+    def _poner(self, k: str, guardadas: tuple[bytes, ...]) -> None:
+        if not guardadas:
+            self._series.pop(k, None)
         else:
-            self._series[k] = resto[0] if len(resto) == 1 else resto
+            self._series[k] = guardadas[0] if len(guardadas) == 1 else guardadas
+
+    def _huerfana(self, k: str, cuantas: int = 1) -> None:
+        self._huerfanas[k] = self._huerfanas.get(k, 0) + cuantas
+        self._n_huerfanas += cuantas
+
+    def guardar(self, k: str, crudo: bytes) -> None:
+        if self._lugares <= 0 or self.total <= 0:
+            return
+        guardadas = (*self.de(k), crudo)
+        if len(guardadas) > self._lugares:
+            # Sale la más vieja de la serie: su entrada de la cola queda huérfana.
+            guardadas = guardadas[1:]
+            self._huerfana(k)
+        else:
+            self.guardadas += 1
+        self._poner(k, guardadas)
+        self._orden.append(k)
+        while self.guardadas > self.total:
+            self._olvidar_la_mas_vieja()
+        if self._n_huerfanas > max(self.total // 2, 64):
+            self._compactar()
+
+    def _olvidar_la_mas_vieja(self) -> None:
+        k = self._orden.popleft()
+        huerfanas = self._huerfanas.get(k, 0)
+        if huerfanas:
+            if huerfanas == 1:
+                del self._huerfanas[k]
+            else:
+                self._huerfanas[k] = huerfanas - 1
+            self._n_huerfanas -= 1
+            return
+        # Las primeras entradas no huérfanas de `k` son, en orden, sus guardadas.
+        self._poner(k, self.de(k)[1:])
+        self.guardadas -= 1
+
+    def _compactar(self) -> None:
+        pendientes = self._huerfanas
+        orden: deque[str] = deque()
+        for k in self._orden:
+            n = pendientes.get(k, 0)
+            if n:
+                pendientes[k] = n - 1
+            else:
+                orden.append(k)
+        self._orden = orden
+        self._huerfanas = {}
+        self._n_huerfanas = 0
 
     def olvidar(self, k: str) -> None:
-        # Las entradas de la cola quedan huérfanas y se saltan al llegar al frente.
-        self._series.pop(k, None)
+        # Lápida: las entradas de la serie en la cola quedan huérfanas y se saltan.
+        cuantas = len(self.de(k))
+        if cuantas:
+            self._series.pop(k, None)
+            self.guardadas -= cuantas
+            self._huerfana(k, cuantas)
 
     def __len__(self) -> int:
-        return sum(len(self.de(k)) for k in list(self._series))
+        return self.guardadas
 
 
 class _Entrada:

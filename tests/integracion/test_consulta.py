@@ -665,7 +665,8 @@ def test_metricas_de_metas_quema_y_plataforma(bootstrap, consulta_metas):
     assert _muestras(familias, "gpr_eventos_rechazados", "motivo") == {
         ("campo_requerido",): 3, ("tardio",): 2, ("desconocido",): 1, ("protobuf_invalido",): 4,
     }
-    assert "gpr_eventos_rechazados_total{motivo=\"tardio\"} 2.0" in texto
+    # Bytes que no son un Evento: sin agencia ni fuente (test_consulta_abuso.py prueba las etiquetas).
+    assert 'gpr_eventos_rechazados_total{agencia="desconocida",fuente="desconocida",motivo="tardio"} 2.0' in texto
     assert "gpr_indicador_buenos_total{" in texto and "gpr_indicador_casos_total{" in texto
     _promtool_check_metrics(texto)
 

@@ -1,4 +1,4 @@
-"""Vista compacta de la consulta sin Kafka: exposición /metrics, historial acotado y orden del listado.
+"""Vista compacta de la consulta sin Kafka: exposición /metrics, y orden del listado (el historial, en test_consulta_vista.py).
 
 La vista se alimenta con `_aplicar`, el mismo camino que los registros de Kafka. Lo esperado
 se calcula aparte, desde los mensajes publicados, y la exposición en trozos se compara byte a
@@ -38,7 +38,7 @@ def _indicador(a, s, i, v, e, valor, muestras, sin_datos=False, cuello="", actua
 
 def _escenario(semilla=7):
     """Series variadas: con y sin datos, por etapa, con metas juzgadas y no, etiquetas con
-    comillas, una agencia que es prefijo de otra ("a" y "a-b") y una clave no canónica."""
+    comillas, una agencia que es prefijo de otra ("a" y "a-b")."""
     azar = random.Random(semilla)
     registros = []
     for a in ("a", "a-b", "sunarp", 'raro"\\x'):
@@ -57,8 +57,6 @@ def _escenario(semilla=7):
                                          cuello=azar.choice(["recepcion", "revision"]), actualizado=azar.randint(1, 10**9),
                                          hasta=azar.randint(1, 10**9), meta=meta)
                         registros.append((clave_serie(a, s, i, v, e), ind))
-    # Una clave que no es la canónica de sus campos: vale lo que dicen los campos.
-    registros.append(("otra/clave", _indicador("zeta", "s1", "solicitudes", "1h", "", 3.0, 3, cuello="revision")))
     return registros
 
 
@@ -83,7 +81,7 @@ def _actuales(registros, lapidas=()):
 def _registro(vista):
     registro = CollectorRegistry()
     registro.register(ColectorIndicadores(vista))
-    vista.al_dia.set()
+    vista.cargada.set()
     return registro
 
 
@@ -152,35 +150,3 @@ def test_listado_en_orden_de_campos_y_paginas_completas():
         assert vistos == [i for _, i in esperado
                           if (not filtro.agencia_id or i.agencia_id == filtro.agencia_id)
                           and (not filtro.ventana or i.ventana == filtro.ventana)]
-    assert vista.obtener("otra/clave").agencia_id == "zeta"
-
-
-def test_historial_con_tope_por_serie_y_global():
-    vista = Vista("sin-kafka:9092")
-    vista.conservar_historial(maximo=3, total=4)
-
-    def publicar(clave, valor):
-        a, s, i, v = clave.split("/")
-        vista._aplicar(clave.encode(), _indicador(a, s, i, v, "", valor, 1).SerializeToString(), 0, 0)
-
-    def valores(clave, maximo=0):
-        return [i.valor for i in vista.historial(clave, maximo)]
-
-    x, y = "a/s/solicitudes/24h", "a/s/solicitudes/7d"
-    for n in range(1, 6):
-        publicar(x, n)
-    publicar(x, 5)  # repetida: no es una instantánea nueva
-    assert valores(x) == [3, 4, 5] and valores(x, 2) == [4, 5]
-    for n in range(10, 13):
-        publicar(y, n)
-    # Se guardaron x1..x4, y10, y11: el tope global (las 4 últimas guardadas) ya olvidó x1 y
-    # x2, que el tope por serie había descartado antes; x3 y x4 siguen.
-    assert valores(y) == [10, 11, 12] and valores(x) == [3, 4, 5]
-    for n in range(13, 17):
-        publicar(y, n)
-    # Ahora las 4 últimas guardadas son y12..y15: de x queda solo la actual.
-    assert valores(x) == [5] and valores(y) == [14, 15, 16]
-    vista._aplicar(y.encode(), None, 0, 0)
-    assert valores(y) == []
-    publicar(y, 1)
-    assert valores(y) == [1]

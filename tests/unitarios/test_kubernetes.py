@@ -57,6 +57,13 @@ MODULOS = {
 IMAGEN_PROYECTO = "gpr-monitor"
 # Deployments que no hablan con Kafka (el portal es un cliente de la API gRPC).
 SIN_KAFKA = {"portal"}
+# Secrets que crea el operador → claves que se montan.
+SECRETS = {
+    "gpr-ingesta-credenciales": ["credenciales.yaml"],
+    "gpr-consulta-tls": ["tls.crt", "tls.key"],
+    "gpr-consulta-tokens": ["tokens.yaml"],
+    "gpr-portal-consulta": ["ca.crt"],
+}
 
 
 # ----------------------------------------------------------------- lectura de manifiestos
@@ -306,9 +313,9 @@ def test_las_referencias_a_configmaps_y_secrets_existen():
             if "configMap" in v and v["configMap"]["name"] not in configmaps:
                 errores.append(f"{nombre}: ConfigMap {v['configMap']['name']} no existe")
             if "secret" in v:
-                # El único Secret lo crea el operador (ingesta.yaml dice cómo): nunca va aquí.
-                assert v["secret"]["secretName"] == "gpr-ingesta-credenciales", nombre
-                assert [i["key"] for i in v["secret"]["items"]] == ["credenciales.yaml"], nombre
+                # Los Secrets los crea el operador (ingesta.yaml y consulta.yaml dicen cómo): nunca van aquí.
+                assert v["secret"]["secretName"] in SECRETS, nombre
+                assert [i["key"] for i in v["secret"]["items"]] == SECRETS[v["secret"]["secretName"]], nombre
     assert not errores, "\n".join(errores)
     assert not _objetos("Secret"), "las credenciales no van en el repositorio"
 
@@ -481,11 +488,15 @@ def test_los_puertos_coinciden_con_variables_sondas_y_compose():
                     assert env[variable] == str(entorno[variable]), f"{nombre}: {variable} distinto de compose"
         if nombre == "procesador":
             continue
-        # Servicios gRPC: las sondas nativas preguntan a grpc.health.v1 en el puerto del servidor.
+        # Servicios gRPC: las sondas nativas preguntan a grpc.health.v1 en el puerto del servidor
+        # o, si el servidor habla TLS (las sondas no), en su puerto de salud en claro.
         grpc = int(env["GPR_GRPC_PUERTO"])
         assert puertos["grpc"] == grpc
+        salud = int(env.get("GPR_CONSULTA_SALUD_PUERTO", grpc))
+        if salud != grpc:
+            assert puertos["salud"] == salud, f"{nombre}: el puerto salud debe ser GPR_CONSULTA_SALUD_PUERTO"
         for sonda in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert contenedor[sonda]["grpc"]["port"] == grpc, f"{nombre}: {sonda}"
+            assert contenedor[sonda]["grpc"]["port"] == salud, f"{nombre}: {sonda}"
         servicio = _objetos("Service")[nombre]
         assert [(p["port"], p["targetPort"]) for p in servicio["spec"]["ports"]] == [(grpc, "grpc")]
 
