@@ -1,63 +1,73 @@
-"""Lectura con aiokafka de registros cuya clave de cabecera no es UTF-8.
+"""Que un registro con una cabecera rara no detenga a un consumidor de aiokafka.
 
 El protocolo de Kafka dice que la clave de una cabecera es texto, pero el broker no lo
-comprueba: cualquiera que escriba en un tópico puede mandar bytes arbitrarios. El lector de
-registros de aiokafka (la extensión en C) decodifica la clave como UTF-8 estricto y lanza
-`UnicodeDecodeError` desde `getmany()` sin avanzar: el consumidor se queda para siempre en
-ese lote, y con él todo lo que venga después en la partición (medido con el broker embebido:
-cuatro `getmany` seguidos, los cuatro con el error y la posición quieta).
+comprueba: cualquiera que escriba en un tópico puede mandar bytes arbitrarios. aiokafka
+decodifica esa clave como UTF-8 estricto mientras recorre un lote del fetch (en su extensión
+en C) y lanza `UnicodeDecodeError` desde `getmany()` sin avanzar. Un consumidor simple queda
+para siempre en ese lote (y con él todo lo que viene detrás en la partición); el de faust
+falla, el trabajador termina y al reiniciar vuelve a leer el mismo registro: el procesador
+entero queda en un bucle de caídas por un solo registro. (No encontramos un issue de aiokafka
+al respecto; el comportamiento es el de aiokafka 0.14, la versión fijada.)
 
-`tolerar_cabeceras_no_utf8()` envuelve los lotes que entrega aiokafka: se leen con la
-extensión en C como siempre y, solo si un lote falla por eso, se relee con el lector en
-Python de aiokafka decodificando esas claves con reemplazo (U+FFFD). El contenido del
-registro queda intacto; quien lo consume decide si le sirve. Se apoya en detalles internos
-de aiokafka 0.14 (la versión fijada en pyproject.toml): `aiokafka.consumer.fetcher.MemoryRecords`
-y `_MemoryRecordsPy._next_slice`.
+La corrección envuelve los `MemoryRecords` que crea el fetcher: cada lote se recorre con la
+extensión en C como siempre y, solo si falla al decodificar, el resto de ese lote se lee con
+la implementación en Python de aiokafka sobre los mismos bytes, decodificando las claves de
+cabecera con `surrogateescape` (los bytes no válidos quedan como U+DC80–U+DCFF y nada se
+pierde). El registro sigue su camino y el procesador decide qué hacer con él.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 
 log = logging.getLogger(__name__)
+_INSTALADO = "_gpr_cabeceras_tolerantes"
+# Un lote de registros empieza por base_offset (int64) y su largo (int32) sin contar esos 12 bytes.
+_CABECERA_LOTE = struct.Struct(">qi")
 
 
-class _Tolerante(bytearray):
-    """Búfer cuyos trozos decodifican con reemplazo (el lector en Python decodifica
-    `buffer[i:j].decode("utf-8")` la clave de cada cabecera)."""
+def tolerar_cabeceras_no_utf8() -> None:
+    """Instala la corrección en todo consumidor aiokafka del proceso (idempotente)."""
+    from aiokafka.consumer import fetcher
 
-    def __getitem__(self, indice):
-        trozo = super().__getitem__(indice)
-        return _Trozo(trozo) if isinstance(indice, slice) else trozo
-
-
-class _Trozo(bytearray):
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return bytearray.decode(self, encoding, "replace")
+    if getattr(fetcher, _INSTALADO, False):
+        return
+    fetcher.MemoryRecords = _registros_tolerantes(fetcher.MemoryRecords)
+    setattr(fetcher, _INSTALADO, True)
 
 
-def _lote_python_tolerante(trozo):
-    from aiokafka.record.default_records import _DefaultRecordBatchPy
+def _registros_tolerantes(original):
+    class RegistrosTolerantes:
+        """Los `MemoryRecords` de aiokafka con lotes que no fallan por una cabecera."""
 
-    class LotePython(_DefaultRecordBatchPy):
-        def __init__(self, datos):
-            super().__init__(datos)
-            self._buffer = _Tolerante(self._buffer)
+        __slots__ = ("_registros", "_datos")
 
-        def _maybe_uncompress(self) -> None:
-            super()._maybe_uncompress()
-            if not isinstance(self._buffer, _Tolerante):
-                self._buffer = _Tolerante(self._buffer)
+        def __init__(self, datos: bytes) -> None:
+            self._registros = original(datos)
+            self._datos = datos
 
-    return LotePython(trozo)
+        def size_in_bytes(self) -> int:
+            return self._registros.size_in_bytes()
+
+        def has_next(self) -> bool:
+            return self._registros.has_next()
+
+        def next_batch(self):
+            lote = self._registros.next_batch()
+            return None if lote is None else LoteTolerante(lote, self._datos)
+
+    return RegistrosTolerantes
 
 
-class _LoteTolerante:
-    """Un lote de la extensión en C; si una clave de cabecera no es UTF-8, se relee en Python."""
+class LoteTolerante:
+    """Un lote del fetch que, si la extensión en C no puede decodificarlo, sigue en Python."""
 
-    def __init__(self, lote, trozo: memoryview | None):
+    __slots__ = ("_lote", "_datos")
+
+    def __init__(self, lote, datos: bytes) -> None:
         self._lote = lote
-        self._trozo = trozo
+        self._datos = datos
 
     def __getattr__(self, nombre):
         return getattr(self._lote, nombre)
@@ -66,49 +76,49 @@ class _LoteTolerante:
         return next(self._lote)
 
     def __iter__(self):
+        ultimo = None
         try:
-            registros = list(self._lote)
+            for registro in self._lote:
+                ultimo = registro.offset
+                yield registro
+            return
         except UnicodeDecodeError:
-            if self._trozo is None or self._lote.magic < 2:
-                raise
-            registros = list(_lote_python_tolerante(self._trozo))
-            log.warning("lote con una clave de cabecera que no es UTF-8 (offsets %d–%d): se lee reemplazando "
-                        "los bytes inválidos", self._lote.base_offset, self._lote.next_offset - 1)
-        return iter(registros)
+            log.warning("lote con una clave de cabecera que no es UTF-8 (offsets %d–%d): se lee en Python sin "
+                        "perder los bytes", self._lote.base_offset, self._lote.next_offset - 1)
+        for registro in _lote_en_python(self._datos, self._lote.base_offset):
+            if ultimo is None or registro.offset > ultimo:
+                yield registro
 
 
-def _memoria_tolerante(memoria_c, memoria_py):
-    class MemoriaTolerante:
-        """MemoryRecords de aiokafka cuyos lotes son `_LoteTolerante`."""
+def _lote_en_python(datos: bytes, base_offset: int):
+    """El lote de `datos` que empieza en `base_offset`, leído por la implementación en Python
+    de aiokafka con las claves de cabecera decodificadas sin fallar."""
+    from aiokafka.record.default_records import _DefaultRecordBatchPy
 
-        def __init__(self, datos):
-            self._c = memoria_c(datos)
-            # Solo para saber qué bytes corresponden a cada lote (el de C no lo expone).
-            self._py = memoria_py(datos)
+    class LotePython(_DefaultRecordBatchPy):
+        def _read_msg(self, *argumentos, **opciones):
+            if not isinstance(self._buffer, _BytesTolerantes):
+                self._buffer = _BytesTolerantes(self._buffer)
+            return super()._read_msg(*argumentos, **opciones)
 
-        def __getattr__(self, nombre):
-            return getattr(self._c, nombre)
-
-        def has_next(self) -> bool:
-            return self._c.has_next()
-
-        def next_batch(self):
-            trozo = self._py._next_slice
-            if trozo is not None:
-                self._py._cache_next()
-            lote = self._c.next_batch()
-            return None if lote is None else _LoteTolerante(lote, trozo)
-
-    return MemoriaTolerante
+    posicion = 0
+    vista = memoryview(datos)
+    while posicion + _CABECERA_LOTE.size <= len(datos):
+        offset, largo = _CABECERA_LOTE.unpack_from(vista, posicion)
+        fin = posicion + _CABECERA_LOTE.size + largo
+        if offset == base_offset:
+            return LotePython(bytes(vista[posicion:fin]))
+        posicion = fin
+    return ()
 
 
-def tolerar_cabeceras_no_utf8() -> None:
-    """Instala la lectura tolerante en todo consumidor aiokafka del proceso (idempotente)."""
-    from aiokafka.consumer import fetcher
-    from aiokafka.record.memory_records import _MemoryRecordsPy
+class _BytesTolerantes(bytearray):
+    """Los bytes de un lote cuyas rebanadas se decodifican sin fallar (la implementación en
+    Python de aiokafka decodifica cada clave de cabecera con `rebanada.decode("utf-8")`)."""
 
-    if getattr(fetcher.MemoryRecords, "_gpr_tolerante", False):
-        return
-    tolerante = _memoria_tolerante(fetcher.MemoryRecords, _MemoryRecordsPy)
-    tolerante._gpr_tolerante = True
-    fetcher.MemoryRecords = tolerante
+    def __getitem__(self, indice):
+        parte = bytearray.__getitem__(self, indice)
+        return _BytesTolerantes(parte) if isinstance(indice, slice) else parte
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytearray.decode(self, encoding, "surrogateescape")

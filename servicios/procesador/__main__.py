@@ -36,7 +36,7 @@ def main() -> int:
     import mode.loop
     from prometheus_client import start_http_server
 
-    from servicios.comun.aiokafka_tolerante import cabeceras_tolerantes
+    from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
     from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 
     from servicios.procesador.app import crear_app
@@ -54,7 +54,7 @@ def main() -> int:
     huecos_solo_confirmados()
     entrega_directa()
     estado_local_nunca_por_delante()
-    cabeceras_tolerantes()
+    tolerar_cabeceras_no_utf8()
     corregir_fin_de_log()
     acotar_espera_de_fetch(cfg.espera_fetch_s)
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ from servicios.comun.indicadores import clave_serie
 from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, evaluar
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion, Pendientes
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
+from servicios.procesador.dominio.etapa_casos import ERROR_INTERNO, EtapaCasos, Registro
 from servicios.procesador.entrega_por_lotes import EntregaPorLotes
 from servicios.procesador.faust_seguro import confirmar_hueco, olvidar_entregados
 from servicios.procesador.metricas import AGENCIA_DESCONOCIDA, MetricasProcesador
@@ -387,6 +387,12 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
                              (topicos.CABECERA_DETALLE, rechazo.detalle.encode())]
                 if rechazo.agencia:
                     cabeceras.append((topicos.CABECERA_AGENCIA, rechazo.agencia.encode()))
+                if rechazo.lote:
+                    cabeceras.append((topicos.CABECERA_LOTE, b"1"))
+                if rechazo.motivo.startswith(ERROR_INTERNO):
+                    # Un error nuestro: quien opera debe verlo (el filtro de repetidos lo acota).
+                    logger.warning("evento enviado a rechazados por un error inesperado: %s (%s)",
+                                   rechazo.motivo, rechazo.detalle)
                 envios.append(await t_rechazados.send(key=rechazo.clave, value=rechazo.valor, headers=cabeceras))
         # Regla 1 del exactamente-una-vez: los estados, confirmados antes que sus agregados
         # (`flush` espera también el búfer de changelog de faust: ver `faust_seguro`).

@@ -200,6 +200,10 @@ def test_cada_entrada_mala_se_rechaza_con_su_motivo_y_el_procesador_sigue(bootst
     assert pb.LoteEventos(eventos=[en_lote[1]]).eventos[0].SerializeToString() in {r.value for r in rechazados}
     assert max(len(dict(r.headers)[CABECERA_DETALLE]) for r in rechazados) < 1000
     assert {dict(r.headers).get(CABECERA_AGENCIA) for r in rechazados} == {b"reniec", None}
+    # Un registro LoteEventos rechazado entero conserva la cabecera de lote (para decodificarlo).
+    enteros = [r for r in rechazados if dict(r.headers)[CABECERA_MOTIVO] == b"lote_vacio"
+               or r.value == b"\xff\xff\xff\xff"]
+    assert len(enteros) == 2 and all(dict(r.headers).get(CABECERA_LOTE) == b"1" for r in enteros)
 
     validos = buenos + saturado[:30] + otro_servicio[:1] + [cabecera_rara, en_lote[0]]
     esperar_igual_a_referencia(bootstrap, catalogo, validos, procesos, limite_s=60)

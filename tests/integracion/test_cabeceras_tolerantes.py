@@ -3,7 +3,7 @@
 Sin `tolerar_cabeceras_no_utf8` (en un subproceso, para no tocar el aiokafka de las demás
 pruebas), `getmany` lanza UnicodeDecodeError una y otra vez sin avanzar: el consumidor queda
 detenido en ese lote. Con ella se leen todos los registros, con y sin compresión, y el
-registro raro trae su clave de cabecera con U+FFFD.
+registro raro trae su clave de cabecera con los bytes inválidos como U+DC80–U+DCFF (surrogateescape).
 """
 
 from __future__ import annotations
@@ -74,5 +74,5 @@ def test_una_clave_de_cabecera_no_utf8_no_detiene_al_consumidor(bootstrap):
     assert _leer(bootstrap, "tolerante") == [
         f"registro {n + base} {valor} {claves}"
         for base in (0, 3)
-        for n, (valor, claves) in enumerate([("antes", []), ("raro", ["\ufffd\ufffd", "gpr-motivo"]), ("despues", [])])
+        for n, (valor, claves) in enumerate([("antes", []), ("raro", ["\udcff\udcfe", "gpr-motivo"]), ("despues", [])])
     ]

@@ -112,7 +112,7 @@ def test_un_lote_vacio_va_a_rechazados(catalogo):
     solo_desconocido = b"\x10\x01"
     assert not pb.LoteEventos.FromString(solo_desconocido).eventos
     salida = motor.procesar([vacio, Registro(0, 1, b"k", solo_desconocido, [(CABECERA_LOTE, b"1")])])
-    assert [r.motivo for r in salida.rechazos] == ["protobuf_invalido", "lote_vacio"]
+    assert [(r.motivo, r.lote) for r in salida.rechazos] == [("protobuf_invalido", True), ("lote_vacio", True)]
     assert salida.rechazos[1].valor == solo_desconocido
 
 

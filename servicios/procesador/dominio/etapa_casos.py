@@ -78,6 +78,9 @@ class Rechazo:
     # La agencia del evento si es una del catálogo ("" si no se sabe): para la cabecera del
     # rechazo, que deja contarlos por agencia sin decodificar el valor.
     agencia: str = ""
+    # `valor` es un registro LoteEventos entero (se rechazó el registro, no un evento suyo):
+    # el rechazo lleva la cabecera de lote para que quien lo lea sepa decodificarlo.
+    lote: bool = False
 
 
 @dataclass
@@ -270,22 +273,22 @@ class EtapaCasos:
         try:
             for registro in registros:
                 offset, posicion = registro.offset, None
+                en_lote = es_lote(registro.cabeceras)
                 error = excluidos.get((offset, None))
                 if error is not None:
                     salida.rechazos.append(Rechazo(
                         registro.clave, registro.valor or b"", f"{ERROR_INTERNO}:{type(error).__name__}",
-                        f"registro {offset}: {recortar(str(error))}"))
+                        f"registro {offset}: {recortar(str(error))}", lote=en_lote))
                     continue
                 try:
                     eventos = decodificar(registro.valor, registro.cabeceras)
                 except RegistroInvalido as error:
                     salida.rechazos.append(Rechazo(registro.clave, registro.valor or b"", error.motivo,
-                                                   recortar(str(error))))
+                                                   recortar(str(error)), lote=en_lote))
                     continue
-                en_lote = es_lote(registro.cabeceras)
                 if not eventos:
                     salida.rechazos.append(Rechazo(registro.clave, registro.valor or b"", LOTE_VACIO,
-                                                   f"registro {offset}: un LoteEventos sin eventos"))
+                                                   f"registro {offset}: un LoteEventos sin eventos", lote=True))
                     continue
                 base = offset << BITS_POSICION
                 for posicion, evento in enumerate(eventos):
