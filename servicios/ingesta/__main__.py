@@ -8,6 +8,7 @@ import sys
 
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
+from servicios.comun.registro import configurar_registro
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.ingesta import config
 from servicios.ingesta.credenciales import agencias_con_token_demo, cargar_credenciales
@@ -16,11 +17,17 @@ log = logging.getLogger("servicios.ingesta")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config.leer(entorno())
+    except ConfiguracionInvalida as error:
+        print(f"gpr-ingesta: configuración inválida:\n{error}", file=sys.stderr)
+        return 2
+    # Con Kafka caído, kafka-python y el ciclo de reconexión repiten la misma línea varias veces
+    # por segundo: el filtro deja pasar cada una a lo más una vez por GPR_REGISTRO_INTERVALO.
+    configurar_registro(logging.INFO, cfg.registro_intervalo_s)
     # En INFO kafka-python anota cada conexión y cada refresco de metadatos.
     logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
-        cfg = config.leer(entorno())
         catalogo = cargar_catalogo(cfg.catalogo)
         credenciales = cargar_credenciales(cfg.credenciales, catalogo)
     except (ConfiguracionInvalida, ArchivoInvalido) as error:
