@@ -39,16 +39,17 @@ import threading
 from collections.abc import Sequence
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient
+from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (
     InvalidProducerEpochError,
     KafkaError,
     OutOfOrderSequenceNumberError,
     ProducerFencedError,
+    TopicAlreadyExistsError,
     UnknownProducerIdError,
 )
 
-from servicios.comun.topicos import EVENTOS, RECHAZADOS, crear_topicos
+from servicios.comun.topicos import EVENTOS, RECHAZADOS, configuracion_topico
 from servicios.comun.lotes import Registro
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ log = logging.getLogger(__name__)
 _ERRORES_DEL_PRODUCTOR = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError,
                           ProducerFencedError)
 TOPICOS = (EVENTOS, RECHAZADOS)
+
+
+def describir_error(error: BaseException) -> str:
+    """`Clase: texto` (los errores de kafka-python ya empiezan con su clase)."""
+    texto = str(error)
+    return texto if texto.startswith(type(error).__name__) else f"{type(error).__name__}: {texto}"
 
 
 class KafkaNoDisponible(Exception):
@@ -95,11 +102,14 @@ class Publicador:
         mismo el productor no pide autocrearlos. Tras un broker que volvió vacío, esto es lo
         que los vuelve a crear.
         """
-        crear_topicos(self._bootstrap, self._particiones_al_crear, list(TOPICOS), limite_s=self.plazo_s)
         plazo_ms = int(self.plazo_s * 1000)
-        admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="gpr-ingesta-sondeo",
-                                 request_timeout_ms=plazo_ms, reconnect_backoff_max_ms=1000)
+        # Con plazos propios: los del cliente por omisión (30 s para el primer contacto) harían
+        # de cada intento de reconexión una espera de medio minuto con Kafka caído.
+        admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="gpr-ingesta",
+                                 bootstrap_timeout_ms=plazo_ms, request_timeout_ms=plazo_ms,
+                                 reconnect_backoff_max_ms=1000)
         try:
+            self._crear_topicos(admin)
             identidades = self._describir(admin)
         except BaseException:
             admin.close()
@@ -135,6 +145,18 @@ class Publicador:
         self._admin, self._identidades = admin, identidades
         self._productor = productor
 
+    def _crear_topicos(self, admin: KafkaAdminClient) -> None:
+        """Crea los tópicos de la ingesta que falten, como `topicos.crear_topicos` (mismas
+        particiones y configuración), con el cliente de plazos acotados de `conectar`."""
+        faltan = [t for t in TOPICOS if t not in set(admin.list_topics())]
+        if not faltan:
+            return
+        try:
+            admin.create_topics([NewTopic(t, self._particiones_al_crear, 1, topic_configs=configuracion_topico(t))
+                                 for t in faltan])
+        except TopicAlreadyExistsError:
+            pass
+
     def _describir(self, admin: KafkaAdminClient) -> dict[str, str | None]:
         """topic_id de cada tópico de la ingesta; lanza si falta uno o una partición sin líder."""
         identidades = {}
@@ -165,7 +187,7 @@ class Publicador:
         except KafkaNoDisponible:
             raise
         except Exception as error:
-            raise KafkaNoDisponible(f"Kafka no responde: {type(error).__name__}: {error}") from None
+            raise KafkaNoDisponible(f"Kafka no responde: {describir_error(error)}") from None
         for topico, identidad in identidades.items():
             anterior = self._identidades.get(topico)
             if anterior is not None and identidad != anterior:

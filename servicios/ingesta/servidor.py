@@ -56,7 +56,7 @@ from servicios.comun.lotes import registros_aceptados
 from servicios.ingesta.config import ConfigIngesta
 from servicios.ingesta.credenciales import Credenciales, cargar_credenciales
 from servicios.ingesta.metricas import MetricasIngesta
-from servicios.ingesta.publicador import KafkaNoDisponible, Publicador
+from servicios.ingesta.publicador import KafkaNoDisponible, Publicador, describir_error
 from servicios.ingesta.recepcion import (
     Clasificacion,
     EventoAjeno,
@@ -167,6 +167,10 @@ class ServicioIngesta:
                     rechazados += len(clasificacion.rechazados)
                     procesados += len(trozo)
                     trozo, bytes_trozo = [], 0
+            # Si gRPC cortó el flujo (un mensaje mayor que GPR_INGESTA_MENSAJE_MAXIMO, la red),
+            # el iterador termina igual que cuando el cliente lo cierra y la cancelación llega
+            # después: este último trozo puede publicarse aunque el cliente reciba un error. Por
+            # eso un error sin gpr-procesados significa «cualquier prefijo pudo publicarse».
             if trozo:
                 clasificacion = await self._publicar(trozo, agencia, context, desde=procesados)
                 resultados.extend(self._respuesta(trozo, clasificacion.motivos).resultados)
@@ -208,7 +212,12 @@ class ServicioIngesta:
         (y la traza en el registro), nunca UNKNOWN con datos del cliente."""
         try:
             yield
-        except (grpc.aio.AbortError, asyncio.CancelledError):
+        except grpc.aio.AbortError:
+            raise
+        except asyncio.CancelledError:
+            # El cliente canceló o venció su plazo, o gRPC cortó el flujo (p. ej. un mensaje
+            # mayor que GPR_INGESTA_MENSAJE_MAXIMO): lo ya confirmado queda publicado.
+            self._metricas.solicitudes_rechazadas.labels(agencia=agencia, motivo="cancelada").inc()
             raise
         except Exception as error:  # noqa: BLE001
             log.exception("error interno atendiendo a %s", agencia)
@@ -394,7 +403,7 @@ class ServidorIngesta:
                     return
                 self.metricas.conexiones_fallidas.inc()
                 log.warning("Kafka no disponible en %s: %s; se reintenta en %.1f s", cfg.bootstrap,
-                            recortar(f"{type(error).__name__}: {error}", _ERROR_DE_KAFKA_MAXIMO), espera)
+                            recortar(describir_error(error), _ERROR_DE_KAFKA_MAXIMO), espera)
                 await asyncio.sleep(espera)
                 espera = min(espera * 2, cfg.reintento_maximo_s)
                 continue
@@ -432,7 +441,7 @@ class ServidorIngesta:
             try:
                 await bucle.run_in_executor(self._ejecutor_conexion, self.publicador.sondear)
             except Exception as error:  # noqa: BLE001
-                return f"{type(error).__name__}: {error}" if not isinstance(error, KafkaNoDisponible) else str(error)
+                return str(error) if isinstance(error, KafkaNoDisponible) else describir_error(error)
         return "la ingesta se detiene"
 
     def recargar_credenciales(self, credenciales: Credenciales) -> None:

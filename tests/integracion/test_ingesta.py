@@ -46,6 +46,7 @@ from apoyo.ingesta import (
     eventos_de,
     ingesta_en_proceso,
     leer_topico,
+    metricas,
 )
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
@@ -169,7 +170,7 @@ def test_publicar_flujo(bootstrap):
 def test_autenticacion_y_agencia(bootstrap):
     validos = [evento("v1", caso="c1", t=B), evento("v2", caso="c2", t=B)]
     pedido = ingesta_pb2.SolicitudPublicar(eventos=validos)
-    with ingesta_en_proceso(bootstrap) as (_, canal, stub):
+    with ingesta_en_proceso(bootstrap) as (servicio, canal, stub):
         codigo, detalle = error_de(stub.Publicar, pedido)
         assert codigo == grpc.StatusCode.UNAUTHENTICATED and detalle.startswith("authorization:")
         for malo in ([("authorization", "Bearer " + nuevo_token())], [("authorization", f"Basic {TOKEN_RENIEC}")],
@@ -192,8 +193,12 @@ def test_autenticacion_y_agencia(bootstrap):
         # El token válido de la agencia publica; es lo único que llega a Kafka.
         respuesta = stub.Publicar(pedido, metadata=autorizacion(TOKEN_RENIEC), timeout=10)
         assert (respuesta.aceptados, respuesta.rechazados) == (2, 0)
+        rechazadas = {(dict(e)["agencia"], dict(e)["motivo"]): v for (n, e), v in metricas(servicio.puerto_metricas).items()
+                      if n == "gpr_ingesta_solicitudes_rechazadas_total"}
     assert sorted(e.evento_id for _, e, _ in eventos_de(leer_topico(bootstrap, EVENTOS, 2))) == ["v1", "v2"]
     assert leer_topico(bootstrap, RECHAZADOS, 0) == []
+    # Sin token: la primera llamada, «Basic», «Bearer » vacío, el token sin esquema y el flujo.
+    assert rechazadas == {("", "sin_token"): 5, ("", "token_desconocido"): 1, ("sunarp", "agencia_ajena"): 2}
 
 
 def test_limites_de_eventos_por_llamada(bootstrap):
@@ -321,6 +326,9 @@ def test_metricas(bootstrap):
         ("sunarp", "aceptado", ""): 2,
     }
     assert familias["gpr_ingesta_kafka_listo"].samples[0].value == 1
+    rechazadas = {(m.labels["agencia"], m.labels["motivo"]): m.value
+                  for m in familias["gpr_ingesta_solicitudes_rechazadas"].samples if m.name.endswith("_total")}
+    assert rechazadas == {("", "sin_token"): 3, ("reniec", "demasiados_eventos"): 1}
     if shutil.which("promtool"):
         revision = subprocess.run(["promtool", "check", "metrics"], input=texto, text=True, capture_output=True)
         assert revision.returncode == 0, revision.stdout + revision.stderr
@@ -419,6 +427,11 @@ def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):
       propio de 1 día, fuera) = 1/2.
     reniec/dni-primera-vez: r5 (15h) = 1 solicitud. sunarp/certificado-literal: s1 = 1 (su
     propia marca de agua).
+
+    El flujo (trozos de 2) falla primero a la mitad: r6 y r7 se publican en el primer trozo y
+    un evento de sunarp detiene el flujo (PERMISSION_DENIED, gpr-procesados=2). El cliente
+    reintenta como lo haría sin mirar ese metadato, con el flujo entero corregido: r6 y r7
+    llegan dos veces y el procesador los cuenta una (4 repetidos en total, no 2).
     """
     particiones = "2"
     puerto_metricas = puerto_libre()
@@ -443,28 +456,36 @@ def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):
         evento("x1", caso="c9", t=B + 15 * H, servicio="no-existe"),
     ]
     flujo = [evento("r6", caso="c6", t=B + 25 * H), evento("r7", caso="c7", t=B + 29 * H)]
+    ajeno = evento("s9", caso="s-c9", t=B + 5 * H, agencia="sunarp", servicio="certificado-literal")
     sunarp = [evento("s1", caso="s-c1", t=B + 5 * H, agencia="sunarp", servicio="certificado-literal")]
-    with ingesta_en_proceso(bootstrap, GPR_PARTICIONES=particiones) as (_, _, stub):
+    with ingesta_en_proceso(bootstrap, GPR_PARTICIONES=particiones, GPR_INGESTA_TROZO_EVENTOS="2") as (_, _, stub):
         respuestas = [
             stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=lote1), metadata=autorizacion(TOKEN_RENIEC), timeout=10),
             stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=lote2), metadata=autorizacion(TOKEN_RENIEC), timeout=10),
+        ]
+        with pytest.raises(grpc.RpcError) as fallo:
+            stub.PublicarFlujo(iter(flujo + [ajeno]), metadata=autorizacion(TOKEN_RENIEC), timeout=10)
+        assert fallo.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert dict(fallo.value.trailing_metadata())["gpr-procesados"] == "2"
+        respuestas += [
             stub.PublicarFlujo(iter(flujo), metadata=autorizacion(TOKEN_RENIEC), timeout=10),
             stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=sunarp), metadata=autorizacion(TOKEN_SUNARP), timeout=10),
         ]
     assert [(r.aceptados, r.rechazados) for r in respuestas] == [(8, 0), (2, 1), (2, 0), (1, 0)]
 
-    # El procesador vio cada evento aceptado una vez: 11 distintos y 2 repetidos.
+    # El procesador vio cada evento aceptado una vez: 11 distintos y 4 repetidos (r2, r4, y
+    # r6 y r7 del flujo reintentado).
     fin = time.monotonic() + 45
     contadores = {}
     while time.monotonic() < fin:
         with contextlib.suppress(OSError):
             contadores = _metricas_procesador(puerto_metricas)
             if contadores.get("gpr_procesador_eventos_aceptados_total", 0) + \
-                    contadores.get("gpr_procesador_eventos_duplicados_total", 0) >= 13:
+                    contadores.get("gpr_procesador_eventos_duplicados_total", 0) >= 15:
                 break
         time.sleep(0.2)
     assert (contadores.get("gpr_procesador_eventos_aceptados_total"),
-            contadores.get("gpr_procesador_eventos_duplicados_total")) == (11, 2), procesos.registro("procesador")[-3000:]
+            contadores.get("gpr_procesador_eventos_duplicados_total")) == (11, 4), procesos.registro("procesador")[-3000:]
 
     esperado = {
         ("reniec", "dni-duplicado", "solicitudes"): (5.0, 5),
