@@ -15,16 +15,17 @@ from pathlib import Path
 
 from servicios.comun import config as c
 from servicios.comun.lotes import BYTES_MAXIMOS_LOTE
+from servicios.ingesta.recepcion import MOTIVO_MAXIMO
 
 KIB = 1024
 MIB = 1024 * KIB
 # Lo que recibe por omisión un cliente gRPC (grpc.max_receive_message_length): la respuesta
 # de un flujo, que trae un resultado por evento, debe caber en ella en el peor caso.
 RESPUESTA_MAXIMA_CLIENTE = 4 * MIB
-# Peor caso de un `ResultadoEvento` además de su evento_id recortado: el sufijo del recorte,
-# el motivo (recortado a `MOTIVO_MAXIMO`) y las etiquetas y longitudes de protobuf.
+# Peor caso de un `ResultadoEvento` además de su evento_id recortado: el sufijo del recorte
+# («…(N bytes)», a lo más 31 bytes), el motivo (recortado a `MOTIVO_MAXIMO`) y las etiquetas y
+# longitudes de protobuf.
 SUFIJO_RECORTE_MAXIMO = 40
-MOTIVO_MAXIMO = 100
 ENVOLTURA_RESULTADO = 16
 
 

@@ -88,6 +88,9 @@ class Publicador:
         self._admin: KafkaAdminClient | None = None
         # topic_id de cada tópico al conectar (None si el broker no los informa).
         self._identidades: dict[str, str | None] = {}
+        # Sube con cada productor: el fallo tardío de un envío del productor anterior no debe
+        # hacer descartar al nuevo.
+        self.generacion = 0
         self._cerrado = False
 
     @property
@@ -143,6 +146,7 @@ class Publicador:
             admin.close()
             raise KafkaNoDisponible("la ingesta se está deteniendo")
         self._admin, self._identidades = admin, identidades
+        self.generacion += 1
         self._productor = productor
 
     def _crear_topicos(self, admin: KafkaAdminClient) -> None:

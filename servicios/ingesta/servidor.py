@@ -85,7 +85,7 @@ class ServicioIngesta:
 
     def __init__(self, cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credenciales,
                  publicador: Publicador, metricas: MetricasIngesta, ejecutor: ThreadPoolExecutor,
-                 fallo_de_kafka: Callable[[KafkaNoDisponible], None] = lambda _error: None):
+                 fallo_de_kafka: Callable[[KafkaNoDisponible, int], None] = lambda _error, _generacion: None):
         self._cfg = cfg
         self._catalogo = catalogo
         # Se reemplaza entero al recargar (SIGHUP): una petición ve el conjunto viejo o el nuevo.
@@ -134,8 +134,7 @@ class ServicioIngesta:
         agencia = await self._autenticar(context)
         async with self._turno(context, agencia), self._sin_excepciones(context, agencia):
             cfg = self._cfg
-            resultados: list[ingesta_pb2.ResultadoEvento] = []
-            aceptados = rechazados = 0
+            respuesta = ingesta_pb2.RespuestaPublicar()
             trozo: list[pb.Evento | MensajeInvalido] = []
             bytes_trozo = 0
             # Eventos resueltos (sus trozos confirmados por Kafka) desde el principio del flujo.
@@ -161,10 +160,7 @@ class ServicioIngesta:
                 bytes_trozo += len(crudo)
                 del crudo, evento
                 if len(trozo) >= cfg.trozo_eventos or bytes_trozo >= cfg.trozo_bytes:
-                    clasificacion = await self._publicar(trozo, agencia, context, desde=procesados)
-                    resultados.extend(self._respuesta(trozo, clasificacion.motivos).resultados)
-                    aceptados += len(clasificacion.aceptados)
-                    rechazados += len(clasificacion.rechazados)
+                    await self._publicar_trozo(trozo, agencia, context, procesados, respuesta)
                     procesados += len(trozo)
                     trozo, bytes_trozo = [], 0
             # Si gRPC cortó el flujo (un mensaje mayor que GPR_INGESTA_MENSAJE_MAXIMO, la red),
@@ -172,11 +168,17 @@ class ServicioIngesta:
             # después: este último trozo puede publicarse aunque el cliente reciba un error. Por
             # eso un error sin gpr-procesados significa «cualquier prefijo pudo publicarse».
             if trozo:
-                clasificacion = await self._publicar(trozo, agencia, context, desde=procesados)
-                resultados.extend(self._respuesta(trozo, clasificacion.motivos).resultados)
-                aceptados += len(clasificacion.aceptados)
-                rechazados += len(clasificacion.rechazados)
-            return ingesta_pb2.RespuestaPublicar(resultados=resultados, aceptados=aceptados, rechazados=rechazados)
+                await self._publicar_trozo(trozo, agencia, context, procesados, respuesta)
+            return respuesta
+
+    async def _publicar_trozo(self, trozo: list, agencia: str, context, desde: int,
+                              respuesta: ingesta_pb2.RespuestaPublicar) -> None:
+        """Publica un trozo del flujo y suma sus resultados a la respuesta."""
+        clasificacion = await self._publicar(trozo, agencia, context, desde=desde)
+        parcial = self._respuesta(trozo, clasificacion.motivos)
+        respuesta.resultados.extend(parcial.resultados)
+        respuesta.aceptados += parcial.aceptados
+        respuesta.rechazados += parcial.rechazados
 
     @staticmethod
     def _resueltos(procesados: int) -> str:
@@ -267,13 +269,14 @@ class ServicioIngesta:
             await self._rechazar(context, agencia, "kafka_no_disponible", grpc.StatusCode.UNAVAILABLE,
                                  _SIN_KAFKA + self._tras(desde), procesados)
         fin = time.monotonic() + self._publicador.plazo_s
+        generacion = self._publicador.generacion
         bucle = asyncio.get_running_loop()
         try:
             clasificacion, futuros = await bucle.run_in_executor(self._ejecutor, self._preparar_y_enviar, eventos,
                                                                  desde or 0)
             await self._publicador.confirmar(futuros, fin - time.monotonic())
         except KafkaNoDisponible as error:
-            self._fallo_de_kafka(error)
+            self._fallo_de_kafka(error, generacion)
             texto = recortar(str(error), _ERROR_DE_KAFKA_MAXIMO)
             log.warning("petición de %s con %d eventos sin confirmar: %s", agencia, len(eventos), texto)
             await self._rechazar(context, agencia, "kafka_no_disponible", grpc.StatusCode.UNAVAILABLE,
@@ -374,8 +377,11 @@ class ServidorIngesta:
         for nombre in ("", SERVICIO):
             await self._salud.set(nombre, estado)
 
-    def _fallo_de_kafka(self, error: KafkaNoDisponible) -> None:
-        """Una petición vio fallar a Kafka (en el bucle asyncio)."""
+    def _fallo_de_kafka(self, error: KafkaNoDisponible, generacion: int) -> None:
+        """Una petición vio fallar a Kafka (en el bucle asyncio) con el productor `generacion`."""
+        if generacion != self.publicador.generacion:
+            # Un envío del productor ya descartado: lo que dice no vale para el actual.
+            return
         if error.productor_roto and self._roto is None:
             self._roto = str(error)
         if self._sospecha is not None:

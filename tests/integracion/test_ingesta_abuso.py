@@ -300,6 +300,26 @@ def test_limites_de_tamano(bootstrap):
                   grpc_type="unary") == 1
 
 
+def test_un_token_no_publica_por_otra_agencia_ni_en_sus_servicios(bootstrap):
+    """Con el token de reniec: un evento que nombra a sunarp (también «SUNARP» o « sunarp»)
+    deniega la petición entera; uno de reniec con un servicio de sunarp, o sin agencia, es un
+    evento rechazado que no llega a gpr.eventos.v1. Nada cambia los números de sunarp."""
+    md = autorizacion(TOKEN_RENIEC)
+    with ingesta_en_proceso(bootstrap) as (_, _, stub):
+        for agencia in ("sunarp", "SUNARP", " sunarp", "reniec "):
+            codigo, detalle = error_de(stub.Publicar, _solicitud(
+                evento("v1"), evento("a1", caso="c2", agencia=agencia, servicio="certificado-literal")), metadata=md)
+            assert codigo == PERMISSION_DENIED and detalle.startswith("eventos[1].agencia_id:"), agencia
+        respuesta = stub.Publicar(_solicitud(evento("s1", caso="c3", servicio="certificado-literal"),
+                                             evento("s2", caso="c4", agencia="", servicio="certificado-literal"),
+                                             evento("v2", caso="c5")), metadata=md, timeout=10)
+        assert [(r.evento_id, r.motivo) for r in respuesta.resultados] == [
+            ("s1", "servicio_desconocido"), ("s2", "campo_requerido:agencia_id"), ("v2", "")]
+        publicados = leer_topico(bootstrap, EVENTOS, 1, extra_s=1.0)
+    assert _ids(publicados) == ["v2"]
+    assert all(e.agencia_id == "reniec" for _, e, _ in eventos_de(publicados))
+
+
 # ── flujos: por trozos, con memoria acotada y semántica clara al fallar ───────────────────
 
 def test_flujo_que_falla_a_mitad_dice_cuantos_quedaron_resueltos(bootstrap):
