@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -334,3 +335,19 @@ def test_evento_ajeno_recorta_lo_que_repite_y_cuenta_desde_el_trozo():
     assert "…(100000 bytes)" in mensaje and len(mensaje) < 700
     # Un mensaje ilegible no es de otra agencia (no se sabe de cuál es): lo rechaza la lectura.
     comprobar_agencia([MensajeInvalido(b"\xff", "corrupto")], "reniec")
+
+
+def test_sin_trazas_de_red_solo_quita_las_de_kafka_python_por_errores_de_red():
+    from servicios.ingesta.__main__ import SinTrazasDeRed
+
+    def registro(nombre, error):
+        return logging.LogRecord(nombre, logging.ERROR, __file__, 1, "%s: Error receiving network data", ("T",),
+                                 (type(error), error, None))
+
+    filtro = SinTrazasDeRed()
+    red = registro("kafka.net.transport", ConnectionResetError(104, "Connection reset by peer"))
+    assert filtro.filter(red) and red.exc_info is None
+    assert red.getMessage() == "T: Error receiving network data (ConnectionResetError: [Errno 104] Connection reset by peer)"
+    # Otro error de kafka-python, o uno de red de otro registrador, conservan su traza.
+    for otro in (registro("kafka.producer", ValueError("x")), registro("servicios.ingesta", OSError("y"))):
+        assert filtro.filter(otro) and otro.exc_info is not None
