@@ -53,7 +53,7 @@ from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
 from servicios.comun.broker import BrokerEmbebido, puerto_libre
-from servicios.comun.eventos import decodificar
+from servicios.comun.eventos import clave_kafka, decodificar
 from servicios.comun.topicos import CABECERA_LOTE, CABECERA_MOTIVO, EVENTOS, RECHAZADOS, crear_topicos
 from servicios.consulta import config as config_consulta
 from servicios.consulta.servidor import ConsultaEnHilo
@@ -63,12 +63,12 @@ pytestmark = [pytest.mark.integracion, pytest.mark.timeout(60)]
 
 
 def _particion_de_un_cliente_kafka(bootstrap, claves):
-    """La partición que da un productor de Kafka cualquiera a cada clave: se envía un registro
-    de prueba a un tópico con las mismas particiones y se mira dónde cayó."""
+    """La partición que da un productor de Kafka cualquiera a cada clave (bytes): se envía un
+    registro de prueba a un tópico con las mismas particiones y se mira dónde cayó."""
     crear_topicos(bootstrap, PARTICIONES, ["prueba.particiones"])
     productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
-        return {c: productor.send("prueba.particiones", b"x", key=c.encode()).get(10).partition for c in claves}
+        return {c: productor.send("prueba.particiones", b"x", key=c).get(10).partition for c in claves}
     finally:
         productor.close()
 
@@ -125,10 +125,11 @@ def test_publica_aceptados_y_rechazados(bootstrap, lotes):
         sin_recibido.ClearField("recibido_en")
         assert sin_recibido == original
 
-    # Cada caso en la partición que le daría cualquier cliente de Kafka, en el orden enviado.
-    esperada = _particion_de_un_cliente_kafka(bootstrap, {e.caso_id for e in aceptados})
-    assert {e.evento_id: p for p, e, _ in publicados} == {e.evento_id: esperada[e.caso_id] for e in aceptados}
-    for caso in esperada:
+    # Cada caso en la partición que le daría cualquier cliente de Kafka a la clave del contrato
+    # (clave_kafka: el caso de la agencia), en el orden enviado.
+    esperada = _particion_de_un_cliente_kafka(bootstrap, {clave_kafka(e) for e in aceptados})
+    assert {e.evento_id: p for p, e, _ in publicados} == {e.evento_id: esperada[clave_kafka(e)] for e in aceptados}
+    for caso in {e.caso_id for e in aceptados}:
         assert [e.evento_id for _, e, _ in publicados if e.caso_id == caso] == \
             [e.evento_id for e in aceptados if e.caso_id == caso]
     if lotes == "1":
@@ -141,7 +142,7 @@ def test_publica_aceptados_y_rechazados(bootstrap, lotes):
     else:
         assert len(registros) == len(aceptados)
         assert all(not es_lote for _, _, es_lote in publicados)
-        assert {r.key for r in registros} == {e.caso_id.encode() for e in aceptados}
+        assert {r.key for r in registros} == {clave_kafka(e) for e in aceptados}
 
     # Los rechazados, con el evento original y su motivo, en el tópico de rechazados.
     assert len(muertos) == len(rechazados)
