@@ -23,7 +23,26 @@ class MetricasIngesta:
             ["agencia", "resultado", "motivo"], registry=self.registro,
         )
         self.kafka_listo = Gauge(
-            "gpr_ingesta_kafka_listo", "1 si el productor de Kafka de la ingesta está conectado.",
+            "gpr_ingesta_kafka_listo",
+            "1 si el productor de Kafka de la ingesta está conectado y el último sondeo lo vio escribir.",
+            registry=self.registro,
+        )
+        # Lo que se rechaza entero, sin llegar a ser eventos (el cliente recibe el código gRPC;
+        # no va al tópico de rechazados). `agencia` vacía si no se autenticó. `motivo` es un
+        # vocabulario cerrado (ver docs/ingesta.md), nunca texto del cliente.
+        self.solicitudes_rechazadas = Counter(
+            "gpr_ingesta_solicitudes_rechazadas",
+            "Peticiones de la ingesta rechazadas enteras, por motivo.",
+            ["agencia", "motivo"], registry=self.registro,
+        )
+        self.productores = Counter(
+            "gpr_ingesta_productores_creados",
+            "Productores de Kafka que la ingesta creó: el primero y uno más cada vez que sanó tras un fallo.",
+            registry=self.registro,
+        )
+        self.conexiones_fallidas = Counter(
+            "gpr_ingesta_conexiones_fallidas",
+            "Intentos fallidos de conectar un productor de Kafka (crecen mientras Kafka no está).",
             registry=self.registro,
         )
         ProcessCollector(registry=self.registro)

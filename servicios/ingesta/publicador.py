@@ -17,25 +17,64 @@ de `send()`, la entrega (`delivery_timeout_ms`) y, como red de seguridad, la esp
 Pasado el plazo la petición recibe UNAVAILABLE, nunca OK. Un registro no confirmado a
 tiempo puede haberse escrito igual (Kafka no permite deshacerlo): reintentar es seguro porque
 el procesador descarta los eventos repetidos por (fuente, evento_id).
+
+Sanar: un productor idempotente guarda su identidad (producer id, época, números de
+secuencia) en el broker. Un broker que vuelve vacío (el embebido solo guarda en memoria; un
+clúster restaurado) no la reconoce: `UnknownProducerIdError`, kafka-python intenta subir la
+época (KIP-360), el broker no la conoce y el productor queda en error fatal para siempre
+(visto: todo envío UNAVAILABLE hasta reiniciar la ingesta). Por eso el productor no es para
+siempre: `sondear` dice si aún sirve y `descartar` lo deja para crear otro (`servidor.py`
+lleva el ciclo). El sondeo pide al broker los metadatos de los tópicos con un cliente de
+administración propio: falla si el broker no responde, si falta un tópico o una partición no
+tiene líder, si el productor quedó en error fatal, o si el tópico cambió de identidad
+(`topic_id`: lo borraron y lo volvieron a crear, o el broker volvió vacío y alguien los
+recreó), porque entonces el broker tampoco conoce ya a este productor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import (
+    InvalidProducerEpochError,
+    KafkaError,
+    OutOfOrderSequenceNumberError,
+    ProducerFencedError,
+    TopicAlreadyExistsError,
+    UnknownProducerIdError,
+)
 
-from servicios.comun.topicos import EVENTOS, RECHAZADOS, crear_topicos
+from servicios.comun.topicos import EVENTOS, RECHAZADOS, configuracion_topico
 from servicios.comun.lotes import Registro
 
 log = logging.getLogger(__name__)
 
 
+# Errores del estado idempotente del productor: este productor ya no escribirá, hay que crear
+# otro (Apache Kafka ≥ 2.5 a veces se recupera subiendo la época; crear otro sirve igual).
+_ERRORES_DEL_PRODUCTOR = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError,
+                          ProducerFencedError)
+TOPICOS = (EVENTOS, RECHAZADOS)
+
+
+def describir_error(error: BaseException) -> str:
+    """`Clase: texto` (los errores de kafka-python ya empiezan con su clase)."""
+    texto = str(error)
+    return texto if texto.startswith(type(error).__name__) else f"{type(error).__name__}: {texto}"
+
+
 class KafkaNoDisponible(Exception):
-    """Kafka no aceptó o no confirmó a tiempo un envío."""
+    """Kafka no aceptó o no confirmó a tiempo un envío. `productor_roto`: el error dice que el
+    productor no volverá a escribir (hay que crear otro)."""
+
+    def __init__(self, mensaje: str, productor_roto: bool = False):
+        super().__init__(mensaje)
+        self.productor_roto = productor_roto
 
 
 class Publicador:
@@ -46,6 +85,12 @@ class Publicador:
         self.plazo_s = plazo_s
         self._particiones_al_crear = particiones_al_crear
         self._productor: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        # topic_id de cada tópico al conectar (None si el broker no los informa).
+        self._identidades: dict[str, str | None] = {}
+        # Sube con cada productor: el fallo tardío de un envío del productor anterior no debe
+        # hacer descartar al nuevo.
+        self.generacion = 0
         self._cerrado = False
 
     @property
@@ -56,10 +101,22 @@ class Publicador:
         """Bloqueante: crea los tópicos que falten y conecta el productor; lanza si no puede.
 
         Los tópicos se crean con `GPR_PARTICIONES`, como lo hace el procesador, para que no
-        los cree el broker al vuelo (autocreación) con otro número de particiones.
+        los cree el broker al vuelo (autocreación) con otro número de particiones; por lo
+        mismo el productor no pide autocrearlos. Tras un broker que volvió vacío, esto es lo
+        que los vuelve a crear.
         """
-        crear_topicos(self._bootstrap, self._particiones_al_crear, [EVENTOS, RECHAZADOS], limite_s=self.plazo_s)
         plazo_ms = int(self.plazo_s * 1000)
+        # Con plazos propios: los del cliente por omisión (30 s para el primer contacto) harían
+        # de cada intento de reconexión una espera de medio minuto con Kafka caído.
+        admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="gpr-ingesta",
+                                 bootstrap_timeout_ms=plazo_ms, request_timeout_ms=plazo_ms,
+                                 reconnect_backoff_max_ms=1000)
+        try:
+            self._crear_topicos(admin)
+            identidades = self._describir(admin)
+        except BaseException:
+            admin.close()
+            raise
         productor = KafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id="gpr-ingesta",
@@ -74,34 +131,119 @@ class Publicador:
             bootstrap_timeout_ms=plazo_ms,
             # Tras una caída del broker, volver a intentar pronto y no cada 30 s.
             reconnect_backoff_max_ms=1000,
+            allow_auto_create_topics=False,
         )
         try:
             # Sin los metadatos de gpr.eventos.v1 no se puede repartir en particiones.
             productor.partitions_for(EVENTOS)
         except BaseException:
             productor.close(timeout=0)
+            admin.close()
             raise
         if self._cerrado:
             # La ingesta se detuvo mientras este hilo conectaba: nadie cerraría este productor.
             productor.close(timeout=0)
+            admin.close()
             raise KafkaNoDisponible("la ingesta se está deteniendo")
+        self._admin, self._identidades = admin, identidades
+        self.generacion += 1
         self._productor = productor
+
+    def _crear_topicos(self, admin: KafkaAdminClient) -> None:
+        """Crea los tópicos de la ingesta que falten, como `topicos.crear_topicos` (mismas
+        particiones y configuración), con el cliente de plazos acotados de `conectar`."""
+        faltan = [t for t in TOPICOS if t not in set(admin.list_topics())]
+        if not faltan:
+            return
+        try:
+            admin.create_topics([NewTopic(t, self._particiones_al_crear, 1, topic_configs=configuracion_topico(t))
+                                 for t in faltan])
+        except TopicAlreadyExistsError:
+            pass
+
+    def _describir(self, admin: KafkaAdminClient) -> dict[str, str | None]:
+        """topic_id de cada tópico de la ingesta; lanza si falta uno o una partición sin líder."""
+        identidades = {}
+        for topico in admin.describe_topics(list(TOPICOS)):
+            nombre = topico.get("name")
+            if topico.get("error_code", 0) != 0:
+                raise KafkaNoDisponible(f"el tópico {nombre} no está disponible (error {topico['error_code']})")
+            particiones = topico.get("partitions") or []
+            if not particiones or any(p.get("leader_id", -1) < 0 for p in particiones):
+                raise KafkaNoDisponible(f"el tópico {nombre} tiene particiones sin líder")
+            identidades[nombre] = topico.get("topic_id")
+        faltan = set(TOPICOS) - set(identidades)
+        if faltan:
+            raise KafkaNoDisponible(f"el broker no informó los tópicos {sorted(faltan)}")
+        return identidades
+
+    def sondear(self) -> None:
+        """Bloqueante (hasta el plazo de Kafka): lanza `KafkaNoDisponible` si el productor ya no
+        puede escribir; ver el docstring del módulo."""
+        productor, admin = self._productor, self._admin
+        if productor is None or admin is None:
+            raise KafkaNoDisponible("el productor de Kafka no está conectado")
+        gestor = getattr(productor, "_transaction_manager", None)
+        if gestor is not None and gestor.has_fatal_error():
+            raise KafkaNoDisponible("el productor de Kafka quedó en error fatal", productor_roto=True)
+        try:
+            identidades = self._describir(admin)
+        except KafkaNoDisponible:
+            raise
+        except Exception as error:
+            raise KafkaNoDisponible(f"Kafka no responde: {describir_error(error)}") from None
+        for topico, identidad in identidades.items():
+            anterior = self._identidades.get(topico)
+            if anterior is not None and identidad != anterior:
+                raise KafkaNoDisponible(f"el tópico {topico} fue creado de nuevo (el broker perdió sus datos o "
+                                        "alguien lo recreó)", productor_roto=True)
+
+    def descartar(self) -> None:
+        """Deja el productor y el cliente de administración para crear otros.
+
+        El productor se cierra en un hilo aparte dentro de su plazo de entrega: lo pendiente
+        falla o se confirma en ese plazo (sus peticiones responden UNAVAILABLE) y quien sana
+        no espera por él.
+        """
+        productor, self._productor = self._productor, None
+        admin, self._admin = self._admin, None
+        for cliente in (productor, admin):
+            if cliente is not None:
+                threading.Thread(target=self._cerrar_cliente, args=(cliente,), name="gpr-ingesta-descarte",
+                                 daemon=True).start()
+
+    def _cerrar_cliente(self, cliente) -> None:
+        try:
+            if isinstance(cliente, KafkaProducer):
+                cliente.close(timeout=self.plazo_s + 1)
+            else:
+                cliente.close()
+        except Exception as error:  # noqa: BLE001 (es un cliente que ya no se usa)
+            log.info("el cliente de Kafka descartado no cerró limpio: %s", error)
 
     def particiones(self, topico: str = EVENTOS) -> int:
         """Particiones del tópico según los metadatos del productor (bloqueante si no los tiene)."""
-        return len(self._productor.partitions_for(topico))
+        productor = self._productor
+        if productor is None:
+            raise KafkaNoDisponible("el productor de Kafka no está conectado")
+        try:
+            return len(productor.partitions_for(topico))
+        except KafkaError as error:
+            raise KafkaNoDisponible(f"sin metadatos de {topico}: {error}") from None
 
     def enviar(self, registros: Sequence[Registro]) -> list:
         """Bloqueante: entrega los registros al productor; devuelve sus futuros (sin esperarlos)."""
-        if self._productor is None:
+        productor = self._productor
+        if productor is None:
             raise KafkaNoDisponible("el productor de Kafka no está conectado")
         futuros = []
         try:
             for r in registros:
-                futuros.append(self._productor.send(r.topico, r.valor, key=r.clave, headers=r.cabeceras,
-                                                    partition=r.particion))
+                futuros.append(productor.send(r.topico, r.valor, key=r.clave, headers=r.cabeceras,
+                                              partition=r.particion))
         except KafkaError as error:
-            raise KafkaNoDisponible(f"Kafka no aceptó el envío: {error}") from None
+            raise KafkaNoDisponible(f"Kafka no aceptó el envío: {error}",
+                                    productor_roto=isinstance(error, _ERRORES_DEL_PRODUCTOR)) from None
         return futuros
 
     async def confirmar(self, futuros: Sequence, limite_s: float) -> None:
@@ -125,7 +267,8 @@ class Publicador:
             raise KafkaNoDisponible(f"Kafka no confirmó los registros en {self.plazo_s:g} s")
         errores = [e.exception() for e in hechos if e.exception() is not None]
         if errores:
-            raise KafkaNoDisponible(f"Kafka no confirmó {len(errores)} de {len(futuros)} registro(s): {errores[0]}")
+            raise KafkaNoDisponible(f"Kafka no confirmó {len(errores)} de {len(futuros)} registro(s): {errores[0]}",
+                                    productor_roto=any(isinstance(e, _ERRORES_DEL_PRODUCTOR) for e in errores))
 
     @staticmethod
     def _puente(bucle: asyncio.AbstractEventLoop, futuro) -> asyncio.Future:
@@ -160,6 +303,9 @@ class Publicador:
         """
         self._cerrado = True
         productor, self._productor = self._productor, None
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.close()
         if productor is None:
             return
         try:

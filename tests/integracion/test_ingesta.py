@@ -8,7 +8,6 @@ fiarse de `end_offsets` (DISENO §6).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import signal
@@ -26,153 +25,50 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from apoyo.ingesta import (
+    AHORA,
+    B,
+    E,
+    FLUJO_MAXIMO,
+    H,
+    LOTE_MAXIMO,
+    NOT_SERVING,
+    PARTICIONES,
+    RAIZ,
+    SERVING,
+    TOKEN_RENIEC,
+    TOKEN_SUNARP,
+    autorizacion,
+    env_ingesta,
+    error_de,
+    esperar_salud,
+    evento,
+    eventos_de,
+    ingesta_en_proceso,
+    leer_topico,
+    metricas,
+)
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
 from servicios.comun.broker import BrokerEmbebido, puerto_libre
-from servicios.comun.catalogo import cargar_catalogo
-from servicios.comun.eventos import decodificar
+from servicios.comun.eventos import clave_kafka, decodificar
 from servicios.comun.topicos import CABECERA_LOTE, CABECERA_MOTIVO, EVENTOS, RECHAZADOS, crear_topicos
 from servicios.consulta import config as config_consulta
 from servicios.consulta.servidor import ConsultaEnHilo
-from servicios.ingesta import config
-from servicios.ingesta.credenciales import Credenciales, entrada_yaml, hash_token, nuevo_token
-from servicios.ingesta.servidor import IngestaEnHilo
+from servicios.ingesta.credenciales import entrada_yaml, nuevo_token
 
 pytestmark = [pytest.mark.integracion, pytest.mark.timeout(60)]
 
-RAIZ = Path(__file__).resolve().parents[2]
-CATALOGO = cargar_catalogo(RAIZ / "despliegue" / "catalogo.yaml")
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-PARTICIONES = 4
-LOTE_MAXIMO = 20
-FLUJO_MAXIMO = 30
-
-TOKEN_RENIEC = nuevo_token()
-TOKEN_SUNARP = nuevo_token()
-CREDENCIALES = Credenciales({hash_token(TOKEN_RENIEC): "reniec", hash_token(TOKEN_SUNARP): "sunarp"})
-
-H = 3600
-D = 86400
-AHORA = int(time.time())
-# Una base en el pasado, alineada a la hora: ningún evento queda en el futuro.
-B = (AHORA // H - 72) * H
-R, E = pb.SOLICITUD_RECIBIDA, pb.SERVICIO_ENTREGADO
-
-
-def evento(eid, tipo=R, caso="c1", t=B, agencia="reniec", servicio="dni-duplicado", plazo=None):
-    e = pb.Evento(evento_id=eid, fuente="prueba", tipo=tipo, agencia_id=agencia, servicio_id=servicio, caso_id=caso)
-    if t is not None:
-        e.ocurrido_en.seconds = t
-    if plazo is not None:
-        e.plazo_dias = plazo
-    return e
-
-
-def autorizacion(token):
-    return [("authorization", f"Bearer {token}")]
-
-
-def _env(bootstrap, **cambios):
-    env = {
-        "GPR_KAFKA_BOOTSTRAP": bootstrap,
-        # En proceso las credenciales se pasan ya cargadas: el archivo no se lee.
-        "GPR_INGESTA_CREDENCIALES": "credenciales-en-memoria",
-        "GPR_PARTICIONES": str(PARTICIONES),
-        "GPR_INGESTA_LOTE_MAXIMO": str(LOTE_MAXIMO),
-        "GPR_INGESTA_FLUJO_MAXIMO": str(FLUJO_MAXIMO),
-        "GPR_INGESTA_PLAZO_KAFKA": "2s",
-        "GPR_GRPC_HOST": "127.0.0.1",
-        "GPR_GRPC_PUERTO": "0",
-        "GPR_METRICAS_HOST": "127.0.0.1",
-        "GPR_METRICAS_PUERTO": str(puerto_libre()),
-        "GPR_GRPC_GRACIA": "1s",
-    }
-    env.update(cambios)
-    return env
-
-
-def _esperar_salud(canal, estado=SERVING, limite_s=20.0, servicio=""):
-    stub = health_pb2_grpc.HealthStub(canal)
-    fin = time.monotonic() + limite_s
-    ultimo = None
-    while time.monotonic() < fin:
-        try:
-            ultimo = stub.Check(health_pb2.HealthCheckRequest(service=servicio), timeout=1).status
-            if ultimo == estado:
-                return
-        except grpc.RpcError as error:
-            ultimo = error.code()
-        time.sleep(0.05)
-    raise AssertionError(f"la salud no llegó a {estado} (último: {ultimo})")
-
-
-@contextlib.contextmanager
-def _ingesta(bootstrap, credenciales=CREDENCIALES, esperar=True, **cambios):
-    """La ingesta en proceso, un canal y su stub; espera a SERVING salvo `esperar=False`."""
-    cfg = config.leer(_env(bootstrap, **cambios))
-    with IngestaEnHilo(cfg, CATALOGO, credenciales) as servicio:
-        canal = grpc.insecure_channel(f"127.0.0.1:{servicio.puerto_grpc}")
-        try:
-            if esperar:
-                _esperar_salud(canal)
-            yield servicio, canal, ingesta_pb2_grpc.IngestaStub(canal)
-        finally:
-            canal.close()
-
-
-def _leer(bootstrap, topico, minimo, limite_s=10.0, extra_s=0.5):
-    """Todos los registros del tópico: se asignan sus particiones, se lee desde el principio
-    hasta tener al menos `minimo` eventos (un LoteEventos cuenta los suyos) y se sigue
-    `extra_s` más para ver si sobra alguno."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def leer():
-        consumidor = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-        await consumidor.start()
-        try:
-            particiones = [TopicPartition(topico, p) for p in range(PARTICIONES)]
-            consumidor.assign(particiones)
-            await consumidor.seek_to_beginning(*particiones)
-            registros, eventos = [], 0
-            fin = time.monotonic() + limite_s
-            while time.monotonic() < fin and eventos < minimo:
-                for lote in (await consumidor.getmany(timeout_ms=200)).values():
-                    registros.extend(lote)
-                    eventos += sum(_cuantos(r) for r in lote)
-            fin = time.monotonic() + extra_s
-            while time.monotonic() < fin:
-                for lote in (await consumidor.getmany(timeout_ms=100)).values():
-                    registros.extend(lote)
-            return registros
-        finally:
-            await consumidor.stop()
-
-    return asyncio.run(leer())
-
-
-def _cuantos(registro):
-    try:
-        return len(decodificar(registro.value, registro.headers))
-    except ValueError:
-        return 1
-
-
-def _eventos_de(registros):
-    """(partición, evento, es_lote) de cada evento de los registros, en orden de lectura."""
-    return [(r.partition, e, any(k == CABECERA_LOTE for k, _ in r.headers or ()))
-            for r in registros for e in decodificar(r.value, r.headers)]
-
 
 def _particion_de_un_cliente_kafka(bootstrap, claves):
-    """La partición que da un productor de Kafka cualquiera a cada clave: se envía un registro
-    de prueba a un tópico con las mismas particiones y se mira dónde cayó."""
+    """La partición que da un productor de Kafka cualquiera a cada clave (bytes): se envía un
+    registro de prueba a un tópico con las mismas particiones y se mira dónde cayó."""
     crear_topicos(bootstrap, PARTICIONES, ["prueba.particiones"])
     productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
-        return {c: productor.send("prueba.particiones", b"x", key=c.encode()).get(10).partition for c in claves}
+        return {c: productor.send("prueba.particiones", b"x", key=c).get(10).partition for c in claves}
     finally:
         productor.close()
 
@@ -208,18 +104,18 @@ def test_publica_aceptados_y_rechazados(bootstrap, lotes):
     lote = _lote_de_prueba()
     aceptados = [e for e, m in lote if m is None]
     rechazados = [(e, m) for e, m in lote if m is not None]
-    with _ingesta(bootstrap, GPR_INGESTA_LOTES=lotes) as (_, _, stub):
+    with ingesta_en_proceso(bootstrap, GPR_INGESTA_LOTES=lotes) as (_, _, stub):
         antes = time.time()
         respuesta = stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=[e for e, _ in lote]),
                                   metadata=autorizacion(TOKEN_RENIEC), timeout=10)
         despues = time.time()
         # Se lee con la ingesta aún en marcha: al detenerse vacía su productor, y eso
         # ocultaría un registro que aún no estuviera en Kafka al responder.
-        registros = _leer(bootstrap, EVENTOS, len(aceptados), limite_s=2)
-        muertos = _leer(bootstrap, RECHAZADOS, len(rechazados), limite_s=2)
+        registros = leer_topico(bootstrap, EVENTOS, len(aceptados), limite_s=2)
+        muertos = leer_topico(bootstrap, RECHAZADOS, len(rechazados), limite_s=2)
     _comprobar_respuesta(respuesta, lote)
 
-    publicados = _eventos_de(registros)
+    publicados = eventos_de(registros)
     assert sorted(e.evento_id for _, e, _ in publicados) == sorted(e.evento_id for e in aceptados)
     for _, e, _ in publicados:
         assert antes - 1 <= e.recibido_en.seconds + e.recibido_en.nanos / 1e9 <= despues + 1
@@ -229,10 +125,11 @@ def test_publica_aceptados_y_rechazados(bootstrap, lotes):
         sin_recibido.ClearField("recibido_en")
         assert sin_recibido == original
 
-    # Cada caso en la partición que le daría cualquier cliente de Kafka, en el orden enviado.
-    esperada = _particion_de_un_cliente_kafka(bootstrap, {e.caso_id for e in aceptados})
-    assert {e.evento_id: p for p, e, _ in publicados} == {e.evento_id: esperada[e.caso_id] for e in aceptados}
-    for caso in esperada:
+    # Cada caso en la partición que le daría cualquier cliente de Kafka a la clave del contrato
+    # (clave_kafka: el caso de la agencia), en el orden enviado.
+    esperada = _particion_de_un_cliente_kafka(bootstrap, {clave_kafka(e) for e in aceptados})
+    assert {e.evento_id: p for p, e, _ in publicados} == {e.evento_id: esperada[clave_kafka(e)] for e in aceptados}
+    for caso in {e.caso_id for e in aceptados}:
         assert [e.evento_id for _, e, _ in publicados if e.caso_id == caso] == \
             [e.evento_id for e in aceptados if e.caso_id == caso]
     if lotes == "1":
@@ -245,7 +142,7 @@ def test_publica_aceptados_y_rechazados(bootstrap, lotes):
     else:
         assert len(registros) == len(aceptados)
         assert all(not es_lote for _, _, es_lote in publicados)
-        assert {r.key for r in registros} == {f"{e.agencia_id}/{e.caso_id}".encode() for e in aceptados}
+        assert {r.key for r in registros} == {clave_kafka(e) for e in aceptados}
 
     # Los rechazados, con el evento original y su motivo, en el tópico de rechazados.
     assert len(muertos) == len(rechazados)
@@ -260,69 +157,67 @@ def test_publica_aceptados_y_rechazados(bootstrap, lotes):
 
 def test_publicar_flujo(bootstrap):
     lote = _lote_de_prueba()
-    with _ingesta(bootstrap) as (_, _, stub):
+    with ingesta_en_proceso(bootstrap) as (_, _, stub):
         respuesta = stub.PublicarFlujo(iter([e for e, _ in lote]), metadata=autorizacion(TOKEN_RENIEC), timeout=10)
         _comprobar_respuesta(respuesta, lote)
         # Un flujo vacío no publica nada y no es un error.
         vacio = stub.PublicarFlujo(iter([]), metadata=autorizacion(TOKEN_RENIEC), timeout=10)
         assert (len(vacio.resultados), vacio.aceptados, vacio.rechazados) == (0, 0, 0)
     aceptados = sorted(e.evento_id for e, m in lote if m is None)
-    assert sorted(e.evento_id for _, e, _ in _eventos_de(_leer(bootstrap, EVENTOS, len(aceptados)))) == aceptados
-    assert len(_leer(bootstrap, RECHAZADOS, 5)) == sum(1 for _, m in lote if m is not None)
-
-
-def _error(llamada, *args, **kwargs):
-    with pytest.raises(grpc.RpcError) as error:
-        llamada(*args, timeout=10, **kwargs)
-    return error.value.code(), error.value.details()
+    assert sorted(e.evento_id for _, e, _ in eventos_de(leer_topico(bootstrap, EVENTOS, len(aceptados)))) == aceptados
+    assert len(leer_topico(bootstrap, RECHAZADOS, 5)) == sum(1 for _, m in lote if m is not None)
 
 
 def test_autenticacion_y_agencia(bootstrap):
     validos = [evento("v1", caso="c1", t=B), evento("v2", caso="c2", t=B)]
     pedido = ingesta_pb2.SolicitudPublicar(eventos=validos)
-    with _ingesta(bootstrap) as (_, canal, stub):
-        codigo, detalle = _error(stub.Publicar, pedido)
+    with ingesta_en_proceso(bootstrap) as (servicio, canal, stub):
+        codigo, detalle = error_de(stub.Publicar, pedido)
         assert codigo == grpc.StatusCode.UNAUTHENTICATED and detalle.startswith("authorization:")
         for malo in ([("authorization", "Bearer " + nuevo_token())], [("authorization", f"Basic {TOKEN_RENIEC}")],
                      [("authorization", "Bearer ")], [("authorization", TOKEN_RENIEC)]):
-            codigo, detalle = _error(stub.Publicar, pedido, metadata=malo)
+            codigo, detalle = error_de(stub.Publicar, pedido, metadata=malo)
             assert codigo == grpc.StatusCode.UNAUTHENTICATED, malo
             assert detalle.startswith("authorization:") and TOKEN_RENIEC not in detalle
-        codigo, _ = _error(stub.PublicarFlujo, iter(validos))
+        codigo, _ = error_de(stub.PublicarFlujo, iter(validos))
         assert codigo == grpc.StatusCode.UNAUTHENTICATED
 
         # Token de sunarp con eventos de reniec: se deniega la petición entera, nada se publica.
         mezcla = [evento("s1", caso="c7", agencia="sunarp", servicio="certificado-literal"), *validos]
-        codigo, detalle = _error(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=mezcla),
+        codigo, detalle = error_de(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=mezcla),
                                  metadata=autorizacion(TOKEN_SUNARP))
         assert codigo == grpc.StatusCode.PERMISSION_DENIED
         assert detalle.startswith("eventos[1].agencia_id:") and "'v1'" in detalle and "reniec" in detalle
-        codigo, detalle = _error(stub.PublicarFlujo, iter(mezcla), metadata=autorizacion(TOKEN_SUNARP))
+        codigo, detalle = error_de(stub.PublicarFlujo, iter(mezcla), metadata=autorizacion(TOKEN_SUNARP))
         assert codigo == grpc.StatusCode.PERMISSION_DENIED and detalle.startswith("eventos[1].agencia_id:")
 
         # El token válido de la agencia publica; es lo único que llega a Kafka.
         respuesta = stub.Publicar(pedido, metadata=autorizacion(TOKEN_RENIEC), timeout=10)
         assert (respuesta.aceptados, respuesta.rechazados) == (2, 0)
-    assert sorted(e.evento_id for _, e, _ in _eventos_de(_leer(bootstrap, EVENTOS, 2))) == ["v1", "v2"]
-    assert _leer(bootstrap, RECHAZADOS, 0) == []
+        rechazadas = {(dict(e)["agencia"], dict(e)["motivo"]): v for (n, e), v in metricas(servicio.puerto_metricas).items()
+                      if n == "gpr_ingesta_solicitudes_rechazadas_total"}
+    assert sorted(e.evento_id for _, e, _ in eventos_de(leer_topico(bootstrap, EVENTOS, 2))) == ["v1", "v2"]
+    assert leer_topico(bootstrap, RECHAZADOS, 0) == []
+    # Sin token: la primera llamada, «Basic», «Bearer » vacío, el token sin esquema y el flujo.
+    assert rechazadas == {("", "sin_token"): 5, ("", "token_desconocido"): 1, ("sunarp", "agencia_ajena"): 2}
 
 
 def test_limites_de_eventos_por_llamada(bootstrap):
     def lote(n):
         return [evento(f"l{i}", caso=f"c{i}", t=B) for i in range(n)]
 
-    with _ingesta(bootstrap) as (_, _, stub):
-        codigo, detalle = _error(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=lote(LOTE_MAXIMO + 1)),
+    with ingesta_en_proceso(bootstrap) as (_, _, stub):
+        codigo, detalle = error_de(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=lote(LOTE_MAXIMO + 1)),
                                  metadata=autorizacion(TOKEN_RENIEC))
         assert codigo == grpc.StatusCode.INVALID_ARGUMENT
         assert detalle.startswith("eventos:") and str(LOTE_MAXIMO) in detalle
-        codigo, detalle = _error(stub.PublicarFlujo, iter(lote(FLUJO_MAXIMO + 1)), metadata=autorizacion(TOKEN_RENIEC))
+        codigo, detalle = error_de(stub.PublicarFlujo, iter(lote(FLUJO_MAXIMO + 1)), metadata=autorizacion(TOKEN_RENIEC))
         assert codigo == grpc.StatusCode.INVALID_ARGUMENT
         assert detalle.startswith("eventos:") and str(FLUJO_MAXIMO) in detalle
         # Justo en el máximo sí.
         assert stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=lote(LOTE_MAXIMO)),
                              metadata=autorizacion(TOKEN_RENIEC), timeout=10).aceptados == LOTE_MAXIMO
-    assert len(_eventos_de(_leer(bootstrap, EVENTOS, LOTE_MAXIMO))) == LOTE_MAXIMO
+    assert len(eventos_de(leer_topico(bootstrap, EVENTOS, LOTE_MAXIMO))) == LOTE_MAXIMO
 
 
 def test_kafka_caido_responde_unavailable(tmp_path):
@@ -330,13 +225,13 @@ def test_kafka_caido_responde_unavailable(tmp_path):
     broker = BrokerEmbebido(registro=tmp_path / "tansu.log")
     broker.iniciar()
     try:
-        with _ingesta(broker.bootstrap) as (_, _, stub):
+        with ingesta_en_proceso(broker.bootstrap) as (_, _, stub):
             pedido = ingesta_pb2.SolicitudPublicar(eventos=[evento("k1", caso="c1"), evento("k2", caso="c2")])
             assert stub.Publicar(pedido, metadata=autorizacion(TOKEN_RENIEC), timeout=10).aceptados == 2
             broker.detener()
             for llamada, argumento in ((stub.Publicar, pedido), (stub.PublicarFlujo, iter(pedido.eventos))):
                 inicio = time.monotonic()
-                codigo, detalle = _error(llamada, argumento, metadata=autorizacion(TOKEN_RENIEC))
+                codigo, detalle = error_de(llamada, argumento, metadata=autorizacion(TOKEN_RENIEC))
                 assert codigo == grpc.StatusCode.UNAVAILABLE, detalle
                 assert time.monotonic() - inicio < 5
                 assert "reintente" in detalle
@@ -349,18 +244,18 @@ def test_salud_sin_kafka_y_al_detener(tmp_path):
     puerto = puerto_libre()
     broker = BrokerEmbebido(puerto=puerto, registro=tmp_path / "tansu.log")
     try:
-        with _ingesta(broker.bootstrap, esperar=False) as (servicio, canal, stub):
+        with ingesta_en_proceso(broker.bootstrap, esperar=False) as (servicio, canal, stub):
             salud = health_pb2_grpc.HealthStub(canal)
             time.sleep(0.5)
             for nombre in ("", "gpr.v1.Ingesta"):
                 assert salud.Check(health_pb2.HealthCheckRequest(service=nombre), timeout=2).status == NOT_SERVING
-            codigo, _ = _error(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=[evento("h1")]),
+            codigo, _ = error_de(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=[evento("h1")]),
                                metadata=autorizacion(TOKEN_RENIEC))
             assert codigo == grpc.StatusCode.UNAVAILABLE
 
             broker.iniciar()
-            _esperar_salud(canal, servicio="gpr.v1.Ingesta")
-            _esperar_salud(canal)
+            esperar_salud(canal, servicio="gpr.v1.Ingesta")
+            esperar_salud(canal)
             assert stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=[evento("h1")]),
                                  metadata=autorizacion(TOKEN_RENIEC), timeout=10).aceptados == 1
 
@@ -374,7 +269,7 @@ def test_salud_sin_kafka_y_al_detener(tmp_path):
 
 
 def test_reflexion(bootstrap):
-    with _ingesta(bootstrap) as (_, canal, _):
+    with ingesta_en_proceso(bootstrap) as (_, canal, _):
         base = ProtoReflectionDescriptorDatabase(canal)
         assert {"gpr.v1.Ingesta", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= \
             set(base.get_services())
@@ -385,7 +280,7 @@ def test_reflexion(bootstrap):
 
 
 def test_metricas(bootstrap):
-    with _ingesta(bootstrap) as (servicio, _, stub):
+    with ingesta_en_proceso(bootstrap) as (servicio, _, stub):
         lote = _lote_de_prueba()
         stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=[e for e, _ in lote]),
                       metadata=autorizacion(TOKEN_RENIEC), timeout=10)
@@ -395,8 +290,8 @@ def test_metricas(bootstrap):
         stub.PublicarFlujo(iter([evento("s2", caso="c2", agencia="sunarp", servicio="certificado-literal")]),
                            metadata=autorizacion(TOKEN_SUNARP), timeout=10)
         for _ in range(3):
-            _error(stub.Publicar, ingesta_pb2.SolicitudPublicar())
-        _error(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=[evento("z")] * (LOTE_MAXIMO + 1)),
+            error_de(stub.Publicar, ingesta_pb2.SolicitudPublicar())
+        error_de(stub.Publicar, ingesta_pb2.SolicitudPublicar(eventos=[evento("z")] * (LOTE_MAXIMO + 1)),
                metadata=autorizacion(TOKEN_RENIEC))
         texto = urllib.request.urlopen(f"http://127.0.0.1:{servicio.puerto_metricas}/metrics", timeout=5).read().decode()
     familias = {f.name: f for f in text_string_to_metric_families(texto)}
@@ -432,6 +327,9 @@ def test_metricas(bootstrap):
         ("sunarp", "aceptado", ""): 2,
     }
     assert familias["gpr_ingesta_kafka_listo"].samples[0].value == 1
+    rechazadas = {(m.labels["agencia"], m.labels["motivo"]): m.value
+                  for m in familias["gpr_ingesta_solicitudes_rechazadas"].samples if m.name.endswith("_total")}
+    assert rechazadas == {("", "sin_token"): 3, ("reniec", "demasiados_eventos"): 1}
     if shutil.which("promtool"):
         revision = subprocess.run(["promtool", "check", "metrics"], input=texto, text=True, capture_output=True)
         assert revision.returncode == 0, revision.stdout + revision.stderr
@@ -451,16 +349,16 @@ def _certificado(directorio: Path) -> tuple[Path, Path]:
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="sin el programa openssl para crear un certificado de prueba")
 def test_tls(bootstrap, tmp_path):
     cert, clave = _certificado(tmp_path)
-    with _ingesta(bootstrap, esperar=False, GPR_TLS_CERT=str(cert), GPR_TLS_KEY=str(clave)) as (servicio, _, _):
+    with ingesta_en_proceso(bootstrap, esperar=False, GPR_TLS_CERT=str(cert), GPR_TLS_KEY=str(clave)) as (servicio, _, _):
         credenciales = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{servicio.puerto_grpc}", credenciales) as canal:
-            _esperar_salud(canal)
+            esperar_salud(canal)
             respuesta = ingesta_pb2_grpc.IngestaStub(canal).Publicar(
                 ingesta_pb2.SolicitudPublicar(eventos=[evento("t1")]), metadata=autorizacion(TOKEN_RENIEC), timeout=10)
             assert respuesta.aceptados == 1
         # Sin TLS el servidor no responde.
         with grpc.insecure_channel(f"127.0.0.1:{servicio.puerto_grpc}") as canal:
-            codigo, _ = _error(health_pb2_grpc.HealthStub(canal).Check, health_pb2.HealthCheckRequest())
+            codigo, _ = error_de(health_pb2_grpc.HealthStub(canal).Check, health_pb2.HealthCheckRequest())
             assert codigo == grpc.StatusCode.UNAVAILABLE
 
 
@@ -469,15 +367,15 @@ def test_proceso_recarga_credenciales_y_termina_con_sigterm(bootstrap, procesos,
     archivo = tmp_path / "credenciales.yaml"
     archivo.write_text("credenciales:\n" + entrada_yaml("reniec", TOKEN_RENIEC, "sistema de trámites") + "\n")
     puerto = puerto_libre()
-    env = _env(bootstrap, GPR_INGESTA_CREDENCIALES=str(archivo), GPR_GRPC_PUERTO=str(puerto),
+    env = env_ingesta(bootstrap, GPR_INGESTA_CREDENCIALES=str(archivo), GPR_GRPC_PUERTO=str(puerto),
                GPR_CATALOGO=str(RAIZ / "despliegue" / "catalogo.yaml"))
     proceso = procesos.lanzar("servicios.ingesta", env)
     pedido = ingesta_pb2.SolicitudPublicar(eventos=[evento("p1")])
     with grpc.insecure_channel(f"127.0.0.1:{puerto}") as canal:
-        _esperar_salud(canal, limite_s=30)
+        esperar_salud(canal, limite_s=30)
         stub = ingesta_pb2_grpc.IngestaStub(canal)
         assert stub.Publicar(pedido, metadata=autorizacion(TOKEN_RENIEC), timeout=10).aceptados == 1
-        assert _error(stub.Publicar, pedido, metadata=autorizacion(token_nuevo))[0] == grpc.StatusCode.UNAUTHENTICATED
+        assert error_de(stub.Publicar, pedido, metadata=autorizacion(token_nuevo))[0] == grpc.StatusCode.UNAUTHENTICATED
 
         # Rotación: se agrega el token nuevo, se quita el viejo, y SIGHUP.
         archivo.write_text("credenciales:\n" + entrada_yaml("reniec", token_nuevo) + "\n")
@@ -490,7 +388,7 @@ def test_proceso_recarga_credenciales_y_termina_con_sigterm(bootstrap, procesos,
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAUTHENTICATED and time.monotonic() < fin
                 time.sleep(0.1)
-        assert _error(stub.Publicar, pedido, metadata=autorizacion(TOKEN_RENIEC))[0] == grpc.StatusCode.UNAUTHENTICATED
+        assert error_de(stub.Publicar, pedido, metadata=autorizacion(TOKEN_RENIEC))[0] == grpc.StatusCode.UNAUTHENTICATED
 
         # Un archivo roto no se aplica: sigue valiendo el token vigente.
         archivo.write_text("credenciales:\n  - {agencia: onpe, token_sha256: 'xyz'}\n")
@@ -536,6 +434,11 @@ def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):
       propio de 1 día, fuera) = 1/2.
     reniec/dni-primera-vez: r5 (15h) = 1 solicitud. sunarp/certificado-literal: s1 = 1 (su
     propia marca de agua).
+
+    El flujo (trozos de 2) falla primero a la mitad: r6 y r7 se publican en el primer trozo y
+    un evento de sunarp detiene el flujo (PERMISSION_DENIED, gpr-procesados=2). El cliente
+    reintenta como lo haría sin mirar ese metadato, con el flujo entero corregido: r6 y r7
+    llegan dos veces y el procesador los cuenta una (4 repetidos en total, no 2).
     """
     particiones = "2"
     puerto_metricas = puerto_libre()
@@ -560,28 +463,36 @@ def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):
         evento("x1", caso="c9", t=B + 15 * H, servicio="no-existe"),
     ]
     flujo = [evento("r6", caso="c6", t=B + 25 * H), evento("r7", caso="c7", t=B + 29 * H)]
+    ajeno = evento("s9", caso="s-c9", t=B + 5 * H, agencia="sunarp", servicio="certificado-literal")
     sunarp = [evento("s1", caso="s-c1", t=B + 5 * H, agencia="sunarp", servicio="certificado-literal")]
-    with _ingesta(bootstrap, GPR_PARTICIONES=particiones) as (_, _, stub):
+    with ingesta_en_proceso(bootstrap, GPR_PARTICIONES=particiones, GPR_INGESTA_TROZO_EVENTOS="2") as (_, _, stub):
         respuestas = [
             stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=lote1), metadata=autorizacion(TOKEN_RENIEC), timeout=10),
             stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=lote2), metadata=autorizacion(TOKEN_RENIEC), timeout=10),
+        ]
+        with pytest.raises(grpc.RpcError) as fallo:
+            stub.PublicarFlujo(iter(flujo + [ajeno]), metadata=autorizacion(TOKEN_RENIEC), timeout=10)
+        assert fallo.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert dict(fallo.value.trailing_metadata())["gpr-procesados"] == "2"
+        respuestas += [
             stub.PublicarFlujo(iter(flujo), metadata=autorizacion(TOKEN_RENIEC), timeout=10),
             stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=sunarp), metadata=autorizacion(TOKEN_SUNARP), timeout=10),
         ]
     assert [(r.aceptados, r.rechazados) for r in respuestas] == [(8, 0), (2, 1), (2, 0), (1, 0)]
 
-    # El procesador vio cada evento aceptado una vez: 11 distintos y 2 repetidos.
+    # El procesador vio cada evento aceptado una vez: 11 distintos y 4 repetidos (r2, r4, y
+    # r6 y r7 del flujo reintentado).
     fin = time.monotonic() + 45
     contadores = {}
     while time.monotonic() < fin:
         with contextlib.suppress(OSError):
             contadores = _metricas_procesador(puerto_metricas)
             if contadores.get("gpr_procesador_eventos_aceptados_total", 0) + \
-                    contadores.get("gpr_procesador_eventos_duplicados_total", 0) >= 13:
+                    contadores.get("gpr_procesador_eventos_duplicados_total", 0) >= 15:
                 break
         time.sleep(0.2)
     assert (contadores.get("gpr_procesador_eventos_aceptados_total"),
-            contadores.get("gpr_procesador_eventos_duplicados_total")) == (11, 2), procesos.registro("procesador")[-3000:]
+            contadores.get("gpr_procesador_eventos_duplicados_total")) == (11, 4), procesos.registro("procesador")[-3000:]
 
     esperado = {
         ("reniec", "dni-duplicado", "solicitudes"): (5.0, 5),
@@ -592,7 +503,7 @@ def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):
     cfg = config_consulta.leer({"GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_GRPC_HOST": "127.0.0.1",
                                 "GPR_GRPC_PUERTO": "0", "GPR_METRICAS_PUERTO": "0"})
     with ConsultaEnHilo(cfg) as consulta, grpc.insecure_channel(f"127.0.0.1:{consulta.puerto_grpc}") as canal:
-        _esperar_salud(canal, limite_s=30)
+        esperar_salud(canal, limite_s=30)
         indicadores = ipb_grpc.IndicadoresStub(canal)
         observado = {}
         # Todo está procesado: se espera a que la última instantánea de cada serie llegue a la
