@@ -26,12 +26,14 @@ INSTANTE_MINIMO_S = 946_684_800
 PLAZO_MAXIMO_DIAS = 3650
 INTENTO_MAXIMO = 1000
 ESCALA_MAXIMA_SATISFACCION = 100
-# Identificadores que pone la agencia (evento_id, fuente, caso_id, reclamo_id): de 1 a 128
-# letras (de cualquier alfabeto), dígitos y `_ . : / @ + -`. Sin espacios, controles ni los
+# Identificadores que pone la agencia (evento_id, fuente, caso_id, reclamo_id): hasta 128
+# caracteres (más: `campo_demasiado_largo`), solo letras (de cualquier alfabeto), dígitos y
+# `_ . : / @ + -` (si no: `identificador_invalido`). Sin espacios, controles ni los
 # separadores de las claves internas (`#`, `|`, U+001F).
-_IDENTIFICADOR = re.compile(r"[\w.:/@+\-]{1,128}")
-# Textos libres (región, categoría, atributos): largo acotado, para que ningún evento haga
-# crecer sin límite el estado de su caso, que lo guarda entero.
+LARGO_MAXIMO_IDENTIFICADOR = 128
+_IDENTIFICADOR = re.compile(r"[\w.:/@+\-]+")
+# Textos libres (región, categoría, atributos…): largo acotado (más: `campo_demasiado_largo`),
+# para que ningún evento haga crecer sin límite el estado de su caso, que lo guarda entero.
 LARGO_MAXIMO_TEXTO = 256
 ATRIBUTOS_MAXIMOS = 32
 # Un evento serializado no ocupa más que esto (uno normal ocupa unos cientos de bytes).
@@ -93,8 +95,9 @@ def validar(evento: pb.Evento, catalogo: Catalogo, ahora_s: float) -> str | None
     evento_id = evento.evento_id
     if not evento_id:
         return "campo_requerido:evento_id"
-    if not _IDENTIFICADOR.fullmatch(evento_id):
-        return "identificador_invalido:evento_id"
+    motivo = _identificador(evento_id, "evento_id")
+    if motivo is not None:
+        return motivo
     if tipo == _NO_ESPECIFICADO:
         return "campo_requerido:tipo"
     if tipo not in _TIPOS_CONOCIDOS:
@@ -105,21 +108,30 @@ def validar(evento: pb.Evento, catalogo: Catalogo, ahora_s: float) -> str | None
     agencia_id = evento.agencia_id
     if not agencia_id:
         return "campo_requerido:agencia_id"
+    if len(agencia_id) > LARGO_MAXIMO_IDENTIFICADOR:
+        return "campo_demasiado_largo:agencia_id"
     servicio_id = evento.servicio_id
     if not servicio_id:
         return "campo_requerido:servicio_id"
+    if len(servicio_id) > LARGO_MAXIMO_IDENTIFICADOR:
+        return "campo_demasiado_largo:servicio_id"
     caso_id = evento.caso_id
     if caso_id:
-        if not _IDENTIFICADOR.fullmatch(caso_id):
-            return "identificador_invalido:caso_id"
+        motivo = _identificador(caso_id, "caso_id")
+        if motivo is not None:
+            return motivo
     elif tipo in TIPOS_DE_CASO:
         return "campo_requerido:caso_id"
     fuente = evento.fuente
-    if fuente and not _IDENTIFICADOR.fullmatch(fuente):
-        return "identificador_invalido:fuente"
+    if fuente:
+        motivo = _identificador(fuente, "fuente")
+        if motivo is not None:
+            return motivo
     etapa_id = evento.etapa_id
     if tipo in TIPOS_DE_ETAPA and not etapa_id:
         return "campo_requerido:etapa_id"
+    if len(etapa_id) > LARGO_MAXIMO_IDENTIFICADOR:
+        return "campo_demasiado_largo:etapa_id"
     agencia = catalogo.agencias.get(agencia_id)
     if agencia is None:
         return "agencia_desconocida"
@@ -143,7 +155,7 @@ def validar(evento: pb.Evento, catalogo: Catalogo, ahora_s: float) -> str | None
         if motivo is not None:
             return motivo
     if len(evento.region) > LARGO_MAXIMO_TEXTO:
-        return "texto_demasiado_largo:region"
+        return "campo_demasiado_largo:region"
     if evento.atributos:
         motivo = _validar_atributos(evento.atributos)
         if motivo is not None:
@@ -153,12 +165,20 @@ def validar(evento: pb.Evento, catalogo: Catalogo, ahora_s: float) -> str | None
     return None
 
 
+def _identificador(valor: str, campo: str) -> str | None:
+    if len(valor) > LARGO_MAXIMO_IDENTIFICADOR:
+        return f"campo_demasiado_largo:{campo}"
+    if not _IDENTIFICADOR.fullmatch(valor):
+        return f"identificador_invalido:{campo}"
+    return None
+
+
 def _validar_atributos(atributos) -> str | None:
     if len(atributos) > ATRIBUTOS_MAXIMOS:
-        return "texto_demasiado_largo:atributos"
+        return "campo_demasiado_largo:atributos"
     for clave, valor in atributos.items():
         if len(clave) > LARGO_MAXIMO_TEXTO or len(valor) > LARGO_MAXIMO_TEXTO:
-            return "texto_demasiado_largo:atributos"
+            return "campo_demasiado_largo:atributos"
     return None
 
 
@@ -173,10 +193,13 @@ def _validar_detalle(evento: pb.Evento, tipo: int, agencia) -> str | None:
         if not evento.HasField("reclamo") or not evento.reclamo.reclamo_id:
             return "tipo_incoherente"
         reclamo = evento.reclamo
-        if not _IDENTIFICADOR.fullmatch(reclamo.reclamo_id):
-            return "identificador_invalido:reclamo_id"
-        if len(reclamo.categoria) > LARGO_MAXIMO_TEXTO or len(reclamo.etapa_relacionada) > LARGO_MAXIMO_TEXTO:
-            return "texto_demasiado_largo:reclamo"
+        motivo = _identificador(reclamo.reclamo_id, "reclamo.reclamo_id")
+        if motivo is not None:
+            return motivo
+        if len(reclamo.categoria) > LARGO_MAXIMO_TEXTO:
+            return "campo_demasiado_largo:reclamo.categoria"
+        if len(reclamo.etapa_relacionada) > LARGO_MAXIMO_TEXTO:
+            return "campo_demasiado_largo:reclamo.etapa_relacionada"
     elif tipo == pb.COSTO_REGISTRADO:
         if not evento.HasField("costo"):
             return "tipo_incoherente"

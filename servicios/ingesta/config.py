@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicios.comun import config as c
-from servicios.comun.lotes import BYTES_MAXIMOS_LOTE
+from servicios.comun.eventos import BYTES_MAXIMOS_EVENTO
 from servicios.ingesta.recepcion import MOTIVO_MAXIMO
 
 KIB = 1024
@@ -76,7 +76,9 @@ class ConfigIngesta:
 def leer(env: Mapping[str, str]) -> ConfigIngesta:
     certificado, clave = _tls(env)
     lote_maximo = c.entero(env, "GPR_INGESTA_LOTE_MAXIMO", 500, minimo=1)
-    evento_maximo = _bytes(env, "GPR_INGESTA_EVENTO_MAXIMO", 256 * KIB, minimo=KIB, maximo=BYTES_MAXIMOS_LOTE)
+    # El máximo del contrato: un evento mayor lo rechazaría igual el validador común.
+    evento_maximo = _bytes(env, "GPR_INGESTA_EVENTO_MAXIMO", BYTES_MAXIMOS_EVENTO, minimo=KIB,
+                           maximo=BYTES_MAXIMOS_EVENTO)
     mensaje_maximo = _bytes(env, "GPR_INGESTA_MENSAJE_MAXIMO", 4 * MIB, minimo=64 * KIB, maximo=64 * MIB)
     if mensaje_maximo < evento_maximo:
         raise c.ConfiguracionInvalida(

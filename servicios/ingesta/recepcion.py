@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import ingesta_pb2
 from servicios.comun.catalogo import Catalogo
-from servicios.comun.eventos import clave_kafka, validar
+from servicios.comun.eventos import BYTES_MAXIMOS_EVENTO, clave_kafka, validar
 from servicios.comun.lotes import Registro
 from servicios.comun.topicos import CABECERA_MOTIVO
 
@@ -29,10 +29,10 @@ CABECERA_DETALLE = "gpr-detalle"
 # recibió el motivo en la respuesta) de lo que rechazó el procesador.
 CABECERA_ORIGEN = "gpr-origen"
 ORIGEN = b"ingesta"
-# Un evento típico ocupa unos cientos de bytes; uno mayor que esto (p. ej. `atributos`
-# desmesurados) no cabría en un registro de Kafka junto a otros y se rechaza. Son los valores
-# por omisión de GPR_INGESTA_EVENTO_MAXIMO y GPR_INGESTA_ID_MAXIMO (config.py).
-BYTES_MAXIMOS_EVENTO = 256 * 1024
+# Un evento mayor que el máximo del contrato (`comun/eventos.py`) se rechaza antes de mirarlo
+# más; GPR_INGESTA_EVENTO_MAXIMO puede bajarlo, no subirlo. Los identificadores largos los
+# rechaza el validador común (`campo_demasiado_largo:<campo>`, el mismo motivo por Kafka);
+# GPR_INGESTA_ID_MAXIMO acota lo que de ellos se repite en la respuesta (config.py).
 BYTES_MAXIMOS_ID = 128
 MOTIVO_DEMASIADO_GRANDE = "evento_demasiado_grande"
 MOTIVO_CAMPO_LARGO = "campo_demasiado_largo"
@@ -133,9 +133,6 @@ def motivo_de(evento: pb.Evento | MensajeInvalido, catalogo: Catalogo, ahora_s: 
         return MOTIVO_PROTOBUF
     if evento.ByteSize() > evento_maximo:
         return MOTIVO_DEMASIADO_GRANDE
-    campo = campo_demasiado_largo(evento, id_maximo)
-    if campo is not None:
-        return f"{MOTIVO_CAMPO_LARGO}:{campo}"
     try:
         return validar(evento, catalogo, ahora_s)
     except Exception as error:  # noqa: BLE001 (un evento no tumba la petición)

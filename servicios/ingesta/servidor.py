@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 
 SERVICIO = ingesta_pb2.DESCRIPTOR.services_by_name["Ingesta"].full_name
 SALUD = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# Nombre de salud para la sonda de vida: SERVING mientras el proceso atiende, con o sin Kafka.
+VIDA = "vida"
 # Metadato final de un PublicarFlujo fallido: eventos resueltos desde el principio del flujo.
 METADATO_PROCESADOS = "gpr-procesados"
 _SIN_KAFKA = "la ingesta no puede escribir en Kafka ahora; reintente en unos segundos"
@@ -339,6 +341,8 @@ class ServidorIngesta:
         self._salud = health.aio.HealthServicer()
         # HealthServicer nace con "" en SERVING: hay que bajarlo antes de aceptar conexiones.
         await self._marcar(False)
+        # La sonda de vida no sigue a Kafka: reiniciar el pod no arregla un corte de Kafka.
+        await self._salud.set(VIDA, health_pb2.HealthCheckResponse.SERVING)
 
         self._servidor = grpc.aio.server(
             interceptors=[InterceptorMetricasGrpc(self.metricas.registro)],

@@ -414,13 +414,12 @@ def test_configuracion_invalida_sale_con_2(tmp_path):
 
 def _metricas_procesador(puerto):
     texto = urllib.request.urlopen(f"http://127.0.0.1:{puerto}/metrics", timeout=5).read().decode()
-    # Contadores sumados sobre sus etiquetas (p. ej. los aceptados, por agencia).
-    contadores: dict[str, float] = {}
+    # Cada muestra sumada sobre sus etiquetas (p. ej. los aceptados, por agencia).
+    sumas: dict[str, float] = {}
     for familia in text_string_to_metric_families(texto):
-        if familia.type == "counter":
-            for muestra in familia.samples:
-                contadores[muestra.name] = contadores.get(muestra.name, 0) + muestra.value
-    return contadores
+        for muestra in familia.samples:
+            sumas[muestra.name] = sumas.get(muestra.name, 0) + muestra.value
+    return sumas
 
 
 def test_de_punta_a_punta_con_el_procesador(bootstrap, procesos, tmp_path):

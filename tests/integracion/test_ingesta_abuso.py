@@ -102,6 +102,8 @@ def test_sana_tras_reiniciar_el_broker(tmp_path):
             broker.detener()
             esperar_salud(canal, NOT_SERVING, limite_s=30)
             esperar_salud(canal, NOT_SERVING, limite_s=5, servicio=SERVICIO)
+            # La sonda de vida (Kubernetes) no sigue a Kafka: un corte no reinicia el pod.
+            esperar_salud(canal, SERVING, limite_s=5, servicio="vida")
             codigo, detalle = error_de(stub.Publicar, _solicitud(evento("durante")), metadata=md)
             assert codigo == UNAVAILABLE and "reintente" in detalle
 
@@ -262,7 +264,7 @@ def test_lo_que_escribe_el_cliente_vuelve_recortado(bootstrap, caplog):
     demasiado = por_motivo[b"evento_demasiado_grande"]
     assert demasiado.value == b"" and demasiado.key is None
     assert dict(demasiado.headers)["gpr-detalle"].decode() == (
-        f"evento {'g' * 200 + recortado!r}: evento_demasiado_grande ({grande.ByteSize()} bytes; el máximo es 262144)")
+        f"evento {'g' * 200 + recortado!r}: evento_demasiado_grande ({grande.ByteSize()} bytes; el máximo es 16384)")
     # Un identificador largo en un evento de tamaño admitido: va el original, sin clave.
     assert por_motivo[b"campo_demasiado_largo:caso_id"].value == largo.SerializeToString()
     assert por_motivo[b"campo_demasiado_largo:caso_id"].key is None
@@ -477,10 +479,11 @@ def _lanzar_ingesta(procesos, tmp_path, bootstrap, **cambios):
     return proceso, puerto, int(env["GPR_METRICAS_PUERTO"])
 
 
-# Un flujo de más de 1 GiB: 3 600 eventos de ~250 KB que se aceptan y 400 de ~900 KB que se
-# rechazan por tamaño (mayores que GPR_INGESTA_EVENTO_MAXIMO, menores que el mensaje máximo).
-ACEPTADOS_GRANDES, RECHAZADOS_GRANDES = 3600, 400
-RELLENO_ACEPTADO, RELLENO_RECHAZADO = 250_000, 900_000
+# Un flujo de más de 1 GiB: 12 000 eventos de ~8,4 KB (32 atributos de 250 caracteres, lo más
+# que admite el contrato) que se aceptan y 1 200 de ~900 KB que se rechazan por tamaño (mayores
+# que GPR_INGESTA_EVENTO_MAXIMO, menores que el mensaje máximo).
+ACEPTADOS_GRANDES, RECHAZADOS_GRANDES = 12_000, 1_200
+RELLENO_RECHAZADO = 900_000
 TROZO_BYTES, MENSAJE_MAXIMO = 2 * MIB, 1 * MIB
 # Cota del crecimiento del RSS durante el flujo (docs/ingesta.md, «Memoria»): el trozo en curso
 # y el mensaje que lo cierra, en sus copias (bytes recibidos, eventos leídos, registros de
@@ -493,7 +496,7 @@ COTA_RSS = COPIAS * (TROZO_BYTES + MENSAJE_MAXIMO) + HOLGURA
 def _flujo_grande(total_aceptados=ACEPTADOS_GRANDES, total_rechazados=RECHAZADOS_GRANDES):
     """Los mensajes del flujo, generados de a uno: el evento base serializado seguido de su
     atributo de relleno (dos mensajes protobuf concatenados son su unión)."""
-    relleno_si = pb.Evento(atributos={"relleno": "a" * RELLENO_ACEPTADO}).SerializeToString()
+    relleno_si = pb.Evento(atributos={f"r{k:02d}": "a" * 250 for k in range(32)}).SerializeToString()
     relleno_no = pb.Evento(atributos={"relleno": "r" * RELLENO_RECHAZADO}).SerializeToString()
     cada = (total_aceptados + total_rechazados) // total_rechazados
     for i in range(total_aceptados + total_rechazados):
@@ -508,7 +511,7 @@ def test_flujo_de_mas_de_un_gigabyte_con_memoria_acotada(bootstrap, procesos, tm
     memoria (150 eventos de 3,5 MB: de 84 a 632 MB)."""
     proceso, puerto, _ = _lanzar_ingesta(
         procesos, tmp_path, bootstrap, GPR_INGESTA_TROZO_BYTES=str(TROZO_BYTES),
-        GPR_INGESTA_MENSAJE_MAXIMO=str(MENSAJE_MAXIMO), GPR_INGESTA_FLUJO_MAXIMO="5000",
+        GPR_INGESTA_MENSAJE_MAXIMO=str(MENSAJE_MAXIMO), GPR_INGESTA_FLUJO_MAXIMO="13500",
         GPR_INGESTA_PLAZO_KAFKA="60s")
     md = autorizacion(TOKEN_RENIEC)
     opciones = [("grpc.max_send_message_length", 2 * MENSAJE_MAXIMO)]

@@ -100,7 +100,8 @@ def _con(tipo=pb.SOLICITUD_RECIBIDA, **cambios):
 @pytest.mark.parametrize("evento, motivo", [
     # Identificadores con un patrón seguro: sin separadores de claves internas ni espacios.
     (_con(evento_id="a#b"), "identificador_invalido:evento_id"),
-    (_con(evento_id="x" * 129), "identificador_invalido:evento_id"),
+    (_con(evento_id="x" * 129), "campo_demasiado_largo:evento_id"),
+    (_con(agencia_id="x" * 129), "campo_demasiado_largo:agencia_id"),
     (_con(evento_id="01J9Z-ábc_ñ.1:2/3@4+5"), None),
     (_con(caso_id="EXP 1"), "identificador_invalido:caso_id"),
     (_con(caso_id="EXP\x1f1"), "identificador_invalido:caso_id"),
@@ -129,11 +130,11 @@ def _con(tipo=pb.SOLICITUD_RECIBIDA, **cambios):
     (_con(pb.COSTO_REGISTRADO, costo__unidades=1_000_000_000, costo__nanos=100_000), "monto_invalido"),
     (_con(pb.COSTO_REGISTRADO, costo__unidades=2**62), "monto_invalido"),
     # Textos y tamaño acotados.
-    (_con(region="r" * 257), "texto_demasiado_largo:region"),
-    (_con(atributos={f"k{i}": "v" for i in range(33)}), "texto_demasiado_largo:atributos"),
-    (_con(atributos={"nota": "x" * 257}), "texto_demasiado_largo:atributos"),
-    (_con(pb.RECLAMO_REGISTRADO, reclamo__categoria="c" * 257), "texto_demasiado_largo:reclamo"),
-    (_con(pb.RECLAMO_REGISTRADO, reclamo__reclamo_id="R 1"), "identificador_invalido:reclamo_id"),
+    (_con(region="r" * 257), "campo_demasiado_largo:region"),
+    (_con(atributos={f"k{i}": "v" for i in range(33)}), "campo_demasiado_largo:atributos"),
+    (_con(atributos={"nota": "x" * 257}), "campo_demasiado_largo:atributos"),
+    (_con(pb.RECLAMO_REGISTRADO, reclamo__categoria="c" * 257), "campo_demasiado_largo:reclamo.categoria"),
+    (_con(pb.RECLAMO_REGISTRADO, reclamo__reclamo_id="R 1"), "identificador_invalido:reclamo.reclamo_id"),
     (_con(atributos={f"k{i}": "v" * 250 for i in range(32)}), None),
 ])
 def test_lo_que_el_procesador_guarda_queda_acotado(catalogo, evento, motivo):

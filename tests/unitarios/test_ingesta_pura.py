@@ -59,7 +59,7 @@ def test_configuracion_por_defecto():
     assert (cfg.grpc_puerto, cfg.metricas_puerto, cfg.lote_maximo, cfg.flujo_maximo, cfg.plazo_kafka_s,
             cfg.lotes, cfg.gracia_s, cfg.particiones) == (50052, 9466, 500, 10000, 10, True, 5, 4)
     assert (cfg.mensaje_maximo, cfg.evento_maximo, cfg.id_maximo, cfg.trozo_eventos, cfg.trozo_bytes,
-            cfg.peticiones_maximas) == (4 * 1024 * 1024, 256 * 1024, 128, 500, 2 * 1024 * 1024, 8)
+            cfg.peticiones_maximas) == (4 * 1024 * 1024, 16 * 1024, 128, 500, 2 * 1024 * 1024, 8)
     assert (cfg.sondeo_s, cfg.reintento_maximo_s, cfg.registro_intervalo_s) == (5, 5, 30)
     assert cfg.tls_certificado is None and cfg.tls_clave is None
 
@@ -244,7 +244,8 @@ def test_registros_aceptados_agrupa_por_particion_en_orden():
 
 
 def test_lote_grande_se_parte_por_tamano():
-    relleno = "x" * (BYTES_MAXIMOS_EVENTO - 1000)
+    # Eventos de ~255 KiB (registros_aceptados no valida: parte lo que recibe).
+    relleno = "x" * (256 * 1024 - 1000)
     eventos = [evento(f"e{i}", caso="c1", atributos={"r": relleno}) for i in range(7)]
     registros = registros_aceptados(eventos, "t", 4)
     assert all(len(r.valor) <= BYTES_MAXIMOS_LOTE for r in registros)
@@ -273,7 +274,7 @@ def test_campo_demasiado_largo_nombra_el_primero():
     assert campo_demasiado_largo(evento("e" * 200, caso="c" * 200), 128) == "evento_id"
     assert campo_demasiado_largo(evento("a", reclamo=pb.Reclamo(reclamo_id="r", categoria="k" * 200)), 128) == \
         "reclamo.categoria"
-    assert campo_demasiado_largo(evento("a", costo=pb.Costo(monto=1, moneda="P" * 129)), 128) == "costo.moneda"
+    assert campo_demasiado_largo(evento("a", costo=pb.Costo(unidades=1, moneda="P" * 129)), 128) == "costo.moneda"
     assert campo_demasiado_largo(evento("a", atributos={"k" * 129: "v"}), 128) == "atributos"
     # Un valor de atributo largo no es un identificador (lo acota el tamaño del evento).
     assert campo_demasiado_largo(evento("a", atributos={"k": "v" * 10_000}), 128) is None
