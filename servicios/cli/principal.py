@@ -65,9 +65,11 @@ def local(
     alertmanager_puerto: int = typer.Option(9093, help="Puerto de Alertmanager."),
     ingesta_puerto: int = typer.Option(50052, help="Puerto gRPC de la Ingesta."),
     ingesta_metricas_puerto: int = typer.Option(9466, help="Puerto de /metrics de la Ingesta."),
+    runbooks_puerto: int = typer.Option(8099, help="Puerto de los runbooks (gpr runbooks)."),
+    buzon_puerto: int = typer.Option(8025, help="Puerto HTTP del buzón local de notificaciones (webhooks y lista)."),
 ) -> None:
-    """Arranca broker embebido, procesador, consulta, simulador, Prometheus y Alertmanager, y
-    muestra los indicadores en vivo.
+    """Arranca broker embebido, procesador, consulta, simulador, Prometheus, Alertmanager, un
+    buzón local de notificaciones y los runbooks, y muestra los indicadores en vivo.
 
     Usa el broker de GPR_KAFKA_BOOTSTRAP si está definido. Ctrl-C lo detiene todo.
     """
@@ -75,5 +77,5 @@ def local(
 
     with PilaLocal(grpc_puerto, metricas_puerto, tasa, particiones, directorio,
                    procesador_metricas_puerto, prometheus_puerto, alertmanager_puerto,
-                   ingesta_puerto, ingesta_metricas_puerto) as pila:
+                   ingesta_puerto, ingesta_metricas_puerto, runbooks_puerto, buzon_puerto) as pila:
         mostrar_en_vivo(pila)

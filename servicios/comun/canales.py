@@ -109,7 +109,7 @@ def canales_del_entorno(receptores: list[str], env: Mapping[str, str],
             direcciones = [d.strip() for d in valor.split(",") if d.strip()]
             malas = [d for d in direcciones if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+", d)]
             if malas or not direcciones:
-                errores.append(f"{variable}: dirección de correo inválida: {', '.join(malas) or valor!r}")
+                errores.append(f"{variable}: dirección de correo inválida: {', '.join(malas) or repr(valor)}")
                 continue
             correos[destino] = (direcciones, variable)
             continue

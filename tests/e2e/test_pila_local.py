@@ -31,8 +31,9 @@ def _solicitudes(stub) -> float:
 @pytest.mark.integracion
 def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path):
     puertos = {n: puerto_libre() for n in ("grpc", "metricas", "procesador", "prometheus", "alertmanager",
-                                           "ingesta", "ingesta_metricas")}
-    env = {k: v for k, v in os.environ.items() if k != "GPR_KAFKA_BOOTSTRAP"}
+                                           "ingesta", "ingesta_metricas", "runbooks", "buzon")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GPR_KAFKA_BOOTSTRAP", "GPR_RUNBOOKS_URL", "GPR_METAS") and not k.startswith(("GPR_ALERTAS_", "GPR_SMTP_"))}
     salida = open(tmp_path / "local.out", "wb")
     pila = subprocess.Popen(
         [sys.executable, "-m", "servicios.cli", "local", "--tasa", "500",
@@ -40,6 +41,7 @@ def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path)
          "--procesador-metricas-puerto", str(puertos["procesador"]),
          "--prometheus-puerto", str(puertos["prometheus"]), "--alertmanager-puerto", str(puertos["alertmanager"]),
          "--ingesta-puerto", str(puertos["ingesta"]), "--ingesta-metricas-puerto", str(puertos["ingesta_metricas"]),
+         "--runbooks-puerto", str(puertos["runbooks"]), "--buzon-puerto", str(puertos["buzon"]),
          "--directorio", str(tmp_path / "pila")],
         cwd=RAIZ, env=env, stdout=salida, stderr=subprocess.STDOUT, preexec_fn=morir_con_el_padre(),
     )
@@ -66,8 +68,23 @@ def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path)
             objetivos = json.load(urllib.request.urlopen(
                 f"http://127.0.0.1:{puertos['prometheus']}/api/v1/targets", timeout=5))["data"]["activeTargets"]
         assert sorted((o["labels"]["job"], o["health"]) for o in objetivos) == [
-            ("gpr-consulta", "up"), ("gpr-ingesta", "up"), ("gpr-procesador", "up")]
+            ("alertmanager", "up"), ("gpr-consulta", "up"), ("gpr-ingesta", "up"), ("gpr-procesador", "up"),
+            ("prometheus", "up")]
         urllib.request.urlopen(f"http://127.0.0.1:{puertos['alertmanager']}/api/v2/status", timeout=5)
+
+        # El buzón local recibe lo que notifica Alertmanager: al menos el latido (Watchdog), y dice
+        # dónde verlo. Los runbooks de las alertas abren.
+        buzon = f"http://127.0.0.1:{puertos['buzon']}/"
+        assert f"Notificaciones:    {buzon}" in (tmp_path / "local.out").read_text()
+        fin = time.monotonic() + 60
+        lista = ""
+        while time.monotonic() < fin and "webhook /latido (latido, firing): Watchdog" not in lista:
+            time.sleep(1)
+            lista = urllib.request.urlopen(buzon, timeout=5).read().decode()
+        assert "webhook /latido (latido, firing): Watchdog" in lista, lista
+        assert list((tmp_path / "pila" / "buzon").glob("*-webhook-latido.json"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{puertos['runbooks']}/runbooks/vigilancia.md", timeout=5) as r:
+            assert 'id="watchdog"' in r.read().decode()
     finally:
         pila.send_signal(signal.SIGINT)
         codigo = pila.wait(60)
