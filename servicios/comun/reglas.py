@@ -391,6 +391,25 @@ def regla_quema(meta: Meta, cob: Cobertura, aviso: str, lista: list[Condicion]) 
     }
 
 
+PRESUPUESTO = "gpr:presupuesto_restante:ratio"
+
+
+def regla_presupuesto(meta: Meta, cob: Cobertura) -> dict:
+    """Presupuesto de error que le queda a una meta de proporción en su ventana (1: intacto; 0:
+    gastado; negativo: la meta ya se incumple), de los mismos contadores que la tasa de quema:
+    1 − (proporción de casos malos en la ventana de la meta) / margen. Para Grafana."""
+    selector = cob.selector(con_ventana=False)
+    ventana = duracion(VENTANAS_MOVILES[meta.ventana])
+    razon = (f"sum by ({_POR_SERIE}) (increase(gpr_indicador_buenos_total{selector}[{ventana}]))\n"
+             f"  /\n  sum by ({_POR_SERIE}) (increase(gpr_indicador_casos_total{selector}[{ventana}]))")
+    malos = f"(1 - (\n  {razon}\n))" if meta.operador == ">=" else f"(\n  {razon}\n)"
+    return {
+        "record": PRESUPUESTO,
+        "expr": f"1 - {malos} / {_numero(presupuesto(meta))}\n",
+        "labels": {"meta": nombre_meta(meta), "ventana": meta.ventana},
+    }
+
+
 def regla_cuello() -> dict:
     return {
         "record": CUELLO,
@@ -520,7 +539,7 @@ def generar(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVEN
     """Grupos de reglas de Prometheus (estructura lista para volcar a YAML)."""
     base = base_runbooks(runbooks)
     ordenadas = sorted(metas, key=lambda m: (m.agencia, m.servicio, m.indicador, m.etapa, m.ventana))
-    umbrales, quemas, ventanas = [], [], set()
+    umbrales, quemas, presupuestos, ventanas = [], [], [], set()
     mayores, menores = set(), set()
     for meta in ordenadas:
         cob = cobertura(meta, ordenadas)
@@ -533,11 +552,12 @@ def generar(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVEN
         if lista:
             ventanas.update(v for c in lista for v in (c.larga_s, c.corta_s))
             (mayores if meta.operador == ">=" else menores).add(meta.indicador)
+            presupuestos.append(regla_presupuesto(meta, cob))
     # Un grupo: dentro de él las reglas se evalúan en orden, así las alertas ven las series
     # registradas en la misma evaluación.
     grupos = {"groups": [
         {"name": "gpr-metas",
-         "rules": [regla_cuello(), *reglas_malos(ventanas, mayores, menores), *umbrales, *quemas]},
+         "rules": [regla_cuello(), *reglas_malos(ventanas, mayores, menores), *presupuestos, *umbrales, *quemas]},
         {"name": "gpr-plataforma", "rules": reglas_plataforma(ordenadas, catalogo, sin_eventos_s)},
         {"name": "gpr-vigilancia", "rules": reglas_vigilancia()},
     ]}
