@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -218,7 +219,12 @@ class PilaLocal:
                 proceso.kill()
                 proceso.wait()
         for hilo in self._hilos:
-            hilo.detener()
+            # Acotado: un servidor de este proceso que no para no debe dejar la pila sin detener.
+            parada = threading.Thread(target=hilo.detener, daemon=True)
+            parada.start()
+            parada.join(10)
+            if parada.is_alive():
+                consola.print(f"{type(hilo).__name__} no se detuvo a tiempo: se abandona")
         if self._broker:
             self._broker.detener()
         consola.print("Pila local detenida.")

@@ -6,6 +6,7 @@ enrutamiento (qué receptor recibe qué) también lo decide `amtool config route
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -125,7 +126,7 @@ def test_la_configuracion_generada_la_acepta_amtool_y_enruta_como_se_espera(tmp_
 
 
 def test_la_orden_escribe_la_configuracion_y_dice_que_recibe_cada_receptor(tmp_path, monkeypatch):
-    for variable in [v for v in __import__("os").environ if v.startswith(("GPR_ALERTAS_", "GPR_SMTP_"))]:
+    for variable in [v for v in os.environ if v.startswith(("GPR_ALERTAS_", "GPR_SMTP_"))]:
         monkeypatch.delenv(variable)
     monkeypatch.setenv("GPR_ALERTAS_WEBHOOK_PLATAFORMA", "https://ops.ejemplo.gob/hook?token=NO-MOSTRAR")
     salida = tmp_path / "generado" / "alertmanager.yml"
