@@ -277,8 +277,11 @@ def _con_la_serie(pila: Pila, ruta: str, estado: str, serie: dict) -> list:
 def _comprobar_notificacion(pila: Pila, meta: dict, serie: dict) -> str:
     """El webhook y el correo del equipo reciben la alerta con lo que una persona necesita para
     actuar; devuelve el enlace al runbook."""
-    recibido = esperar(lambda: _con_la_serie(pila, "equipo", "firing", serie), PLAZOS["notificacion"],
-                       f"notificación de {serie} en el webhook del equipo", pila.diagnostico)[0]
+    # `cuello_botella` es una etiqueta de la alerta: si la etapa cuello de botella cambia, la alerta
+    # con la etapa anterior se resuelve y nace otra (en el mismo grupo). Se busca la de la etapa lenta.
+    con_etapa = {**serie, "cuello_botella": pila.etapa_lenta}
+    recibido = esperar(lambda: _con_la_serie(pila, "equipo", "firing", con_etapa), PLAZOS["notificacion"],
+                       f"notificación de {con_etapa} en el webhook del equipo", pila.diagnostico)[0]
     cuerpo = recibido.cuerpo
     # El receptor de guardia del equipo de la meta (crítica) y agrupada como dice la ruta raíz de
     # alertmanager.yml (ninguna ruta hija cambia group_by).
@@ -287,8 +290,7 @@ def _comprobar_notificacion(pila: Pila, meta: dict, serie: dict) -> str:
     agrupar = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))["route"]["group_by"]
     assert cuerpo["groupLabels"] == {k: serie[k] for k in agrupar}, cuerpo["groupLabels"]
     assert all(coinciden(a["labels"], **cuerpo["groupLabels"]) for a in cuerpo["alerts"])
-    alerta = next(a for a in cuerpo["alerts"] if coinciden(a["labels"], **serie))
-    assert alerta["labels"]["cuello_botella"] == pila.etapa_lenta
+    alerta = next(a for a in cuerpo["alerts"] if a["status"] == "firing" and coinciden(a["labels"], **con_etapa))
     objetivo = f">= {meta['valor'] * 100:g}%"
     assert alerta["annotations"]["objetivo"] == objetivo
     valor = alerta["annotations"]["valor"]
@@ -302,7 +304,8 @@ def _comprobar_notificacion(pila: Pila, meta: dict, serie: dict) -> str:
 
     def correo_de_alerta():
         return [c for c in pila.buzon.correos() if CORREO_EQUIPO in c.destinatarios and c.asunto.startswith("[ALERTA")
-                and f"] {serie['alertname']} {AGENCIA}/{SERVICIO}: {INDICADOR} " in c.asunto]
+                and f"] {serie['alertname']} {AGENCIA}/{SERVICIO}: {INDICADOR} " in c.asunto
+                and f"cuello de botella: {pila.etapa_lenta}" in c.asunto]
 
     correo = esperar(correo_de_alerta, PLAZOS["notificacion"], f"correo de la alerta a {CORREO_EQUIPO}",
                      pila.diagnostico)[0]
@@ -320,12 +323,17 @@ def _comprobar_notificacion(pila: Pila, meta: dict, serie: dict) -> str:
 
 
 def _comprobar_resolucion(pila: Pila, serie: dict, enlace: str) -> None:
-    """La resolución llega por los dos canales, después de la alerta."""
-    resuelto = esperar(lambda: _con_la_serie(pila, "equipo", "resolved", serie), PLAZOS["notificacion"],
-                       f"notificación de resolución de {serie} en el webhook", pila.diagnostico)[-1]
+    """La resolución llega por los dos canales, después de la alerta: una notificación del grupo
+    con todas sus alertas resueltas (antes pudo haber otras con alguna resuelta y otra activa, si la
+    etapa cuello de botella cambió)."""
+    def resueltas():
+        return [w for w in _con_la_serie(pila, "equipo", "resolved", serie) if w.cuerpo["status"] == "resolved"]
+
+    resuelto = esperar(resueltas, PLAZOS["notificacion"], f"notificación de resolución de {serie} en el webhook",
+                       pila.diagnostico)[-1]
     primero = _con_la_serie(pila, "equipo", "firing", serie)[0]
     assert resuelto.recibido > primero.recibido
-    assert resuelto.cuerpo["status"] == "resolved"
+    assert all(a["status"] == "resolved" for a in resuelto.cuerpo["alerts"])
 
     def correo_resuelto():
         return [c for c in pila.buzon.correos() if CORREO_EQUIPO in c.destinatarios
