@@ -125,8 +125,10 @@ class PilaLocal:
         self._hilos: list = []  # buzón y runbooks, en este proceso
 
     def __enter__(self) -> "PilaLocal":
-        # Cerrar la terminal (SIGHUP) o un SIGTERM detienen la pila igual que Ctrl-C.
-        for senal in (signal.SIGHUP, signal.SIGTERM):
+        # Cerrar la terminal (SIGHUP) o un SIGTERM detienen la pila igual que Ctrl-C. SIGINT también
+        # se fija: un shell sin control de trabajos arranca con SIGINT ignorado lo que lanza en
+        # segundo plano (`make run &` desde un guion), y Python lo deja ignorado.
+        for senal in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
             signal.signal(senal, signal.default_int_handler)
         if self.directorio.exists():
             # El broker embebido es solo memoria: el estado local de otra ejecución ya no vale.

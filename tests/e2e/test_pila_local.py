@@ -88,14 +88,13 @@ def test_gpr_local_arranca_muestra_indicadores_y_se_detiene_con_ctrl_c(tmp_path)
     finally:
         pila.send_signal(signal.SIGINT)
         try:
-            # Generoso: en una máquina cargada, faust cierra RocksDB y cada servicio su gracia.
-            codigo = pila.wait(120)
+            codigo = pila.wait(60)
         except subprocess.TimeoutExpired:
             pila.kill()
             pila.wait()
             registros = "".join(f"\n--- {r.name} ---\n{r.read_text(errors='replace')[-1500:]}"
                                 for r in sorted((tmp_path / "pila").glob("*.log")))
-            pytest.fail("gpr local no terminó 120 s después de Ctrl-C:\n"
+            pytest.fail("gpr local no terminó 60 s después de Ctrl-C:\n"
                         + (tmp_path / "local.out").read_text(errors="replace")[-3000:] + registros)
     texto = (tmp_path / "local.out").read_text()
     assert "Pila local detenida." in texto and codigo == 0, texto[-2000:]
