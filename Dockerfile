@@ -47,10 +47,12 @@ LABEL org.opencontainers.image.title="gpr-monitor" \
 
 # Usuario sin privilegios; /datos es el estado local del procesador (tablas RocksDB), que
 # docker-compose monta como volumen: un volumen nuevo hereda este dueño.
+# /generado: lo que escriben al arrancar los servicios `reglas` y `alertmanager-configuracion` de
+# docker-compose.yml (cada uno monta ahí su volumen, que hereda este dueño).
 RUN groupadd --system --gid 10001 gpr \
  && useradd --system --uid 10001 --gid gpr --home-dir /app --no-create-home --shell /usr/sbin/nologin gpr \
- && mkdir -p /datos \
- && chown gpr:gpr /datos
+ && mkdir -p /datos /generado \
+ && chown gpr:gpr /datos /generado
 
 COPY --from=construccion /opt/venv /opt/venv
 WORKDIR /app

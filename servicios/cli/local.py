@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -59,8 +60,9 @@ def _binario(*nombres: str) -> str:
 
 
 def _configuracion_prometheus(consulta_metricas: int, procesador_metricas: int, ingesta_metricas: int,
-                              alertmanager: int, portal: int | None = None) -> str:
-    """Como despliegue/prometheus/prometheus.yml, con direcciones locales e intervalos cortos."""
+                              alertmanager: int, prometheus: int, reglas: Path, portal: int | None = None) -> str:
+    """Como despliegue/prometheus/prometheus.yml, con direcciones locales e intervalos cortos: los
+    mismos trabajos (la vigilancia avisa de los que falten)."""
     return f"""# Generado por `gpr local`: Prometheus de la pila local.
 global:
   scrape_interval: 5s
@@ -70,7 +72,7 @@ alerting:
     - static_configs:
         - targets: ["127.0.0.1:{alertmanager}"]
 rule_files:
-  - {RAIZ}/despliegue/prometheus/reglas/*.yml
+  - {reglas}/*.yml
 scrape_configs:
   - job_name: gpr-consulta
     static_configs:
@@ -81,17 +83,35 @@ scrape_configs:
   - job_name: gpr-ingesta
     static_configs:
       - targets: ["127.0.0.1:{ingesta_metricas}"]
+  - job_name: prometheus
+    static_configs:
+      - targets: ["127.0.0.1:{prometheus}"]
+  - job_name: alertmanager
+    static_configs:
+      - targets: ["127.0.0.1:{alertmanager}"]
 """ + (f"""  - job_name: gpr-portal
     static_configs:
       - targets: ["127.0.0.1:{portal}"]
 """ if portal else "")
 
 
+def _canales_locales(buzon) -> dict[str, str]:
+    """Canales de Alertmanager de la pila local: todo al buzón local, salvo que el entorno ya
+    defina los suyos (GPR_ALERTAS_*, GPR_SMTP_*)."""
+    propios = {k: v for k, v in os.environ.items() if k.startswith(("GPR_ALERTAS_", "GPR_SMTP_"))}
+    if propios:
+        return propios
+    return {"GPR_ALERTAS_WEBHOOK_TODOS": buzon.url("alertas"), "GPR_ALERTAS_WEBHOOK_LATIDO": buzon.url("latido"),
+            "GPR_ALERTAS_CORREO_TODOS": "operaciones@gpr.local", "GPR_SMTP_SERVIDOR": buzon.smtp,
+            "GPR_SMTP_REMITENTE": "gpr-monitor@gpr.local", "GPR_SMTP_TLS": "no"}
+
+
 class PilaLocal:
     def __init__(self, grpc_puerto: int, metricas_puerto: int, tasa: int, particiones: int, directorio: str,
                  procesador_metricas_puerto: int = 9465, prometheus_puerto: int = 9090,
                  alertmanager_puerto: int = 9093, ingesta_puerto: int = 50052,
-                 ingesta_metricas_puerto: int = 9466, portal_puerto: int = 8080):
+                 ingesta_metricas_puerto: int = 9466, runbooks_puerto: int = 8099, buzon_puerto: int = 8025,
+                 portal_puerto: int = 8080):
         self.grpc_puerto = grpc_puerto
         self.metricas_puerto = metricas_puerto
         self.procesador_metricas_puerto = procesador_metricas_puerto
@@ -103,12 +123,17 @@ class PilaLocal:
         self.tasa = tasa
         self.particiones = particiones
         self.directorio = Path(directorio)
+        self.runbooks_puerto = runbooks_puerto
+        self.buzon_puerto = buzon_puerto
         self._broker: BrokerEmbebido | None = None
         self._procesos: list[tuple[str, subprocess.Popen]] = []
+        self._hilos: list = []  # buzón y runbooks, en este proceso
 
     def __enter__(self) -> "PilaLocal":
-        # Cerrar la terminal (SIGHUP) o un SIGTERM detienen la pila igual que Ctrl-C.
-        for senal in (signal.SIGHUP, signal.SIGTERM):
+        # Cerrar la terminal (SIGHUP) o un SIGTERM detienen la pila igual que Ctrl-C. SIGINT también
+        # se fija: un shell sin control de trabajos arranca con SIGINT ignorado lo que lanza en
+        # segundo plano (`make run &` desde un guion), y Python lo deja ignorado.
+        for senal in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
             signal.signal(senal, signal.default_int_handler)
         if self.directorio.exists():
             # El broker embebido es solo memoria: el estado local de otra ejecución ya no vale.
@@ -121,8 +146,10 @@ class PilaLocal:
         self.bootstrap = bootstrap
         crear_topicos(bootstrap, self.particiones)
         comun = {"GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": str(self.particiones)}
+        metas = os.environ.get("GPR_METAS") or str(RAIZ / "despliegue" / "metas")
         self._lanzar("procesador", {**comun, "GPR_DIRECTORIO_DATOS": str(self.directorio / "procesador"),
-                                    "GPR_METRICAS_PUERTO": str(self.procesador_metricas_puerto)})
+                                    "GPR_METRICAS_PUERTO": str(self.procesador_metricas_puerto),
+                                    "GPR_METAS": metas})
         self._lanzar("consulta", {**comun, "GPR_GRPC_PUERTO": str(self.grpc_puerto),
                                   "GPR_METRICAS_PUERTO": str(self.metricas_puerto)})
         # Portal público: cliente de la consulta por gRPC, como en producción (sin Kafka).
@@ -133,10 +160,31 @@ class PilaLocal:
         self._lanzar("ingesta", {**comun, "GPR_GRPC_PUERTO": str(self.ingesta_puerto),
                                  "GPR_METRICAS_PUERTO": str(self.ingesta_metricas_puerto),
                                  "GPR_INGESTA_CREDENCIALES": str(RAIZ / "despliegue" / "ingesta" / "credenciales.ejemplo.yaml")})
+        # Runbooks y buzón de notificaciones, en este proceso.
+        from servicios.cli.alertmanager import generar as generar_alertmanager
+        from servicios.cli.buzon import Buzon
+        from servicios.cli.runbooks import ServidorRunbooks
+        from servicios.comun.catalogo import cargar_catalogo
+        from servicios.comun.metas import archivos_de, cargar_metas
+        from servicios.comun.reglas import generar_yaml
+
+        runbooks = ServidorRunbooks(RAIZ / "despliegue" / "runbooks", "127.0.0.1", self.runbooks_puerto).iniciar()
+        self.buzon = Buzon(self.directorio / "buzon", puerto_http=self.buzon_puerto).iniciar()
+        self._hilos += [runbooks, self.buzon]
+        self.runbooks_url = os.environ.get("GPR_RUNBOOKS_URL") or runbooks.url
+        # Reglas de las mismas metas que lee el procesador, con enlaces a estos runbooks.
+        catalogo = cargar_catalogo(os.environ.get("GPR_CATALOGO") or RAIZ / "despliegue" / "catalogo.yaml")
+        reglas = self.directorio / "reglas"
+        reglas.mkdir()
+        (reglas / "metas.yml").write_text(generar_yaml(cargar_metas(archivos_de(metas), catalogo), catalogo,
+                                                       runbooks=self.runbooks_url), encoding="utf-8")
+        configuracion_am = self.directorio / "alertmanager.yml"
+        generar_alertmanager(RAIZ / "despliegue" / "alertmanager" / "alertmanager.yml", configuracion_am,
+                             _canales_locales(self.buzon))
         configuracion = self.directorio / "prometheus.yml"
         configuracion.write_text(_configuracion_prometheus(
             self.metricas_puerto, self.procesador_metricas_puerto, self.ingesta_metricas_puerto,
-            self.alertmanager_puerto, self.portal_puerto))
+            self.alertmanager_puerto, self.prometheus_puerto, reglas, self.portal_puerto))
         self._lanzar("prometheus", {}, [
             _binario("prometheus"), f"--config.file={configuracion}",
             f"--storage.tsdb.path={self.directorio / 'prometheus'}",
@@ -146,7 +194,7 @@ class PilaLocal:
         ])
         self._lanzar("alertmanager", {}, [
             _binario("prometheus-alertmanager", "alertmanager"),
-            f"--config.file={RAIZ / 'despliegue' / 'alertmanager' / 'alertmanager.yml'}",
+            f"--config.file={configuracion_am}",
             f"--storage.path={self.directorio / 'alertmanager'}",
             f"--web.listen-address=127.0.0.1:{self.alertmanager_puerto}",
             "--cluster.listen-address=",
@@ -180,6 +228,13 @@ class PilaLocal:
                 consola.print(f"{nombre} no terminó a tiempo: se mata")
                 proceso.kill()
                 proceso.wait()
+        for hilo in self._hilos:
+            # Acotado: un servidor de este proceso que no para no debe dejar la pila sin detener.
+            parada = threading.Thread(target=hilo.detener, daemon=True)
+            parada.start()
+            parada.join(10)
+            if parada.is_alive():
+                consola.print(f"{type(hilo).__name__} no se detuvo a tiempo: se abandona")
         if self._broker:
             self._broker.detener()
         consola.print("Pila local detenida.")
@@ -228,6 +283,9 @@ def mostrar_en_vivo(pila: PilaLocal) -> None:
                   "(token de demostración: gpr_demo_reniec_SOLO_DESARROLLO_LOCAL)")
     consola.print(f"Prometheus:        [cyan]http://127.0.0.1:{pila.prometheus_puerto}[/cyan] (alertas: /alerts)")
     consola.print(f"Alertmanager:      [cyan]http://127.0.0.1:{pila.alertmanager_puerto}[/cyan]")
+    consola.print(f"Notificaciones:    [cyan]{pila.buzon.url()}[/cyan] (buzón local: correo SMTP {pila.buzon.smtp} "
+                  f"y webhooks; cada una también en {pila.directorio}/buzon/)")
+    consola.print(f"Runbooks:          [cyan]{pila.runbooks_url}[/cyan]")
     consola.print(f"Registros:         {pila.directorio}/*.log")
     consola.print("Ctrl-C para detener.\n")
     canal = grpc.insecure_channel(direccion)

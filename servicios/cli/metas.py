@@ -101,15 +101,27 @@ def reglas(
                                 help="Archivo de reglas a escribir ('-': la salida estándar)."),
     comprobar: bool = typer.Option(False, "--comprobar",
                                    help="No escribir: salir con 1 si el archivo no coincide con lo generado."),
+    runbooks: str = typer.Option(None, "--runbooks-url", envvar="GPR_RUNBOOKS_URL", show_default=False,
+                                 help="Dirección donde se publican los runbooks de despliegue/runbooks/ "
+                                      "(o GPR_RUNBOOKS_URL; por omisión la de `gpr runbooks`, "
+                                      "http://localhost:8099/runbooks/): base de los enlaces runbook_url."),
 ) -> None:
     """Genera las reglas de alerta de Prometheus.
 
-    Umbral y tasa de quema de cada meta, agencias sin eventos, rechazos y retraso del procesador.
+    Umbral y tasa de quema de cada meta, agencias sin eventos, rechazos, retraso del procesador
+    y la vigilancia de la cadena de alertas (Watchdog, objetivos caídos, fallos de reglas y de
+    notificaciones).
     """
-    from servicios.comun.reglas import a_yaml, generar
+    from servicios.comun.reglas import RUNBOOKS_URL, a_yaml, base_runbooks, generar
 
+    runbooks = runbooks or RUNBOOKS_URL
+    try:
+        base_runbooks(runbooks)
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
     cat, lista, _ = _cargar(metas, catalogo)
-    grupos = generar(lista, cat)
+    grupos = generar(lista, cat, runbooks=runbooks)
     texto = a_yaml(grupos)
     if comprobar:
         actual = salida.read_text(encoding="utf-8") if salida.is_file() else None
@@ -123,5 +135,6 @@ def reglas(
         return
     salida.parent.mkdir(parents=True, exist_ok=True)
     salida.write_text(texto, encoding="utf-8")
-    de_metas, de_plataforma = (sum("alert" in r for r in g["rules"]) for g in grupos["groups"])
-    typer.echo(f"escrito {salida}: {de_metas} alertas de {len(lista)} metas y {de_plataforma} de la plataforma")
+    de_metas, de_plataforma, de_vigilancia = (sum("alert" in r for r in g["rules"]) for g in grupos["groups"])
+    typer.echo(f"escrito {salida}: {de_metas} alertas de {len(lista)} metas, {de_plataforma} de la plataforma "
+               f"y {de_vigilancia} de vigilancia")

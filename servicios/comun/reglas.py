@@ -35,8 +35,12 @@ Por cada meta:
   de la meta (`cuello_botella`; `sin_datos` si el servicio aún no tiene datos de etapas).
 
 Además: `AgenciaSinEventos` por agencia y equipo (tiempo de evento del último evento aceptado
-más viejo que `SIN_EVENTOS_S`), `EventosRechazados` (proporción de rechazos por motivo) y
-`ProcesadorRetrasado` (registros sin confirmar por el grupo del procesador).
+más viejo que `SIN_EVENTOS_S`), `EventosRechazados` por agencia y equipo (proporción de sus eventos
+que van al tópico de rechazados), `ProcesadorRetrasado` (registros sin confirmar por el grupo del
+procesador) y la vigilancia de la propia cadena de alertas (`reglas_vigilancia`).
+
+Los enlaces `runbook_url` son la base configurable (GPR_RUNBOOKS_URL) más el archivo de
+despliegue/runbooks/ y, si hace falta, la sección (ancla en minúsculas, como la arma GitHub).
 
 Una meta de `servicio: "*"` cubre los servicios de la agencia que no tienen meta propia para
 el mismo indicador y ventana (y una meta sin etapa, las etapas sin meta propia): la misma
@@ -56,7 +60,10 @@ from servicios.comun.catalogo import Catalogo
 from servicios.comun.indicadores import INDICADORES, VENTANAS_MOVILES, Forma
 from servicios.comun.metas import TODOS, Meta
 
-RUNBOOKS = "despliegue/runbooks/"
+# Base de los enlaces `runbook_url` (GPR_RUNBOOKS_URL en `gpr metas reglas`): la dirección donde
+# se publican los archivos de despliegue/runbooks/. Por omisión, la de `gpr runbooks`, que los
+# sirve en la pila local (`make run`) y en docker-compose.yml.
+RUNBOOKS_URL = "http://localhost:8099/runbooks/"
 VENTANA_SRE_S = 30 * 86400
 VENTANA_MINIMA_S = 60
 # Espera (`for:`) de las alertas de umbral según la ventana de la meta: una ventana larga
@@ -66,11 +73,14 @@ ESPERA_UMBRAL = {"1h": "5m", "24h": "15m", "7d": "30m", "30d": "1h"}
 # silenciar la alerta fuera de su horario en Alertmanager, no alargar este plazo para todas.
 SIN_EVENTOS_S = 3600
 SIN_EVENTOS_ESPERA = "5m"
-# Más del 1 % de los eventos rechazados por un motivo y al menos 10 en la ventana: con poco
-# tráfico, un par de eventos malos no es un patrón.
+# Más del 5 % de los eventos de una agencia rechazados y al menos 10 en la ventana: con poco
+# tráfico, un par de eventos malos no es un patrón; una integración rota rechaza mucho más.
 RECHAZOS_VENTANA = "10m"
-RECHAZOS_PROPORCION = 0.01
+RECHAZOS_PROPORCION = 0.05
 RECHAZOS_MINIMO = 10
+# Etiqueta `agencia` de los rechazados cuya agencia no está en el catálogo (la consulta acota así
+# los valores de la etiqueta).
+AGENCIA_DESCONOCIDA = "desconocida"
 # Retraso sostenido: un trabajador que se reinicia y se pone al día no llega a avisar.
 RETRASO_MAXIMO = 10_000
 RETRASO_ESPERA = "10m"
@@ -277,7 +287,15 @@ def nombre_meta(meta: Meta) -> str:
 
 
 def _runbook(archivo: str, ancla: str = "") -> str:
-    return f"{RUNBOOKS}{archivo}" + (f"#{ancla}" if ancla else "")
+    """Enlace relativo a la carpeta de runbooks; `generar` le antepone la base configurada."""
+    return archivo + (f"#{ancla}" if ancla else "")
+
+
+def base_runbooks(url: str) -> str:
+    """La base de GPR_RUNBOOKS_URL validada y terminada en '/'."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url or ""):
+        raise ValueError(f"GPR_RUNBOOKS_URL={url!r} debe ser una URL http:// o https:// (p. ej. {RUNBOOKS_URL})")
+    return url if url.endswith("/") else url + "/"
 
 
 # --- Reglas ------------------------------------------------------------------------------------
@@ -317,6 +335,9 @@ def regla_umbral(meta: Meta, cob: Cobertura) -> dict:
                 f"en {meta.ventana} y la meta es {meta.operador} {objetivo}, con {_muestras()} muestras "
                 f"(mínimo {meta.muestra_minima}). Etapa cuello de botella: {{{{ $labels.cuello_botella }}}}. "
                 f"Meta: {meta.descripcion}"),
+            # Por separado, para las plantillas de notificación y los sistemas de tickets.
+            "valor": f"{{{{ $value | {filtro} }}}}",
+            "objetivo": f"{meta.operador} {objetivo}",
             "runbook_url": _runbook("meta-incumplida.md", meta.indicador),
         },
     }
@@ -363,8 +384,29 @@ def regla_quema(meta: Meta, cob: Cobertura, aviso: str, lista: list[Condicion]) 
                 f"{_consulta('gpr_indicador_valor', 'humanizePercentage', meta.ventana)} con "
                 f"{_muestras(meta.ventana)} muestras (mínimo {meta.muestra_minima}). Etapa cuello de botella: "
                 f"{{{{ $labels.cuello_botella }}}}. Meta: {meta.descripcion}"),
+            "valor": _consulta('gpr_indicador_valor', 'humanizePercentage', meta.ventana),
+            "objetivo": f"{meta.operador} {objetivo}",
             "runbook_url": _runbook("meta-quema-rapida.md" if rapida else "meta-quema-lenta.md"),
         },
+    }
+
+
+PRESUPUESTO = "gpr:presupuesto_restante:ratio"
+
+
+def regla_presupuesto(meta: Meta, cob: Cobertura) -> dict:
+    """Presupuesto de error que le queda a una meta de proporción en su ventana (1: intacto; 0:
+    gastado; negativo: la meta ya se incumple), de los mismos contadores que la tasa de quema:
+    1 − (proporción de casos malos en la ventana de la meta) / margen. Para Grafana."""
+    selector = cob.selector(con_ventana=False)
+    ventana = duracion(VENTANAS_MOVILES[meta.ventana])
+    razon = (f"sum by ({_POR_SERIE}) (increase(gpr_indicador_buenos_total{selector}[{ventana}]))\n"
+             f"  /\n  sum by ({_POR_SERIE}) (increase(gpr_indicador_casos_total{selector}[{ventana}]))")
+    malos = f"(1 - (\n  {razon}\n))" if meta.operador == ">=" else f"(\n  {razon}\n)"
+    return {
+        "record": PRESUPUESTO,
+        "expr": f"1 - {malos} / {_numero(presupuesto(meta))}\n",
+        "labels": {"meta": nombre_meta(meta), "ventana": meta.ventana},
     }
 
 
@@ -403,6 +445,52 @@ def reglas_malos(ventanas: Iterable[int], mayores: set[str], menores: set[str]) 
     return reglas
 
 
+def _equipos_de_rechazos(metas: list[Meta], catalogo: Catalogo) -> list[tuple[str, str]]:
+    """(agencia, equipo) de las alertas de rechazos: cada agencia avisa a los equipos de sus metas
+    (o a plataforma si no tiene); lo de agencias que no están en el catálogo, a plataforma."""
+    pares = [(agencia, equipo) for agencia in sorted(catalogo.agencias)
+             for equipo in sorted({m.equipo for m in metas if m.agencia == agencia}) or [EQUIPO_PLATAFORMA]]
+    return pares + [(AGENCIA_DESCONOCIDA, EQUIPO_PLATAFORMA)]
+
+
+def regla_rechazos(agencia: str, equipo: str) -> dict:
+    """Proporción de eventos de la agencia que van al tópico de rechazados.
+
+    Rechazados: cada réplica de la consulta cuenta el tópico entero, así que se suma por réplica
+    (sobre fuente y motivo) y se toma la mayor. Aceptados: cada trabajador del procesador cuenta
+    su parte, así que se suman. Una agencia sin aceptados (p. ej. `desconocida`) tiene proporción 1.
+    """
+    selector = f"{{agencia={_cadena(agencia)}}}"
+    rechazados = (f"max by (agencia) (sum without (fuente, motivo) "
+                  f"(rate(gpr_eventos_rechazados_total{selector}[{RECHAZOS_VENTANA}])))")
+    aceptados = (f"(sum by (agencia) (rate(gpr_procesador_eventos_aceptados_total{selector}[{RECHAZOS_VENTANA}]))"
+                 f" or label_replace(vector(0), \"agencia\", {_cadena(agencia)}, \"\", \"\"))")
+    motivos = ("{{ range $i, $m := printf `sort_desc(topk(3, max by (motivo) (sum without (fuente) "
+               f"(increase(gpr_eventos_rechazados_total{{agencia=%q}}[{RECHAZOS_VENTANA}])))))` $labels.agencia "
+               "| query }}{{ if $i }}, {{ end }}{{ $m.Labels.motivo }} ({{ $m.Value | printf \"%.0f\" }}){{ end }}")
+    return {
+        "alert": "EventosRechazados",
+        "expr": (
+            f"(\n  {rechazados}\n  /\n  (\n    {rechazados}\n    + {aceptados}\n  )\n)"
+            f" > {_numero(RECHAZOS_PROPORCION)}\n"
+            f"and\nmax by (agencia) (sum without (fuente, motivo) "
+            f"(increase(gpr_eventos_rechazados_total{selector}[{RECHAZOS_VENTANA}]))) >= {RECHAZOS_MINIMO}\n"),
+        "for": RECHAZOS_VENTANA,
+        "labels": {"severidad": "advertencia", "equipo": equipo},
+        "annotations": {
+            "summary": "{{ $labels.agencia }}: se rechaza el {{ $value | humanizePercentage }} de sus eventos",
+            "description": (
+                f"En los últimos {RECHAZOS_VENTANA}, el {{{{ $value | humanizePercentage }}}} de los eventos de "
+                "{{ $labels.agencia }} fue a gpr.eventos.rechazados.v1 (se avisa desde "
+                f"{RECHAZOS_PROPORCION * 100:g}% y {RECHAZOS_MINIMO} eventos). Motivos principales: {motivos}. "
+                "Esos eventos no cuentan en ningún indicador. Véalos con "
+                "`gpr rechazados listar --agencia {{ $labels.agencia }}` y, corregida la causa, "
+                "vuelva a publicarlos con `gpr rechazados reprocesar`."),
+            "runbook_url": _runbook("eventos-rechazados.md"),
+        },
+    }
+
+
 def reglas_plataforma(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int) -> list[dict]:
     reglas = []
     for agencia in sorted(catalogo.agencias):
@@ -425,32 +513,8 @@ def reglas_plataforma(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int)
                     "runbook_url": _runbook("agencia-sin-eventos.md"),
                 },
             })
-    # max by (agencia, fuente, motivo): cada réplica de la consulta cuenta el tópico entero
-    # (mismo total; si también se raspa el contador del procesador, el de cada réplica es una
-    # parte); luego se suman las agencias y fuentes de cada motivo.
-    rechazos = (f"sum by (motivo) (max by (agencia, fuente, motivo) "
-                f"(rate(gpr_eventos_rechazados_total[{RECHAZOS_VENTANA}])))")
-    reglas.append({
-        "alert": "EventosRechazados",
-        "expr": (
-            f"(\n  {rechazos}\n  / on () group_left ()\n  (\n"
-            f"    sum({rechazos})\n"
-            f"    + (sum(rate(gpr_procesador_eventos_aceptados_total[{RECHAZOS_VENTANA}])) or vector(0))\n"
-            f"  )\n) > {_numero(RECHAZOS_PROPORCION)}\n"
-            f"and\nsum by (motivo) (max by (agencia, fuente, motivo) "
-            f"(increase(gpr_eventos_rechazados_total[{RECHAZOS_VENTANA}]))) >= {RECHAZOS_MINIMO}\n"),
-        "for": RECHAZOS_VENTANA,
-        "labels": {"severidad": "advertencia", "equipo": EQUIPO_PLATAFORMA},
-        "annotations": {
-            "summary": "{{ $value | humanizePercentage }} de los eventos se rechazan por {{ $labels.motivo }}",
-            "description": (
-                f"En los últimos {RECHAZOS_VENTANA}, el {{{{ $value | humanizePercentage }}}} de los eventos "
-                "recibidos fue a gpr.eventos.rechazados.v1 con motivo {{ $labels.motivo }} (se avisa desde "
-                f"{RECHAZOS_PROPORCION * 100:g}% y {RECHAZOS_MINIMO} eventos). Esos eventos no cuentan en ningún "
-                "indicador: las metas se calculan sin ellos."),
-            "runbook_url": _runbook("eventos-rechazados.md"),
-        },
-    })
+    for agencia, equipo in _equipos_de_rechazos(metas, catalogo):
+        reglas.append(regla_rechazos(agencia, equipo))
     reglas.append({
         "alert": "ProcesadorRetrasado",
         "expr": ("sum by (topico) (max by (topico, particion) (gpr_procesador_retraso_registros)) "
@@ -470,10 +534,12 @@ def reglas_plataforma(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int)
     return reglas
 
 
-def generar(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVENTOS_S) -> dict:
+def generar(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVENTOS_S,
+            runbooks: str = RUNBOOKS_URL) -> dict:
     """Grupos de reglas de Prometheus (estructura lista para volcar a YAML)."""
+    base = base_runbooks(runbooks)
     ordenadas = sorted(metas, key=lambda m: (m.agencia, m.servicio, m.indicador, m.etapa, m.ventana))
-    umbrales, quemas, ventanas = [], [], set()
+    umbrales, quemas, presupuestos, ventanas = [], [], [], set()
     mayores, menores = set(), set()
     for meta in ordenadas:
         cob = cobertura(meta, ordenadas)
@@ -486,13 +552,106 @@ def generar(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVEN
         if lista:
             ventanas.update(v for c in lista for v in (c.larga_s, c.corta_s))
             (mayores if meta.operador == ">=" else menores).add(meta.indicador)
+            presupuestos.append(regla_presupuesto(meta, cob))
     # Un grupo: dentro de él las reglas se evalúan en orden, así las alertas ven las series
     # registradas en la misma evaluación.
-    return {"groups": [
+    grupos = {"groups": [
         {"name": "gpr-metas",
-         "rules": [regla_cuello(), *reglas_malos(ventanas, mayores, menores), *umbrales, *quemas]},
+         "rules": [regla_cuello(), *reglas_malos(ventanas, mayores, menores), *presupuestos, *umbrales, *quemas]},
         {"name": "gpr-plataforma", "rules": reglas_plataforma(ordenadas, catalogo, sin_eventos_s)},
+        {"name": "gpr-vigilancia", "rules": reglas_vigilancia()},
     ]}
+    for grupo in grupos["groups"]:
+        for regla in grupo["rules"]:
+            if "runbook_url" in regla.get("annotations", {}):
+                regla["annotations"]["runbook_url"] = base + regla["annotations"]["runbook_url"]
+    return grupos
+
+
+# --- Vigilancia de la propia vigilancia ---------------------------------------------------------
+
+# Trabajos de raspado de despliegue/prometheus/prometheus.yml (una prueba exige que sean los
+# mismos) y la severidad cuando no responde ninguno de sus objetivos. Sin la consulta no se
+# evalúa ninguna meta; sin Alertmanager no llega ninguna alerta; sin el procesador ni la
+# ingesta los indicadores se congelan: todos son página.
+TRABAJOS = ("alertmanager", "gpr-consulta", "gpr-ingesta", "gpr-portal", "gpr-procesador", "prometheus")
+CAIDO_ESPERA = "2m"
+VIGILANCIA_VENTANA = "5m"
+RUNBOOK_VIGILANCIA = "vigilancia.md"
+
+
+def _vigilancia(alerta: str, expr: str, severidad: str, resumen: str, descripcion: str,
+                espera: str | None = None) -> dict:
+    regla = {"alert": alerta, "expr": expr + "\n"}
+    if espera:
+        regla["for"] = espera
+    regla["labels"] = {"severidad": severidad, "equipo": EQUIPO_PLATAFORMA}
+    regla["annotations"] = {"summary": resumen, "description": descripcion,
+                            "runbook_url": _runbook(RUNBOOK_VIGILANCIA, alerta.lower())}
+    return regla
+
+
+def reglas_vigilancia() -> list[dict]:
+    """Watchdog, objetivos caídos o ausentes por trabajo, fallos de reglas y de notificaciones.
+
+    Todas las demás alertas dependen de que Prometheus raspe, evalúe y entregue a Alertmanager,
+    y de que este notifique: si algo de eso se rompe, las alertas callan sin decir nada. Estas
+    lo dicen; y Watchdog, que siempre está activa, lo dice desde fuera cuando ni ellas pueden
+    (un receptor externo de latidos avisa si deja de llegar).
+    """
+    reglas = [_vigilancia(
+        "Watchdog", "vector(1)", "info",
+        "Latido de la cadena de alertas: esta alerta está siempre activa",
+        "Watchdog se dispara siempre para probar que Prometheus evalúa reglas, Alertmanager las recibe y "
+        "las notificaciones salen. Alertmanager la envía al receptor `latido` (un servicio externo de "
+        "latidos, dead man's switch), que debe avisar cuando DEJE de recibirla.")]
+    # Una regla por alerta para todos los trabajos (los nombres de trabajo se enumeran: una
+    # serie `up` de otro trabajo, p. ej. uno añadido a mano, no debe cambiar estas alertas).
+    trabajos = f"{{job=~{_cadena(_alternativas(TRABAJOS))}}}"
+    reglas.append(_vigilancia(
+        "ServicioCaido", f"max by (job) (up{trabajos}) == 0", "critica",
+        "{{ $labels.job }}: ningún objetivo responde al raspado",
+        f"Prometheus no puede raspar ningún objetivo de {{{{ $labels.job }}}} desde hace más de {CAIDO_ESPERA}. "
+        "Mientras tanto, las alertas que dependen de sus métricas no se evalúan: callan sin estar resueltas.",
+        CAIDO_ESPERA))
+    reglas.append(_vigilancia(
+        "ObjetivoCaido", f"up{trabajos} == 0\nunless on (job)\n(max by (job) (up{trabajos}) == 0)", "advertencia",
+        "{{ $labels.job }}: {{ $labels.instance }} no responde al raspado",
+        f"Un objetivo de {{{{ $labels.job }}}} ({{{{ $labels.instance }}}}) no responde desde hace más de "
+        f"{CAIDO_ESPERA}; otros del mismo trabajo siguen respondiendo.", CAIDO_ESPERA))
+    reglas.append(_vigilancia(
+        "TrabajoAusente", "\nor\n".join(f"absent(up{{job={_cadena(t)}}})" for t in TRABAJOS), "critica",
+        "{{ $labels.job }}: Prometheus no tiene ningún objetivo que raspar",
+        "No hay ninguna serie `up` del trabajo {{ $labels.job }}: no está configurado o su descubrimiento "
+        "(DNS, Kubernetes) no encuentra objetivos. Sus métricas faltan y sus alertas no se evalúan.",
+        CAIDO_ESPERA))
+    reglas.append(_vigilancia(
+        "ReglasFallan",
+        f"sum by (rule_group) (increase(prometheus_rule_evaluation_failures_total[{VIGILANCIA_VENTANA}])) > 0",
+        "critica", "Prometheus no puede evaluar reglas del grupo {{ $labels.rule_group }}",
+        f"En los últimos {VIGILANCIA_VENTANA} fallaron {{{{ $value | printf \"%.0f\" }}}} evaluaciones de reglas "
+        "de {{ $labels.rule_group }}: las alertas de ese grupo pueden no dispararse nunca."))
+    reglas.append(_vigilancia(
+        "NotificacionesFallan",
+        f"sum by (integration) (increase(alertmanager_notifications_failed_total[{VIGILANCIA_VENTANA}])) > 0",
+        "critica", "Alertmanager no puede entregar notificaciones por {{ $labels.integration }}",
+        f"En los últimos {VIGILANCIA_VENTANA} fallaron {{{{ $value | printf \"%.0f\" }}}} notificaciones por "
+        "{{ $labels.integration }} (webhook, email...): las alertas no llegan a las personas por ese canal.",
+        VIGILANCIA_VENTANA))
+    reglas.append(_vigilancia(
+        "AlertasSinEnviar",
+        f"sum by (job, instance) (increase(prometheus_notifications_errors_total[{VIGILANCIA_VENTANA}])) > 0\n"
+        f"or\nsum by (job, instance) (increase(prometheus_notifications_dropped_total[{VIGILANCIA_VENTANA}])) > 0",
+        "critica", "Prometheus no puede entregar alertas a Alertmanager",
+        f"En los últimos {VIGILANCIA_VENTANA} Prometheus tuvo errores o descartó alertas al enviarlas a "
+        "Alertmanager ({{ $value | printf \"%.0f\" }}): algunas alertas no llegaron."))
+    reglas.append(_vigilancia(
+        "ConfiguracionNoRecargada",
+        "prometheus_config_last_reload_successful == 0\nor\nalertmanager_config_last_reload_successful == 0",
+        "advertencia", "{{ $labels.job }}: la última recarga de la configuración falló",
+        "{{ $labels.job }} ({{ $labels.instance }}) sigue con la configuración anterior: la nueva tiene un "
+        "error. Lo que se cambió (reglas, receptores) no está en vigor.", VIGILANCIA_VENTANA))
+    return reglas
 
 
 class _Volcador(yaml.SafeDumper):
@@ -518,5 +677,6 @@ def a_yaml(reglas: dict) -> str:
                                   default_flow_style=False)
 
 
-def generar_yaml(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVENTOS_S) -> str:
-    return a_yaml(generar(metas, catalogo, sin_eventos_s))
+def generar_yaml(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVENTOS_S,
+                 runbooks: str = RUNBOOKS_URL) -> str:
+    return a_yaml(generar(metas, catalogo, sin_eventos_s, runbooks))

@@ -27,10 +27,14 @@ def main() -> int:
     try:
         cfg = config.leer(entorno())
         catalogo = cargar_catalogo(cfg.catalogo)
-        metas = IndiceMetas(cargar_metas(archivos_de(cfg.metas), catalogo))
+        carpeta_metas = config.carpeta_de_metas(cfg.metas)
+        lista_metas = cargar_metas(archivos_de(carpeta_metas), catalogo)
     except (ConfiguracionInvalida, ArchivoInvalido) as error:
         print(f"gpr-procesador: configuración inválida:\n{error}", file=sys.stderr)
         return 2
+    metas = IndiceMetas(lista_metas)
+    print("gpr-procesador: " + config.resumen_de_metas(carpeta_metas, (m.agencia for m in lista_metas),
+                                                       catalogo.agencias), file=sys.stderr, flush=True)
 
     import faust
     import mode.loop

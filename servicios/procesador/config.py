@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from servicios.comun import config as c
 
@@ -68,3 +70,29 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         # (vacío: nunca); el resto del lote debe seguir y ese evento, ir a rechazados.
         prueba_evento_veneno=c.texto(env, "GPR_PRUEBA_EVENTO_VENENO", ""),
     )
+
+
+def carpeta_de_metas(ruta: str) -> Path:
+    """La carpeta de GPR_METAS, que debe existir: sin ella el procesador arrancaría sin metas y
+    sin decir nada (semáforos y ListarIncumplimientos vacíos) mientras Prometheus, con los
+    umbrales compilados en sus reglas, seguiría alertando."""
+    carpeta = Path(ruta)
+    if not carpeta.is_dir():
+        que = "es un archivo, no una carpeta" if carpeta.exists() else "no existe"
+        raise c.ConfiguracionInvalida(
+            f"GPR_METAS={ruta!r}: {que}. Debe nombrar la carpeta con los *.yaml de metas "
+            "(en docker-compose.yml se monta despliegue/metas; en Kubernetes, el ConfigMap gpr-metas)")
+    return carpeta
+
+
+def resumen_de_metas(carpeta: Path, agencias_de_metas: Iterable[str], agencias_del_catalogo: Iterable[str]) -> str:
+    """Una línea para el registro de arranque: cuántas metas se cargaron, por agencia, y qué
+    agencias del catálogo quedaron sin ninguna."""
+    por_agencia = Counter(agencias_de_metas)
+    total = sum(por_agencia.values())
+    detalle = ", ".join(f"{a} {n}" for a, n in sorted(por_agencia.items()))
+    linea = f"{total} metas cargadas de {carpeta}" + (f" ({detalle})" if detalle else "")
+    sin_metas = sorted(set(agencias_del_catalogo) - set(por_agencia))
+    if sin_metas:
+        linea += "; sin metas: " + ", ".join(sin_metas)
+    return linea

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from servicios.comun.broker import morir_con_el_padre
+from servicios.comun.reglas import RUNBOOKS_URL
 
 RAIZ = Path(__file__).resolve().parents[2]
 REGLAS = RAIZ / "despliegue" / "prometheus" / "reglas" / "metas.yml"
@@ -45,9 +46,11 @@ def binario(*nombres: str) -> str:
 
 # --- Configuraciones de prueba ------------------------------------------------------------------
 
-def reglas_de_prueba(espera: str, sin_eventos_s: int, origen: Path = REGLAS) -> str:
+def reglas_de_prueba(espera: str, sin_eventos_s: int, origen: Path = REGLAS, runbooks: str | None = None) -> str:
     """Las reglas versionadas (las que carga Prometheus en producción) con todas las esperas
-    (`for:`) en `espera` y el umbral de `AgenciaSinEventos` en `sin_eventos_s` segundos.
+    (`for:`) en `espera`, el umbral de `AgenciaSinEventos` en `sin_eventos_s` segundos y, con
+    `runbooks`, los enlaces a runbooks con esa base en vez de la de omisión (lo que haría
+    GPR_RUNBOOKS_URL al generarlas).
 
     Se parte del archivo versionado y no del generador: así la prueba ejercita lo que se
     despliega (otra prueba ya comprueba que el archivo es lo que genera el catálogo). Solo se
@@ -59,6 +62,10 @@ def reglas_de_prueba(espera: str, sin_eventos_s: int, origen: Path = REGLAS) -> 
         for regla in grupo["rules"]:
             if "for" in regla:
                 regla["for"] = espera
+            enlace = regla.get("annotations", {}).get("runbook_url")
+            if runbooks and enlace:
+                assert enlace.startswith(RUNBOOKS_URL), enlace
+                regla["annotations"]["runbook_url"] = runbooks + enlace.removeprefix(RUNBOOKS_URL)
             if regla.get("alert") == "AgenciaSinEventos":
                 expresion, cambios = re.subn(r">\s*\d+\s*$", f"> {sin_eventos_s}", regla["expr"].rstrip())
                 assert cambios == 1, f"AgenciaSinEventos cambió de forma; revise esta prueba:\n{regla['expr']}"
@@ -68,9 +75,13 @@ def reglas_de_prueba(espera: str, sin_eventos_s: int, origen: Path = REGLAS) -> 
     return yaml.safe_dump(datos, allow_unicode=True, sort_keys=False, width=1000)
 
 
-def alertmanager_de_prueba(espera: str = "1s", origen: Path = ALERTMANAGER) -> str:
+def alertmanager_de_prueba(espera: str = "1s", origen: Path = ALERTMANAGER, canales: dict[str, str] | None = None) -> str:
     """La configuración versionada de Alertmanager (rutas, receptores e inhibiciones) con
-    `group_wait` y `group_interval` cortos en todas las rutas."""
+    `group_wait` y `group_interval` cortos en todas las rutas y los canales de notificación que
+    dicen las variables `canales` (GPR_ALERTAS_*, GPR_SMTP_*), puestos por el mismo generador que
+    corre al arrancar en docker-compose.yml (`gpr alertmanager configurar`)."""
+    from servicios.comun.canales import configurar
+
     datos = yaml.safe_load(origen.read_text(encoding="utf-8"))
 
     def acortar(ruta: dict, raiz: bool) -> None:
@@ -81,6 +92,7 @@ def alertmanager_de_prueba(espera: str = "1s", origen: Path = ALERTMANAGER) -> s
             acortar(hija, False)
 
     acortar(datos["route"], True)
+    datos, _ = configurar(datos, canales or {}, plantillas=str(origen.parent / "plantillas"))
     return yaml.safe_dump(datos, allow_unicode=True, sort_keys=False)
 
 

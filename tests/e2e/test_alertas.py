@@ -1,5 +1,7 @@
 """Alertas de punta a punta con los binarios reales: eventos → procesador → consulta /metrics →
-Prometheus (reglas versionadas) → Alertmanager (API v2).
+Prometheus (reglas versionadas) → Alertmanager (API v2) → notificaciones reales: un receptor
+HTTP de webhooks y un servidor SMTP local (aiosmtpd), con los canales configurados desde el
+entorno por el mismo generador que usa docker-compose.yml.
 
 Pila: broker embebido, procesador, consulta e ingesta como procesos, `prometheus` y
 `prometheus-alertmanager` de Debian en puertos libres del loopback, y dos simuladores:
@@ -13,6 +15,11 @@ Pila: broker embebido, procesador, consulta e ingesta como procesos, `prometheus
   se repite la historia, un día simulado pasa en unos ocho segundos.
 * **MINSA** publica en tiempo real hasta que se detiene: su `AgenciaSinEventos` no está
   activa mientras publica y se dispara después.
+* La alerta de SUNARP llega como **notificación** al webhook y al correo del equipo de la meta,
+  agrupada como dice Alertmanager, con agencia, servicio, indicador, valor frente a la meta,
+  etapa cuello de botella y un enlace a su runbook que abre (servido por `gpr runbooks`); su
+  resolución llega después. Watchdog llega al receptor de latidos.
+* Al final se **mata la consulta**: `ServicioCaido` de su trabajo llega a plataforma.
 
 Lo esperado sale de los archivos de metas leídos aquí con yaml (no del código de metas) y
 del escenario que la prueba elige (qué etapa se vuelve lenta); las esperas (`for:`) y el
@@ -26,6 +33,7 @@ import re
 import signal
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,12 +44,14 @@ import pytest
 import yaml
 
 from apoyo import tableros
-from apoyo.observabilidad import (Binarios, ErrorPromQL, alertas_alertmanager, alertas_prometheus,
+from apoyo.observabilidad import (ALERTMANAGER, Binarios, ErrorPromQL, alertas_alertmanager, alertas_prometheus,
                                   alertmanager_de_prueba, binario, coinciden, configuracion_prometheus, consultar,
                                   esperar, escalar, listo, obtener_json, reglas_de_prueba)
 from conftest import CATALOGO, RAIZ, Procesos
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
+from servicios.cli.buzon import Buzon
+from servicios.cli.runbooks import ServidorRunbooks
 from servicios.comun.broker import broker_kafka, puerto_libre
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.topicos import crear_topicos
@@ -77,7 +87,11 @@ PLAZOS = {
     "alerta": 150,         # hasta que la meta incumplida llega a Alertmanager
     "sin_eventos": SIN_EVENTOS_S + 90,
     "resolucion": 240,     # hasta que la meta recuperada deja de estar activa
+    "notificacion": 60,    # de Alertmanager al webhook y al correo (group_wait y group_interval: 1 s)
+    "caida": 90,           # de matar la consulta a la notificación de ServicioCaido
 }
+# Correo del equipo de la meta de SUNARP (lo que pondría el operador en GPR_ALERTAS_CORREO_<EQUIPO>).
+CORREO_EQUIPO = "guardia@sunarp.ejemplo.gob"
 
 
 def _metas_de(agencia: str) -> list[dict]:
@@ -122,6 +136,9 @@ class Pila:
     etapa_lenta: str
     simulador_callado: object
     ingesta: str
+    buzon: Buzon
+    runbooks: str
+    consulta: object
 
     def registros(self, *nombres: str) -> str:
         partes = []
@@ -156,10 +173,21 @@ def pila(tmp_path_factory):
     control = directorio / "control-sunarp.txt"
     control.write_text(lenta + "\n", encoding="utf-8")
 
+    buzon = Buzon(directorio / "buzon").iniciar()
+    servidor_runbooks = ServidorRunbooks(RAIZ / "despliegue" / "runbooks", puerto=0).iniciar()
     reglas = directorio / "reglas.yml"
-    reglas.write_text(reglas_de_prueba(ESPERA, SIN_EVENTOS_S), encoding="utf-8")
+    reglas.write_text(reglas_de_prueba(ESPERA, SIN_EVENTOS_S, runbooks=servidor_runbooks.url), encoding="utf-8")
     configuracion_am = directorio / "alertmanager.yml"
-    configuracion_am.write_text(alertmanager_de_prueba(), encoding="utf-8")
+    equipo = next(m["equipo"] for m in _metas_de(AGENCIA) if (m["servicio"], m["indicador"]) == (SERVICIO, INDICADOR))
+    configuracion_am.write_text(alertmanager_de_prueba(canales={
+        # Como lo pondría un operador: el equipo de la meta con webhook y correo; plataforma y
+        # el latido, con webhook.
+        f"GPR_ALERTAS_WEBHOOK_{equipo.upper().replace('-', '_')}": buzon.url("equipo"),
+        f"GPR_ALERTAS_CORREO_{equipo.upper().replace('-', '_')}": CORREO_EQUIPO,
+        "GPR_ALERTAS_WEBHOOK_PLATAFORMA": buzon.url("plataforma"),
+        "GPR_ALERTAS_WEBHOOK_LATIDO": buzon.url("latido"),
+        "GPR_SMTP_SERVIDOR": buzon.smtp, "GPR_SMTP_REMITENTE": "gpr-monitor@ejemplo.gob", "GPR_SMTP_TLS": "no",
+    }), encoding="utf-8")
     configuracion_prom = directorio / "prometheus.yml"
     configuracion_prom.write_text(configuracion_prometheus(
         {"gpr-consulta": f"127.0.0.1:{puertos['metricas']}",
@@ -188,7 +216,7 @@ def pila(tmp_path_factory):
                 **comun, "GPR_METAS": str(METAS), "GPR_ALMACEN": "memoria",
                 "GPR_DIRECTORIO_DATOS": str(directorio / "procesador"),
                 "GPR_METRICAS_PUERTO": str(puertos["procesador"])})
-            procesos.lanzar("servicios.consulta", {
+            consulta = procesos.lanzar("servicios.consulta", {
                 **comun, "GPR_GRPC_HOST": "127.0.0.1", "GPR_GRPC_PUERTO": str(puertos["grpc"]),
                 "GPR_METRICAS_HOST": "127.0.0.1", "GPR_METRICAS_PUERTO": str(puertos["metricas"]),
                 "GPR_INTERVALO_RETRASO": "2s"})
@@ -212,13 +240,15 @@ def pila(tmp_path_factory):
             prometheus = f"http://127.0.0.1:{puertos['prometheus']}"
             alertmanager = f"http://127.0.0.1:{puertos['alertmanager']}"
             pila = Pila(prometheus, alertmanager, procesos, binarios, directorio, control, etapa_lenta, callado,
-                        f"127.0.0.1:{puertos['ingesta']}")
+                        f"127.0.0.1:{puertos['ingesta']}", buzon, servidor_runbooks.url, consulta)
             esperar(lambda: listo(f"{alertmanager}/-/ready") and listo(f"{prometheus}/-/ready"), 30,
                     "Prometheus y Alertmanager listos", pila.diagnostico)
             yield pila
         finally:
             procesos.detener_todos()
             binarios.detener_todos()
+            servidor_runbooks.detener()
+            buzon.detener()
 
 
 def _antiguedad(pila: Pila, agencia: str) -> float | None:
@@ -238,12 +268,93 @@ def _activas(pila: Pila, **etiquetas: str) -> list[dict]:
             if a["status"]["state"] == "active" and coinciden(a["labels"], **etiquetas)]
 
 
+def _con_la_serie(pila: Pila, ruta: str, estado: str, serie: dict) -> list:
+    """Webhooks recibidos en `ruta` con una alerta de la serie en `estado` (firing, resolved)."""
+    return [w for w in pila.buzon.webhooks(ruta)
+            if any(a["status"] == estado and coinciden(a["labels"], **serie) for a in w.cuerpo["alerts"])]
+
+
+def _comprobar_notificacion(pila: Pila, meta: dict, serie: dict) -> str:
+    """El webhook y el correo del equipo reciben la alerta con lo que una persona necesita para
+    actuar; devuelve el enlace al runbook."""
+    # `cuello_botella` es una etiqueta de la alerta: si la etapa cuello de botella cambia, la alerta
+    # con la etapa anterior se resuelve y nace otra (en el mismo grupo). Se busca la de la etapa lenta.
+    con_etapa = {**serie, "cuello_botella": pila.etapa_lenta}
+    recibido = esperar(lambda: _con_la_serie(pila, "equipo", "firing", con_etapa), PLAZOS["notificacion"],
+                       f"notificación de {con_etapa} en el webhook del equipo", pila.diagnostico)[0]
+    cuerpo = recibido.cuerpo
+    # El receptor de guardia del equipo de la meta (crítica) y agrupada como dice la ruta raíz de
+    # alertmanager.yml (ninguna ruta hija cambia group_by).
+    assert meta["severidad"] == "critica"
+    assert cuerpo["receiver"] == f"{meta['equipo']}-guardia"
+    agrupar = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))["route"]["group_by"]
+    assert cuerpo["groupLabels"] == {k: serie[k] for k in agrupar}, cuerpo["groupLabels"]
+    assert all(coinciden(a["labels"], **cuerpo["groupLabels"]) for a in cuerpo["alerts"])
+    alerta = next(a for a in cuerpo["alerts"] if a["status"] == "firing" and coinciden(a["labels"], **con_etapa))
+    objetivo = f">= {meta['valor'] * 100:g}%"
+    assert alerta["annotations"]["objetivo"] == objetivo
+    valor = alerta["annotations"]["valor"]
+    assert re.fullmatch(r"\d+(\.\d+)?%", valor) and float(valor[:-1]) / 100 < meta["valor"], valor
+    # El runbook abre en su sección (la del indicador), servido en la base configurada.
+    enlace = alerta["annotations"]["runbook_url"]
+    assert enlace == f"{pila.runbooks}meta-incumplida.md#{INDICADOR}"
+    with urllib.request.urlopen(enlace.partition("#")[0], timeout=10) as respuesta:
+        assert respuesta.status == 200
+        assert f'id="{INDICADOR}"' in respuesta.read().decode()
+
+    def correo_de_alerta():
+        return [c for c in pila.buzon.correos() if CORREO_EQUIPO in c.destinatarios and c.asunto.startswith("[ALERTA")
+                and f"] {serie['alertname']} {AGENCIA}/{SERVICIO}: {INDICADOR} " in c.asunto
+                and f"cuello de botella: {pila.etapa_lenta}" in c.asunto]
+
+    correo = esperar(correo_de_alerta, PLAZOS["notificacion"], f"correo de la alerta a {CORREO_EQUIPO}",
+                     pila.diagnostico)[0]
+    asunto = correo.asunto
+    for parte in (f"[ALERTA {meta['severidad']}]", f"{AGENCIA}/{SERVICIO}", INDICADOR, f"(meta {objetivo})",
+                  f"cuello de botella: {pila.etapa_lenta}"):
+        assert parte in asunto, (parte, asunto)
+    texto = correo.texto()
+    for linea in (f"Agencia:            {AGENCIA}", f"Servicio:           {SERVICIO}",
+                  f"Indicador:          {INDICADOR}", f"Meta:               {objetivo}",
+                  f"Cuello de botella:  {pila.etapa_lenta}", f"Qué hacer (runbook): {enlace}"):
+        assert linea in texto, (linea, texto)
+    assert f'href="{enlace}"' in correo.html()
+    return enlace
+
+
+def _comprobar_resolucion(pila: Pila, serie: dict, enlace: str) -> None:
+    """La resolución llega por los dos canales, después de la alerta: una notificación del grupo
+    con todas sus alertas resueltas (antes pudo haber otras con alguna resuelta y otra activa, si la
+    etapa cuello de botella cambió)."""
+    def resueltas():
+        return [w for w in _con_la_serie(pila, "equipo", "resolved", serie) if w.cuerpo["status"] == "resolved"]
+
+    resuelto = esperar(resueltas, PLAZOS["notificacion"], f"notificación de resolución de {serie} en el webhook",
+                       pila.diagnostico)[-1]
+    primero = _con_la_serie(pila, "equipo", "firing", serie)[0]
+    assert resuelto.recibido > primero.recibido
+    assert all(a["status"] == "resolved" for a in resuelto.cuerpo["alerts"])
+
+    def correo_resuelto():
+        return [c for c in pila.buzon.correos() if CORREO_EQUIPO in c.destinatarios
+                and c.asunto.startswith("[RESUELTA") and f"] {serie['alertname']} {AGENCIA}/{SERVICIO}: {INDICADOR} " in c.asunto]
+
+    correo = esperar(correo_resuelto, PLAZOS["notificacion"], "correo de resolución", pila.diagnostico)[0]
+    assert f"RESUELTA: " in correo.texto() and enlace in correo.texto()
+
+
 def test_meta_incumplida_y_agencia_sin_eventos_llegan_a_alertmanager(pila):
     inicio = time.monotonic()
     meta = next(m for m in _metas_de(AGENCIA) if (m["servicio"], m["indicador"]) == (SERVICIO, INDICADOR))
     assert meta["operador"] == ">=", "la prueba degrada el servicio bajando su cumplimiento"
     equipos_callada = sorted({m["equipo"] for m in _metas_de(AGENCIA_CALLADA)})
     assert equipos_callada, f"{AGENCIA_CALLADA} necesita alguna meta para saber a qué equipo avisar"
+    # El procesador dice al arrancar cuántas metas cargó de cada agencia (contadas aquí con yaml).
+    por_agencia = {a: len(_metas_de(a)) for a in ("minsa", "reniec", "sunarp")}
+    resumen = (f"{sum(por_agencia.values())} metas cargadas de {METAS} ("
+               + ", ".join(f"{a} {n}" for a, n in sorted(por_agencia.items()) if n) + ")")
+    esperar(lambda: resumen in pila.procesos.registro("procesador"), 30, f"«{resumen}» en el registro del procesador",
+            lambda: pila.registros("procesador"))
 
     # 1. MINSA publica en tiempo real: su marca de agua está al día y no hay alerta de silencio.
     def minsa_al_dia():
@@ -276,7 +387,7 @@ def test_meta_incumplida_y_agencia_sin_eventos_llegan_a_alertmanager(pila):
     descripcion = alerta["annotations"]["description"]
     assert f"Etapa cuello de botella: {pila.etapa_lenta}" in descripcion, descripcion
     assert f">= {meta['valor'] * 100:g}%" in descripcion, descripcion
-    assert alerta["annotations"]["runbook_url"].startswith("despliegue/runbooks/meta-incumplida.md")
+    assert alerta["annotations"]["runbook_url"].startswith(f"{pila.runbooks}meta-incumplida.md")
     valor = escalar(pila.prometheus, f'gpr_indicador_valor{{agencia="{AGENCIA}",servicio="{SERVICIO}",'
                                      f'indicador="{INDICADOR}",ventana="{meta["ventana"]}"}}')
     assert valor is not None and valor < meta["valor"], valor
@@ -284,6 +395,9 @@ def test_meta_incumplida_y_agencia_sin_eventos_llegan_a_alertmanager(pila):
 
     # El servicio se recupera desde este instante simulado.
     pila.control.write_text("ninguno\n", encoding="utf-8")
+
+    # 2b. La alerta llega como notificación al webhook y al correo del equipo de la meta.
+    enlace = _comprobar_notificacion(pila, meta, serie)
 
     # 3. MINSA dejó de publicar: su alerta de silencio se dispara, con el equipo de sus metas.
     def sin_eventos():
@@ -315,6 +429,7 @@ def test_meta_incumplida_y_agencia_sin_eventos_llegan_a_alertmanager(pila):
 
     esperar(resuelta, PLAZOS["resolucion"], f"MetaIncumplida de {AGENCIA}/{SERVICIO} resuelta tras la recuperación",
             pila.diagnostico)
+    _comprobar_resolucion(pila, serie, enlace)
     print(f"\nalerta a los {disparo - inicio:.0f} s, resuelta {time.monotonic() - disparo:.0f} s después")
 
 
@@ -381,3 +496,33 @@ def test_cada_consulta_de_los_tableros_funciona_en_prometheus(pila):
             ofrecidos = obtener_json(f"{pila.prometheus}/api/v1/label/{etiqueta}/values?"
                                      + urllib.parse.urlencode({"match[]": selector}))["data"]
             assert valores[variable["name"]] in ofrecidos, (archivo.name, variable["name"], ofrecidos)
+
+
+def test_el_latido_llega_a_su_receptor(pila):
+    """Watchdog está siempre activa y Alertmanager la envía al receptor de latidos (y solo a él)."""
+    latidos = esperar(lambda: pila.buzon.webhooks("latido"), PLAZOS["notificacion"], "Watchdog en el receptor de latidos",
+                      pila.diagnostico)
+    assert latidos[0].cuerpo["receiver"] == "latido"
+    assert [a["labels"]["alertname"] for a in latidos[0].cuerpo["alerts"]] == ["Watchdog"]
+    for ruta in ("equipo", "plataforma"):
+        assert not [w for w in pila.buzon.webhooks(ruta)
+                    if any(a["labels"]["alertname"] == "Watchdog" for a in w.cuerpo["alerts"])]
+
+
+def test_matar_la_consulta_dispara_su_alerta_de_vigilancia(pila):
+    """Sin la consulta no se evalúa ninguna meta: ServicioCaido de su trabajo llega a plataforma.
+    Va al final: las demás pruebas del módulo necesitan la consulta."""
+    muerte = time.time()
+    pila.consulta.send_signal(signal.SIGKILL)
+    pila.consulta.wait(10)
+
+    def caida():
+        return [a for w in pila.buzon.webhooks("plataforma") for a in w.cuerpo["alerts"]
+                if a["status"] == "firing" and coinciden(a["labels"], alertname="ServicioCaido", job="gpr-consulta")
+                and _instante(a["startsAt"]) >= muerte]
+
+    alerta = esperar(caida, PLAZOS["caida"], "ServicioCaido de gpr-consulta en el webhook de plataforma",
+                     pila.diagnostico)[0]
+    assert alerta["labels"] == {"alertname": "ServicioCaido", "job": "gpr-consulta", "severidad": "critica",
+                                "equipo": "plataforma"}
+    assert alerta["annotations"]["runbook_url"] == f"{pila.runbooks}vigilancia.md#serviciocaido"

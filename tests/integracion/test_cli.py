@@ -55,13 +55,13 @@ def test_publicar_por_kafka_valida_publica_y_resume(bootstrap, tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "2 aceptados, 2 rechazados de 4" in r.stdout
     assert "json_invalido" in r.stdout and "agencia_desconocida" in r.stdout
-    # Los dos aceptados son del caso k1: un solo registro LoteEventos, en la partición que el
-    # particionador por defecto de aiokafka da a la clave k1 (la de un envío suelto).
+    # Los dos aceptados son del caso k1 de reniec: un solo registro LoteEventos, en la partición
+    # que el particionador por defecto de aiokafka da a la clave "reniec/k1" (la de un envío suelto).
     publicados = leer_todo(bootstrap, EVENTOS, lambda rs: len(rs) >= 1, 20)
     assert len(publicados) == 1
     registro = publicados[0]
-    assert registro.key == b"k1" and (CABECERA_LOTE, b"1") in list(registro.headers)
-    assert registro.partition == DefaultPartitioner()(b"k1", [0, 1], [0, 1])
+    assert registro.key == b"reniec/k1" and (CABECERA_LOTE, b"1") in list(registro.headers)
+    assert registro.partition == DefaultPartitioner()(b"reniec/k1", [0, 1], [0, 1])
     assert [e.evento_id for e in decodificar(registro.value, list(registro.headers))] == ["a1", "a2"]
 
 
@@ -102,7 +102,7 @@ def test_publicar_por_kafka_sin_lotes_un_registro_por_evento(bootstrap, tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     publicados = leer_todo(bootstrap, EVENTOS, lambda rs: len(rs) >= 3, 20)
     assert sorted((x.key, pb.Evento.FromString(x.value).evento_id) for x in publicados) == [
-        (b"c0", "b0"), (b"c1", "b1"), (b"c2", "b2")]
+        (b"reniec/c0", "b0"), (b"reniec/c1", "b1"), (b"reniec/c2", "b2")]
     assert all(not x.headers for x in publicados)
 
 
@@ -259,8 +259,9 @@ def test_vigilar_muestra_estado_y_cambios_y_termina_solo(bootstrap):
 
 
 def test_publicar_por_kafka_un_evento_demasiado_grande_se_rechaza_y_el_resto_pasa(bootstrap, tmp_path):
-    """kafka-python rechaza al instante un registro de más de 1 MiB: ese evento figura como
-    rechazado con el error de Kafka y los demás se publican (sin traza, código 1)."""
+    """Un evento con un atributo de 1,2 MB no llega a Kafka: el validador del contrato lo
+    rechaza (antes lo rechazaba kafka-python por pasar de 1 MiB) y los demás se publican, sin
+    traza y con código 1."""
     crear_topicos(bootstrap, 2)
     ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
     base = {"fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora, "agenciaId": "reniec",
@@ -272,6 +273,6 @@ def test_publicar_por_kafka_un_evento_demasiado_grande_se_rechaza_y_el_resto_pas
     r = gpr("publicar", str(archivo), "--kafka", bootstrap)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "1 aceptados, 1 rechazados de 2" in r.stdout, r.stdout + r.stderr
-    assert "kafka" in r.stdout
+    assert "Por motivo: campo_demasiado_largo 1" in r.stdout.splitlines()
     publicados = leer_todo(bootstrap, EVENTOS, lambda rs: len(rs) >= 1, 20)
     assert [e.evento_id for x in publicados for e in decodificar(x.value, list(x.headers))] == ["normal"]

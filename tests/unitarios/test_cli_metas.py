@@ -6,6 +6,8 @@ Las líneas esperadas de cada error se cuentan a mano sobre el texto YAML de la 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -157,8 +159,10 @@ def test_reglas_escribe_comprueba_y_va_a_la_salida_estandar(tmp_path):
     assert r.exit_code == 0, r.output
     assert salida.read_text(encoding="utf-8") == esperado
     # Dos metas de proporción con margen 0,1: umbral + página + ticket cada una. Plataforma: sin
-    # eventos de reniec (su equipo), de sunarp y de minsa (sin metas: plataforma), rechazos y retraso.
-    assert r.stdout.strip() == f"escrito {salida}: 6 alertas de 2 metas y 5 de la plataforma"
+    # eventos y rechazos de reniec (su equipo), de sunarp y de minsa (sin metas: plataforma), rechazos
+    # de agencias desconocidas y retraso. Vigilancia: Watchdog, ServicioCaido, ObjetivoCaido,
+    # TrabajoAusente, ReglasFallan, NotificacionesFallan, AlertasSinEnviar, ConfiguracionNoRecargada.
+    assert r.stdout.strip() == f"escrito {salida}: 6 alertas de 2 metas, 8 de la plataforma y 8 de vigilancia"
 
     r = gpr("reglas", "--metas", str(tmp_path), "--salida", str(salida), "--comprobar")
     assert r.exit_code == 0, r.output
@@ -185,3 +189,18 @@ def test_la_ayuda_esta_en_espanol():
     r = runner.invoke(app, ["metas", "--help"])
     assert r.exit_code == 0
     assert "validar" in r.stdout and "reglas" in r.stdout and "Metas: validar" in r.stdout
+
+
+def test_reglas_toma_la_base_de_los_runbooks_de_gpr_runbooks_url(tmp_path, monkeypatch):
+    (tmp_path / "a.yaml").write_text(DOS_METAS, encoding="utf-8")
+    monkeypatch.setenv("GPR_RUNBOOKS_URL", "https://wiki.ejemplo.gob/gpr/runbooks")
+    r = gpr("reglas", "--metas", str(tmp_path), "--salida", "-")
+    assert r.exit_code == 0, r.output
+    enlaces = set(re.findall(r"runbook_url: (\S+)", r.stdout))
+    assert enlaces and all(e.startswith("https://wiki.ejemplo.gob/gpr/runbooks/") for e in enlaces), enlaces
+    assert "https://wiki.ejemplo.gob/gpr/runbooks/meta-incumplida.md#cumplimiento_plazo" in enlaces
+
+    monkeypatch.setenv("GPR_RUNBOOKS_URL", "wiki/runbooks")
+    r = gpr("reglas", "--metas", str(tmp_path), "--salida", "-")
+    assert r.exit_code == 2
+    assert "GPR_RUNBOOKS_URL='wiki/runbooks' debe ser una URL http:// o https://" in r.stderr

@@ -9,9 +9,11 @@ acepten las configuraciones de Prometheus y Alertmanager.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -68,6 +70,10 @@ def test_compose_arranca_los_servicios_esperados(compose):
         "ingesta": "servicios.ingesta",
         "simulador": "servicios.simulador",
         "portal": "servicios.portal",
+        # Tareas de la CLI: generar reglas y configuración de Alertmanager al arrancar, servir runbooks.
+        "reglas": "servicios.cli",
+        "alertmanager-configuracion": "servicios.cli",
+        "runbooks": "servicios.cli",
     }
     assert compose["services"]["procesador"]["deploy"]["replicas"] == 2
     assert compose["services"]["simulador"]["profiles"] == ["demo"]
@@ -125,10 +131,8 @@ def test_kafka_anuncia_la_direccion_que_usan_los_servicios(compose):
     servicios = compose["services"]
     anunciado = servicios["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     for servicio in _servicios_gpr(compose):
-        if servicio == "portal":
-            # El portal solo lee la API gRPC de la consulta: no conoce el broker.
-            assert "GPR_KAFKA_BOOTSTRAP" not in servicios[servicio]["environment"]
-            continue
+        if "GPR_KAFKA_BOOTSTRAP" not in (servicios[servicio].get("environment") or {}):
+            continue  # tareas que no hablan con Kafka (reglas, runbooks…)
         bootstrap = servicios[servicio]["environment"]["GPR_KAFKA_BOOTSTRAP"]
         assert f"://{bootstrap}" in anunciado, f"{servicio}: {bootstrap} no está en {anunciado}"
 
@@ -292,3 +296,72 @@ def test_alertmanager_inhibe_el_ticket_con_la_pagina(tmp_path):
         proceso.terminate()
         proceso.wait(10)
         registro.close()
+
+
+def _montajes(servicio: dict) -> dict[str, str]:
+    """destino en el contenedor → origen (ruta del repositorio o volumen con nombre), sin `:ro`."""
+    resultado = {}
+    for volumen in servicio.get("volumes", []):
+        partes = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", volumen).split(":")
+        if len(partes) >= 2:
+            resultado[partes[1]] = partes[0]
+    return resultado
+
+
+def _opcion(comando: list[str], nombre: str) -> str:
+    return comando[comando.index(nombre) + 1]
+
+
+def test_prometheus_lee_las_reglas_que_compose_genera_de_las_metas_del_procesador(compose, tmp_path):
+    """El servicio `reglas` genera las reglas desde las mismas metas que monta el procesador y las
+    deja en el volumen que Prometheus lee; con la base de runbooks por omisión son las versionadas."""
+    servicios = compose["services"]
+    reglas, procesador, prometheus = servicios["reglas"], servicios["procesador"], servicios["prometheus"]
+    montadas = _montajes(reglas)
+    assert montadas[reglas["environment"]["GPR_METAS"]] == _montajes(procesador)[procesador["environment"]["GPR_METAS"]]
+    salida = _opcion(reglas["command"], "--salida")
+    volumen = montadas[str(Path(salida).parent)]
+    assert _montajes(prometheus)["/etc/prometheus/reglas"] == volumen
+    assert Path(salida).name.endswith(".yml") and "/etc/prometheus/reglas/*.yml" in PROMETHEUS.read_text()
+    assert prometheus["depends_on"]["reglas"]["condition"] == "service_completed_successfully"
+    # La orden de compose, con las rutas del contenedor cambiadas por las del repositorio.
+    por_omision = re.fullmatch(r"\$\{GPR_RUNBOOKS_URL:-(.+)\}", reglas["environment"]["GPR_RUNBOOKS_URL"]).group(1)
+    generado = tmp_path / "metas.yml"
+    r = subprocess.run([sys.executable, "-m", "servicios.cli", "metas", "reglas", "--salida", str(generado)],
+                       cwd=RAIZ, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "GPR_METAS": str(RAIZ / montadas["/app/despliegue/metas"]),
+                            "GPR_CATALOGO": str(RAIZ / "despliegue" / "catalogo.yaml"), "GPR_RUNBOOKS_URL": por_omision})
+    assert r.returncode == 0, r.stderr
+    assert generado.read_text(encoding="utf-8") == (REGLAS / "metas.yml").read_text(encoding="utf-8")
+    # Y los runbooks de esa base los sirve el servicio runbooks, en el puerto que publica.
+    runbooks = servicios["runbooks"]
+    puerto = _opcion(runbooks["command"], "--puerto")
+    assert por_omision == f"http://localhost:{puerto}/runbooks/" and f"{puerto}:{puerto}" in runbooks["ports"]
+    assert _montajes(runbooks)[_opcion(runbooks["command"], "--carpeta")] == "./despliegue/runbooks"
+
+
+def test_alertmanager_lee_la_configuracion_que_compose_genera(compose, tmp_path):
+    servicios = compose["services"]
+    generador, alertmanager = servicios["alertmanager-configuracion"], servicios["alertmanager"]
+    comando = generador["command"]
+    montadas = _montajes(generador)
+    base = Path(_opcion(comando, "--base"))
+    assert montadas[str(base.parent)] == "./despliegue/alertmanager"
+    salida = Path(_opcion(comando, "--salida"))
+    volumen = montadas[str(salida.parent)]
+    configuracion = next(a.split("=", 1)[1] for a in alertmanager["command"] if a.startswith("--config.file="))
+    destino = next(d for d, o in _montajes(alertmanager).items() if o == volumen)
+    assert configuracion == f"{destino}/{salida.name}"
+    assert _montajes(alertmanager)[_opcion(comando, "--plantillas")] == "./despliegue/alertmanager/plantillas"
+    assert alertmanager["depends_on"]["alertmanager-configuracion"]["condition"] == "service_completed_successfully"
+    # El archivo de canales de ejemplo solo trae comentarios: ningún destino en el repositorio.
+    ejemplo = RAIZ / re.fullmatch(r"\$\{\w+:-\./(.+)\}", generador["env_file"][0]).group(1)
+    assert all(not linea.strip() or linea.startswith("#") for linea in ejemplo.read_text(encoding="utf-8").splitlines())
+    # La orden de compose con ese ejemplo genera una configuración que amtool acepta.
+    generado = tmp_path / "alertmanager.yml"
+    r = subprocess.run([sys.executable, "-m", "servicios.cli", "alertmanager", "configurar", "--salida", str(generado)],
+                       cwd=RAIZ, capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if not k.startswith(("GPR_ALERTAS_", "GPR_SMTP_"))})
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([_binario("amtool"), "check-config", str(generado)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -68,14 +68,14 @@ def test_promtool_check_rules():
     assert "SUCCESS" in r.stdout
 
 
-@pytest.mark.parametrize("archivo", ["umbral.yml", "quema.yml", "plataforma.yml"])
+@pytest.mark.parametrize("archivo", ["umbral.yml", "quema.yml", "plataforma.yml", "vigilancia.yml"])
 def test_promtool_test_rules(archivo):
     r = subprocess.run([_promtool(), "test", "rules", archivo], capture_output=True, text=True, cwd=PRUEBAS)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_cada_archivo_de_pruebas_se_ejecuta():
-    assert {p.name for p in PRUEBAS.glob("*.yml")} == {"umbral.yml", "quema.yml", "plataforma.yml"}
+    assert {p.name for p in PRUEBAS.glob("*.yml")} == {"umbral.yml", "quema.yml", "plataforma.yml", "vigilancia.yml"}
 
 
 def test_cada_meta_tiene_su_alerta_de_umbral_y_las_de_quema_que_le_tocan(metas, catalogo):
@@ -95,14 +95,35 @@ def test_cada_meta_tiene_su_alerta_de_umbral_y_las_de_quema_que_le_tocan(metas, 
         "sunarp/inscripcion-propiedad/tasa_reproceso/7d": ["MetaIncumplida", "MetaQuemaRapida", "MetaQuemaLenta"],
     }
     plataforma = generar(metas, catalogo)["groups"][1]["rules"]
-    agencias = [re.findall(r'agencia="([^"]+)"', r["expr"]) for r in plataforma]
+    agencias = [sorted(set(re.findall(r'agencia="([^"]+)"', r["expr"]))) for r in plataforma]
+    # Cada agencia avisa a los equipos de sus metas; lo de agencias desconocidas, a plataforma.
     assert [(r["alert"], r["labels"]["equipo"], a) for r, a in zip(plataforma, agencias)] == [
         ("AgenciaSinEventos", "redes-de-salud", ["minsa"]),
         ("AgenciaSinEventos", "atencion-ciudadana", ["reniec"]),
         ("AgenciaSinEventos", "registros", ["sunarp"]),
-        ("EventosRechazados", "plataforma", []),
+        ("EventosRechazados", "redes-de-salud", ["minsa"]),
+        ("EventosRechazados", "atencion-ciudadana", ["reniec"]),
+        ("EventosRechazados", "registros", ["sunarp"]),
+        ("EventosRechazados", "plataforma", ["desconocida"]),
         ("ProcesadorRetrasado", "plataforma", []),
     ]
+    vigilancia = generar(metas, catalogo)["groups"][2]["rules"]
+    assert [r["alert"] for r in vigilancia] == [
+        "Watchdog", "ServicioCaido", "ObjetivoCaido", "TrabajoAusente", "ReglasFallan", "NotificacionesFallan",
+        "AlertasSinEnviar", "ConfiguracionNoRecargada"]
+
+
+def test_la_vigilancia_cubre_cada_trabajo_de_prometheus():
+    """`up == 0` y `absent()` para cada trabajo que raspa el Prometheus de producción (y solo esos)."""
+    from servicios.comun.reglas import TRABAJOS
+
+    configuracion = yaml.safe_load((RAIZ / "despliegue" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    trabajos = sorted(t["job_name"] for t in configuracion["scrape_configs"])
+    reglas = {r["alert"]: r["expr"] for r in yaml.safe_load(REGLAS.read_text(encoding="utf-8"))["groups"][2]["rules"]}
+    assert sorted(TRABAJOS) == trabajos
+    assert sorted(re.findall(r'absent\(up\{job="([^"]+)"\}\)', reglas["TrabajoAusente"])) == trabajos
+    for alerta in ("ServicioCaido", "ObjetivoCaido"):
+        assert f'up{{job=~"{"|".join(trabajos)}"}}' in reglas[alerta] and "== 0" in reglas[alerta], reglas[alerta]
 
 
 def test_reglas_con_etiquetas_y_anotaciones_obligatorias(metas, catalogo):
@@ -110,25 +131,48 @@ def test_reglas_con_etiquetas_y_anotaciones_obligatorias(metas, catalogo):
         for regla in grupo["rules"]:
             if "alert" not in regla:
                 continue
-            assert regla["labels"]["severidad"] in ("critica", "advertencia"), regla["alert"]
+            if regla["alert"] == "Watchdog":
+                assert regla["labels"]["severidad"] == "info"
+            else:
+                assert regla["labels"]["severidad"] in ("critica", "advertencia"), regla["alert"]
             assert regla["labels"]["equipo"], regla["alert"]
-            assert set(regla["annotations"]) == {"summary", "description", "runbook_url"}, regla["alert"]
+            esperadas = {"summary", "description", "runbook_url"}
+            if grupo["name"] == "gpr-metas":
+                # Valor y meta por separado, para las plantillas de notificación.
+                esperadas |= {"valor", "objetivo"}
+            assert set(regla["annotations"]) == esperadas, regla["alert"]
 
 
-def test_los_runbooks_existen_con_su_seccion(metas, catalogo):
-    urls = {r["annotations"]["runbook_url"] for g in generar(metas, catalogo)["groups"] for r in g["rules"]
-            if "alert" in r}
-    assert urls
+def _anclas(archivo) -> set[str]:
+    """Anclas de los títulos de un runbook, como las arma GitHub y `gpr runbooks`: en minúsculas,
+    sin puntuación, espacios → guiones."""
+    titulos = re.findall(r"^#+ (.+)$", archivo.read_text(encoding="utf-8"), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", t.strip().lower()).replace(" ", "-") for t in titulos}
+
+
+@pytest.mark.parametrize("base", [None, "https://wiki.ejemplo.gob/gpr/runbooks/", "http://portal:8080/runbooks"])
+def test_cada_runbook_url_lleva_a_un_runbook_con_su_seccion(metas, catalogo, base):
+    """Cada enlace es la base configurada (GPR_RUNBOOKS_URL) seguida de un archivo que existe en
+    despliegue/runbooks/ y, si tiene ancla, de una sección que existe en él."""
+    argumentos = {} if base is None else {"runbooks": base}
+    prefijo = "http://localhost:8099/runbooks/" if base is None else base.rstrip("/") + "/"
+    urls = {r["annotations"]["runbook_url"] for g in generar(metas, catalogo, **argumentos)["groups"]
+            for r in g["rules"] if "alert" in r}
+    assert len(urls) >= 8
     for url in urls:
-        ruta, _, ancla = url.partition("#")
-        archivo = RAIZ / ruta
-        assert archivo.is_file(), url
+        assert url.startswith(prefijo), url
+        ruta, _, ancla = url.removeprefix(prefijo).partition("#")
+        archivo = RAIZ / "despliegue" / "runbooks" / ruta
+        assert "/" not in ruta and archivo.is_file(), url
         if ancla:
-            titulos = re.findall(r"^#+ (.+)$", archivo.read_text(encoding="utf-8"), re.MULTILINE)
-            assert ancla in titulos, f"{url}: no hay una sección «{ancla}»"
+            assert ancla in _anclas(archivo), f"{url}: no hay una sección «{ancla}»"
 
 
-# --- Ventanas y condiciones de quema ------------------------------------------------------------
+def test_cada_runbook_lo_enlaza_alguna_alerta(metas, catalogo):
+    enlazados = {r["annotations"]["runbook_url"].rpartition("/")[2].partition("#")[0]
+                 for g in generar(metas, catalogo)["groups"] for r in g["rules"] if "alert" in r}
+    assert {p.name for p in (RAIZ / "despliegue" / "runbooks").glob("*.md")} == enlazados
+
 
 def test_con_una_meta_de_30_dias_son_las_del_libro_de_sre():
     assert escalar(30 * 86400) == [
