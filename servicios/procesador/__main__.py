@@ -44,7 +44,7 @@ def main() -> int:
     from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
 
     from servicios.procesador.app import crear_app
-    from servicios.procesador.faust_seguro import (
+    from servicios.terceros.faust.parches import (
         entrega_directa,
         estado_local_nunca_por_delante,
         huecos_solo_confirmados,

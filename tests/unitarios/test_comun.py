@@ -250,7 +250,7 @@ def test_publicacion_pide_pasada_al_marcar_y_espacia_segun_duracion_y_retraso():
     GPR_INTERVALO_PUBLICACION (0,25 s por omisión), 4 veces lo que tardó la última, y el
     mínimo ×4 si el trabajador va más de 1 s por detrás de lo que llega."""
     from servicios.procesador import config as config_procesador
-    from servicios.procesador.app import Publicacion
+    from servicios.procesador.publicacion import Publicacion
 
     cfg = config_procesador.leer({"GPR_KAFKA_BOOTSTRAP": "k:9092"})
     publicacion = Publicacion(cfg, metas=None, metricas=None, agregacion=None, reloj=lambda: 0.0)
