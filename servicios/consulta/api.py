@@ -72,9 +72,9 @@ class Suscripcion:
         self.cola: asyncio.Queue = asyncio.Queue(maxsize=bufer)
         self.desbordada = False
 
-    def ofrecer(self, indicador: ipb.Indicador) -> None:
-        if (self.desbordada or not cumple(_campos(indicador), self.filtro)
-                or not self.alcance.permite(indicador.agencia_id)):
+    def ofrecer(self, indicador: ipb.Indicador, campos: Filtro) -> None:
+        """`campos`: los de `indicador`, leídos una vez por actualización y no por suscriptor."""
+        if self.desbordada or not cumple(campos, self.filtro) or not self.alcance.permite(campos[0]):
             return
         try:
             self.cola.put_nowait(indicador)
@@ -106,9 +106,10 @@ class ApiExtendida:
             self._incumplen.add(clave)
         else:
             self._incumplen.discard(clave)
-        if indicador is not None:
+        if indicador is not None and self._suscripciones:
+            campos = _campos(indicador)
             for suscripcion in list(self._suscripciones):
-                suscripcion.ofrecer(indicador)
+                suscripcion.ofrecer(indicador, campos)
 
     async def _exigir_cargada(self, context) -> None:
         # Durante un corte de Kafka la vista sigue cargada y se sirve lo último leído; la
@@ -189,7 +190,7 @@ class ApiExtendida:
         try:
             # Primero el estado actual de las series pedidas, luego cada cambio.
             for indicador in self._vista.indicadores(filtro):
-                suscripcion.ofrecer(indicador)
+                suscripcion.ofrecer(indicador, _campos(indicador))
             while True:
                 indicador = await suscripcion.cola.get()
                 if indicador is None or suscripcion.desbordada:

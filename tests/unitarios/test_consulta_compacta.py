@@ -179,7 +179,8 @@ def test_listado_estado_inicial_y_en_vivo_filtran_igual(campos):
     iniciales = list(vista.indicadores(filtro_de(filtro)))
     suscripcion = Suscripcion(filtro_de(filtro), bufer=10_000)
     for indicador in actuales.values():
-        suscripcion.ofrecer(indicador)
+        suscripcion.ofrecer(indicador, (indicador.agencia_id, indicador.servicio_id, indicador.indicador,
+                                        indicador.ventana))
     en_vivo = []
     while not suscripcion.cola.empty():
         en_vivo.append(suscripcion.cola.get_nowait())
