@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
+from servicios.terceros.aiokafka import marcas_de_agua, tolerar_cabeceras_no_utf8
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +91,9 @@ async def cerrar(consumidor: AIOKafkaConsumer) -> None:
 
 async def fin_de_log(consumidor: AIOKafkaConsumer, particiones: list[TopicPartition],
                      limite_s: float = 5.0) -> dict[TopicPartition, int]:
-    """Fin del log de cada partición: la marca de agua de un Fetch desde lo que dice ListOffsets.
-
-    Con Apache Kafka los dos coinciden y el Fetch vuelve vacío; con Tansu ListOffsets da el
-    inicio del último lote y el Fetch, que lo lee, el final. Asigna `particiones` al consumidor.
-    """
-    fines = await consumidor.end_offsets(particiones)
-    consumidor.assign(list(particiones))
-    for tp in particiones:
-        consumidor.seek(tp, fines[tp])
-    fin = time.monotonic() + limite_s
-    while time.monotonic() < fin and any(consumidor.highwater(tp) is None for tp in particiones):
-        await consumidor.getmany(*particiones, timeout_ms=100, max_records=1)
-    return {tp: max(fines[tp], consumidor.highwater(tp) or 0) for tp in particiones}
+    """Fin del log de cada partición: la marca de agua de un Fetch desde lo que dice ListOffsets
+    (con Tansu ListOffsets da el inicio del último lote). Asigna `particiones` al consumidor."""
+    return await marcas_de_agua(consumidor, await consumidor.end_offsets(particiones), limite_s)
 
 
 class Frescura:
