@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from servicios.cli.espanol import TyperGpr
+from servicios.terceros.typer_es import TyperGpr
 from servicios.cli.salida import consola, consola_errores
 
 app = TyperGpr(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 
 import grpc
 import typer
@@ -17,6 +18,7 @@ from rich.text import Text
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.cli.publicar import credenciales_tls
 from servicios.cli.salida import consola, consola_errores, imprimir_tabla
 
 SIN_CONSULTA = 3
@@ -26,10 +28,35 @@ _ESTADOS = {ipb.CUMPLE: "[green]cumple[/green]", ipb.INCUMPLE: "[red]incumple[/r
 
 OPCION_DIRECCION = typer.Option("127.0.0.1:50051", "--consulta", envvar="GPR_CONSULTA",
                                 help="Dirección gRPC del servicio de consulta.")
+OPCION_TOKEN = typer.Option("", "--token", envvar="GPR_CONSULTA_TOKEN",
+                            help="Token de lectura de la consulta (si la consulta pide tokens).")
+OPCION_TLS_CA = typer.Option(None, "--tls-ca", envvar="GPR_CONSULTA_TLS_CA", exists=True, dir_okay=False,
+                             help="CA (PEM) con que verificar el TLS de la consulta; sin ella, el canal va en claro.")
 
 
-def _stub(direccion: str) -> ipb_grpc.IndicadoresStub:
-    return ipb_grpc.IndicadoresStub(grpc.insecure_channel(direccion))
+class _ConToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Pone `authorization: Bearer <token>` en cada llamada (también en un canal sin TLS, en
+    desarrollo: las credenciales de llamada de gRPC exigen TLS)."""
+
+    def __init__(self, token: str):
+        self.metadatos = (("authorization", f"Bearer {token}"),)
+
+    def _con_token(self, detalles):
+        return detalles._replace(metadata=tuple(detalles.metadata or ()) + self.metadatos)
+
+    def intercept_unary_unary(self, continuar, detalles, peticion):
+        return continuar(self._con_token(detalles), peticion)
+
+    def intercept_unary_stream(self, continuar, detalles, peticion):
+        return continuar(self._con_token(detalles), peticion)
+
+
+def _stub(direccion: str, token: str = "", tls_ca: Path | None = None) -> ipb_grpc.IndicadoresStub:
+    credenciales = credenciales_tls(False, tls_ca)
+    canal = grpc.secure_channel(direccion, credenciales) if credenciales else grpc.insecure_channel(direccion)
+    if token:
+        canal = grpc.intercept_channel(canal, _ConToken(token))
+    return ipb_grpc.IndicadoresStub(canal)
 
 
 def _fallar(error: grpc.RpcError) -> None:
@@ -76,9 +103,11 @@ def indicadores(
     indicador: str = typer.Option("", help="Solo este indicador."),
     ventana: str = typer.Option("24h", help="Ventana: 1h, 24h, 7d, 30d, total o mes:AAAA-MM (vacía: todas)."),
     direccion: str = OPCION_DIRECCION,
+    token_lectura: str = OPCION_TOKEN,
+    tls_ca: Path | None = OPCION_TLS_CA,
 ) -> None:
     """Lista los indicadores actuales (con su meta y estado) en una tabla."""
-    stub, todos, token = _stub(direccion), [], ""
+    stub, todos, token = _stub(direccion, token_lectura, tls_ca), [], ""
     try:
         while True:
             pagina = stub.ListarIndicadores(ipb.FiltroIndicadores(
@@ -97,10 +126,12 @@ def tablero(
     agencia: str = typer.Argument(..., help="Agencia del tablero."),
     ventana: str = typer.Option("24h", help="Ventana del tablero."),
     direccion: str = OPCION_DIRECCION,
+    token_lectura: str = OPCION_TOKEN,
+    tls_ca: Path | None = OPCION_TLS_CA,
 ) -> None:
     """Tablero de una agencia: cada servicio, sus indicadores frente a su meta y el cuello de botella."""
     try:
-        t = _stub(direccion).ObtenerTablero(ipb.SolicitudTablero(agencia_id=agencia, ventana=ventana), timeout=10)
+        t = _stub(direccion, token_lectura, tls_ca).ObtenerTablero(ipb.SolicitudTablero(agencia_id=agencia, ventana=ventana), timeout=10)
     except grpc.RpcError as error:
         _fallar(error)
     consola.print(f"[bold]Tablero de {t.agencia_id}[/bold] · ventana {t.ventana} · "
@@ -133,6 +164,8 @@ def vigilar(
     duracion: str = typer.Option("", "--duracion",
                                  help="Terminar (con código 0) tras este tiempo, p. ej. 30s o 5m; vacío: sin límite."),
     direccion: str = OPCION_DIRECCION,
+    token_lectura: str = OPCION_TOKEN,
+    tls_ca: Path | None = OPCION_TLS_CA,
 ) -> None:
     """Vista en vivo de las actualizaciones (SuscribirIndicadores). Ctrl-C para salir.
 
@@ -151,7 +184,7 @@ def vigilar(
         if plazo_s < 1:
             raise typer.BadParameter("debe ser de al menos 1s", param_hint="'--duracion'")
     series: dict[tuple, ipb.Indicador] = {}
-    flujo = _stub(direccion).SuscribirIndicadores(ipb.FiltroIndicadores(
+    flujo = _stub(direccion, token_lectura, tls_ca).SuscribirIndicadores(ipb.FiltroIndicadores(
         agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana=ventana), timeout=plazo_s)
     recibidas = 0
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from servicios.cli.espanol import TyperGpr
+from servicios.terceros.typer_es import TyperGpr
 
 app = TyperGpr(
     help="Metas: validar los archivos de metas y generar las reglas de alerta de Prometheus.",

@@ -2,7 +2,7 @@
 `tablero`, `vigilar`, `metas` (validar, reglas), `rechazados` (listar, reprocesar),
 `alertmanager` (configurar) y `runbooks`. Las órdenes importan lo pesado al
 ejecutarse, no al cargar `gpr`. La ayuda y los errores de uso salen en español
-(`servicios/cli/espanol.py`).
+(`servicios/terceros/typer_es.py`).
 
 Códigos de salida comunes: 0 bien; 1 rechazos o error de la consulta; 2 uso incorrecto
 (opción desconocida, falta un argumento, valor inválido); 3 servicio no disponible.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import typer
 
 from servicios.cli import alertmanager, consultas, metas, publicar, rechazados
-from servicios.cli.espanol import TyperGpr
+from servicios.terceros.typer_es import TyperGpr
 
 app = TyperGpr(
     help="GpR Monitor: monitoreo de resultados para la administración pública.",

@@ -87,7 +87,7 @@ def publicar(
         consola_errores.print("[yellow]aviso[/yellow]: --tls y --tls-ca (GPR_TLS_CA) solo se usan con --grpc; "
                       "se publica por Kafka sin TLS")
     if grpc_destino:
-        rechazos += _por_grpc(eventos, grpc_destino, token, _credenciales_tls(tls, tls_ca))
+        rechazos += _por_grpc(eventos, grpc_destino, token, credenciales_tls(tls, tls_ca))
     else:
         if not kafka:
             consola_errores.print("[red]falta el broker[/red]: use --kafka host:puerto o GPR_KAFKA_BOOTSTRAP, o --grpc")
@@ -164,7 +164,7 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
     return rechazos
 
 
-def _credenciales_tls(tls: bool, tls_ca: Path | None):
+def credenciales_tls(tls: bool, tls_ca: Path | None):
     """Credenciales del canal: None sin TLS; con `--tls-ca`, solo esa CA."""
     if not tls and tls_ca is None:
         return None

@@ -131,68 +131,16 @@ def broker_kafka(bootstrap: str | None, registro: str | os.PathLike | None = Non
         yield broker.bootstrap
 
 
-async def _fin_real(bootstrap, particiones, fines: dict, limite_s: float = 5.0) -> dict:
-    """Fin de log de cada partición según el high watermark de un Fetch desde `fines[tp]`."""
-    from aiokafka import AIOKafkaConsumer
-
-    lector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await lector.start()
-    try:
-        lector.assign(list(particiones))
-        for tp in particiones:
-            lector.seek(tp, fines[tp])
-        fin = time.monotonic() + limite_s
-        while time.monotonic() < fin and any(lector.highwater(tp) is None for tp in particiones):
-            await lector.getmany(*particiones, timeout_ms=100, max_records=1)
-        return {tp: max(fines[tp], lector.highwater(tp) or 0) for tp in particiones}
-    finally:
-        await lector.stop()
+def es_tansu(identificador_de_cluster: str | None) -> bool:
+    """Si el broker es Tansu (el embebido): se presenta con el identificador de clúster
+    `tansu_cluster`; Apache Kafka usa uno al azar. Sus correcciones (fin del log, espera de las
+    lecturas: `servicios/terceros/aiokafka.py`) solo se instalan con él."""
+    return bool(identificador_de_cluster) and identificador_de_cluster.startswith("tansu")
 
 
-def acotar_espera_de_fetch(segundos: float) -> None:
-    """Acota `fetch_max_wait_ms` de todo consumidor aiokafka del proceso (GPR_ESPERA_FETCH).
-
-    Tansu no despierta una lectura en espera cuando llegan datos: cada Fetch dura toda su
-    espera máxima (medido: con 1 500 ms, que faust fija, un registro tardaba 0,55–1,3 s en
-    llegar; con 50 ms, 2–12 ms). Con tres saltos por Kafka entre un evento y su efecto en la
-    consulta, eso eran ~2 s de frescura sin carga. Con Apache Kafka la espera acaba en cuanto
-    hay datos, así que acotarla solo añade alguna lectura vacía más cuando no hay tráfico.
-    """
-    from aiokafka import AIOKafkaConsumer
-
-    original = AIOKafkaConsumer.__init__
-    tope_ms = max(1, int(segundos * 1000))
-
-    def __init__(self, *args, **kwargs):
-        kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", 500), tope_ms)
-        original(self, *args, **kwargs)
-
-    AIOKafkaConsumer.__init__ = __init__
-
-
-def corregir_fin_de_log() -> None:
-    """Corrige `AIOKafkaConsumer.end_offsets` para Tansu (DISENO §6).
-
-    Tansu responde a ListOffsets(latest) con el offset base del *último lote* de la partición,
-    no con el fin del log. faust dimensiona con ese valor la recuperación de sus tablas desde
-    el changelog, así que un trabajador reiniciado dejaba de recuperar antes del último lote
-    y perdía las últimas actualizaciones (visto: vencidos 17 en vez de 20 tras un SIGKILL con
-    el almacén en memoria). Tras la respuesta de ListOffsets se lee desde ese offset y se toma
-    el high watermark del Fetch, que sí es correcto. Con Apache Kafka ambos coinciden, así que
-    la corrección es inocua; cuesta una conexión breve por llamada (solo en recuperaciones y
-    en la puesta al día de la consulta).
-    """
-    from aiokafka import AIOKafkaConsumer
-
-    original = AIOKafkaConsumer.end_offsets
-    if getattr(original, "_gpr_corregido", False):
-        return
-
-    async def end_offsets(self, partitions):
-        fines = await original(self, partitions)
-        if not fines:
-            return fines
-        return await _fin_real(self._client._bootstrap_servers, list(fines), dict(fines))
-
-    end_offsets._gpr_corregido = True
-    AIOKafkaConsumer.end_offsets = end_offsets
+def con_broker_embebido(modo: str, identificador_de_cluster) -> bool:
+    """`modo` (GPR_KAFKA_EMBEBIDO): "si", "no" o "auto" (se pregunta al broker su identificador
+    de clúster con `identificador_de_cluster()`)."""
+    if modo != "auto":
+        return modo == "si"
+    return es_tansu(identificador_de_cluster())

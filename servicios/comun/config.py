@@ -76,3 +76,11 @@ def duracion(env: Mapping[str, str], nombre: str, defecto: str) -> int:
 def entorno() -> Mapping[str, str]:
     """El entorno del proceso; los `config.py` lo reciben para poder probarse con un dict."""
     return os.environ
+
+
+def broker_embebido(env: Mapping[str, str]) -> str:
+    """GPR_KAFKA_EMBEBIDO: "auto" (por omisión: se pregunta al broker si es Tansu), "si" o "no"."""
+    valor = texto(env, "GPR_KAFKA_EMBEBIDO", "auto")
+    if valor not in ("auto", "si", "no"):
+        raise ConfiguracionInvalida(f"GPR_KAFKA_EMBEBIDO={valor!r} debe ser 'auto', 'si' o 'no'")
+    return valor

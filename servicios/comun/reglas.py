@@ -275,11 +275,6 @@ def _muestras(ventana: str = "") -> str:
     return _consulta("gpr_indicador_muestras", 'printf "%.0f"', ventana)
 
 
-def _serie(meta: Meta) -> str:
-    etapa = f" etapa {meta.etapa}" if meta.etapa else ""
-    return f"{meta.indicador}{etapa} {meta.operador} {_formato(meta)[1]} ({meta.ventana})"
-
-
 def nombre_meta(meta: Meta) -> str:
     """Identidad de la meta en las alertas (etiqueta `meta`): dos metas nunca dan la misma regla."""
     return "/".join([meta.agencia, meta.servicio, meta.indicador] + ([meta.etapa] if meta.etapa else [])

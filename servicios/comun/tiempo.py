@@ -19,8 +19,3 @@ def parsear_duracion(texto: str) -> int:
             f"{texto!r} no es una duración válida (ejemplos: 30s, 5m, 24h, 7d)"
         )
     return int(coincidencia.group(1)) * _UNIDADES[coincidencia.group(2)]
-
-
-def timestamp_a_segundos(ts) -> float:
-    """Segundos desde la época de un google.protobuf.Timestamp (con fracción)."""
-    return ts.seconds + ts.nanos / 1e9

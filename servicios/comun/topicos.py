@@ -66,6 +66,15 @@ def _admin(bootstrap: str, limite_s: float):
             time.sleep(0.5)
 
 
+def identificador_de_cluster(bootstrap: str, limite_s: float = 30.0) -> str | None:
+    """El identificador del clúster de Kafka (None si el broker no lo da)."""
+    admin = _admin(bootstrap, limite_s)
+    try:
+        return admin.describe_cluster().get("cluster_id")
+    finally:
+        admin.close()
+
+
 def crear_topicos(bootstrap: str, particiones: int, nombres: list[str] | None = None,
                   limite_s: float = 30.0, replicacion: int = 1) -> None:
     """Crea los tópicos que falten; los existentes se dejan como están.

@@ -24,7 +24,9 @@ def main() -> int:
         print(f"gpr-consulta: configuración inválida: {error}", file=sys.stderr)
         return 2
 
-    from servicios.comun.broker import acotar_espera_de_fetch
+    from servicios.comun.broker import con_broker_embebido
+    from servicios.comun.topicos import identificador_de_cluster
+    from servicios.terceros.aiokafka import acotar_espera_de_fetch
     from servicios.comun.catalogo import cargar_catalogo
     from servicios.comun.yaml_lineas import ArchivoInvalido
     from servicios.consulta.acceso import cargar_tokens, tokens_demo_aceptados
@@ -49,7 +51,9 @@ def main() -> int:
         if cfg.tls_certificado is None:
             log.warning("tokens de lectura SIN TLS (GPR_CONSULTA_TLS_CERT): viajan en claro por la red")
 
-    acotar_espera_de_fetch(cfg.espera_fetch_s)
+    if con_broker_embebido(cfg.embebido, lambda: identificador_de_cluster(cfg.bootstrap)):
+        # Tansu no despierta una lectura en espera cuando llegan datos (docs/terceros.md).
+        acotar_espera_de_fetch(cfg.espera_fetch_s)
 
     try:
         asyncio.run(servir(cfg, catalogo, tokens))

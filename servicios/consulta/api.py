@@ -24,30 +24,28 @@ from collections.abc import Iterable
 import grpc
 
 from gpr.v1 import indicadores_pb2 as ipb
-from servicios.comun.indicadores import ventana_valida
 from servicios.consulta.acceso import ABIERTO, Alcance, NoAutenticado, Tokens, alcance_de_metadatos
-from servicios.consulta.peticiones import PeticionInvalida, clave_de_solicitud, eco, errores_filtro, errores_largo
+from servicios.consulta.peticiones import (Filtro, PeticionInvalida, clave_de_solicitud, cumple, eco, errores_filtro,
+                                           filtro_de)
 from servicios.consulta.vista import Vista
 
 log = logging.getLogger(__name__)
 
 # Instantáneas anteriores a las actuales que se guardan entre todas las series (GPR_HISTORIAL_TOTAL).
 HISTORIAL_TOTAL = 200_000
-_CARGANDO = "la vista de indicadores aún se está cargando; reintente en unos segundos"
+_CARGANDO = ("la vista de indicadores aún se está cargando desde gpr.indicadores.v1; "
+             "reintente en unos segundos")
 
 
-def coincide(indicador: ipb.Indicador, filtro: ipb.FiltroIndicadores) -> bool:
-    return ((not filtro.agencia_id or indicador.agencia_id == filtro.agencia_id)
-            and (not filtro.servicio_id or indicador.servicio_id == filtro.servicio_id)
-            and (not filtro.indicador or indicador.indicador == filtro.indicador)
-            and (not filtro.ventana or indicador.ventana == filtro.ventana))
+def _campos(indicador: ipb.Indicador) -> Filtro:
+    return (indicador.agencia_id, indicador.servicio_id, indicador.indicador, indicador.ventana)
 
 
 def armar_tablero(series: Iterable[ipb.Indicador], agencia_id: str, ventana: str) -> ipb.Tablero:
-    """Cada servicio de la agencia con sus indicadores (sin los de etapa) en la ventana."""
+    """Cada servicio con sus indicadores (sin los de etapa); `series`: las de la agencia en la ventana."""
     por_servicio: dict[str, list[ipb.Indicador]] = {}
     for i in series:
-        if i.agencia_id == agencia_id and i.ventana == ventana and not i.etapa_id:
+        if not i.etapa_id:
             por_servicio.setdefault(i.servicio_id, []).append(i)
     tablero = ipb.Tablero(agencia_id=agencia_id, ventana=ventana)
     for servicio_id in sorted(por_servicio):
@@ -58,11 +56,9 @@ def armar_tablero(series: Iterable[ipb.Indicador], agencia_id: str, ventana: str
     return tablero
 
 
-def incumplimientos(series: Iterable[ipb.Indicador], filtro: ipb.FiltroIncumplimientos) -> list[ipb.Indicador]:
+def incumplimientos(series: Iterable[ipb.Indicador], filtro: Filtro) -> list[ipb.Indicador]:
     return sorted(
-        (i for i in series if i.meta.estado == ipb.INCUMPLE
-         and (not filtro.agencia_id or i.agencia_id == filtro.agencia_id)
-         and (not filtro.servicio_id or i.servicio_id == filtro.servicio_id)),
+        (i for i in series if i.meta.estado == ipb.INCUMPLE and cumple(_campos(i), filtro)),
         key=lambda i: (i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id),
     )
 
@@ -70,14 +66,15 @@ def incumplimientos(series: Iterable[ipb.Indicador], filtro: ipb.FiltroIncumplim
 class Suscripcion:
     """Búfer acotado de un suscriptor; `desbordada` cuando el cliente no da abasto."""
 
-    def __init__(self, filtro: ipb.FiltroIndicadores, bufer: int, alcance: Alcance = ABIERTO):
+    def __init__(self, filtro: Filtro, bufer: int, alcance: Alcance = ABIERTO):
         self.filtro = filtro
         self.alcance = alcance
         self.cola: asyncio.Queue = asyncio.Queue(maxsize=bufer)
         self.desbordada = False
 
-    def ofrecer(self, indicador: ipb.Indicador) -> None:
-        if self.desbordada or not coincide(indicador, self.filtro) or not self.alcance.permite(indicador.agencia_id):
+    def ofrecer(self, indicador: ipb.Indicador, campos: Filtro) -> None:
+        """`campos`: los de `indicador`, leídos una vez por actualización y no por suscriptor."""
+        if self.desbordada or not cumple(campos, self.filtro) or not self.alcance.permite(campos[0]):
             return
         try:
             self.cola.put_nowait(indicador)
@@ -93,7 +90,7 @@ class ApiExtendida:
 
     def _iniciar_api(self, vista: Vista, historial_maximo: int, bufer_suscripcion: int,
                      historial_total: int = HISTORIAL_TOTAL, tokens: Tokens | None = None) -> None:
-        self._vista_api = vista
+        self._vista = vista
         # None: sin control de acceso. Se reemplaza entero al recargar (SIGHUP).
         self.tokens = tokens
         vista.conservar_historial(historial_maximo, historial_total)
@@ -109,14 +106,15 @@ class ApiExtendida:
             self._incumplen.add(clave)
         else:
             self._incumplen.discard(clave)
-        if indicador is not None:
+        if indicador is not None and self._suscripciones:
+            campos = _campos(indicador)
             for suscripcion in list(self._suscripciones):
-                suscripcion.ofrecer(indicador)
+                suscripcion.ofrecer(indicador, campos)
 
     async def _exigir_cargada(self, context) -> None:
         # Durante un corte de Kafka la vista sigue cargada y se sirve lo último leído; la
         # salud dice NOT_SERVING. Solo antes de la primera lectura completa no hay nada que dar.
-        if not self._vista_api.cargada.is_set():
+        if not self._vista.cargada.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, _CARGANDO)
 
     async def _autorizar(self, context) -> Alcance:
@@ -146,7 +144,7 @@ class ApiExtendida:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
         await self._exigir_agencia(alcance, request.agencia_id, context)
         await self._exigir_cargada(context)
-        instantaneas = self._vista_api.historial(clave, request.maximo)
+        instantaneas = self._vista.historial(clave, request.maximo)
         if not instantaneas:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no hay datos de la serie {eco(clave)}")
         return ipb.HistorialIndicador(instantaneas=instantaneas)
@@ -154,16 +152,14 @@ class ApiExtendida:
     async def ObtenerTablero(self, request: ipb.SolicitudTablero, context) -> ipb.Tablero:
         alcance = await self._autorizar(context)
         ventana = request.ventana or "24h"
+        filtro = (request.agencia_id, "", "", ventana)
         errores = [] if request.agencia_id else ["agencia_id: es obligatorio"]
-        errores += errores_largo(agencia_id=request.agencia_id)
-        if not ventana_valida(ventana):
-            errores.append(f"ventana: {eco(ventana)} no es una ventana válida")
+        errores += errores_filtro(filtro)
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
         await self._exigir_agencia(alcance, request.agencia_id, context)
         await self._exigir_cargada(context)
-        tablero = armar_tablero(self._vista_api.indicadores(agencia=request.agencia_id, ventana=ventana),
-                                request.agencia_id, ventana)
+        tablero = armar_tablero(self._vista.indicadores(filtro), request.agencia_id, ventana)
         if not tablero.servicios:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"no hay indicadores de la agencia {eco(request.agencia_id)} en la ventana {eco(ventana)}")
@@ -171,29 +167,30 @@ class ApiExtendida:
 
     async def ListarIncumplimientos(self, request: ipb.FiltroIncumplimientos, context) -> ipb.ListaIndicadores:
         alcance = await self._autorizar(context)
-        errores = errores_largo(agencia_id=request.agencia_id, servicio_id=request.servicio_id)
+        filtro = (request.agencia_id, request.servicio_id, "", "")
+        errores = errores_filtro(filtro)
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
         await self._exigir_agencia(alcance, request.agencia_id, context)
         await self._exigir_cargada(context)
-        series = (self._vista_api.obtener(clave) for clave in list(self._incumplen))
+        series = (self._vista.obtener(clave) for clave in list(self._incumplen))
         return ipb.ListaIndicadores(indicadores=incumplimientos(
-            (i for i in series if i is not None and alcance.permite(i.agencia_id)), request))
+            (i for i in series if i is not None and alcance.permite(i.agencia_id)), filtro))
 
     async def SuscribirIndicadores(self, request: ipb.FiltroIndicadores, context):
         alcance = await self._autorizar(context)
-        errores = errores_filtro(request)
+        filtro = filtro_de(request)
+        errores = errores_filtro(filtro)
         if errores:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errores))
         await self._exigir_agencia(alcance, request.agencia_id, context)
         await self._exigir_cargada(context)
-        suscripcion = Suscripcion(request, self._bufer, alcance)
+        suscripcion = Suscripcion(filtro, self._bufer, alcance)
         self._suscripciones.add(suscripcion)
         try:
             # Primero el estado actual de las series pedidas, luego cada cambio.
-            for indicador in self._vista_api.indicadores(request.agencia_id, request.servicio_id,
-                                                         request.indicador, request.ventana):
-                suscripcion.ofrecer(indicador)
+            for indicador in self._vista.indicadores(filtro):
+                suscripcion.ofrecer(indicador, _campos(indicador))
             while True:
                 indicador = await suscripcion.cola.get()
                 if indicador is None or suscripcion.desbordada:

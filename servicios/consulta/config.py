@@ -36,8 +36,11 @@ class ConfigConsulta:
     historial_total: int = 200_000
     # Actualizaciones pendientes por suscriptor antes de cortarlo con RESOURCE_EXHAUSTED.
     suscripcion_bufer: int = 1000
-    # Espera máxima de cada lectura de Kafka (ver comun.broker.acotar_espera_de_fetch).
+    # Espera máxima de cada lectura de Kafka con el broker embebido (ver
+    # terceros.aiokafka.acotar_espera_de_fetch).
     espera_fetch_s: float = 0.05
+    # Con el broker embebido (Tansu) se acota la espera de cada lectura: "auto", "si" o "no".
+    embebido: str = "auto"
     # Segundos sin respuesta de Kafka tras los que la vista deja de estar al día (NOT_SERVING).
     plazo_kafka_s: float = 10.0
     # Catálogo: las agencias conocidas (etiquetas de los rechazados, alcance de los tokens).
@@ -64,6 +67,7 @@ def leer(env: Mapping[str, str]) -> ConfigConsulta:
         historial_maximo=c.entero(env, "GPR_HISTORIAL_MAXIMO", 100, minimo=1),
         historial_total=c.entero(env, "GPR_HISTORIAL_TOTAL", 200_000, minimo=0),
         espera_fetch_s=c.decimal(env, "GPR_ESPERA_FETCH", 0.05, minimo=0.001),
+        embebido=c.broker_embebido(env),
         suscripcion_bufer=c.entero(env, "GPR_SUSCRIPCION_BUFER", 1000, minimo=1),
         grupo_procesador=c.texto(env, "GPR_GRUPO_PROCESADOR", "gpr-procesador"),
         intervalo_retraso_s=_intervalo(env, "GPR_INTERVALO_RETRASO", "15s"),

@@ -41,12 +41,9 @@ ECO_MAXIMO = 200
 LARGO_MAXIMO_ID = 256
 
 ClaveOrden = tuple[str, str, str, str, str, str]
-
-
-def clave_orden(clave: str, indicador: ipb.Indicador) -> ClaveOrden:
-    """Orden del listado: agencia, servicio, indicador, ventana, etapa (y la clave, que desempata)."""
-    return (indicador.agencia_id, indicador.servicio_id, indicador.indicador,
-            indicador.ventana, indicador.etapa_id, clave)
+# (agencia, servicio, indicador, ventana) de un listado, suscripción, tablero o lista de
+# incumplimientos; un campo vacío no filtra.
+Filtro = tuple[str, str, str, str]
 
 
 def eco(valor: str) -> str:
@@ -180,20 +177,27 @@ def decodificar_token(token: str, filtro: ipb.FiltroIndicadores) -> ClaveOrden:
     return (*ultima, clave_serie(*ultima))
 
 
-def _cumple(orden: ClaveOrden, filtro: ipb.FiltroIndicadores) -> bool:
-    # Sobre la clave de orden y no sobre el Indicador: tiene los cuatro campos del filtro y
-    # no obliga a decodificar cada serie recorrida (la vista guarda las series serializadas).
-    return ((not filtro.agencia_id or orden[0] == filtro.agencia_id)
-            and (not filtro.servicio_id or orden[1] == filtro.servicio_id)
-            and (not filtro.indicador or orden[2] == filtro.indicador)
-            and (not filtro.ventana or orden[3] == filtro.ventana))
+def filtro_de(peticion: ipb.FiltroIndicadores) -> Filtro:
+    return (peticion.agencia_id, peticion.servicio_id, peticion.indicador, peticion.ventana)
 
 
-def errores_filtro(filtro: ipb.FiltroIndicadores) -> list[str]:
-    """Errores de los campos de filtro de un listado o una suscripción (vacío: sin filtrar)."""
-    errores = errores_largo(agencia_id=filtro.agencia_id, servicio_id=filtro.servicio_id)
-    errores += _errores_indicador(filtro.indicador, obligatorio=False)
-    errores += _errores_ventana(filtro.ventana, obligatoria=False)
+def cumple(campos: Sequence[str], filtro: Filtro) -> bool:
+    """Si una serie con `campos` (agencia, servicio, indicador, ventana[, …]) entra en `filtro`.
+
+    Recibe las etiquetas y no el Indicador: la vista guarda las series serializadas y filtra
+    sin decodificarlas.
+    """
+    agencia, servicio, indicador, ventana = filtro
+    return ((not agencia or campos[0] == agencia) and (not servicio or campos[1] == servicio)
+            and (not indicador or campos[2] == indicador) and (not ventana or campos[3] == ventana))
+
+
+def errores_filtro(filtro: Filtro) -> list[str]:
+    """Errores de los campos de un filtro (vacío: sin filtrar ese campo)."""
+    agencia, servicio, indicador, ventana = filtro
+    errores = errores_largo(agencia_id=agencia, servicio_id=servicio)
+    errores += _errores_indicador(indicador, obligatorio=False)
+    errores += _errores_ventana(ventana, obligatoria=False)
     return errores
 
 
@@ -203,7 +207,8 @@ def paginar(ordenadas: Sequence[tuple[ClaveOrden, ipb.Indicador]], filtro: ipb.F
 
     `agencias`: las únicas agencias que se pueden listar (el alcance del token); None, todas.
     """
-    errores = errores_filtro(filtro)
+    campos = filtro_de(filtro)
+    errores = errores_filtro(campos)
     if filtro.tamano_pagina < 0:
         errores.append("tamano_pagina: no puede ser negativo")
     if errores:
@@ -234,7 +239,7 @@ def paginar(ordenadas: Sequence[tuple[ClaveOrden, ipb.Indicador]], filtro: ipb.F
             i = bisect.bisect_left(ordenadas, (siguiente_agencia,), lo=i, key=lambda par: par[0])
             continue
         i += 1
-        if not _cumple(orden, filtro):
+        if not cumple(orden, campos):
             continue
         if len(elegidas) == tamano:
             hay_mas = True

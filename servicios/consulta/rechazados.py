@@ -17,27 +17,24 @@ está en el catálogo, o un registro que no se puede decodificar, cuenta como `d
 cada agencia tiene a lo más `FUENTES_POR_AGENCIA` fuentes con nombre propio (las primeras que
 aparecen en el tópico) y las demás cuentan como `otra`; y a lo más `MOTIVOS_MAXIMOS` motivos.
 
-Los conteos se publican solo cuando la lectura alcanzó la marca de agua alta de cada partición
-(la del Fetch, no `end_offsets()`: ver DISENO §6). Un raspado a medio cargar mostraría un total
-menor que el del proceso anterior y Prometheus lo tomaría por un reinicio del contador.
+El tópico lo lee un `LectorTopico` (lector.py), como la vista. Los conteos se publican solo
+cuando la lectura llegó al final del tópico (`cargada`): un raspado a medio cargar mostraría un
+total menor que el del proceso anterior y Prometheus lo tomaría por un reinicio del contador.
+Si el tópico vuelve más corto o desaparece, los conteos se descartan y se cuenta de nuevo desde
+el principio: el total es siempre el del tópico, igual en todas las réplicas.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import Counter
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import ConsumerRecord
 
-from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar
 from servicios.comun.topicos import CABECERA_MOTIVO, RECHAZADOS
-
-log = logging.getLogger(__name__)
+from servicios.consulta.lector import LectorTopico
 
 SIN_MOTIVO = "desconocido"
 MOTIVO_OTRO = "otro"
@@ -132,28 +129,23 @@ class EtiquetasRechazos:
 
 
 class ContadorRechazados:
-    """Eventos de gpr.eventos.rechazados.v1 por (agencia, fuente, motivo), alimentado por una tarea asyncio.
+    """Eventos de gpr.eventos.rechazados.v1 por (agencia, fuente, motivo), alimentado por un `LectorTopico`.
 
     `catalogo`: las agencias que tienen etiqueta propia; sin él, todas cuentan como `desconocida`.
     """
 
     def __init__(self, bootstrap: str, catalogo: Catalogo | None = None, topico: str = RECHAZADOS, *,
-                 reintento_s: float = 1.0, cliente_id: str = "gpr-consulta-rechazados"):
-        self._bootstrap = bootstrap
-        self._topico = topico
-        self._reintento_s = reintento_s
-        self._cliente_id = cliente_id
-        self._etiquetas = EtiquetasRechazos(catalogo.agencias if catalogo is not None else ())
+                 reintento_s: float = 1.0, cliente_id: str = "gpr-consulta-rechazados", plazo_kafka_s: float = 10.0):
+        self._agencias = frozenset(catalogo.agencias if catalogo is not None else ())
+        self._etiquetas = EtiquetasRechazos(self._agencias)
         self._conteos: Counter[tuple[str, str, str]] = Counter()
-        # Siguiente offset por partición: tras un fallo se retoma aquí y no se cuenta dos veces.
-        self._posiciones: dict[int, int] = {}
-        self._tarea: asyncio.Task | None = None
-        self.al_dia = asyncio.Event()
+        self.lector = LectorTopico(bootstrap, topico, self._leidos, self._vaciar, self._describir,
+                                   cliente_id=cliente_id, reintento_s=reintento_s, plazo_kafka_s=plazo_kafka_s)
 
     def conteos(self) -> dict[tuple[str, str, str], int] | None:
         """Copia de los conteos por (agencia, fuente, motivo) (segura desde el hilo de
-        /metrics); None hasta estar al día."""
-        if not self.al_dia.is_set():
+        /metrics); None hasta haber leído el tópico hasta el final."""
+        if not self.lector.cargada.is_set():
             return None
         return dict(self._conteos)
 
@@ -162,70 +154,19 @@ class ContadorRechazados:
             self._conteos[terna] += 1
 
     def iniciar(self) -> None:
-        tolerar_cabeceras_no_utf8()
-        if self._tarea is None:
-            self._tarea = asyncio.create_task(self._ejecutar(), name=f"conteo {self._topico}")
+        self.lector.iniciar()
 
     async def detener(self) -> None:
-        tarea, self._tarea = self._tarea, None
-        if tarea is None:
-            return
-        tarea.cancel()
-        try:
-            await tarea
-        except asyncio.CancelledError:
-            pass
+        await self.lector.detener()
 
-    async def _ejecutar(self) -> None:
-        while True:
-            try:
-                await self._leer()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("falló la lectura de %s; se reintenta en %.0f s", self._topico, self._reintento_s)
-                await asyncio.sleep(self._reintento_s)
+    def _leidos(self, particion: int, registros: list[ConsumerRecord]) -> None:
+        for registro in registros:
+            self.contar(registro.value, registro.headers)
 
-    async def _leer(self) -> None:
-        consumidor = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-                                      auto_offset_reset="earliest", client_id=self._cliente_id)
-        try:
-            try:
-                await consumidor.start()
-            except KafkaError as error:
-                log.warning("no se pudo conectar con Kafka en %s: %s", self._bootstrap, error)
-                await asyncio.sleep(self._reintento_s)
-                return
-            particiones = consumidor.partitions_for_topic(self._topico)
-            if not particiones:
-                # El tópico aún no existe: se vuelve a mirar en el próximo intento.
-                await asyncio.sleep(self._reintento_s)
-                return
-            tps = [TopicPartition(self._topico, p) for p in sorted(particiones)]
-            consumidor.assign(tps)
-            for tp in tps:
-                if tp.partition in self._posiciones:
-                    consumidor.seek(tp, self._posiciones[tp.partition])
-                else:
-                    await consumidor.seek_to_beginning(tp)
-            while True:
-                lotes = await consumidor.getmany(timeout_ms=250, max_records=10_000)
-                for tp, registros in lotes.items():
-                    for registro in registros:
-                        self.contar(registro.value, registro.headers)
-                    self._posiciones[tp.partition] = registros[-1].offset + 1
-                if not self.al_dia.is_set() and await _alcanzada_marca_de_agua(consumidor, tps):
-                    self.al_dia.set()
-                    log.info("conteo de %s al día: %d registros", self._topico, sum(self._conteos.values()))
-        finally:
-            # Ver vista._cerrar: ceder el bucle antes de stop() evita un CancelledError espurio.
-            await asyncio.sleep(0)
-            await consumidor.stop()
+    def _vaciar(self) -> None:
+        # Las fuentes con nombre son las primeras del tópico: se eligen de nuevo.
+        self._etiquetas = EtiquetasRechazos(self._agencias)
+        self._conteos = Counter()
 
-
-async def _alcanzada_marca_de_agua(consumidor: AIOKafkaConsumer, particiones: list[TopicPartition]) -> bool:
-    for tp in particiones:
-        marca = consumidor.highwater(tp)
-        if marca is None or await consumidor.position(tp) < marca:
-            return False
-    return True
+    def _describir(self) -> str:
+        return f"el conteo de rechazados ({sum(self._conteos.values())} eventos)"

@@ -5,9 +5,9 @@ propio retraso, y con varias réplicas ninguna ve todas las particiones. Aquí s
 offsets confirmados del grupo de consumidores del procesador (`GPR_GRUPO_PROCESADOR`, el
 `GPR_APP_ID` del procesador) con el fin real de cada partición de sus tópicos de entrada.
 
-El fin del log sale de `end_offsets()` corregido por `corregir_fin_de_log()` (high watermark
-de un Fetch): en el broker embebido ListOffsets da el offset base del último lote y el retraso
-quedaría subestimado (DISENO §6). Una partición sin offset confirmado (el grupo nunca la
+El fin del log es el de `lector.fin_de_log` (la marca de agua de un Fetch, como en toda la
+lectura de la consulta): con `end_offsets()` solo, en el broker embebido el retraso quedaría
+subestimado en el último lote. Una partición sin offset confirmado (el grupo nunca la
 procesó) cuenta desde el inicio del log: un procesador que nunca arrancó también está atrasado.
 """
 
@@ -17,10 +17,10 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from servicios.comun.broker import corregir_fin_de_log
+from servicios.consulta.lector import Tarea, cerrar, fin_de_log, nuevo_consumidor
 
 log = logging.getLogger(__name__)
 
@@ -43,37 +43,22 @@ def calcular_retraso(fines: Mapping[Particion, int], inicios: Mapping[Particion,
     return retraso
 
 
-class RetrasoProcesador:
+class RetrasoProcesador(Tarea):
     """Mide el retraso del grupo cada `intervalo_s` segundos en una tarea asyncio."""
 
     def __init__(self, bootstrap: str, grupo: str, topicos: list[str], intervalo_s: float,
                  cliente_id: str = "gpr-consulta-retraso"):
+        super().__init__(f"retraso {grupo}")
         self._bootstrap = bootstrap
         self._grupo = grupo
         self._topicos = list(topicos)
         self._intervalo_s = intervalo_s
         self._cliente_id = cliente_id
         self._valores: dict[Particion, int] = {}
-        self._tarea: asyncio.Task | None = None
 
     def valores(self) -> dict[Particion, int]:
         """Última medición (el hilo de /metrics la lee; se reemplaza entera, nunca se modifica)."""
         return self._valores
-
-    def iniciar(self) -> None:
-        corregir_fin_de_log()
-        if self._tarea is None:
-            self._tarea = asyncio.create_task(self._ejecutar(), name=f"retraso {self._grupo}")
-
-    async def detener(self) -> None:
-        tarea, self._tarea = self._tarea, None
-        if tarea is None:
-            return
-        tarea.cancel()
-        try:
-            await tarea
-        except asyncio.CancelledError:
-            pass
 
     async def _ejecutar(self) -> None:
         while True:
@@ -89,8 +74,7 @@ class RetrasoProcesador:
 
     async def medir(self) -> dict[Particion, int]:
         """Una medición completa; los tópicos que aún no existen se omiten."""
-        consumidor = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-                                      client_id=self._cliente_id)
+        consumidor = nuevo_consumidor(self._bootstrap, self._cliente_id)
         admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._cliente_id)
         await consumidor.start()
         try:
@@ -100,7 +84,7 @@ class RetrasoProcesador:
                        for p in sorted(consumidor.partitions_for_topic(t) or ())]
                 if not tps:
                     return {}
-                fines = await consumidor.end_offsets(tps)
+                fines = await fin_de_log(consumidor, tps)
                 inicios = await consumidor.beginning_offsets(tps)
                 # Con las particiones explícitas: sin ellas el broker embebido responde un
                 # OffsetFetch que aiokafka no sabe decodificar.
@@ -108,8 +92,7 @@ class RetrasoProcesador:
             finally:
                 await admin.close()
         finally:
-            await asyncio.sleep(0)
-            await consumidor.stop()
+            await cerrar(consumidor)
         return calcular_retraso(
             {(tp.topic, tp.partition): fin for tp, fin in fines.items()},
             {(tp.topic, tp.partition): inicio for tp, inicio in inicios.items()},

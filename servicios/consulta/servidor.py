@@ -47,8 +47,6 @@ SERVICIO = ipb.DESCRIPTOR.services_by_name["Indicadores"].full_name
 # responda (reiniciar el pod no arregla un corte de Kafka).
 VIDA = "vida"
 SALUD = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-_CARGANDO = ("la vista de indicadores aún se está cargando desde gpr.indicadores.v1; "
-             "reintente en unos segundos")
 # Cada cuánto la salud mira si la vista sigue al día.
 _REVISION_SALUD_S = 0.2
 
@@ -58,7 +56,6 @@ class ServicioIndicadores(ApiExtendida, ipb_grpc.IndicadoresServicer):
 
     def __init__(self, vista: Vista, historial_maximo: int = 100, suscripcion_bufer: int = 1000,
                  historial_total: int = 200_000, tokens: Tokens | None = None):
-        self._vista = vista
         self._iniciar_api(vista, historial_maximo, suscripcion_bufer, historial_total, tokens)
 
     async def ObtenerIndicador(self, request: ipb.SolicitudIndicador, context) -> ipb.Indicador:
@@ -68,8 +65,7 @@ class ServicioIndicadores(ApiExtendida, ipb_grpc.IndicadoresServicer):
         except PeticionInvalida as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         await self._exigir_agencia(alcance, request.agencia_id, context)
-        if not self._vista.cargada.is_set():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, _CARGANDO)
+        await self._exigir_cargada(context)
         indicador = self._vista.obtener(clave)
         if indicador is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no hay datos de la serie {eco(clave)}")
@@ -83,8 +79,7 @@ class ServicioIndicadores(ApiExtendida, ipb_grpc.IndicadoresServicer):
         except PeticionInvalida as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         await self._exigir_agencia(alcance, request.agencia_id, context)
-        if not self._vista.cargada.is_set():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, _CARGANDO)
+        await self._exigir_cargada(context)
         try:
             pagina = paginar(self._vista.ordenadas(), request, alcance.agencias)
         except PeticionInvalida as error:
@@ -158,7 +153,7 @@ class ServicioConsulta:
         await self._salud.set(VIDA, health_pb2.HealthCheckResponse.SERVING)
 
         if cfg.metricas_puerto:
-            self._rechazados = ContadorRechazados(cfg.bootstrap, self._catalogo)
+            self._rechazados = ContadorRechazados(cfg.bootstrap, self._catalogo, plazo_kafka_s=cfg.plazo_kafka_s)
             # Los tópicos que consume el procesador con su grupo (gpr.aportes.v1 es interno).
             self._retraso = RetrasoProcesador(cfg.bootstrap, cfg.grupo_procesador, [EVENTOS, APORTES],
                                               cfg.intervalo_retraso_s)

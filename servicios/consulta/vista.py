@@ -1,30 +1,11 @@
 """Vista materializada de `gpr.indicadores.v1`: el último `Indicador` de cada serie, en memoria.
 
-Al arrancar se leen todas las particiones del tópico compactado desde el principio, sin
-grupo de consumidores (cada réplica de la consulta tiene su vista completa), y se sigue
-leyendo para siempre. Un registro con valor nulo es una lápida: la serie desaparece.
-
-Cuándo la vista está «cargada»: cuando, en cada partición, la posición de lectura alcanzó la
-marca de agua alta (high watermark) que trajo la última respuesta de `Fetch`
-(`AIOKafkaConsumer.highwater`). No se usa `end_offsets()`: el broker embebido (Tansu)
-responde a `ListOffsets` con el offset base del último lote y no con el final del registro
-(DISENO.md §6), así que compararse con él declararía la vista al día antes de tiempo. La
-marca de agua del `Fetch` es correcta en Tansu y en Apache Kafka, y también cubre el tópico
-vacío (marca 0, posición 0). Hasta estar cargada la API responde UNAVAILABLE.
-
-Cuándo está «al día» (`al_dia`, lo que dice la salud gRPC): cargada, con la marca de agua
-alcanzada, y con una respuesta de Kafka de cada partición en los últimos `plazo_kafka_s`
-segundos (`Frescura`). Durante un corte de Kafka la vista sigue sirviendo lo último que
-leyó, pero deja de estar al día (NOT_SERVING) hasta que Kafka responde y la lectura alcanza
-de nuevo la marca de agua.
-
-Si el tópico desaparece o vuelve más corto que lo leído (un broker que volvió vacío, un
-tópico borrado y creado de nuevo: `OffsetOutOfRange`, o una marca de agua por debajo de lo
-leído durante `plazo_kafka_s`), la vista se vacía y se reconstruye desde el principio, como
-una consulta recién arrancada; mientras tanto vuelve a no estar cargada. Un tópico recreado
-que, durante el corte, creció más allá de lo leído no se puede distinguir por los offsets
-(aiokafka no expone el id del tópico): si el broker lo informó ausente en algún momento, sí
-se reconstruye.
+La lee un `LectorTopico` (lector.py): todas las particiones desde el principio, sin grupo de
+consumidores (cada réplica de la consulta tiene su vista completa), y después todo lo que
+llega. Un registro con valor nulo es una lápida: la serie desaparece. Hasta que la lectura
+llega por primera vez al final del tópico (`cargada`) la API responde UNAVAILABLE; `al_dia` es
+lo que dice la salud gRPC (al final del tópico y con Kafka respondiendo). Si el tópico vuelve
+más corto o desaparece, la vista se vacía y se reconstruye.
 
 Instantáneas que no se aceptan (se cuentan por motivo en `descartados`, nunca cambian la
 vista ni llegan a los suscriptores): sin clave UTF-8 (`sin_clave`), que no son un
@@ -49,18 +30,17 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka import ConsumerRecord
 from google.protobuf.message import DecodeError
 
 from gpr.v1 import indicadores_pb2 as ipb
-from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
 from servicios.comun.indicadores import INDICADORES as DEFINICIONES
 from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES, clave_serie, ventana_valida
 from servicios.comun.topicos import INDICADORES
-from servicios.consulta.peticiones import LARGO_MAXIMO_ID, ClaveOrden
+from servicios.consulta.lector import LectorTopico
+from servicios.consulta.peticiones import LARGO_MAXIMO_ID, ClaveOrden, Filtro, cumple
 
 log = logging.getLogger(__name__)
 
@@ -112,82 +92,52 @@ def motivo_de_descarte(clave: str, indicador: ipb.Indicador) -> str | None:
     return None
 
 
-class Frescura:
-    """Si Kafka respondió hace poco a la lectura de cada partición.
-
-    `observar` recibe, por partición, la marca de la última respuesta de Fetch que vio el
-    consumidor (`last_poll_timestamp`); una marca distinta de la anterior es una respuesta
-    nueva y se anota con `reloj` (monótono, inyectable en pruebas). Con el broker caído las
-    marcas dejan de cambiar. Una partición recién asignada tiene el plazo entero para su
-    primera respuesta.
-    """
-
-    def __init__(self, plazo_s: float, reloj: Callable[[], float] = time.monotonic):
-        self.plazo_s = plazo_s
-        self._reloj = reloj
-        self._marcas: dict[int, int] = {}
-        self._vistas: dict[int, float] = {}
-
-    def asignar(self, particiones: Iterable[int]) -> None:
-        ahora = self._reloj()
-        particiones = set(particiones)
-        self._vistas = {p: self._vistas.get(p, ahora) for p in particiones}
-        self._marcas = {p: m for p, m in self._marcas.items() if p in particiones}
-
-    def observar(self, marcas: dict[int, int | None]) -> None:
-        ahora = None
-        for particion, marca in marcas.items():
-            if marca is not None and marca != self._marcas.get(particion):
-                self._marcas[particion] = marca
-                self._vistas[particion] = ahora = ahora if ahora is not None else self._reloj()
-
-    def al_dia(self) -> bool:
-        ahora = self._reloj()
-        return all(ahora - vista <= self.plazo_s for vista in self._vistas.values())
-
-
 class Vista:
-    """Último valor de cada serie de gpr.indicadores.v1, alimentado por una tarea asyncio.
+    """Último valor de cada serie de gpr.indicadores.v1, alimentado por un `LectorTopico`.
 
     Compacta: cada serie se guarda como los bytes serializados que llegaron de Kafka (un
     `bytes` de ~110 B) y no como un `ipb.Indicador` decodificado (~1,4 KB cada uno con upb,
     medido: el arena de cada mensaje). Se decodifica al servir. Las etiquetas (agencia,
-    servicio, indicador, ventana, etapa) salen de la clave cuando es la canónica de
-    `clave_serie`, que es lo que publica el procesador; para las demás se guardan aparte.
+    servicio, indicador, ventana, etapa) salen de la clave, que siempre es la canónica de
+    `clave_serie` (`motivo_de_descarte` rechaza las demás).
     """
 
     def __init__(self, bootstrap: str, topico: str = INDICADORES, *, reintento_s: float = 1.0,
                  cliente_id: str = "gpr-consulta", plazo_kafka_s: float = 10.0,
                  reloj: Callable[[], float] = time.monotonic):
-        self._bootstrap = bootstrap
         self._topico = topico
-        self._reintento_s = reintento_s
-        self._cliente_id = cliente_id
         # Clave interna (la de Kafka con NUL por "/") → Indicador serializado. Con NUL, el
-        # orden de las claves internas como texto es el del listado (ver `ordenadas`). Solo
-        # se aceptan claves canónicas (`motivo_de_descarte`): las etiquetas salen de la clave.
+        # orden de las claves internas como texto es el del listado (ver `ordenadas`).
         self._series: dict[str, bytes] = {}
         self._suscriptores: list[Suscriptor] = []
-        # Siguiente offset por partición: si el consumidor falla, se retoma desde aquí y no
-        # desde el principio, para no resucitar series cuyas lápidas ya se compactaron.
-        self._posiciones: dict[int, int] = {}
         # Cambia solo cuando aparece o desaparece una serie: el índice ordenado del listado
         # se reconstruye entonces y no con cada actualización de valor (una por segundo).
         self._version_claves = 0
         self._ordenadas: tuple[int, list[str]] = (-1, [])
         self._historial: _Historial | None = None
-        self._tarea: asyncio.Task | None = None
-        # Leída entera al menos una vez (desde el arranque o la última reconstrucción).
-        self.cargada = asyncio.Event()
-        self._reloj = reloj
-        self._frescura = Frescura(plazo_kafka_s, reloj)
-        self._alcanzada = False
-        # Desde cuándo una partición informa un final por debajo de lo leído (None: no).
-        self._corta_desde: float | None = None
-        # Cargada, con la marca de agua alcanzada y Kafka respondiendo (ver `revisar`). Un
-        # bool y no un Event: lo lee también el hilo de /metrics.
-        self.al_dia = False
         self.descartados: dict[str, int] = dict.fromkeys(MOTIVOS_DESCARTE, 0)
+        self.lector = LectorTopico(bootstrap, topico, self._leidos, self._vaciar, self._describir,
+                                   cliente_id=cliente_id, reintento_s=reintento_s, plazo_kafka_s=plazo_kafka_s,
+                                   reloj=reloj)
+
+    @property
+    def cargada(self) -> asyncio.Event:
+        """Leída entera al menos una vez (desde el arranque o la última reconstrucción)."""
+        return self.lector.cargada
+
+    @property
+    def al_dia(self) -> bool:
+        """Cargada, al final del tópico y con Kafka respondiendo (lo que dice la salud)."""
+        return self.lector.al_dia
+
+    def revisar(self) -> bool:
+        return self.lector.revisar()
+
+    def iniciar(self) -> None:
+        self.lector.iniciar()
+
+    async def detener(self) -> None:
+        await self.lector.detener()
 
     # --- lectura -------------------------------------------------------------------------
 
@@ -216,16 +166,13 @@ class Vista:
         """
         return list(self._series.items())
 
-    def indicadores(self, agencia: str = "", servicio: str = "", indicador: str = "",
-                    ventana: str = "") -> Iterator[ipb.Indicador]:
-        """Las series que cumplen el filtro (vacío: sin filtrar ese campo), decodificadas.
+    def indicadores(self, filtro: Filtro) -> Iterator[ipb.Indicador]:
+        """Las series que entran en `filtro`, decodificadas.
 
         Se filtra por las etiquetas, sin decodificar: solo se decodifica lo que se entrega.
         """
-        filtro = (agencia, servicio, indicador, ventana)
         for clave, crudo in self.instantanea():
-            campos = self.etiquetas(clave)
-            if all(not f or f == c for f, c in zip(filtro, campos)):
+            if cumple(self.etiquetas(clave), filtro):
                 yield ipb.Indicador.FromString(crudo)
 
     def ordenadas(self) -> ListaOrdenada:
@@ -288,156 +235,26 @@ class Vista:
 
         return cancelar
 
-    def iniciar(self) -> None:
-        # Un registro con una clave de cabecera que no es UTF-8 dejaría a aiokafka (y a la
-        # vista) detenido para siempre en su lote.
-        tolerar_cabeceras_no_utf8()
-        if self._tarea is None:
-            self._tarea = asyncio.create_task(self._ejecutar(), name=f"vista {self._topico}")
+    # --- alimentación (la llama el lector) --------------------------------------------
 
-    async def detener(self) -> None:
-        tarea, self._tarea = self._tarea, None
-        if tarea is None:
-            return
-        tarea.cancel()
-        try:
-            await tarea
-        except asyncio.CancelledError:
-            pass
+    def _leidos(self, particion: int, registros: list[ConsumerRecord]) -> None:
+        aplicar = self._aplicar
+        for registro in registros:
+            aplicar(registro.key, registro.value, particion, registro.offset)
 
-    async def _ejecutar(self) -> None:
-        while True:
-            try:
-                await self._leer()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("falló la lectura de %s; se reintenta en %.0f s", self._topico, self._reintento_s)
-                await asyncio.sleep(self._reintento_s)
-
-    async def _conectar(self) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
-        """Un consumidor iniciado y las particiones del tópico; espera a que el tópico exista."""
-        avisado = False
-        while True:
-            consumidor = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                # Sin reinicio automático: una posición fuera del log (el tópico volvió vacío
-                # o más corto) debe vaciar la vista, no releer encima de lo que ya tiene.
-                auto_offset_reset="none",
-                client_id=self._cliente_id,
-            )
-            try:
-                await consumidor.start()
-            except KafkaError as error:
-                log.warning("no se pudo conectar con Kafka en %s: %s", self._bootstrap, error)
-            else:
-                particiones = consumidor.partitions_for_topic(self._topico)
-                if particiones:
-                    return consumidor, [TopicPartition(self._topico, p) for p in sorted(particiones)]
-                if not avisado:
-                    log.info("esperando a que exista el tópico %s", self._topico)
-                    avisado = True
-            await _cerrar(consumidor)
-            await asyncio.sleep(self._reintento_s)
-
-    def revisar(self) -> bool:
-        """Recalcula y devuelve `al_dia`. La llaman el bucle de lectura y, cada poco, la salud
-        gRPC (el bucle puede estar esperando a Kafka)."""
-        if not self._frescura.al_dia():
-            # Tras un silencio de Kafka hay que volver a alcanzar la marca de agua.
-            self._alcanzada = False
-        self.al_dia = self.cargada.is_set() and self._alcanzada
-        return self.al_dia
-
-    def _reconstruir(self, motivo: str) -> None:
-        """Vacía la vista para leer el tópico desde el principio (ver el docstring del módulo)."""
-        log.warning("%s: la vista (%d series) se vacía y se reconstruye desde el principio del tópico",
-                    motivo, len(self._series))
+    def _vaciar(self) -> None:
+        """El tópico volvió más corto o desapareció: la vista empieza de nuevo, y cada
+        suscriptor recibe la lápida de cada serie que tenía."""
         claves = [k.replace("\0", "/") for k in self._series]
         self._series.clear()
-        self._posiciones.clear()
         if self._historial is not None:
             self._historial = _Historial(self._historial.maximo, self._historial.total)
         self._version_claves += 1
-        self.cargada.clear()
-        self._alcanzada = False
-        self._corta_desde = None
-        self.revisar()
         for clave in claves:
             self._avisar(clave, None)
 
-    async def _leer(self) -> None:
-        consumidor, particiones = await self._conectar()
-        inicio = time.monotonic()
-        self._frescura.asignar(tp.partition for tp in particiones)
-        try:
-            consumidor.assign(particiones)
-            for tp in particiones:
-                if tp.partition in self._posiciones:
-                    consumidor.seek(tp, self._posiciones[tp.partition])
-                else:
-                    await consumidor.seek_to_beginning(tp)
-            while True:
-                try:
-                    lotes = await consumidor.getmany(timeout_ms=250, max_records=10_000)
-                except OffsetOutOfRangeError as error:
-                    self._reconstruir(f"{self._topico} es más corto que lo ya leído ({error})")
-                    return
-                for tp, registros in lotes.items():
-                    for registro in registros:
-                        self._aplicar(registro.key, registro.value, tp.partition, registro.offset)
-                    self._posiciones[tp.partition] = registros[-1].offset + 1
-                self._frescura.observar({tp.partition: consumidor.last_poll_timestamp(tp) for tp in particiones})
-                if not consumidor.partitions_for_topic(self._topico):
-                    # El broker responde y dice que el tópico no existe: lo leído ya no vale.
-                    self._reconstruir(f"el tópico {self._topico} desapareció del broker")
-                    return
-                corta = await self._particion_mas_corta_que_lo_leido(consumidor, particiones)
-                if corta is not None:
-                    # Un broker puede responder sin OffsetOutOfRange (Tansu lo hace): la marca
-                    # de agua por debajo de lo leído delata igual un log que volvió más corto.
-                    # Se espera un plazo: tras un cambio de líder, Apache Kafka puede informar
-                    # un momento una marca de agua atrasada, y reconstruir cuesta releer todo.
-                    if self._corta_desde is None:
-                        self._corta_desde = self._reloj()
-                    if self._reloj() - self._corta_desde >= self._frescura.plazo_s:
-                        self._reconstruir(f"{self._topico} es más corto que lo ya leído ({corta})")
-                        return
-                    self._alcanzada = False
-                    self.revisar()
-                    continue
-                self._corta_desde = None
-                if not self._alcanzada and await self._alcanzada_marca_de_agua(consumidor, particiones):
-                    self._alcanzada = True
-                    if not self.cargada.is_set():
-                        self.cargada.set()
-                        log.info("vista de %s cargada: %d series en %.1f s", self._topico, len(self._series),
-                                 time.monotonic() - inicio)
-                self.revisar()
-        finally:
-            await _cerrar(consumidor)
-
-    @staticmethod
-    async def _particion_mas_corta_que_lo_leido(consumidor: AIOKafkaConsumer,
-                                                particiones: list[TopicPartition]) -> str | None:
-        for tp in particiones:
-            marca = consumidor.highwater(tp)
-            if marca is not None:
-                posicion = await consumidor.position(tp)
-                if posicion > marca:
-                    return f"partición {tp.partition}: leído hasta {posicion}, el log termina en {marca}"
-        return None
-
-    @staticmethod
-    async def _alcanzada_marca_de_agua(consumidor: AIOKafkaConsumer, particiones: list[TopicPartition]) -> bool:
-        for tp in particiones:
-            marca = consumidor.highwater(tp)
-            # Sin marca todavía: ninguna respuesta de Fetch de esa partición ha llegado.
-            if marca is None or await consumidor.position(tp) < marca:
-                return False
-        return True
+    def _describir(self) -> str:
+        return f"la vista ({len(self._series)} series)"
 
     def _aplicar(self, clave_bytes: bytes | None, valor: bytes | None, particion: int, offset: int) -> None:
         try:
@@ -489,14 +306,6 @@ class Vista:
         # y por intervalo (el registro filtra los repetidos).
         log.warning("registro de %s descartado (%s) en la partición %d, offset %d: %s", self._topico, motivo,
                     particion, offset, detalle)
-
-
-async def _cerrar(consumidor: AIOKafkaConsumer) -> None:
-    # aiokafka 0.14 sin grupo: si stop() llega antes de que la tarea interna creada en
-    # start() haya corrido una vez, esa tarea cancelada propaga CancelledError desde stop()
-    # y cancela a quien lo llamó. Ceder el bucle una vez le deja entrar en su try.
-    await asyncio.sleep(0)
-    await consumidor.stop()
 
 
 class _Historial:

@@ -40,11 +40,11 @@ def main() -> int:
     import mode.loop
     from prometheus_client import start_http_server
 
-    from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
-    from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
-
+    from servicios.comun.broker import con_broker_embebido
+    from servicios.comun.topicos import identificador_de_cluster
     from servicios.procesador.app import crear_app
-    from servicios.procesador.faust_seguro import (
+    from servicios.terceros.aiokafka import acotar_espera_de_fetch, corregir_fin_de_log, tolerar_cabeceras_no_utf8
+    from servicios.terceros.faust.parches import (
         entrega_directa,
         estado_local_nunca_por_delante,
         huecos_solo_confirmados,
@@ -59,8 +59,13 @@ def main() -> int:
     entrega_directa()
     estado_local_nunca_por_delante()
     tolerar_cabeceras_no_utf8()
-    corregir_fin_de_log()
-    acotar_espera_de_fetch(cfg.espera_fetch_s)
+    if con_broker_embebido(cfg.embebido, lambda: identificador_de_cluster(cfg.bootstrap)):
+        # Solo con el broker embebido (Tansu): informa mal el fin del log y no despierta una
+        # lectura en espera (docs/terceros.md). Con Apache Kafka, aiokafka sin tocar.
+        print("gpr-procesador: broker embebido (Tansu): se corrigen el fin del log y la espera de las lecturas",
+              file=sys.stderr, flush=True)
+        corregir_fin_de_log()
+        acotar_espera_de_fetch(cfg.espera_fetch_s)
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
     crear_topicos(cfg.bootstrap, cfg.particiones, replicacion=cfg.replicacion)
     metricas = MetricasProcesador()

@@ -28,6 +28,7 @@ class ConfigProcesador:
     refresco_rango_s: float
     replicacion: int
     espera_fetch_s: float
+    embebido: str
     bucle: str
     prueba_fallar_lote: int
     prueba_evento_veneno: str
@@ -62,6 +63,8 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         refresco_rango_s=c.decimal(env, "GPR_REFRESCO_RANGO", 10.0, minimo=0.0),
         replicacion=c.entero(env, "GPR_REPLICACION", 1, minimo=1),
         espera_fetch_s=c.decimal(env, "GPR_ESPERA_FETCH", 0.05, minimo=0.001),
+        # Las correcciones del broker embebido (Tansu) solo se instalan con él.
+        embebido=c.broker_embebido(env),
         bucle=bucle,
         # Solo para pruebas de cortes: el lote número N de la etapa por caso falla una vez con
         # sus estados ya confirmados y sus agregados sin enviar (0: nunca).

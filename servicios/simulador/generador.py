@@ -282,15 +282,6 @@ class Generador:
                 perfil_lento(base, self.catalogo.servicios[clave], etapa) if etapa else base
             )
 
-    def fijar_perfil(self, agencia_id: str, servicio_id: str, perfil: PerfilServicio) -> None:
-        """Reemplaza en marcha el perfil de un servicio (también su perfil base)."""
-        clave = (agencia_id, servicio_id)
-        if clave not in self._base:
-            raise KeyError(f"servicio desconocido {agencia_id}/{servicio_id}")
-        self._base[clave] = perfil
-        self._lentos.pop(clave, None)
-        self._vigentes[clave] = perfil
-
     def proximo_instante(self) -> int | None:
         """`ocurrido_en` (s) del próximo evento o despertar pendiente."""
         return self._pendientes[0][0] if self._pendientes else None

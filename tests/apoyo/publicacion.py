@@ -9,24 +9,17 @@ import math
 import time
 
 from gpr.v1 import indicadores_pb2 as ipb
+from servicios.comun import topicos
 from servicios.comun.indicadores import clave_serie
 from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, evaluar
 from servicios.procesador import config as config_procesador
-from servicios.procesador.app import Publicacion
+from servicios.procesador.publicacion import Publicacion
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
 from servicios.procesador.metricas import MetricasProcesador
 
 D = 86400
 _ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
-
-
-class TopicoCumplimiento:
-    def __init__(self):
-        self.enviados = []
-
-    async def send(self, key, value):
-        self.enviados.append((key, value))
 
 
 class Banco:
@@ -48,7 +41,7 @@ class Banco:
         self.ahora = 1_000.0
         self.publicacion = Publicacion(cfg, metas, MetricasProcesador(), self.agregacion, lambda: self.ahora)
         self.publicado: dict[str, ipb.Indicador] = {}
-        self.cumplimiento = TopicoCumplimiento()
+        self.cumplimiento: list[tuple[bytes, bytes]] = []
         self.offset = 0
 
     def procesar(self, eventos) -> None:
@@ -69,12 +62,15 @@ class Banco:
             for agencia in list(tocadas.agencias):
                 tocadas.toda_la_agencia(agencia)
 
-        async def enviar(clave: bytes, valor: bytes) -> None:
-            self.publicado[clave.decode()] = ipb.Indicador.FromString(valor)
+        async def enviar(topico: str, clave: bytes, valor: bytes) -> None:
+            if topico == topicos.INDICADORES:
+                self.publicado[clave.decode()] = ipb.Indicador.FromString(valor)
+            else:
+                self.cumplimiento.append((clave, valor))
 
         async def medir() -> float:
             inicio = time.perf_counter()
-            await self.publicacion.publicar(lambda: False, enviar, self.cumplimiento)
+            await self.publicacion.publicar(lambda: False, enviar)
             return time.perf_counter() - inicio
 
         return asyncio.run(medir())

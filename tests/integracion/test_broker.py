@@ -11,7 +11,8 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from servicios.comun.broker import BrokerEmbebido, corregir_fin_de_log
+from servicios.comun.broker import BrokerEmbebido
+from servicios.terceros.aiokafka import corregir_fin_de_log
 
 
 @pytest.mark.integracion

@@ -30,7 +30,7 @@ _LEER = textwrap.dedent("""
     import asyncio, sys
     from aiokafka import AIOKafkaConsumer, TopicPartition
     if sys.argv[2] == "tolerante":
-        from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
+        from servicios.terceros.aiokafka import tolerar_cabeceras_no_utf8
         tolerar_cabeceras_no_utf8()
 
     async def leer():

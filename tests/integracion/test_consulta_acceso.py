@@ -7,6 +7,7 @@ Lo esperado (qué series ve cada token) se calcula en la prueba a partir de lo p
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -326,3 +327,22 @@ def test_el_chequeo_de_salud_de_compose_habla_tls_con_el_certificado_de_compose(
                                            timeout=30)).returncode != 0:
             assert time.monotonic() < fin, resultado.stderr[-2000:]
             time.sleep(0.5)
+
+
+def test_la_cli_consulta_con_tls_y_token_y_ve_solo_su_alcance(consulta):
+    """`gpr indicadores` contra la consulta protegida: con la CA y un token de una agencia ve solo
+    esa agencia; sin token, UNAUTHENTICATED (código 1, en stderr)."""
+    servicio, _, ca, _ = consulta
+    destino = f"localhost:{servicio.puerto_grpc}"
+
+    def gpr(*argumentos):
+        return subprocess.run([sys.executable, "-m", "servicios.cli", "indicadores", "--consulta", destino,
+                               "--ventana", "", "--tls-ca", str(ca), *argumentos], cwd=RAIZ, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+    r = gpr("--token", TOKEN_RENIEC)
+    assert r.returncode == 0, r.stdout + r.stderr
+    esperadas = sum(1 for i in SERIES if i.agencia_id == "reniec")
+    assert f"Indicadores ({esperadas})" in r.stdout and "sunarp" not in r.stdout and "minsa" not in r.stdout
+    r = gpr()
+    assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr, r.stdout + r.stderr

@@ -7,7 +7,9 @@ Se comprueba, con la consulta como subproceso (`python -m servicios.consulta`):
 - el registro no crece con cada reintento: durante el corte, cada línea (sin la hora ni los
   números) aparece a lo más una vez;
 - al volver el broker vacío y llenarse de nuevo el tópico, la vista se rehace con lo nuevo
-  (sin las series viejas que ya no existen) y la salud vuelve a SERVING.
+  (sin las series viejas que ya no existen) y la salud vuelve a SERVING;
+- el conteo de rechazados, leído por el mismo lector, también se rehace: cuenta lo que hay en
+  el tópico nuevo, ni lo viejo encima ni lo viejo congelado.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from servicios.comun.broker import BrokerEmbebido, puerto_libre
 from servicios.comun.lotes import particion_por_defecto
 from servicios.comun.indicadores import clave_serie
-from servicios.comun.topicos import INDICADORES, crear_topicos
+from servicios.comun.topicos import INDICADORES, RECHAZADOS, crear_topicos
 
 pytestmark = [pytest.mark.integracion, pytest.mark.timeout(180)]
 
@@ -79,6 +81,20 @@ def _al_dia(puerto_metricas):
     return familias["gpr_consulta_vista_al_dia"].samples[0].value
 
 
+def _rechazados_por_motivo(puerto_metricas):
+    texto = urllib.request.urlopen(f"http://127.0.0.1:{puerto_metricas}/metrics", timeout=5).read().decode()
+    por_motivo = Counter()
+    for familia in text_string_to_metric_families(texto):
+        if familia.name == "gpr_eventos_rechazados":
+            for muestra in familia.samples:
+                por_motivo[muestra.labels["motivo"]] += muestra.value
+    return dict(por_motivo)
+
+
+def _rechazos(motivo, cuantos):
+    return [(None, b"bytes originales", [("gpr-motivo", motivo)]) for _ in range(cuantos)]
+
+
 def _lineas_normalizadas(texto):
     """Las líneas de registro (empiezan con la fecha) sin la hora y con cada número como #."""
     lineas = [l for l in texto.splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", l)]
@@ -86,13 +102,15 @@ def _lineas_normalizadas(texto):
 
 
 def test_corte_de_kafka_not_serving_registro_acotado_y_vista_rehecha(broker, procesos):
-    crear_topicos(broker.bootstrap, PARTICIONES, [INDICADORES])
+    crear_topicos(broker.bootstrap, PARTICIONES, [INDICADORES, RECHAZADOS])
     viejas = [_ind(f"viejo-{n}", float(n)) for n in range(1, 21)]
     # Lo nuevo tiene menos registros por partición que lo viejo: la posición leída queda
     # fuera del log nuevo (lo que delata un tópico que volvió más corto).
     por_particion = Counter(particion_por_defecto(_registro(i)[0], PARTICIONES) for i in viejas)
     assert min(por_particion.values()) >= 3, por_particion
     publicar(broker.bootstrap, [_registro(i) for i in viejas], topico=INDICADORES)
+    # 3 en 2 particiones: una tiene al menos 2, más que el único rechazo que habrá después.
+    publicar(broker.bootstrap, _rechazos(b"tardio", 3), topico=RECHAZADOS)
 
     puerto_grpc, puerto_metricas = puerto_libre(), puerto_libre()
     procesos.lanzar("servicios.consulta", {
@@ -107,6 +125,7 @@ def test_corte_de_kafka_not_serving_registro_acotado_y_vista_rehecha(broker, pro
         _esperar(lambda: _salud(canal) == SERVING, 60, "SERVING al arrancar")
         assert stub.ObtenerIndicador(pedido, timeout=5).valor == 7.0
         assert _al_dia(puerto_metricas) == 1
+        _esperar(lambda: _rechazados_por_motivo(puerto_metricas) == {"tardio": 3}, 30, "rechazos contados")
 
         antes_del_corte = len(procesos.registro("consulta"))
         broker.detener()
@@ -127,7 +146,8 @@ def test_corte_de_kafka_not_serving_registro_acotado_y_vista_rehecha(broker, pro
 
         # Vuelve vacío; el tópico se crea de nuevo y se llena con otras series.
         broker.iniciar()
-        crear_topicos(broker.bootstrap, PARTICIONES, [INDICADORES])
+        crear_topicos(broker.bootstrap, PARTICIONES, [INDICADORES, RECHAZADOS])
+        publicar(broker.bootstrap, _rechazos(b"duplicado", 1), topico=RECHAZADOS)
         nuevas = [_ind("nuevo-1", 100.0), _ind("nuevo-2", 200.0)]
         publicar(broker.bootstrap, [_registro(i) for i in nuevas], topico=INDICADORES)
         _esperar(lambda: _salud(canal) == SERVING, 60, "SERVING con el broker de vuelta")
@@ -137,6 +157,8 @@ def test_corte_de_kafka_not_serving_registro_acotado_y_vista_rehecha(broker, pro
             stub.ObtenerIndicador(pedido, timeout=5)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
         assert _al_dia(puerto_metricas) == 1
+        _esperar(lambda: _rechazados_por_motivo(puerto_metricas) == {"duplicado": 1}, 30,
+                 "rechazos contados de nuevo desde el tópico nuevo")
         registro = procesos.registro("consulta")
         assert "se reconstruye desde el principio" in registro
         # Cada cambio de la salud queda en el registro, aunque el filtro calle los repetidos.

@@ -6,6 +6,8 @@ comentarios de cada caso); la prueba no usa el código del procesador para calcu
 
 from __future__ import annotations
 
+import os
+
 import asyncio
 import time
 import urllib.request
@@ -209,3 +211,7 @@ def test_eventos_a_indicadores_por_grpc(bootstrap, procesos, tmp_path):
 
     for nombre in ("procesador", "consulta"):
         assert "Traceback" not in procesos.registro(nombre), procesos.registro(nombre)[-3000:]
+    # Con el broker embebido (el de las pruebas, salvo GPR_KAFKA_BOOTSTRAP), y solo con él, se
+    # instalan sus correcciones.
+    embebido = "GPR_KAFKA_BOOTSTRAP" not in os.environ
+    assert ("broker embebido (Tansu)" in procesos.registro("procesador")) == embebido

@@ -171,7 +171,8 @@ def test_listar_y_reprocesar_los_rechazados_tras_corregir_el_catalogo(escenario,
     proceso.terminate()
     assert proceso.wait(60) is not None
     procesador(CATALOGO, "procesador-2")
-    _esperar(lambda: "gpr_procesador_eventos_aceptados_total" in _metricas(puerto), 90, "el procesador reiniciado",
+    # Los aceptados van por agencia: el contador sin etiquetas de los repetidos existe desde el arranque.
+    _esperar(lambda: "gpr_procesador_eventos_duplicados_total" in _metricas(puerto), 90, "el procesador reiniciado",
              lambda: procesos.registro("procesador-2"))
     cliente = ClienteConsulta(bootstrap)
     try:

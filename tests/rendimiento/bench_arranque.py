@@ -21,7 +21,7 @@ import statistics
 import pytest
 
 from rendimiento import instrumentos as ins
-from servicios.comun.broker import corregir_fin_de_log
+from servicios.terceros.aiokafka import corregir_fin_de_log
 from servicios.comun.catalogo import cargar_catalogo
 
 PUBLICACION_RAPIDA = {"GPR_INTERVALO_PUBLICACION": "0.1"}

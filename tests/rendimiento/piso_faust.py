@@ -20,11 +20,11 @@ from pathlib import Path
 import faust
 import mode.loop
 
-from servicios.comun.broker import acotar_espera_de_fetch, corregir_fin_de_log
+from servicios.terceros.aiokafka import acotar_espera_de_fetch, corregir_fin_de_log
 from servicios.comun.topicos import EVENTOS
 from servicios.procesador import config
 from servicios.procesador.app import opciones_faust
-from servicios.procesador.entrega_por_lotes import EntregaPorLotes
+from servicios.terceros.faust.entrega_por_lotes import EntregaPorLotes
 
 PARTICIONES = 4
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import RAIZ
-from servicios.cli.espanol import traducir
+from servicios.terceros.typer_es import traducir
 
 # Restos de typer/click en inglés. Se busca en la salida aplanada (sin bordes ni saltos de
 # línea) para que una frase partida en dos líneas también se encuentre.

@@ -250,7 +250,7 @@ def test_publicacion_pide_pasada_al_marcar_y_espacia_segun_duracion_y_retraso():
     GPR_INTERVALO_PUBLICACION (0,25 s por omisión), 4 veces lo que tardó la última, y el
     mínimo ×4 si el trabajador va más de 1 s por detrás de lo que llega."""
     from servicios.procesador import config as config_procesador
-    from servicios.procesador.app import Publicacion
+    from servicios.procesador.publicacion import Publicacion
 
     cfg = config_procesador.leer({"GPR_KAFKA_BOOTSTRAP": "k:9092"})
     publicacion = Publicacion(cfg, metas=None, metricas=None, agregacion=None, reloj=lambda: 0.0)
@@ -323,3 +323,23 @@ def test_registro_maximo_se_cambia_solo_si_no_alcanza_o_no_se_sabe(valor, cambia
     assert ajuste.cambiados == ({APORTES: antes} if cambiado else {})
     assert admin.cambios == ([str(16 * 1024 * 1024)] if cambiado else [])
     assert ajuste.sin_verificar == {}
+
+
+def test_las_correcciones_del_broker_embebido_solo_con_tansu():
+    from servicios.comun.broker import con_broker_embebido, es_tansu
+
+    assert es_tansu("tansu_cluster") and not es_tansu("MkU3OEVBNTcwNTJENDM2Qk") and not es_tansu(None)
+    preguntas = []
+
+    def identificador():
+        preguntas.append(1)
+        return "MkU3OEVBNTcwNTJENDM2Qk"  # uno de Apache Kafka (al azar, en base64)
+
+    assert not con_broker_embebido("auto", identificador) and preguntas == [1]
+    assert con_broker_embebido("auto", lambda: "tansu_cluster")
+    # Forzado: no se pregunta al broker.
+    assert con_broker_embebido("si", identificador) and not con_broker_embebido("no", identificador)
+    assert preguntas == [1]
+    assert config.broker_embebido({}) == "auto"
+    with pytest.raises(config.ConfiguracionInvalida, match="GPR_KAFKA_EMBEBIDO"):
+        config.broker_embebido({"GPR_KAFKA_EMBEBIDO": "quizas"})

@@ -1,4 +1,4 @@
-"""Vista compacta de la consulta sin Kafka: exposición /metrics, y orden del listado (el historial, en test_consulta_vista.py).
+"""Vista compacta de la consulta sin Kafka: exposición /metrics, orden del listado y filtros (el historial, en test_consulta_vista.py).
 
 La vista se alimenta con `_aplicar`, el mismo camino que los registros de Kafka. Lo esperado
 se calcula aparte, desde los mensajes publicados, y la exposición en trozos se compara byte a
@@ -19,7 +19,8 @@ from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.indicadores import clave_serie
 from servicios.consulta.exportador import exposicion
 from servicios.consulta.metricas import ColectorIndicadores
-from servicios.consulta.peticiones import clave_orden, paginar
+from servicios.consulta.api import Suscripcion
+from servicios.consulta.peticiones import filtro_de, paginar
 from servicios.consulta.vista import Vista
 
 ETAPAS = ["", "recepcion", "revision"]
@@ -34,6 +35,12 @@ def _indicador(a, s, i, v, e, valor, muestras, sin_datos=False, cuello="", actua
     if meta is not None:
         ind.meta.CopyFrom(meta)
     return ind
+
+
+def clave_orden(clave, indicador):
+    """Orden del listado, del contrato: agencia, servicio, indicador, ventana, etapa (y la clave, que desempata)."""
+    return (indicador.agencia_id, indicador.servicio_id, indicador.indicador, indicador.ventana, indicador.etapa_id,
+            clave)
 
 
 def _escenario(semilla=7):
@@ -150,3 +157,35 @@ def test_listado_en_orden_de_campos_y_paginas_completas():
         assert vistos == [i for _, i in esperado
                           if (not filtro.agencia_id or i.agencia_id == filtro.agencia_id)
                           and (not filtro.ventana or i.ventana == filtro.ventana)]
+
+
+FILTROS = [{}, {"agencia_id": "a"}, {"servicio_id": "s-2", "indicador": "solicitudes"},
+           {"agencia_id": 'raro"\\x', "ventana": "mes:2026-02"}, {"indicador": "tiempo_etapa_p90", "ventana": "7d"},
+           {"agencia_id": "a", "servicio_id": "s1", "indicador": "cumplimiento_plazo", "ventana": "24h"},
+           {"agencia_id": "zeta"}]
+
+
+@pytest.mark.parametrize("campos", FILTROS, ids=[str(f) for f in FILTROS])
+def test_listado_estado_inicial_y_en_vivo_filtran_igual(campos):
+    """Los tres caminos que filtran series (listado paginado; estado inicial de una suscripción,
+    que es también el del tablero; flujo en vivo) entregan las que elige un filtro escrito aquí."""
+    registros = _escenario()
+    vista = _vista(registros)
+    actuales = _actuales(registros)
+    esperadas = sorted(clave for clave, i in actuales.items()
+                       if all(getattr(i, campo) == valor for campo, valor in campos.items()))
+    filtro = ipb.FiltroIndicadores(tamano_pagina=1000, **campos)
+    listadas = paginar(vista.ordenadas(), filtro).indicadores
+    iniciales = list(vista.indicadores(filtro_de(filtro)))
+    suscripcion = Suscripcion(filtro_de(filtro), bufer=10_000)
+    for indicador in actuales.values():
+        suscripcion.ofrecer(indicador, (indicador.agencia_id, indicador.servicio_id, indicador.indicador,
+                                        indicador.ventana))
+    en_vivo = []
+    while not suscripcion.cola.empty():
+        en_vivo.append(suscripcion.cola.get_nowait())
+
+    def claves(indicadores):
+        return sorted(clave_serie(i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id) for i in indicadores)
+
+    assert claves(listadas) == claves(iniciales) == claves(en_vivo) == esperadas

@@ -18,7 +18,8 @@ import pytest
 from conftest import RAIZ
 
 from gpr.v1 import indicadores_pb2 as ipb
-from servicios.consulta.vista import MOTIVOS_DESCARTE, Frescura, Vista
+from servicios.consulta.lector import Frescura
+from servicios.consulta.vista import MOTIVOS_DESCARTE, Vista
 
 CLAVE = "reniec/dni/cumplimiento_plazo/24h"
 

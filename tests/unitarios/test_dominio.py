@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import interno_pb2 as interno
 from servicios.procesador.dominio import vencimientos, ventanas
-from servicios.procesador.dominio.casos import Caso, aplicar_evento, aportes_de, cambios_de
-from servicios.procesador.dominio.indicadores import ValorIndicador, calcular, calcular_con_cuello
+from apoyo.caso_unico import aplicar_evento
+from servicios.procesador.dominio.casos import Caso, aportes_de, cambios_de
+from servicios.procesador.dominio.indicadores import ValorIndicador, calcular_con_cuello
 from servicios.procesador.dominio.percentiles import clave, percentil, percentiles
 
 H, D = 3600, 86400
@@ -41,6 +42,10 @@ def aplicar_todos(eventos, plazo_servicio=7):
 
 def solo(aportes, *medidas):
     return Counter({k: v for k, v in aportes.items() if k[0] in medidas})
+
+
+def _calcular(sumas, vencidos, etapas=()):
+    return calcular_con_cuello(sumas, vencidos, etapas)[0]
 
 
 def test_entrega_en_plazo_exacto_cuenta_como_en_plazo():
@@ -160,24 +165,6 @@ def test_canal_y_resultado_vuelven_a_cero_entre_lotes():
         ("entregas", 20 * H): 1, ("concluidos", 20 * H): 1})
 
 
-def test_estado_del_formato_anterior_sigue_en_su_formato():
-    """Un estado escrito por la versión anterior (un lote por evento en `emitidos`) no tiene
-    los eventos para reconstruir: sigue guardando lotes y devuelve los suyos tal cual."""
-    anterior = interno.EstadoCaso(agencia_id="a", servicio_id="s", plazo_dias=7, recibido_en=10, vistos=["f\x1f1"])
-    anterior.emitidos.add(particion_origen=2, secuencia=5, ocurrido_en=10, agencia_id="a", servicio_id="s",
-                          medidas=["solicitudes"], instantes=[10], valores=[1.0])
-    entrega = aplicar_evento(anterior, ev("2", pb.SERVICIO_ENTREGADO, 10 + H), 7, 2, 6)
-    assert len(entrega.estado.emitidos) == 2 and not entrega.estado.eventos
-    assert entrega.estado.emitidos[1] == entrega.lote
-    # A mano: la entrega a la hora concluye el caso recibido en 10 dentro de plazo.
-    assert Counter({(m, t): v for m, t, v in aportes_de(entrega.lote)}) == Counter({
-        ("entregas", 10 + H): 1, ("plazo_casos", 10 + H): 1, ("plazo_buenos", 10 + H): 1,
-        (f"atencion#{clave(H)}", 10 + H): 1, ("concluidos", 10 + H): 1, ("conclusion_buenos", 10): 1,
-        ("vencidos", 10 + 7 * D + 1): -1})
-    repetido = aplicar_evento(entrega.estado, ev("1", pb.SOLICITUD_RECIBIDA, 10), 7, 2, 7)
-    assert repetido.duplicado and repetido.lote == anterior.emitidos[0]
-
-
 def test_rango_movil_alineado_a_la_hora():
     marca = 100 * H + 1234
     rango = ventanas.rango_movil(marca, 24 * H)
@@ -223,7 +210,7 @@ def test_linea_de_vencimientos_plegada_da_lo_mismo_que_sin_plegar(deltas, plegad
 
 
 def test_indicadores_con_denominador_vacio_no_tienen_valor():
-    valores = {(v.indicador, v.etapa_id): v for v in calcular({}, 0, etapas=["a"])}
+    valores = {(v.indicador, v.etapa_id): v for v in _calcular({}, 0, etapas=["a"])}
     for nombre in ("cumplimiento_plazo", "tasa_conclusion", "tiempo_atencion_p50", "reclamos_por_mil",
                    "costo_por_tramite", "satisfaccion_indice", "tasa_error", "adopcion_digital"):
         assert valores[(nombre, "")].valor is None and valores[(nombre, "")].muestras == 0
@@ -234,7 +221,7 @@ def test_indicadores_con_denominador_vacio_no_tienen_valor():
 def test_indicadores_a_mano():
     sumas = {"solicitudes": 5, "plazo_casos": 4, "plazo_buenos": 3, "entregas": 4, "entregas_digitales": 1,
              "reclamos": 2, "costo_total": 1_000_000.0, "encuestas": 4, "encuestas_top2": 3, "satisfaccion_suma": 2.5}
-    valores = {v.indicador: v for v in calcular(sumas, 7)}
+    valores = {v.indicador: v for v in _calcular(sumas, 7)}
     assert valores["cumplimiento_plazo"] == ValorIndicador("cumplimiento_plazo", 0.75, 4, 3)
     assert valores["solicitudes"].valor == 5 and valores["solicitudes"].muestras == 5
     assert valores["reclamos_por_mil"].valor == 500.0
@@ -263,44 +250,6 @@ def test_cuello_de_botella_mayor_mediana_y_empate_alfabetico():
     assert cuello(etapa_b=[100, 200, 300], etapa_a=[10, 20, 30], atencion=[9999]) == "b"
     assert cuello(etapa_b=[100], etapa_a=[100]) == "a"
     assert cuello() == ""
-
-
-def test_lote_en_formato_anterior_se_suma_igual_que_en_columnas():
-    """Un lote de aportes escrito por una versión anterior (un mensaje `Aporte` por aporte,
-    en changelogs o en gpr.aportes.v1) se agrega igual que el mismo lote en columnas."""
-    from servicios.comun.catalogo import cargar_catalogo
-    from servicios.procesador.dominio.agregacion import Agregacion
-
-    catalogo = cargar_catalogo("despliegue/catalogo.yaml")
-    agencia, servicio = next(iter(catalogo.servicios))
-    hora = 1_700_000_000 // 3600 * 3600
-    recibida = ev("r", pb.SOLICITUD_RECIBIDA, hora + 10)
-    entregada = ev("e", pb.SERVICIO_ENTREGADO, hora + 3000)
-    for e in (recibida, entregada):
-        e.agencia_id, e.servicio_id = agencia, servicio
-    r1 = aplicar_evento(None, recibida, 7, 0, 1)
-    r2 = aplicar_evento(r1.estado, entregada, 7, 0, 2)
-    en_columnas = [interno.LoteAportes.FromString(r.lote.SerializeToString()) for r in (r1, r2)]
-    anteriores = []
-    for lote in en_columnas:
-        anterior = interno.LoteAportes(particion_origen=lote.particion_origen, secuencia=lote.secuencia,
-                                       ocurrido_en=lote.ocurrido_en, agencia_id=lote.agencia_id,
-                                       servicio_id=lote.servicio_id)
-        for medida, instante, valor in zip(lote.medidas, lote.instantes, lote.valores):
-            anterior.aportes.add(medida=medida, instante=instante, valor=valor)
-        anteriores.append(anterior)
-    assert all(len(lote.aportes) == 0 and len(lote.medidas) > 0 for lote in en_columnas)
-
-    def cubos(lotes):
-        mapas = {}, {}, {}
-        Agregacion(*mapas, catalogo=catalogo, tardanza_maxima_s=7 * 86400).aplicar_lotes(lotes)
-        return {clave: interno.CuboHorario.FromString(v) for clave, v in mapas[0].items()}
-
-    esperado = cubos(en_columnas)
-    # Hecho a mano: una solicitud y una entrega del mismo caso, en la misma hora.
-    total = esperado[f"{agencia}|{servicio}|total".encode()].medidas
-    assert total["solicitudes"] == 1 and total["entregas"] == 1
-    assert cubos(anteriores) == esperado
 
 
 def _percentil_de_referencia(histograma, q):
@@ -340,5 +289,5 @@ def test_costo_por_tramite_exacto_al_centimo():
                       costo=pb.Costo(unidades=0, nanos=centimos * 10_000_000, moneda="PEN"))
         for (medida, _), valor in cambios_de(caso, e, e.tipo, 1_800_000_000).items():
             sumas[medida] = sumas.get(medida, 0.0) + valor
-    valor = {v.indicador: v for v in calcular(sumas, 0)}["costo_por_tramite"]
+    valor = {v.indicador: v for v in _calcular(sumas, 0)}["costo_por_tramite"]
     assert (valor.valor, valor.numerador, valor.muestras) == (0.2, 0.6, 3)

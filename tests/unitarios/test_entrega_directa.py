@@ -18,7 +18,7 @@ import mode
 import pytest
 import uvloop
 
-from servicios.procesador.faust_seguro import entrega_directa
+from servicios.terceros.faust.parches import entrega_directa
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 BUCLES = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

@@ -28,7 +28,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from mode.utils.queues import FlowControlEvent
 
-from servicios.procesador.entrega_por_lotes import Entregado, EntregaPorLotes
+from servicios.terceros.faust.entrega_por_lotes import Entregado, EntregaPorLotes
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 

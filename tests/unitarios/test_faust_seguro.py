@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import faust
 from faust.transport.producer import ProducerBuffer
 
-from servicios.procesador.faust_seguro import corregir_bufer
+from servicios.terceros.faust.parches import corregir_bufer
 
 TARDANZA_S = 0.25
 MENSAJES = 4

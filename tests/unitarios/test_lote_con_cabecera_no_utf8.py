@@ -6,7 +6,7 @@ import pytest
 from aiokafka.record.memory_records import MemoryRecords
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from servicios.comun.cabeceras_tolerantes import _registros_tolerantes
+from servicios.terceros.aiokafka import _registros_tolerantes
 
 
 class ClaveCruda(str):

@@ -1,5 +1,6 @@
-"""El motor completo en memoria (etapa por caso + agregación sobre dicts) contra la
-implementación de referencia, en escenarios con desorden, duplicados y cortes."""
+"""El núcleo (etapa por caso + agregación sobre dicts) contra la implementación de referencia,
+en escenarios con desorden y duplicados, y con lotes enormes o casos saturados. Los cortes se
+prueban con la ruta real en `test_ruta.py`."""
 
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.topicos import CABECERA_LOTE
 from servicios.procesador.dominio import ventanas
-from servicios.procesador.dominio.agregacion import MESES_RETENIDOS, Agregacion
-from servicios.procesador.dominio.casos import aplicar_evento
+from servicios.procesador.dominio.agregacion import MESES_RETENIDOS
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, clave_caso
 
 D = 86400
@@ -30,67 +30,18 @@ def catalogo():
     return cargar_catalogo(CATALOGO)
 
 
-class Motor:
-    """Las dos etapas del procesador sobre dicts, como las corre faust sobre sus tablas."""
-
-    def __init__(self, catalogo):
-        self.catalogo = catalogo
-        self.casos, self.cubos, self.lineas, self.agencias = {}, {}, {}, {}
-        self.agregacion = Agregacion(self.cubos, self.lineas, self.agencias, catalogo, 7 * D)
-
-    def procesar(self, evento, offset, perder_lote=False):
-        clave = clave_caso(evento)
-        previo = self.casos.get(clave)
-        r = aplicar_evento(interno.EstadoCaso.FromString(previo) if previo else None, evento,
-                           self.catalogo.servicio(evento.agencia_id, evento.servicio_id).plazo_dias, 0, offset << 20)
-        if not r.duplicado:
-            self.casos[clave] = r.estado.SerializeToString()
-        if not perder_lote:
-            self.agregacion.aplicar_lote(interno.LoteAportes.FromString(r.lote.SerializeToString()))
-
-    def observado(self, agencia):
-        return motor_apoyo.observado(self.agregacion, agencia)
-
-
 def comprobar(motor, eventos, catalogo):
     motor_apoyo.comprobar(motor.agregacion, eventos, catalogo)
 
 
 def test_escenario_revuelto_con_duplicados_igual_a_la_referencia(catalogo):
     azar = random.Random(7)
-    inicio = AHORA - 40 * D
-    eventos = escenario.generar(catalogo, azar, casos_por_servicio=120, inicio=inicio, duracion=38 * D)
-    motor = Motor(catalogo)
+    eventos = escenario.generar(catalogo, azar, casos_por_servicio=120, inicio=AHORA - 40 * D, duracion=38 * D)
+    motor = MotorEnLotes(catalogo)
+    # Un evento por registro y un registro por lote: el orden de llegada, del todo revuelto.
     for offset, e in enumerate(escenario.desordenar(eventos, azar)):
-        motor.procesar(e, offset)
-    comprobar(motor, eventos, catalogo)
-
-
-@pytest.mark.parametrize("semilla", range(4))
-def test_cortes_con_estado_y_envios_perdidos_no_pierden_ni_duplican(catalogo, semilla):
-    """Modelo de un corte en Kafka: desde el último offset confirmado `c`, el changelog de
-    `casos` guardó hasta `s` y los lotes enviados llegaron hasta `j` (prefijos, c ≤ s, j ≤ k);
-    el trabajador reinicia leyendo desde `c`."""
-    azar = random.Random(semilla)
-    inicio = AHORA - 10 * D
-    eventos = escenario.generar(catalogo, azar, casos_por_servicio=40, inicio=inicio, duracion=9 * D)
-    llegada = escenario.desordenar(eventos, azar)
-    motor = Motor(catalogo)
-    desde = 0
-    for _ in range(3):
-        k = azar.randint(desde, len(llegada) - 1)
-        c = azar.randint(desde, k)
-        s, j = azar.randint(c, k), azar.randint(c, k)
-        guardado = None
-        for offset in range(desde, k + 1):
-            motor.procesar(llegada[offset], offset, perder_lote=offset >= j)
-            if offset == s:
-                guardado = dict(motor.casos)
-        motor.casos.clear()
-        motor.casos.update(guardado)
-        desde = c
-    for offset in range(desde, len(llegada)):
-        motor.procesar(llegada[offset], offset)
+        _, lotes = motor.procesar([Registro(0, offset, b"k", e.SerializeToString())])
+        motor.agregacion.aplicar_lotes(lotes)
     comprobar(motor, eventos, catalogo)
 
 
@@ -101,9 +52,14 @@ def test_propiedad_orden_duplicados_y_ventanas(semilla, casos, duplicados):
     azar = random.Random(semilla)
     inicio = AHORA - 70 * D + azar.randint(0, 3600)
     eventos = escenario.generar(catalogo, azar, casos_por_servicio=casos, inicio=inicio, duracion=azar.randint(D, 65 * D))
-    motor = Motor(catalogo)
-    for offset, e in enumerate(escenario.desordenar(eventos, azar, duplicados)):
-        motor.procesar(e, offset)
+    registros = registros_de(escenario.desordenar(eventos, azar, duplicados), azar, max_por_registro=5)
+    motor = MotorEnLotes(catalogo)
+    i = 0
+    while i < len(registros):
+        n = azar.randint(1, 20)
+        _, lotes = motor.procesar(registros[i:i + n])
+        motor.agregacion.aplicar_lotes(lotes)
+        i += n
     comprobar(motor, eventos, catalogo)
 
 
@@ -147,47 +103,6 @@ def test_por_lotes_da_lo_mismo_que_la_referencia(catalogo, semilla):
         _, lotes = motor.procesar(registros[i:i + n])
         motor.agregacion.aplicar_lotes(lotes)
         i += n
-    comprobar(motor, eventos, catalogo)
-
-
-@pytest.mark.parametrize("semilla", range(6))
-def test_por_lotes_con_cortes_no_pierde_ni_duplica(catalogo, semilla):
-    """Modelo de un corte con lotes. El procesador escribe los estados de un lote de
-    registros, espera a que el changelog los confirme y solo entonces envía sus lotes de
-    aportes; faust confirma el offset de fin de lote `c` tras vaciar el productor. En el
-    corte, del changelog de `casos` llegó un prefijo cualquiera (a lo menos lo confirmado) y
-    de los lotes de aportes un prefijo de los de lotes de registros ya escritos del todo."""
-    azar = random.Random(semilla)
-    inicio = AHORA - 10 * D
-    eventos = escenario.generar(catalogo, azar, casos_por_servicio=40, inicio=inicio, duracion=9 * D)
-    registros = registros_de(escenario.desordenar(eventos, azar, 0.05), azar, max_por_registro=8)
-    motor = MotorEnLotes(catalogo)
-    desde = 0
-    for _ in range(3):
-        k = azar.randint(desde, len(registros) - 1)
-        guardado = dict(motor.casos)
-        escrituras, lotes, fines = [], [], [(desde, 0, 0)]
-        offset = desde
-        while offset <= k:
-            trozo = registros[offset:min(k + 1, offset + azar.randint(1, 12))]
-            e, lo = motor.procesar(trozo)
-            escrituras += e
-            lotes += lo
-            offset += len(trozo)
-            fines.append((offset, len(escrituras), len(lotes)))
-        c, min_escrituras, min_lotes = azar.choice(fines)
-        guardadas = azar.randint(min_escrituras, len(escrituras))
-        enviables = max(n_lotes for _, n_esc, n_lotes in fines if n_esc <= guardadas)
-        motor.casos.clear()
-        motor.casos.update(guardado)
-        motor.casos.update(escrituras[:guardadas])
-        motor.agregacion.aplicar_lotes(lotes[:azar.randint(min_lotes, enviables)])
-        desde = c
-    offset = desde
-    while offset < len(registros):
-        _, lotes = motor.procesar(registros[offset:offset + 10])
-        motor.agregacion.aplicar_lotes(lotes)
-        offset += 10
     comprobar(motor, eventos, catalogo)
 
 

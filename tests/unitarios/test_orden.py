@@ -6,13 +6,14 @@ relecturas desde el confirmado. Lo procesado debe ser exactamente el log, en ord
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 import random
 
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servicios.procesador.app import fines_de_log, inicios_de_log
+from servicios.terceros.faust.puerto import PuertoFaust
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 
 
@@ -198,9 +199,13 @@ class _ConsumidorSinFetch:
         return await self.highwaters(*tps)
 
 
+def _puerto(consumidor) -> PuertoFaust:
+    return PuertoFaust(SimpleNamespace(consumer=consumidor))
+
+
 def test_el_vigia_mira_tambien_las_particiones_que_nunca_leyeron():
     consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={P0: 99, P1: 15})
-    fines = asyncio.run(fines_de_log(consumidor, [P0, P1]))
+    fines = asyncio.run(_puerto(consumidor).fines_de_log([P0, P1]))
     # p0 ya tiene highwater (no se pregunta al broker); p1 nunca leyó: el broker dice 15.
     assert fines == {P0: 8, P1: 15} and consumidor.preguntadas == [P1]
     guardia = GuardiaDeOrden()
@@ -211,14 +216,14 @@ def test_el_vigia_mira_tambien_las_particiones_que_nunca_leyeron():
 
 def test_si_el_broker_no_da_el_fin_del_log_el_vigia_sigue(caplog):
     consumidor = _ConsumidorSinFetch(por_fetch={P0: 8}, en_el_broker={}, error=ConnectionError("sin broker"))
-    assert asyncio.run(fines_de_log(consumidor, [P0, P1])) == {P0: 8, P1: None}
+    assert asyncio.run(_puerto(consumidor).fines_de_log([P0, P1])) == {P0: 8, P1: None}
     assert "no se pudo leer el fin del log de gpr.eventos.v1[1]" in caplog.text and "sin broker" in caplog.text
 
 
 def test_sin_offset_confirmado_el_vigia_cuenta_desde_el_inicio_del_log():
     # Para el sustituto, "el broker" da aquí el inicio del log: 3 en p0.
     consumidor = _ConsumidorSinFetch(por_fetch={}, en_el_broker={P0: 3})
-    inicio = asyncio.run(inicios_de_log(consumidor, [P0]))
+    inicio = asyncio.run(_puerto(consumidor).inicios_de_log([P0]))
     assert inicio == {P0: 3}
     # Sin nada entregado y con el log más allá de su inicio, el vigía relee desde el inicio.
     assert GuardiaDeOrden().rezagadas({P0: 9}, ahora=100.0, quietud_s=30.0, confirmados=inicio) == [(P0, 3)]
@@ -228,6 +233,6 @@ def test_sin_offset_confirmado_el_vigia_cuenta_desde_el_inicio_del_log():
 
 def test_si_el_broker_no_da_el_inicio_del_log_no_se_supone_nada(caplog):
     consumidor = _ConsumidorSinFetch(por_fetch={}, en_el_broker={}, error=ConnectionError("sin broker"))
-    assert asyncio.run(inicios_de_log(consumidor, [P1])) == {}
-    assert asyncio.run(inicios_de_log(consumidor, [])) == {} and consumidor.preguntadas == [P1]
+    assert asyncio.run(_puerto(consumidor).inicios_de_log([P1])) == {}
+    assert asyncio.run(_puerto(consumidor).inicios_de_log([])) == {} and consumidor.preguntadas == [P1]
     assert "no se pudo leer el inicio del log de gpr.eventos.v1[1]" in caplog.text and "sin broker" in caplog.text

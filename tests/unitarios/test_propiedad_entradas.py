@@ -24,7 +24,7 @@ from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.metas import IndiceMetas, cargar_metas
 from servicios.comun.topicos import CABECERA_LOTE
 from servicios.procesador import config as config_procesador
-from servicios.procesador.app import Publicacion
+from servicios.procesador.publicacion import Publicacion
 from servicios.procesador.dominio.etapa_casos import Registro
 from servicios.procesador.metricas import MetricasProcesador
 
@@ -121,12 +121,8 @@ def test_ningun_registro_detiene_el_camino_y_cada_evento_cuenta_o_se_rechaza(lot
     publicacion = Publicacion(cfg, METAS, MetricasProcesador(), motor.agregacion, lambda: float(AHORA))
     publicado = {}
 
-    async def enviar(clave, valor):
-        publicado[clave] = valor
-
-    class Cumplimiento:
-        async def send(self, key, value):
-            pass
+    async def enviar(topico, clave, valor):
+        publicado[(topico, clave)] = valor
 
     offset = 0
     for lote in lotes:
@@ -136,7 +132,7 @@ def test_ningun_registro_detiene_el_camino_y_cada_evento_cuenta_o_se_rechaza(lot
             offset += 1
         salida = motor.procesar(regs)
         motor.agregacion.aplicar_lotes(salida.lotes)
-        asyncio.run(publicacion.publicar(lambda: False, enviar, Cumplimiento()))
+        asyncio.run(publicacion.publicar(lambda: False, enviar))
 
         # Cada evento: aceptado, repetido o rechazado; un rechazo con los bytes del registro
         # entero (no decodifica, lote vacío o error interno del registro) cuenta por todos.

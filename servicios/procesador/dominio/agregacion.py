@@ -218,10 +218,6 @@ class Agregacion:
         self.cubos.poner(clave, cubo)
         return True
 
-    def aplicar_lote(self, lote: interno.LoteAportes) -> str:
-        """Suma un lote de aportes (idempotente por secuencia) y devuelve su agencia."""
-        return next(iter(self.aplicar_lotes([lote])))
-
     def aplicar_lotes(self, lotes) -> set[str]:
         """Suma lotes de aportes en orden, escribe cada clave tocada una vez y devuelve las
         agencias tocadas."""

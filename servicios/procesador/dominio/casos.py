@@ -43,8 +43,7 @@ class Caso:
     __slots__ = ("agencia_id", "servicio_id", "plazo_dias", "plazo_explicito", "canal_entrega",
                  "desempate_entrega", "resultado", "concluido_con", "desempate_conclusion", "devuelto",
                  "reintento", "plazo_servicio_dias", "recibido_en", "entregado_en", "cerrado_en",
-                 "etapa_inicio", "etapa_fin", "etapas_cambiadas", "vistos", "mensaje", "formato_anterior",
-                 "nuevos")
+                 "etapa_inicio", "etapa_fin", "etapas_cambiadas", "vistos", "mensaje", "nuevos")
 
     def __init__(self, agencia_id: str, servicio_id: str, plazo_servicio_dias: int):
         self.agencia_id = agencia_id
@@ -64,12 +63,8 @@ class Caso:
         self.vistos: set[str] = set()
         # El mensaje leído del almacén (None si el caso es nuevo): sus eventos no se copian.
         self.mensaje: interno.EstadoCaso | None = None
-        # Un estado escrito por la versión anterior guarda un lote por evento (`emitidos`) y
-        # sigue así: no tiene los eventos para reconstruirlos.
-        self.formato_anterior = False
-        # Por evento aplicado desde la lectura: (identidad, evento serializado o lote del
-        # formato anterior, secuencia, partición).
-        self.nuevos: list[tuple[str, bytes | interno.LoteAportes, int, int]] = []
+        # Por evento aplicado desde la lectura: (identidad, evento serializado, secuencia, partición).
+        self.nuevos: list[tuple[str, bytes, int, int]] = []
 
     @classmethod
     def nuevo(cls, evento: pb.Evento, plazo_servicio_dias: int) -> Caso:
@@ -103,7 +98,6 @@ class Caso:
         caso.etapas_cambiadas = False
         caso.vistos = set(mensaje.vistos)
         caso.mensaje = mensaje
-        caso.formato_anterior = len(mensaje.emitidos) > 0
         caso.nuevos = []
         return caso
 
@@ -138,9 +132,7 @@ class Caso:
             parcial.etapa_inicio.update(self.etapa_inicio)
             parcial.etapa_fin.update(self.etapa_fin)
             self.etapas_cambiadas = False
-        if self.formato_anterior:
-            parcial.emitidos.extend([lote for _, lote, _, _ in nuevos])
-        elif nuevos:
+        if nuevos:
             parcial.eventos.extend([bruto for _, bruto, _, _ in nuevos])
             parcial.secuencias.extend([secuencia for _, _, secuencia, _ in nuevos])
             parcial.particiones.extend([particion for _, _, _, particion in nuevos])
@@ -149,18 +141,6 @@ class Caso:
         else:
             self.mensaje.MergeFrom(parcial)
         return self.mensaje
-
-
-class ResultadoAplicacion:
-    """Lo que deja aplicar un evento con `aplicar_evento`: el estado guardado, el lote de
-    aportes del evento y si era un repetido (entonces, el lote de la primera vez)."""
-
-    __slots__ = ("estado", "lote", "duplicado")
-
-    def __init__(self, estado: interno.EstadoCaso, lote: interno.LoteAportes, duplicado: bool):
-        self.estado = estado
-        self.lote = lote
-        self.duplicado = duplicado
 
 
 def poner_aportes(lote: interno.LoteAportes, aportes: dict) -> None:
@@ -172,12 +152,8 @@ def poner_aportes(lote: interno.LoteAportes, aportes: dict) -> None:
 
 
 def aportes_de(lote: interno.LoteAportes) -> list[tuple[str, int, float]]:
-    """Los aportes de un lote como (medida, instante, valor), en columnas o en el formato
-    anterior de un mensaje por aporte."""
-    aportes = list(zip(lote.medidas, lote.instantes, lote.valores))
-    if lote.aportes:
-        aportes.extend((a.medida, a.instante, a.valor) for a in lote.aportes)
-    return aportes
+    """Los aportes de un lote como (medida, instante, valor)."""
+    return list(zip(lote.medidas, lote.instantes, lote.valores))
 
 
 def identidad(evento: pb.Evento) -> str:
@@ -355,15 +331,12 @@ def armar_lote(caso: Caso, particion: int, secuencia: int, ocurrido_en: int, cam
     return lote
 
 
-def registrar(caso: Caso, evento: pb.Evento, ident: str, particion: int, secuencia: int, t: int,
-              cambios: dict, bruto: bytes | None = None) -> None:
+def registrar(caso: Caso, evento: pb.Evento, ident: str, particion: int, secuencia: int,
+              bruto: bytes | None = None) -> None:
     """Anota el evento como visto, con lo necesario para devolver su lote si vuelve a llegar.
     `bruto`: el evento serializado, si quien llama ya lo tiene."""
     caso.vistos.add(ident)
-    if caso.formato_anterior:
-        caso.nuevos.append((ident, armar_lote(caso, particion, secuencia, t, cambios), secuencia, particion))
-    else:
-        caso.nuevos.append((ident, bruto if bruto is not None else evento.SerializeToString(), secuencia, particion))
+    caso.nuevos.append((ident, bruto if bruto is not None else evento.SerializeToString(), secuencia, particion))
 
 
 def lote_emitido(mensaje: interno.EstadoCaso, ident: str) -> interno.LoteAportes | None:
@@ -379,8 +352,6 @@ def lote_emitido(mensaje: interno.EstadoCaso, ident: str) -> interno.LoteAportes
     if ident not in vistos:
         return None
     posicion = vistos.index(ident)
-    if posicion < len(mensaje.emitidos):
-        return mensaje.emitidos[posicion]
     copia = Caso(mensaje.agencia_id, mensaje.servicio_id, mensaje.plazo_servicio_dias)
     for bruto in mensaje.eventos[:posicion]:
         evento = pb.Evento.FromString(bruto)
@@ -389,26 +360,3 @@ def lote_emitido(mensaje: interno.EstadoCaso, ident: str) -> interno.LoteAportes
     t = evento.ocurrido_en.seconds
     return armar_lote(copia, mensaje.particiones[posicion], mensaje.secuencias[posicion], t,
                       cambios_de(copia, evento, evento.tipo, t))
-
-
-def aplicar_evento(
-    estado: interno.EstadoCaso | None,
-    evento: pb.Evento,
-    plazo_servicio_dias: int,
-    particion: int,
-    secuencia: int,
-) -> ResultadoAplicacion:
-    """Aplica un evento validado al estado guardado de su caso (o al de su clave si no tiene
-    caso). La etapa por caso hace lo mismo sobre un `Caso` por lote, sin pasar por el mensaje
-    en cada evento ni armar el lote de cada uno."""
-    ident = identidad(evento)
-    if estado is not None:
-        previo = lote_emitido(estado, ident)
-        if previo is not None:
-            return ResultadoAplicacion(estado, previo, duplicado=True)
-    caso = Caso.de_mensaje(estado) if estado is not None else Caso.nuevo(evento, plazo_servicio_dias)
-    t = evento.ocurrido_en.seconds
-    cambios = cambios_de(caso, evento, evento.tipo, t)
-    registrar(caso, evento, ident, particion, secuencia, t, cambios)
-    lote = armar_lote(caso, particion, secuencia, t, cambios)
-    return ResultadoAplicacion(caso.a_mensaje(), lote, duplicado=False)

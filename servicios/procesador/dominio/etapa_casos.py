@@ -349,8 +349,7 @@ class EtapaCasos:
                                  f"(GPR_EVENTOS_MAXIMOS_POR_CASO); ¿el emisor repite el mismo caso_id?")
                         continue
                     cambios = cambios_de(estado, evento, evento.tipo, ocurrido)
-                    registrar(estado, evento, ident, particion, base | posicion, ocurrido, cambios,
-                              None if en_lote else registro.valor)
+                    registrar(estado, evento, ident, particion, base | posicion, None if en_lote else registro.valor)
                     modificados.add(clave)
                     aplicados.add(ident)
                     if ocurrido > marca:

@@ -52,15 +52,9 @@ def _percentiles(indicador: str, histograma: Mapping[str, float], etapa_id: str 
             ValorIndicador(f"{indicador}_p90", p90, muestras, etapa_id=etapa_id)]
 
 
-def calcular(sumas: Mapping[str, float], vencidos: float, etapas: Iterable[str] = ()) -> list[ValorIndicador]:
-    """Todos los indicadores de la ventana; los de etapa, para las etapas del catálogo y las
-    que aparezcan en los datos (una etapa sin datos en la ventana se publica sin datos)."""
-    return calcular_con_cuello(sumas, vencidos, etapas)[0]
-
-
 def calcular_con_cuello(sumas: Mapping[str, float], vencidos: float,
                         etapas: Iterable[str] = ()) -> tuple[list[ValorIndicador], str]:
-    """`calcular` y la etapa cuello de botella de la misma ventana: la de mayor mediana de
+    """Todos los indicadores de la ventana y la etapa cuello de botella: la de mayor mediana de
     permanencia (empate: la primera alfabéticamente; sin datos de etapas, ""). Los histogramas
     se separan y cada mediana se calcula una sola vez (la publicación lo hace para cada
     ventana de cada servicio en cada pasada)."""

@@ -4,7 +4,7 @@
 mensaje a mensaje en una tarea aparte; con miles de claves por lote, vaciarlo antes de
 enviar los agregados (regla 1 del exactamente-una-vez) costaba más que procesar el lote.
 Aquí las escrituras van al almacén de la tabla (memoria o RocksDB, en la partición del
-evento en curso: ver `app.en_particion`) y se anotan; `enviar` las manda al changelog
+evento en curso: ver `PuertoFaust.en_particion`) y se anotan; `enviar` las manda al changelog
 directamente al productor de Kafka, y `confirmar` anota en el almacén el último offset
 confirmado, como hace faust tras cada envío (RocksDB lo usa para recuperar solo lo que
 falta). La recuperación, el reparto de particiones y las lecturas siguen siendo de faust.
@@ -25,8 +25,12 @@ _AUSENTE = object()
 
 
 class TablaEnBloque:
-    def __init__(self, tabla: Any):
+    """`tabla`: una tabla de faust de claves y valores en bytes; `app`: su app (el productor
+    existe una vez arrancada)."""
+
+    def __init__(self, tabla: Any, app: Any):
         self.tabla = tabla
+        self.app = app
         self._pendientes: list[tuple[bytes, bytes | None]] = []
         self._envios: dict[int, Any] = {}
         # Claves y valores ya son bytes: se lee y escribe en el almacén sin las capas de
@@ -91,17 +95,17 @@ class TablaEnBloque:
         self._pendientes.append((clave, None))
         return valor
 
-    async def enviar(self, productor: Any, particion: int) -> int:
+    async def enviar(self, particion: int) -> int:
         """Manda al changelog lo escrito desde el último envío; devuelve cuántos registros.
 
-        `productor`: el de la app faust. Los registros van en lotes de Kafka armados aquí
+        Los registros van en lotes de Kafka armados aquí
         (`create_batch`/`send_batch` de aiokafka): un envío por registro crea un futuro y pasa
         por el acumulador del productor uno a uno, y con miles de casos por lote eso se notaba.
         """
         pendientes, self._pendientes = self._pendientes, []
         if not pendientes:
             return 0
-        kafka = productor._ensure_producer()
+        kafka = self.app.producer._ensure_producer()
         topico = self.tabla.changelog_topic.get_topic_name()
         lote, en_lote = kafka.create_batch(), 0
         for clave, valor in pendientes:
