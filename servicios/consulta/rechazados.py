@@ -30,11 +30,11 @@ from collections import Counter
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar
+from servicios.comun.kafka_conexion import ConexionKafka, explicar
 from servicios.comun.topicos import CABECERA_MOTIVO, RECHAZADOS
 
 log = logging.getLogger(__name__)
@@ -137,9 +137,10 @@ class ContadorRechazados:
     `catalogo`: las agencias que tienen etiqueta propia; sin él, todas cuentan como `desconocida`.
     """
 
-    def __init__(self, bootstrap: str, catalogo: Catalogo | None = None, topico: str = RECHAZADOS, *,
-                 reintento_s: float = 1.0, cliente_id: str = "gpr-consulta-rechazados"):
-        self._bootstrap = bootstrap
+    def __init__(self, bootstrap: "str | ConexionKafka", catalogo: Catalogo | None = None, topico: str = RECHAZADOS,
+                 *, reintento_s: float = 1.0, cliente_id: str = "gpr-consulta-rechazados"):
+        # La dirección, o una ConexionKafka con TLS y SASL (GPR_KAFKA_*).
+        self._conexion = ConexionKafka.de(bootstrap)
         self._topico = topico
         self._reintento_s = reintento_s
         self._cliente_id = cliente_id
@@ -187,13 +188,13 @@ class ContadorRechazados:
                 await asyncio.sleep(self._reintento_s)
 
     async def _leer(self) -> None:
-        consumidor = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+        consumidor = AIOKafkaConsumer(**self._conexion.para_aiokafka(), group_id=None, enable_auto_commit=False,
                                       auto_offset_reset="earliest", client_id=self._cliente_id)
         try:
             try:
                 await consumidor.start()
-            except KafkaError as error:
-                log.warning("no se pudo conectar con Kafka en %s: %s", self._bootstrap, error)
+            except Exception as error:  # noqa: BLE001 (ver Vista._conectar)
+                log.warning("no se pudo conectar con Kafka en %s", explicar(self._conexion, error))
                 await asyncio.sleep(self._reintento_s)
                 return
             particiones = consumidor.partitions_for_topic(self._topico)

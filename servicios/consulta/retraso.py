@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from servicios.comun.broker import corregir_fin_de_log
+from servicios.comun.kafka_conexion import ConexionKafka
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ def calcular_retraso(fines: Mapping[Particion, int], inicios: Mapping[Particion,
 class RetrasoProcesador:
     """Mide el retraso del grupo cada `intervalo_s` segundos en una tarea asyncio."""
 
-    def __init__(self, bootstrap: str, grupo: str, topicos: list[str], intervalo_s: float,
+    def __init__(self, bootstrap: "str | ConexionKafka", grupo: str, topicos: list[str], intervalo_s: float,
                  cliente_id: str = "gpr-consulta-retraso"):
-        self._bootstrap = bootstrap
+        # La dirección, o una ConexionKafka con TLS y SASL (GPR_KAFKA_*).
+        self._conexion = ConexionKafka.de(bootstrap)
         self._grupo = grupo
         self._topicos = list(topicos)
         self._intervalo_s = intervalo_s
@@ -89,9 +91,9 @@ class RetrasoProcesador:
 
     async def medir(self) -> dict[Particion, int]:
         """Una medición completa; los tópicos que aún no existen se omiten."""
-        consumidor = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+        consumidor = AIOKafkaConsumer(**self._conexion.para_aiokafka(), group_id=None, enable_auto_commit=False,
                                       client_id=self._cliente_id)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._cliente_id)
+        admin = AIOKafkaAdminClient(**self._conexion.para_aiokafka(), client_id=self._cliente_id)
         await consumidor.start()
         try:
             await admin.start()

@@ -52,13 +52,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka.errors import OffsetOutOfRangeError
 from google.protobuf.message import DecodeError
 
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.cabeceras_tolerantes import tolerar_cabeceras_no_utf8
 from servicios.comun.indicadores import INDICADORES as DEFINICIONES
 from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES, clave_serie, ventana_valida
+from servicios.comun.kafka_conexion import ConexionKafka, explicar
 from servicios.comun.topicos import INDICADORES
 from servicios.consulta.peticiones import LARGO_MAXIMO_ID, ClaveOrden
 
@@ -156,10 +157,11 @@ class Vista:
     `clave_serie`, que es lo que publica el procesador; para las demás se guardan aparte.
     """
 
-    def __init__(self, bootstrap: str, topico: str = INDICADORES, *, reintento_s: float = 1.0,
+    def __init__(self, bootstrap: "str | ConexionKafka", topico: str = INDICADORES, *, reintento_s: float = 1.0,
                  cliente_id: str = "gpr-consulta", plazo_kafka_s: float = 10.0,
                  reloj: Callable[[], float] = time.monotonic):
-        self._bootstrap = bootstrap
+        # La dirección, o una ConexionKafka con TLS y SASL (GPR_KAFKA_*).
+        self._conexion = ConexionKafka.de(bootstrap)
         self._topico = topico
         self._reintento_s = reintento_s
         self._cliente_id = cliente_id
@@ -320,7 +322,7 @@ class Vista:
         avisado = False
         while True:
             consumidor = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+                **self._conexion.para_aiokafka(),
                 group_id=None,
                 enable_auto_commit=False,
                 # Sin reinicio automático: una posición fuera del log (el tópico volvió vacío
@@ -330,8 +332,10 @@ class Vista:
             )
             try:
                 await consumidor.start()
-            except KafkaError as error:
-                log.warning("no se pudo conectar con Kafka en %s: %s", self._bootstrap, error)
+            # No solo KafkaError: una autenticación rechazada puede llegar como otro error (aiokafka
+            # lanza KeyError con la respuesta SCRAM de error del broker embebido).
+            except Exception as error:  # noqa: BLE001
+                log.warning("no se pudo conectar con Kafka en %s", explicar(self._conexion, error))
             else:
                 particiones = consumidor.partitions_for_topic(self._topico)
                 if particiones:

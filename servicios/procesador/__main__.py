@@ -9,6 +9,7 @@ from pathlib import Path
 
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
+from servicios.comun.kafka_conexion import KafkaInalcanzable
 from servicios.comun.metas import IndiceMetas, archivos_de, cargar_metas
 from servicios.comun.registro import FiltroRepetidos, instalar_filtro
 from servicios.comun.topicos import (
@@ -58,15 +59,19 @@ def main() -> int:
     corregir_fin_de_log()
     acotar_espera_de_fetch(cfg.espera_fetch_s)
     Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
-    crear_topicos(cfg.bootstrap, cfg.particiones, replicacion=cfg.replicacion)
+    try:
+        crear_topicos(cfg.kafka, cfg.particiones, replicacion=cfg.replicacion)
+    except KafkaInalcanzable as error:
+        print(f"gpr-procesador: {error}", file=sys.stderr)
+        return 3
     metricas = MetricasProcesador()
     if cfg.metricas_puerto:
         start_http_server(cfg.metricas_puerto, registry=metricas.registro)
     app = crear_app(cfg, catalogo, metas, metricas)
     internos = [APORTES, *(tabla.changelog_topic.get_topic_name() for tabla in app.tables.values())]
     try:
-        ajustados = asegurar_registro_maximo(cfg.bootstrap, internos)
-    except TopicoInadecuado as error:
+        ajustados = asegurar_registro_maximo(cfg.kafka, internos)
+    except (TopicoInadecuado, KafkaInalcanzable) as error:
         print(f"gpr-procesador: {error}", file=sys.stderr)
         return 2
     for topico, antes in ajustados.cambiados.items():
