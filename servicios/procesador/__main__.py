@@ -71,9 +71,12 @@ def main() -> int:
     internos = [APORTES, *(tabla.changelog_topic.get_topic_name() for tabla in app.tables.values())]
     try:
         ajustados = asegurar_registro_maximo(cfg.kafka, internos)
-    except (TopicoInadecuado, KafkaInalcanzable) as error:
+    except TopicoInadecuado as error:
         print(f"gpr-procesador: {error}", file=sys.stderr)
         return 2
+    except KafkaInalcanzable as error:
+        print(f"gpr-procesador: {error}", file=sys.stderr)
+        return 3
     for topico, antes in ajustados.cambiados.items():
         previo = f"{antes} bytes" if antes is not None else "sin valor informado"
         print(f"gpr-procesador: max.message.bytes de {topico}: {previo} → {BYTES_MAXIMOS_REGISTRO_INTERNO} bytes",

@@ -67,7 +67,6 @@ class FrenteTLS:
             self._contexto.load_verify_locations(certificados.ca)
         self._bucle: asyncio.AbstractEventLoop | None = None
         self._hilo: threading.Thread | None = None
-        self.rechazos = 0
 
     def iniciar(self) -> None:
         listo = threading.Event()
@@ -90,11 +89,8 @@ class FrenteTLS:
         self._hilo.start()
         if not listo.wait(10):
             raise RuntimeError("el frente TLS no arrancó")
-        self._bucle.set_exception_handler(self._excepcion)
-
-    def _excepcion(self, bucle, contexto) -> None:
-        # Un saludo TLS fallido (cliente sin TLS, o sin certificado) es un rechazo esperado.
-        self.rechazos += 1
+        # Un saludo fallido (cliente sin TLS, sin certificado) es un rechazo esperado, no un error.
+        self._bucle.set_exception_handler(lambda _bucle, _contexto: None)
 
     async def _atender(self, lector: asyncio.StreamReader, escritor: asyncio.StreamWriter) -> None:
         try:
