@@ -20,6 +20,7 @@ from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from servicios.cli.salida import consola
 from servicios.comun.broker import BrokerEmbebido, morir_con_el_padre
+from servicios.comun import kafka_conexion
 from servicios.comun.topicos import crear_topicos
 
 
@@ -140,12 +141,19 @@ class PilaLocal:
             shutil.rmtree(self.directorio)
         self.directorio.mkdir(parents=True)
         bootstrap = os.environ.get("GPR_KAFKA_BOOTSTRAP")
-        if not bootstrap:
+        comun = {"GPR_PARTICIONES": str(self.particiones)}
+        if bootstrap:
+            # Un broker propio: con la seguridad de GPR_KAFKA_* (que heredan los servicios).
+            conexion = kafka_conexion.leer(os.environ)
+        else:
             self._broker = BrokerEmbebido(registro=self.directorio / "broker.log")
             bootstrap = self._broker.iniciar()
+            conexion = kafka_conexion.ConexionKafka(bootstrap)
+            # El embebido no habla TLS ni SASL: nada de GPR_KAFKA_* del entorno les llega.
+            comun |= {variable: "" for variable in kafka_conexion.VARIABLES_SEGURIDAD}
         self.bootstrap = bootstrap
-        crear_topicos(bootstrap, self.particiones)
-        comun = {"GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_PARTICIONES": str(self.particiones)}
+        crear_topicos(conexion, self.particiones)
+        comun["GPR_KAFKA_BOOTSTRAP"] = bootstrap
         metas = os.environ.get("GPR_METAS") or str(RAIZ / "despliegue" / "metas")
         self._lanzar("procesador", {**comun, "GPR_DIRECTORIO_DATOS": str(self.directorio / "procesador"),
                                     "GPR_METRICAS_PUERTO": str(self.procesador_metricas_puerto),

@@ -21,12 +21,14 @@ Códigos de salida: 0 todos aceptados; 1 alguno rechazado; 2 uso o archivo ilegi
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
 import typer
 from google.protobuf import json_format
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -123,13 +125,24 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
             validos.append((numero, evento))
     if not validos:
         return rechazos
+    from servicios.comun import kafka_conexion
+    from servicios.comun.config import ConfiguracionInvalida
+
     try:
-        productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                  linger_ms=5, request_timeout_ms=15000, max_block_ms=30000)
+        # TLS y SASL de GPR_KAFKA_* (docs/seguridad-kafka.md); el broker, el de --kafka.
+        conexion = kafka_conexion.leer(os.environ, bootstrap=bootstrap)
+    except ConfiguracionInvalida as error:
+        consola_errores.print(f"[red]configuración de Kafka inválida[/red]: {error}")
+        raise typer.Exit(2) from None
+    try:
+        kafka_conexion.comprobar_saludo_tls(conexion, 15)
+        productor = KafkaProducer(**conexion.para_kafka_python(), acks="all", enable_idempotence=True,
+                                  linger_ms=5, request_timeout_ms=15000, max_block_ms=30000,
+                                  bootstrap_timeout_ms=30000)
         # Repartir en lotes por partición pide los metadatos del tópico.
         particiones = len(productor.partitions_for(EVENTOS) or ()) if lotes else 0
-    except KafkaError as error:
-        consola_errores.print(f"[red]Kafka no disponible[/red] en {bootstrap}: {error}")
+    except (KafkaError, kafka_conexion.KafkaInalcanzable) as error:
+        consola_errores.print("[red]Kafka no disponible[/red] en " + escape(kafka_conexion.explicar(conexion, error)))
         raise typer.Exit(3) from None
     registros = registros_aceptados([evento for _, evento in validos], EVENTOS, particiones or None)
     pendientes = []

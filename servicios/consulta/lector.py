@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
+from servicios.comun.kafka_conexion import ConexionKafka, explicar
 from servicios.terceros.aiokafka import marcas_de_agua, tolerar_cabeceras_no_utf8
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,10 @@ class Tarea:
         raise NotImplementedError
 
 
-def nuevo_consumidor(bootstrap: str, cliente_id: str, **opciones) -> AIOKafkaConsumer:
-    """Un consumidor sin grupo ni confirmaciones: la consulta solo lee."""
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+def nuevo_consumidor(conexion: ConexionKafka, cliente_id: str, **opciones) -> AIOKafkaConsumer:
+    """Un consumidor sin grupo ni confirmaciones (la consulta solo lee), con la seguridad de
+    `conexion` (TLS, SASL: GPR_KAFKA_*)."""
+    return AIOKafkaConsumer(**conexion.para_aiokafka(), group_id=None, enable_auto_commit=False,
                             client_id=cliente_id, **opciones)
 
 
@@ -138,11 +140,12 @@ class LectorTopico(Tarea):
     dice, para el registro, qué se armó («la vista (12 series)»).
     """
 
-    def __init__(self, bootstrap: str, topico: str, al_leer: AlLeer, al_vaciar: Callable[[], None],
+    def __init__(self, bootstrap: "str | ConexionKafka", topico: str, al_leer: AlLeer, al_vaciar: Callable[[], None],
                  describir: Callable[[], str], *, cliente_id: str, reintento_s: float = 1.0,
                  plazo_kafka_s: float = 10.0, reloj: Callable[[], float] = time.monotonic):
         super().__init__(f"lectura {topico}")
-        self._bootstrap = bootstrap
+        # La dirección, o una ConexionKafka con TLS y SASL (GPR_KAFKA_*).
+        self._conexion = ConexionKafka.de(bootstrap)
         self.topico = topico
         self._al_leer = al_leer
         self._al_vaciar = al_vaciar
@@ -192,11 +195,11 @@ class LectorTopico(Tarea):
         while True:
             # Sin reinicio automático: una posición fuera del log (el tópico volvió vacío o más
             # corto) debe vaciar lo armado, no releer encima de lo que ya tiene.
-            consumidor = nuevo_consumidor(self._bootstrap, self._cliente_id, auto_offset_reset="none")
+            consumidor = nuevo_consumidor(self._conexion, self._cliente_id, auto_offset_reset="none")
             try:
                 await consumidor.start()
             except KafkaError as error:
-                log.warning("no se pudo conectar con Kafka en %s: %s", self._bootstrap, error)
+                log.warning("no se pudo conectar con Kafka en %s", explicar(self._conexion, error))
             else:
                 particiones = consumidor.partitions_for_topic(self.topico)
                 if particiones:

@@ -33,6 +33,7 @@ from aiokafka import ConsumerRecord
 
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.eventos import RegistroInvalido, decodificar
+from servicios.comun.kafka_conexion import ConexionKafka
 from servicios.comun.topicos import CABECERA_MOTIVO, RECHAZADOS
 from servicios.consulta.lector import LectorTopico
 
@@ -134,7 +135,7 @@ class ContadorRechazados:
     `catalogo`: las agencias que tienen etiqueta propia; sin él, todas cuentan como `desconocida`.
     """
 
-    def __init__(self, bootstrap: str, catalogo: Catalogo | None = None, topico: str = RECHAZADOS, *,
+    def __init__(self, bootstrap: "str | ConexionKafka", catalogo: Catalogo | None = None, topico: str = RECHAZADOS, *,
                  reintento_s: float = 1.0, cliente_id: str = "gpr-consulta-rechazados", plazo_kafka_s: float = 10.0):
         self._agencias = frozenset(catalogo.agencias if catalogo is not None else ())
         self._etiquetas = EtiquetasRechazos(self._agencias)

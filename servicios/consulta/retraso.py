@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from servicios.comun.kafka_conexion import ConexionKafka
 from servicios.consulta.lector import Tarea, cerrar, fin_de_log, nuevo_consumidor
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,11 @@ def calcular_retraso(fines: Mapping[Particion, int], inicios: Mapping[Particion,
 class RetrasoProcesador(Tarea):
     """Mide el retraso del grupo cada `intervalo_s` segundos en una tarea asyncio."""
 
-    def __init__(self, bootstrap: str, grupo: str, topicos: list[str], intervalo_s: float,
+    def __init__(self, bootstrap: "str | ConexionKafka", grupo: str, topicos: list[str], intervalo_s: float,
                  cliente_id: str = "gpr-consulta-retraso"):
         super().__init__(f"retraso {grupo}")
-        self._bootstrap = bootstrap
+        # La dirección, o una ConexionKafka con TLS y SASL (GPR_KAFKA_*).
+        self._conexion = ConexionKafka.de(bootstrap)
         self._grupo = grupo
         self._topicos = list(topicos)
         self._intervalo_s = intervalo_s
@@ -74,8 +76,8 @@ class RetrasoProcesador(Tarea):
 
     async def medir(self) -> dict[Particion, int]:
         """Una medición completa; los tópicos que aún no existen se omiten."""
-        consumidor = nuevo_consumidor(self._bootstrap, self._cliente_id)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._cliente_id)
+        consumidor = nuevo_consumidor(self._conexion, self._cliente_id)
+        admin = AIOKafkaAdminClient(**self._conexion.para_aiokafka(), client_id=self._cliente_id)
         await consumidor.start()
         try:
             await admin.start()

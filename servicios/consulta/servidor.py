@@ -117,7 +117,7 @@ class ServicioConsulta:
 
     async def iniciar(self) -> None:
         cfg = self._cfg
-        self.vista = Vista(cfg.bootstrap, plazo_kafka_s=cfg.plazo_kafka_s)
+        self.vista = Vista(cfg.kafka, plazo_kafka_s=cfg.plazo_kafka_s)
         self._salud = health.aio.HealthServicer()
         # HealthServicer nace con "" en SERVING: hay que bajarlo antes de aceptar conexiones.
         for nombre in ("", SERVICIO):
@@ -153,9 +153,9 @@ class ServicioConsulta:
         await self._salud.set(VIDA, health_pb2.HealthCheckResponse.SERVING)
 
         if cfg.metricas_puerto:
-            self._rechazados = ContadorRechazados(cfg.bootstrap, self._catalogo, plazo_kafka_s=cfg.plazo_kafka_s)
+            self._rechazados = ContadorRechazados(cfg.kafka, self._catalogo, plazo_kafka_s=cfg.plazo_kafka_s)
             # Los tópicos que consume el procesador con su grupo (gpr.aportes.v1 es interno).
-            self._retraso = RetrasoProcesador(cfg.bootstrap, cfg.grupo_procesador, [EVENTOS, APORTES],
+            self._retraso = RetrasoProcesador(cfg.kafka, cfg.grupo_procesador, [EVENTOS, APORTES],
                                               cfg.intervalo_retraso_s)
             registro = crear_registro(self.vista, self._rechazados, self._retraso)
             self._metricas_grpc.registrar_en(registro)

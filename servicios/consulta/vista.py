@@ -38,6 +38,7 @@ from google.protobuf.message import DecodeError
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.indicadores import INDICADORES as DEFINICIONES
 from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES, clave_serie, ventana_valida
+from servicios.comun.kafka_conexion import ConexionKafka
 from servicios.comun.topicos import INDICADORES
 from servicios.consulta.lector import LectorTopico
 from servicios.consulta.peticiones import LARGO_MAXIMO_ID, ClaveOrden, Filtro, cumple
@@ -102,7 +103,7 @@ class Vista:
     `clave_serie` (`motivo_de_descarte` rechaza las demás).
     """
 
-    def __init__(self, bootstrap: str, topico: str = INDICADORES, *, reintento_s: float = 1.0,
+    def __init__(self, bootstrap: "str | ConexionKafka", topico: str = INDICADORES, *, reintento_s: float = 1.0,
                  cliente_id: str = "gpr-consulta", plazo_kafka_s: float = 10.0,
                  reloj: Callable[[], float] = time.monotonic):
         self._topico = topico

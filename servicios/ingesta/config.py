@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicios.comun import config as c
+from servicios.comun import kafka_conexion
+from servicios.comun.kafka_conexion import ConexionKafka
 from servicios.comun.eventos import BYTES_MAXIMOS_EVENTO
 from servicios.ingesta.recepcion import MOTIVO_MAXIMO
 
@@ -71,6 +73,13 @@ class ConfigIngesta:
     # Certificado y clave PEM; ambos None sirve sin TLS.
     tls_certificado: bytes | None = None
     tls_clave: bytes | None = None
+    # Bootstrap, TLS y SASL hacia Kafka (GPR_KAFKA_*, docs/seguridad-kafka.md).
+    kafka: ConexionKafka | None = None
+
+    def __post_init__(self) -> None:
+        # Construida a mano (pruebas, bancos) sin `kafka`: la del bootstrap, sin seguridad.
+        if self.kafka is None:
+            object.__setattr__(self, "kafka", ConexionKafka(self.bootstrap))
 
 
 def leer(env: Mapping[str, str]) -> ConfigIngesta:
@@ -95,6 +104,7 @@ def leer(env: Mapping[str, str]) -> ConfigIngesta:
             f"{RESPUESTA_MAXIMA_CLIENTE // resultado}")
     return ConfigIngesta(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
+        kafka=kafka_conexion.leer(env),
         catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
         credenciales=c.texto(env, "GPR_INGESTA_CREDENCIALES"),
         particiones=c.entero(env, "GPR_PARTICIONES", 4, minimo=1),

@@ -49,6 +49,7 @@ from kafka.errors import (
     UnknownProducerIdError,
 )
 
+from servicios.comun.kafka_conexion import ConexionKafka, comprobar_saludo_tls
 from servicios.comun.topicos import EVENTOS, RECHAZADOS, configuracion_topico
 from servicios.comun.lotes import Registro
 
@@ -80,8 +81,9 @@ class KafkaNoDisponible(Exception):
 class Publicador:
     """Un `KafkaProducer` compartido por todas las peticiones (es seguro entre hilos)."""
 
-    def __init__(self, bootstrap: str, plazo_s: float, particiones_al_crear: int):
-        self._bootstrap = bootstrap
+    def __init__(self, bootstrap: "str | ConexionKafka", plazo_s: float, particiones_al_crear: int):
+        # La dirección, o una ConexionKafka con TLS y SASL (GPR_KAFKA_*).
+        self._conexion = ConexionKafka.de(bootstrap)
         self.plazo_s = plazo_s
         self._particiones_al_crear = particiones_al_crear
         self._productor: KafkaProducer | None = None
@@ -108,7 +110,9 @@ class Publicador:
         plazo_ms = int(self.plazo_s * 1000)
         # Con plazos propios: los del cliente por omisión (30 s para el primer contacto) harían
         # de cada intento de reconexión una espera de medio minuto con Kafka caído.
-        admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="gpr-ingesta",
+        # El saludo TLS de kafka-python no tiene plazo (ver comprobar_saludo_tls).
+        comprobar_saludo_tls(self._conexion, self.plazo_s)
+        admin = KafkaAdminClient(**self._conexion.para_kafka_python(), client_id="gpr-ingesta",
                                  bootstrap_timeout_ms=plazo_ms, request_timeout_ms=plazo_ms,
                                  reconnect_backoff_max_ms=1000)
         try:
@@ -118,7 +122,7 @@ class Publicador:
             admin.close()
             raise
         productor = KafkaProducer(
-            bootstrap_servers=self._bootstrap,
+            **self._conexion.para_kafka_python(),
             client_id="gpr-ingesta",
             acks="all",
             enable_idempotence=True,

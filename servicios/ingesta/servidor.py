@@ -317,7 +317,7 @@ class ServidorIngesta:
         self._catalogo = catalogo
         self._credenciales = credenciales
         self.metricas = MetricasIngesta()
-        self.publicador = Publicador(cfg.bootstrap, cfg.plazo_kafka_s, cfg.particiones)
+        self.publicador = Publicador(cfg.kafka, cfg.plazo_kafka_s, cfg.particiones)
         self.puerto_grpc: int | None = None
         self.puerto_metricas: int | None = None
         self._servicio: ServicioIngesta | None = None
@@ -412,7 +412,7 @@ class ServidorIngesta:
                 if self._deteniendo:
                     return
                 self.metricas.conexiones_fallidas.inc()
-                log.warning("Kafka no disponible en %s: %s; se reintenta en %.1f s", cfg.bootstrap,
+                log.warning("Kafka no disponible en %s: %s; se reintenta en %.1f s", cfg.kafka.describir(),
                             recortar(describir_error(error), _ERROR_DE_KAFKA_MAXIMO), espera)
                 await asyncio.sleep(espera)
                 espera = min(espera * 2, cfg.reintento_maximo_s)

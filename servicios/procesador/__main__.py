@@ -9,6 +9,7 @@ from pathlib import Path
 
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
+from servicios.comun.kafka_conexion import KafkaInalcanzable
 from servicios.comun.metas import IndiceMetas, archivos_de, cargar_metas
 from servicios.comun.registro import FiltroRepetidos, instalar_filtro
 from servicios.comun.topicos import (
@@ -59,25 +60,33 @@ def main() -> int:
     entrega_directa()
     estado_local_nunca_por_delante()
     tolerar_cabeceras_no_utf8()
-    if con_broker_embebido(cfg.embebido, lambda: identificador_de_cluster(cfg.bootstrap)):
+    Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
+    try:
+        crear_topicos(cfg.kafka, cfg.particiones, replicacion=cfg.replicacion)
+        embebido = con_broker_embebido(cfg.embebido, lambda: identificador_de_cluster(cfg.kafka))
+    except KafkaInalcanzable as error:
+        print(f"gpr-procesador: {error}", file=sys.stderr)
+        return 3
+    if embebido:
         # Solo con el broker embebido (Tansu): informa mal el fin del log y no despierta una
         # lectura en espera (docs/terceros.md). Con Apache Kafka, aiokafka sin tocar.
         print("gpr-procesador: broker embebido (Tansu): se corrigen el fin del log y la espera de las lecturas",
               file=sys.stderr, flush=True)
         corregir_fin_de_log()
         acotar_espera_de_fetch(cfg.espera_fetch_s)
-    Path(cfg.directorio_datos).mkdir(parents=True, exist_ok=True)
-    crear_topicos(cfg.bootstrap, cfg.particiones, replicacion=cfg.replicacion)
     metricas = MetricasProcesador()
     if cfg.metricas_puerto:
         start_http_server(cfg.metricas_puerto, registry=metricas.registro)
     app = crear_app(cfg, catalogo, metas, metricas)
     internos = [APORTES, *(tabla.changelog_topic.get_topic_name() for tabla in app.tables.values())]
     try:
-        ajustados = asegurar_registro_maximo(cfg.bootstrap, internos)
+        ajustados = asegurar_registro_maximo(cfg.kafka, internos)
     except TopicoInadecuado as error:
         print(f"gpr-procesador: {error}", file=sys.stderr)
         return 2
+    except KafkaInalcanzable as error:
+        print(f"gpr-procesador: {error}", file=sys.stderr)
+        return 3
     for topico, antes in ajustados.cambiados.items():
         previo = f"{antes} bytes" if antes is not None else "sin valor informado"
         print(f"gpr-procesador: max.message.bytes de {topico}: {previo} → {BYTES_MAXIMOS_REGISTRO_INTERNO} bytes",

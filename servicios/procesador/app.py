@@ -49,7 +49,8 @@ def _veneno(evento_id: str) -> Callable:
 def opciones_faust(cfg: ConfigProcesador) -> dict:
     """Ajustes de la app faust; el banco de rendimiento mide su línea base con los mismos."""
     return dict(
-        broker=f"kafka://{cfg.bootstrap}",
+        # broker y, con TLS o SASL, broker_credentials (GPR_KAFKA_*, docs/seguridad-kafka.md).
+        **cfg.kafka.para_faust(),
         store="rocksdb://" if cfg.almacen == "rocksdb" else "memory://",
         datadir=cfg.directorio_datos,
         topic_partitions=cfg.particiones,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servicios.comun import config as c
+from servicios.comun import kafka_conexion
+from servicios.comun.kafka_conexion import ConexionKafka
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,13 @@ class ConfigProcesador:
     bucle: str
     prueba_fallar_lote: int
     prueba_evento_veneno: str
+    # Bootstrap, TLS y SASL (GPR_KAFKA_*, docs/seguridad-kafka.md).
+    kafka: ConexionKafka | None = None
+
+    def __post_init__(self) -> None:
+        # Construida a mano (pruebas, bancos) sin `kafka`: la del bootstrap, sin seguridad.
+        if self.kafka is None:
+            object.__setattr__(self, "kafka", ConexionKafka(self.bootstrap))
 
 
 def leer(env: Mapping[str, str]) -> ConfigProcesador:
@@ -43,6 +52,7 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
         raise c.ConfiguracionInvalida(f"GPR_BUCLE={bucle!r} debe ser 'uvloop' o 'asyncio'")
     return ConfigProcesador(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
+        kafka=kafka_conexion.leer(env),
         catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
         metas=c.texto(env, "GPR_METAS", "despliegue/metas"),
         particiones=c.entero(env, "GPR_PARTICIONES", 4, minimo=1),

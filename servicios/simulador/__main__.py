@@ -38,6 +38,7 @@ from kafka.errors import KafkaTimeoutError
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
 from servicios.comun.eventos import clave_kafka
+from servicios.comun.kafka_conexion import KafkaInalcanzable
 from servicios.comun.topicos import EVENTOS, crear_topicos
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.simulador import config
@@ -293,8 +294,13 @@ def main() -> int:
 
     # `crear_topicos` no mira `parar`: contra un broker sano tarda milésimas, y contra uno que
     # no responde lo acota la red de seguridad. Si al volver ya se pidió parar, ni se conecta.
-    registro.info("creando los tópicos que falten en %s", cfg.bootstrap)
-    crear_topicos(cfg.bootstrap, cfg.particiones)
+    registro.info("creando los tópicos que falten en %s", cfg.kafka.describir())
+    try:
+        crear_topicos(cfg.kafka, cfg.particiones)
+    except KafkaInalcanzable as error:
+        registro.error("%s", error)
+        senales.terminar()
+        return 3
     if parar.is_set():
         registro.info("terminado: 0 eventos publicados, 0 envíos fallidos (se pidió parar durante el arranque)")
         senales.terminar()
@@ -311,7 +317,7 @@ def main() -> int:
     )
 
     productor = KafkaProducer(
-        bootstrap_servers=cfg.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+        **cfg.kafka.para_kafka_python(), acks="all", enable_idempotence=True, linger_ms=5,
         client_id="gpr-simulador", max_block_ms=int(ESPERA_ENVIO_S * 1000),
     )
     publicador = Publicador(productor, reloj)

@@ -12,6 +12,7 @@
 | `GPR_SIMULADOR_LENTOS` | el servicio de plazo más corto, en su última etapa | `agencia/servicio:etapa,...` que incumplen su plazo por esa etapa; `ninguno` para ninguno |
 | `GPR_SIMULADOR_CONTROL` | (ninguno) | archivo con el mismo formato que `GPR_SIMULADOR_LENTOS`, releído cuando cambia: degrada y recupera servicios en marcha |
 | `GPR_SIMULADOR_MAXIMO` | `0` | termina tras publicar tantos eventos (0: sin límite) |
+| `GPR_KAFKA_PROTOCOLO`, `GPR_KAFKA_TLS_*`, `GPR_KAFKA_SASL_*` | sin seguridad | TLS y SASL hacia Kafka (docs/seguridad-kafka.md) |
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicios.comun import config as c
+from servicios.comun import kafka_conexion
+from servicios.comun.kafka_conexion import ConexionKafka
 from servicios.comun.catalogo import Catalogo
 from servicios.simulador.generador import ClaveServicio, LentosInvalidos, errores_lentos, parsear_lentos
 
@@ -37,6 +40,13 @@ class ConfigSimulador:
     lentos: dict[ClaveServicio, str] | None
     control: str | None
     maximo: int
+    # Bootstrap, TLS y SASL (GPR_KAFKA_*, docs/seguridad-kafka.md).
+    kafka: ConexionKafka | None = None
+
+    def __post_init__(self) -> None:
+        # Construida a mano (pruebas, bancos) sin `kafka`: la del bootstrap, sin seguridad.
+        if self.kafka is None:
+            object.__setattr__(self, "kafka", ConexionKafka(self.bootstrap))
 
 
 def _positivo(env: Mapping[str, str], nombre: str, defecto: float) -> float:
@@ -54,6 +64,7 @@ def leer(env: Mapping[str, str]) -> ConfigSimulador:
         raise c.ConfiguracionInvalida(f"GPR_SIMULADOR_LENTOS: {error}") from None
     return ConfigSimulador(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
+        kafka=kafka_conexion.leer(env),
         catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
         particiones=c.entero(env, "GPR_PARTICIONES", 4, minimo=1),
         tasa=_positivo(env, "GPR_SIMULADOR_TASA", 200.0),

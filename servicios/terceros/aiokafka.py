@@ -156,6 +156,11 @@ async def marcas_de_agua(consumidor, fines: dict, limite_s: float = 5.0) -> dict
     return {tp: max(fines[tp], consumidor.highwater(tp) or 0) for tp in particiones}
 
 
+# Lo que el consumidor auxiliar copia del cliente del consumidor corregido.
+_SEGURIDAD = ("security_protocol", "ssl_context", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
+              "sasl_kerberos_service_name", "sasl_kerberos_domain_name", "sasl_oauth_token_provider")
+
+
 async def _fin_real(bootstrap, fines: dict, opciones: dict) -> dict:
     from aiokafka import AIOKafkaConsumer
 
@@ -209,7 +214,10 @@ def corregir_fin_de_log() -> None:
         fines = await original(self, partitions)
         if not fines:
             return fines
-        return await _fin_real(self._client._bootstrap_servers, dict(fines), {})
+        # El consumidor auxiliar, con la misma seguridad (TLS, SASL) que el corregido.
+        cliente = self._client
+        seguridad = {nombre: getattr(cliente, f"_{nombre}") for nombre in _SEGURIDAD}
+        return await _fin_real(cliente._bootstrap_servers, dict(fines), seguridad)
 
     end_offsets._gpr_corregido = True
     AIOKafkaConsumer.end_offsets = end_offsets

@@ -31,9 +31,10 @@ def esperar_serving(canal: grpc.Channel, limite_s: float = 60, quien: str = "el 
 class ClienteConsulta:
     """Arranca la consulta en este proceso y lista sus indicadores por gRPC."""
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, env: dict[str, str] | None = None):
+        """`env`: más variables de la consulta (p. ej. GPR_KAFKA_* con TLS o SASL)."""
         cfg = config_consulta.leer({"GPR_KAFKA_BOOTSTRAP": bootstrap, "GPR_GRPC_HOST": "127.0.0.1",
-                                    "GPR_GRPC_PUERTO": "0", "GPR_METRICAS_PUERTO": "0"})
+                                    "GPR_GRPC_PUERTO": "0", "GPR_METRICAS_PUERTO": "0", **(env or {})})
         self.consulta = ConsultaEnHilo(cfg).iniciar()
         self.canal = grpc.insecure_channel(f"127.0.0.1:{self.consulta.puerto_grpc}")
         self.stub = ipb_grpc.IndicadoresStub(self.canal)

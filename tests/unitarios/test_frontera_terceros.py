@@ -52,8 +52,13 @@ def _nombres_propios() -> set[str]:
     return {n for n in nombres if isinstance(n, str) and n.startswith("_")}
 
 
+# Nombres con guion bajo que son API pública (los de las tuplas con nombre).
+_PUBLICOS = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
+
+
 def _privado(nombre: str) -> bool:
-    return nombre.startswith("_") and not (nombre.startswith("__") and nombre.endswith("__"))
+    return (nombre.startswith("_") and not (nombre.startswith("__") and nombre.endswith("__"))
+            and nombre not in _PUBLICOS)
 
 
 def test_solo_servicios_terceros_toca_el_interior_de_otras_bibliotecas():

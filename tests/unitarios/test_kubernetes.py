@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from servicios.comun import topicos
+from servicios.comun.kafka_conexion import VARIABLES_SEGURIDAD
 from servicios.comun.metas import archivos_de
 from servicios.comun.tiempo import parsear_duracion
 
@@ -44,7 +45,7 @@ INSTALAR = ".venv/bin/python -m pip install kubernetes-validate==1.37.0"
 VERSIONES_K8S = ("1.31.0", "1.37.0")
 
 # Únicos objetos sin esquema en kubernetes-validate: CRD de Strimzi, solo en strimzi/.
-SIN_ESQUEMA = {("kafka.strimzi.io/v1beta2", "KafkaTopic")}
+SIN_ESQUEMA = {("kafka.strimzi.io/v1beta2", tipo) for tipo in ("KafkaTopic", "KafkaUser", "Kafka", "KafkaNodePool")}
 
 # Deployment → módulo que arranca (`python -m ...`).
 MODULOS = {
@@ -63,6 +64,11 @@ SECRETS = {
     "gpr-consulta-tls": ["tls.crt", "tls.key"],
     "gpr-consulta-tokens": ["tokens.yaml"],
     "gpr-portal-consulta": ["ca.crt"],
+    # Kafka (docs/seguridad-kafka.md): la CA del clúster, copiada del Secret de Strimzi, y la
+    # contraseña de cada KafkaUser, que crea el User Operator (strimzi/usuarios.yaml).
+    "gpr-kafka-ca": ["ca.crt"],
+    **{usuario: ["password"] for usuario in ("gpr-procesador", "gpr-consulta", "gpr-ingesta", "gpr-simulador",
+                                             "gpr-admin")},
 }
 
 
@@ -357,7 +363,9 @@ def test_cada_variable_gpr_la_lee_su_servicio():
             sin_uso += [f"{nombre}: {v}" for v in variables
                         if not _leido_por(v, [carpeta, RAIZ / "servicios" / "comun"])]
         elif contenedor.get("command") == ["python", "/etc/gpr/scripts/esperar_topicos.py"]:
-            sin_uso += [f"{nombre}: {v}" for v in variables if f'"{v}"' not in guion]
+            # Las de TLS y SASL las lee kafka_conexion.leer(), como en los servicios.
+            sin_uso += [f"{nombre}: {v}" for v in variables if f'"{v}"' not in guion
+                        and not (v in VARIABLES_SEGURIDAD and "kafka_conexion.leer(os.environ)" in guion)]
         elif contenedor.get("command") == ["/bin/bash", "-c"]:
             sin_uso += [f"{nombre}: {v}" for v in variables if f'"${v}"' not in contenedor["args"][0]]
         else:
@@ -596,7 +604,9 @@ def _changelog_del_procesador() -> set[str]:
     from servicios.procesador.app import crear_app
     from servicios.procesador.metricas import MetricasProcesador
 
-    cfg = config.leer(_env_resuelto(_principal("procesador")))
+    # Sin TLS ni SASL: sus archivos están en el clúster, y no cambian los nombres de las tablas.
+    env = {k: v for k, v in _env_resuelto(_principal("procesador")).items() if k not in VARIABLES_SEGURIDAD}
+    cfg = config.leer(env)
     app = crear_app(cfg, cargar_catalogo(RAIZ / "despliegue" / "catalogo.yaml"), IndiceMetas([]),
                     MetricasProcesador())
     nombres = set()
