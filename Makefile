@@ -7,7 +7,7 @@ GEN := gen
 PROTOS := $(wildcard protos/gpr/v1/*.proto)
 PB2 := $(patsubst protos/%.proto,$(GEN)/%_pb2.py,$(PROTOS))
 
-.PHONY: run test test-rapido proto bench herramientas limpiar reglas
+.PHONY: run test test-rapido proto bench docs-rendimiento herramientas limpiar reglas
 
 $(VENV)/.instalado: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test-rapido: proto
 
 bench: proto
 	$(PY) -m pytest tests/rendimiento -s -p no:cacheprovider
+	$(MAKE) docs-rendimiento
+
+# Copia las tablas de resultados/bench.md a la sección de cifras de docs/rendimiento.md (entre
+# sus marcas); el resto del documento no cambia. `make bench` lo corre al terminar bien.
+docs-rendimiento: $(VENV)/.instalado
+	$(PY) tests/rendimiento/documento.py
 
 # Regenera las reglas de alerta de Prometheus desde el catálogo de metas (gpr metas reglas).
 reglas: proto
