@@ -1,7 +1,7 @@
 """Registros de Kafka para eventos ya validados: uno por evento, o `LoteEventos` por partición.
 
 Lo comparten la Ingesta gRPC y `gpr publicar`: un registro con muchos eventos reparte entre
-todos el costo por registro de faust y de Kafka (ver «Rendimiento» en el README). Sin E/S.
+todos el costo por registro de faust y de Kafka (ver docs/rendimiento.md). Sin E/S.
 """
 
 from __future__ import annotations

@@ -663,7 +663,7 @@ _Volcador.add_representer(str, _texto)
 ENCABEZADO = """\
 # GENERADO por `gpr metas reglas` desde despliegue/metas/*.yaml y despliegue/catalogo.yaml.
 # No lo edite a mano: cambie las metas y vuelva a generarlo (una prueba compara este archivo
-# con lo que produce servicios/comun/reglas.py). Qué significa cada alerta: README, «Alertas».
+# con lo que produce servicios/comun/reglas.py). Qué significa cada alerta: docs/operaciones.md.
 """
 
 

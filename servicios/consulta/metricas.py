@@ -77,12 +77,12 @@ class FamiliaRapida(Metric):
     """Familia de métricas cuyas muestras se generan al leerlas, sin guardarlas.
 
     Con 1,2 millones de series, las familias de `prometheus_client` (una `Sample` con su dict
-    de etiquetas por muestra, ~10 µs y ~600 B cada una) y `generate_latest` (todo el texto
-    en memoria, ~4 veces) costarían varios GB y más de un minuto por raspado. Aquí `filas`
-    da (valores de etiquetas, valor) al vuelo y `lineas()` escribe el texto de exposición
-    directamente, en trozos, con el mismo formato byte a byte que `prometheus_client`
-    (etiquetas ordenadas por nombre, mismos escapes, `floatToGoString`); `samples` sigue
-    existiendo para quien use la API de `prometheus_client` (más lento, pero igual).
+    de etiquetas por muestra, que se crea y se guarda por cada una) y `generate_latest` (todo
+    el texto en memoria, varias veces) costarían varios GB y más de un minuto por raspado.
+    Aquí `filas` da (valores de etiquetas, valor) al vuelo y `lineas()` escribe el texto de
+    exposición directamente, en trozos, con el mismo formato byte a byte que
+    `prometheus_client` (etiquetas ordenadas por nombre, mismos escapes, `floatToGoString`);
+    `samples` sigue existiendo para quien use la API de `prometheus_client` (más lento, pero igual).
     """
 
     def __init__(self, nombre: str, documentacion: str, tipo: str, etiquetas: list[str],

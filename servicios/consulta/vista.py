@@ -97,8 +97,8 @@ class Vista:
     """Último valor de cada serie de gpr.indicadores.v1, alimentado por un `LectorTopico`.
 
     Compacta: cada serie se guarda como los bytes serializados que llegaron de Kafka (un
-    `bytes` de ~110 B) y no como un `ipb.Indicador` decodificado (~1,4 KB cada uno con upb,
-    medido: el arena de cada mensaje). Se decodifica al servir. Las etiquetas (agencia,
+    `bytes` de un centenar de bytes) y no como un `ipb.Indicador` decodificado (varias veces
+    más con upb: cada mensaje lleva su arena). Se decodifica al servir. Las etiquetas (agencia,
     servicio, indicador, ventana, etapa) salen de la clave, que siempre es la canónica de
     `clave_serie` (`motivo_de_descarte` rechaza las demás).
     """

@@ -58,14 +58,15 @@ def opciones_faust(cfg: ConfigProcesador) -> dict:
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
-        # Con los valores por defecto una unión al grupo tarda ~30 s en el broker embebido.
+        # Con los valores por defecto una unión al grupo tarda decenas de segundos en el
+        # broker embebido (docs/decisiones.md).
         broker_rebalance_timeout=6.0,
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         producer_acks=-1,
         # Sin espera para juntar envíos: cada lote de la etapa por caso espera sus estados en
-        # el changelog y luego sus agregados, y esa espera se sumaba a cada una (medido: con
-        # 5 ms, el trabajador pasaba un 18 % del tiempo ocioso en registros sueltos). Lo que
+        # el changelog y luego sus agregados, y esa espera se sumaba a cada una (el
+        # trabajador quedaba ocioso una parte notable del tiempo en registros sueltos). Lo que
         # se envía seguido mientras el productor está ocupado ya sale en un solo lote.
         producer_linger_ms=0,
         producer_max_request_size=topicos.BYTES_MAXIMOS_REGISTRO_INTERNO,

@@ -117,7 +117,7 @@ def error_de(llamada, *args, **kwargs):
 def leer_topico(bootstrap, topico, minimo, limite_s=10.0, extra_s=0.5, particiones=PARTICIONES):
     """Todos los registros del tópico: se asignan sus particiones, se lee desde el principio
     hasta tener al menos `minimo` eventos (un LoteEventos cuenta los suyos) y se sigue
-    `extra_s` más para ver si sobra alguno. Sin `end_offsets` (DISENO §6)."""
+    `extra_s` más para ver si sobra alguno. Sin `end_offsets` (docs/decisiones.md)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def leer():
