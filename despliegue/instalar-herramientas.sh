@@ -13,7 +13,33 @@
 #     los Prometheus/Alertmanager que levantan las pruebas);
 #   - si faltan y no somos root, imprime el comando exacto y termina con error: nunca se
 #     salta en silencio, porque las pruebas que los necesitan fallarían más tarde y peor.
+#
+# También `buf` (lint y cambios incompatibles de los protos, tests/unitarios/test_contrato_protos.py),
+# del paquete npm @bufbuild/buf en una versión fija, instalado sin root en la caché del usuario
+# ($GPR_HERRAMIENTAS, por omisión ~/.cache/gpr-monitor) si no está en el PATH.
 set -euo pipefail
+
+VERSION_BUF=1.75.0
+HERRAMIENTAS="${GPR_HERRAMIENTAS:-$HOME/.cache/gpr-monitor}"
+BUF_LOCAL="$HERRAMIENTAS/buf-$VERSION_BUF/node_modules/.bin/buf"
+
+asegurar_buf() {
+    if command -v buf >/dev/null 2>&1 || [ -x "$BUF_LOCAL" ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "herramientas: apt-get install npm (para buf)"
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends npm >/dev/null
+        else
+            echo "herramientas: falta npm para instalar buf (@bufbuild/buf $VERSION_BUF); instale Node.js y npm" >&2
+            return 1
+        fi
+    fi
+    echo "herramientas: npm install @bufbuild/buf@$VERSION_BUF en $HERRAMIENTAS"
+    mkdir -p "$HERRAMIENTAS/buf-$VERSION_BUF"
+    npm install --silent --no-audit --no-fund --prefix "$HERRAMIENTAS/buf-$VERSION_BUF" "@bufbuild/buf@$VERSION_BUF" >/dev/null
+}
 
 PAQUETES=(prometheus prometheus-alertmanager chromium)
 # Ruta fija: la usan las pruebas del portal (tests/apoyo/portal.py).
@@ -113,6 +139,9 @@ instalar() {
         kill "$pid" 2>/dev/null || true
     done
 }
+
+asegurar_buf
+echo "herramientas: buf $("$(command -v buf || echo "$BUF_LOCAL")" --version)"
 
 falta="$(faltantes | tr '\n' ' ' | sed 's/ *$//')"
 if [ -z "$falta" ]; then

@@ -23,8 +23,8 @@ from servicios.cli.salida import consola, consola_errores, imprimir_tabla
 
 SIN_CONSULTA = 3
 
-_ESTADOS = {ipb.CUMPLE: "[green]cumple[/green]", ipb.INCUMPLE: "[red]incumple[/red]",
-            ipb.SIN_DATOS: "[yellow]sin datos[/yellow]"}
+_ESTADOS = {ipb.ESTADO_CUMPLIMIENTO_CUMPLE: "[green]cumple[/green]", ipb.ESTADO_CUMPLIMIENTO_INCUMPLE: "[red]incumple[/red]",
+            ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS: "[yellow]sin datos[/yellow]"}
 
 OPCION_DIRECCION = typer.Option("127.0.0.1:50051", "--consulta", envvar="GPR_CONSULTA",
                                 help="Dirección gRPC del servicio de consulta.")

@@ -6,7 +6,7 @@ Si la Ingesta sirve con TLS (`GPR_TLS_CERT`/`GPR_TLS_KEY`), `--tls-ca ca.pem` (o
 confía en esa CA (privada o el mismo certificado autofirmado) y `--tls` en las CA del sistema.
 
 Cada línea es un `gpr.v1.Evento` en el mapeo JSON de protobuf, p. ej.
-`{"eventoId": "e1", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": "2026-11-28T10:00:00Z", ...}`
+`{"eventoId": "e1", "tipo": "TIPO_EVENTO_SOLICITUD_RECIBIDA", "ocurridoEn": "2026-11-28T10:00:00Z", ...}`
 (también se aceptan los nombres con guion bajo). Por Kafka cada evento se valida antes con el
 mismo validador que el procesador y el catálogo (`--catalogo`); por gRPC valida la Ingesta.
 

@@ -42,18 +42,18 @@ BYTES_MAXIMOS_EVENTO = 16 * 1024
 SEPARADOR_CLAVE = "/"
 
 TIPOS_DE_CASO = frozenset({
-    pb.SOLICITUD_RECIBIDA,
-    pb.ETAPA_INICIADA,
-    pb.ETAPA_COMPLETADA,
-    pb.CASO_DEVUELTO,
-    pb.SERVICIO_ENTREGADO,
-    pb.CASO_CERRADO,
+    pb.TIPO_EVENTO_SOLICITUD_RECIBIDA,
+    pb.TIPO_EVENTO_ETAPA_INICIADA,
+    pb.TIPO_EVENTO_ETAPA_COMPLETADA,
+    pb.TIPO_EVENTO_CASO_DEVUELTO,
+    pb.TIPO_EVENTO_SERVICIO_ENTREGADO,
+    pb.TIPO_EVENTO_CASO_CERRADO,
 })
-TIPOS_DE_ETAPA = frozenset({pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA})
+TIPOS_DE_ETAPA = frozenset({pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA})
 _TIPOS_CONOCIDOS = frozenset(pb.TipoEvento.values())
 _NO_ESPECIFICADO = pb.TIPO_EVENTO_NO_ESPECIFICADO
-_TIPOS_CON_DETALLE = frozenset({pb.ENCUESTA_RESPONDIDA, pb.RECLAMO_REGISTRADO, pb.RECLAMO_RESUELTO,
-                                pb.COSTO_REGISTRADO})
+_TIPOS_CON_DETALLE = frozenset({pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, pb.TIPO_EVENTO_RECLAMO_REGISTRADO, pb.TIPO_EVENTO_RECLAMO_RESUELTO,
+                                pb.TIPO_EVENTO_COSTO_REGISTRADO})
 
 
 class RegistroInvalido(ValueError):
@@ -183,13 +183,13 @@ def _validar_atributos(atributos) -> str | None:
 
 
 def _validar_detalle(evento: pb.Evento, tipo: int, agencia) -> str | None:
-    if tipo == pb.ENCUESTA_RESPONDIDA:
+    if tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA:
         s = evento.satisfaccion
         if not evento.HasField("satisfaccion") or s.escala_max < 2 or not 1 <= s.puntaje <= s.escala_max:
             return "tipo_incoherente"
         if s.escala_max > ESCALA_MAXIMA_SATISFACCION:
             return "valor_fuera_de_rango:satisfaccion"
-    elif tipo in (pb.RECLAMO_REGISTRADO, pb.RECLAMO_RESUELTO):
+    elif tipo in (pb.TIPO_EVENTO_RECLAMO_REGISTRADO, pb.TIPO_EVENTO_RECLAMO_RESUELTO):
         if not evento.HasField("reclamo") or not evento.reclamo.reclamo_id:
             return "tipo_incoherente"
         reclamo = evento.reclamo
@@ -200,7 +200,7 @@ def _validar_detalle(evento: pb.Evento, tipo: int, agencia) -> str | None:
             return "campo_demasiado_largo:reclamo.categoria"
         if len(reclamo.etapa_relacionada) > LARGO_MAXIMO_TEXTO:
             return "campo_demasiado_largo:reclamo.etapa_relacionada"
-    elif tipo == pb.COSTO_REGISTRADO:
+    elif tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO:
         if not evento.HasField("costo"):
             return "tipo_incoherente"
         costo = evento.costo

@@ -52,13 +52,13 @@ def armar_tablero(series: Iterable[ipb.Indicador], agencia_id: str, ventana: str
         indicadores = sorted(por_servicio[servicio_id], key=lambda i: i.indicador)
         tablero.servicios.add(servicio_id=servicio_id, indicadores=indicadores,
                               etapa_cuello_botella=indicadores[0].etapa_cuello_botella)
-        tablero.incumplimientos += sum(1 for i in indicadores if i.meta.estado == ipb.INCUMPLE)
+        tablero.incumplimientos += sum(1 for i in indicadores if i.meta.estado == ipb.ESTADO_CUMPLIMIENTO_INCUMPLE)
     return tablero
 
 
 def incumplimientos(series: Iterable[ipb.Indicador], filtro: Filtro) -> list[ipb.Indicador]:
     return sorted(
-        (i for i in series if i.meta.estado == ipb.INCUMPLE and cumple(_campos(i), filtro)),
+        (i for i in series if i.meta.estado == ipb.ESTADO_CUMPLIMIENTO_INCUMPLE and cumple(_campos(i), filtro)),
         key=lambda i: (i.agencia_id, i.servicio_id, i.indicador, i.ventana, i.etapa_id),
     )
 
@@ -102,7 +102,7 @@ class ApiExtendida:
         vista.suscribir(self._al_cambiar)
 
     def _al_cambiar(self, clave: str, indicador: ipb.Indicador | None) -> None:
-        if indicador is not None and indicador.meta.estado == ipb.INCUMPLE:
+        if indicador is not None and indicador.meta.estado == ipb.ESTADO_CUMPLIMIENTO_INCUMPLE:
             self._incumplen.add(clave)
         else:
             self._incumplen.discard(clave)

@@ -36,7 +36,7 @@ from servicios.consulta.vista import Vista
 
 ETIQUETAS = ["agencia", "servicio", "indicador", "ventana", "etapa"]
 _PROPORCIONES = {nombre for nombre, d in INDICADORES.items() if d.forma is Forma.PROPORCION}
-_JUZGADAS = {ipb.CUMPLE: 1, ipb.INCUMPLE: 0}
+_JUZGADAS = {ipb.ESTADO_CUMPLIMIENTO_CUMPLE: 1, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE: 0}
 
 
 def _segundos(ts) -> float:

@@ -9,13 +9,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun import topicos
-from servicios.comun.indicadores import clave_serie
+from servicios.comun.indicadores import INDICADORES, clave_serie, unidad_de
 from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, evaluar
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion, Pendientes
 from servicios.procesador.metricas import MetricasProcesador
 
-_ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
+_ESTADOS = {CUMPLE: ipb.ESTADO_CUMPLIMIENTO_CUMPLE, INCUMPLE: ipb.ESTADO_CUMPLIMIENTO_INCUMPLE, SIN_DATOS: ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS}
 
 
 def _timestamp(segundos: float, cache: dict[float, Timestamp]) -> Timestamp:
@@ -70,6 +70,7 @@ class Publicacion:
         # Último estado de meta publicado por serie, para gpr.cumplimiento.v1.
         self._estado_meta: dict[str, int] = {}
         self._evaluaciones: dict[tuple[int, int], ipb.EvaluacionMeta] = {}
+        self._unidades: dict[tuple[str, str], str] = {}
         self.hay_pendientes = asyncio.Event()
         self.hay_pendientes.set()
         self._retraso_s = 0.0
@@ -89,6 +90,17 @@ class Publicacion:
                 estado=estado, severidad=meta.severidad, equipo=meta.equipo, descripcion=meta.descripcion,
             )
         return evaluacion
+
+    def _unidad(self, agencia_id: str, indicador: str) -> str:
+        """La unidad del indicador en el catálogo (la moneda, la de la agencia)."""
+        clave = (agencia_id, indicador)
+        unidad = self._unidades.get(clave)
+        if unidad is None:
+            definicion = INDICADORES.get(indicador)
+            agencia = self.agregacion.catalogo.agencias.get(agencia_id)
+            unidad = self._unidades[clave] = unidad_de(definicion, agencia.moneda if agencia else "") \
+                if definicion is not None else ""
+        return unidad
 
     def republicar_todo(self) -> None:
         self._todo = True
@@ -159,6 +171,7 @@ class Publicacion:
             desde=_timestamp(inst.desde_s, instantes), hasta=_timestamp(inst.hasta_s, instantes),
             actualizado_en=_timestamp(ahora, instantes),
             meta=self._evaluacion(meta, estado) if meta is not None else None,
+            unidad=self._unidad(agencia_id, v.indicador),
         )
         await enviar(topicos.INDICADORES, clave.encode(), indicador.SerializeToString())
         self._publicado[clave] = (firma, rango, ahora)

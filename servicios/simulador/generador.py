@@ -117,7 +117,7 @@ class PerfilServicio:
     prob_reclamo: float = 0.02
     prob_reclamo_por_demora: float = 0.3
     costo_base: float = 30.0
-    canales: tuple[tuple[int, float], ...] = ((pb.PRESENCIAL, 0.5), (pb.WEB, 0.5))
+    canales: tuple[tuple[int, float], ...] = ((pb.CANAL_PRESENCIAL, 0.5), (pb.CANAL_WEB, 0.5))
     # Etapa alargada a propósito (solo informativo: ya está en `etapas`).
     etapa_lenta: str | None = None
 
@@ -140,9 +140,9 @@ def perfil_normal(servicio: Servicio, azar: random.Random, casos_por_hora: float
     etapas = {e: TiempoEtapa(trabajo_s * p / sum(pesos)) for e, p in zip(servicio.etapas, pesos)}
     digital = azar.uniform(0.2, 0.8)
     canales = (
-        (pb.PRESENCIAL, (1 - digital) * 0.85), (pb.TELEFONO, (1 - digital) * 0.05),
-        (pb.CORREO, (1 - digital) * 0.10), (pb.WEB, digital * 0.6), (pb.APP, digital * 0.3),
-        (pb.DIGITAL_ASISTIDO, digital * 0.1),
+        (pb.CANAL_PRESENCIAL, (1 - digital) * 0.85), (pb.CANAL_TELEFONO, (1 - digital) * 0.05),
+        (pb.CANAL_CORREO, (1 - digital) * 0.10), (pb.CANAL_WEB, digital * 0.6), (pb.CANAL_APP, digital * 0.3),
+        (pb.CANAL_DIGITAL_ASISTIDO, digital * 0.1),
     )
     return PerfilServicio(
         casos_por_hora=casos_por_hora,
@@ -374,79 +374,79 @@ class Generador:
 
         def concluir(t: int, tipo: int, resultado: int) -> Iterator[tuple[int, pb.Evento]]:
             campos = {"resultado": resultado}
-            if tipo == pb.SERVICIO_ENTREGADO:
+            if tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO:
                 campos["canal"] = canal
             yield t, self._evento(tipo, t, servicio, caso_id, **campos)
             self.casos_abiertos -= 1
             p = self._vigentes[clave]
             momento = t + azar.randint(60, 3600)
-            costo = self._evento(pb.COSTO_REGISTRADO, momento, servicio, caso_id)
+            costo = self._evento(pb.TIPO_EVENTO_COSTO_REGISTRADO, momento, servicio, caso_id)
             centimos = round(100 * p.costo_base * (1 + 0.4 * intentos_extra) * math.exp(azar.gauss(0, 0.2)))
             costo.costo.unidades, costo.costo.nanos = divmod(centimos, 100)
             costo.costo.nanos *= 10_000_000
             costo.costo.moneda = moneda
             self._programar(momento, costo)
-            if tipo != pb.SERVICIO_ENTREGADO:
+            if tipo != pb.TIPO_EVENTO_SERVICIO_ENTREGADO:
                 return
             tarde = t > vence
             if azar.random() < p.prob_encuesta:
                 momento = t + 60 + round(azar.expovariate(1 / 28800))
-                encuesta = self._evento(pb.ENCUESTA_RESPONDIDA, momento, servicio, caso_id, canal=canal)
-                encuesta.satisfaccion.puntaje = self._puntaje(tarde or resultado != pb.OTORGADO)
+                encuesta = self._evento(pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, momento, servicio, caso_id, canal=canal)
+                encuesta.satisfaccion.puntaje = self._puntaje(tarde or resultado != pb.RESULTADO_OTORGADO)
                 encuesta.satisfaccion.escala_max = 5
                 self._programar(momento, encuesta)
             if not reclamado and azar.random() < p.prob_reclamo:
-                categoria = "error" if resultado == pb.ERROR else "atencion"
+                categoria = "error" if resultado == pb.RESULTADO_ERROR else "atencion"
                 etapa = azar.choice(servicio.etapas) if servicio.etapas else ""
                 self._programar_reclamo(servicio, caso_id, t + azar.randint(3600, 3 * SEGUNDOS_POR_DIA), categoria, etapa)
 
         t = recibido
-        yield t, self._evento(pb.SOLICITUD_RECIBIDA, t, servicio, caso_id, canal=canal)
+        yield t, self._evento(pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, t, servicio, caso_id, canal=canal)
 
         if not servicio.etapas:
             fin = t + self._vigentes[clave].atencion_sin_etapas.muestrear(azar)
             reclamar(t, fin, "")
-            yield from concluir(fin, pb.SERVICIO_ENTREGADO, self._resultado_entrega(self._vigentes[clave]))
+            yield from concluir(fin, pb.TIPO_EVENTO_SERVICIO_ENTREGADO, self._resultado_entrega(self._vigentes[clave]))
             return
 
         for indice, etapa in enumerate(servicio.etapas):
             intento = 1
             while True:
                 t += 1 + round(azar.expovariate(1 / self._vigentes[clave].espera_entre_etapas_s))
-                yield t, self._evento(pb.ETAPA_INICIADA, t, servicio, caso_id, etapa_id=etapa, intento=intento)
+                yield t, self._evento(pb.TIPO_EVENTO_ETAPA_INICIADA, t, servicio, caso_id, etapa_id=etapa, intento=intento)
                 # Se sortea al salir ETAPA_INICIADA: vale el perfil vigente cuando la etapa empieza.
                 fin = t + self._vigentes[clave].etapas[etapa].muestrear(azar)
                 reclamar(t, fin, etapa)
                 t = fin
-                yield t, self._evento(pb.ETAPA_COMPLETADA, t, servicio, caso_id, etapa_id=etapa, intento=intento)
+                yield t, self._evento(pb.TIPO_EVENTO_ETAPA_COMPLETADA, t, servicio, caso_id, etapa_id=etapa, intento=intento)
                 if intento > 1 or etapa != etapa_devuelta:
                     break
                 t += 1 + azar.randint(0, 600)
-                yield t, self._evento(pb.CASO_DEVUELTO, t, servicio, caso_id, etapa_id=etapa, intento=intento)
+                yield t, self._evento(pb.TIPO_EVENTO_CASO_DEVUELTO, t, servicio, caso_id, etapa_id=etapa, intento=intento)
                 p = self._vigentes[clave]
                 espera = p.subsanacion.muestrear(azar)
                 if azar.random() < p.prob_abandono_tras_devolucion:
                     # El ciudadano no subsana: la entidad cierra el caso por abandono.
-                    yield from concluir(t + 2 * espera, pb.CASO_CERRADO, pb.DESISTIDO)
+                    yield from concluir(t + 2 * espera, pb.TIPO_EVENTO_CASO_CERRADO, pb.RESULTADO_DESISTIDO)
                     return
                 t += espera
                 intento += 1
                 intentos_extra += 1
             if indice == 0 and azar.random() < self._vigentes[clave].prob_denegado:
                 t += 1 + azar.randint(0, 3600)
-                yield from concluir(t, pb.CASO_CERRADO, pb.DENEGADO_NO_ELEGIBLE)
+                yield from concluir(t, pb.TIPO_EVENTO_CASO_CERRADO, pb.RESULTADO_DENEGADO_NO_ELEGIBLE)
                 return
 
         t += 1 + round(azar.expovariate(1 / self._vigentes[clave].espera_entre_etapas_s))
-        yield from concluir(t, pb.SERVICIO_ENTREGADO, self._resultado_entrega(self._vigentes[clave]))
+        yield from concluir(t, pb.TIPO_EVENTO_SERVICIO_ENTREGADO, self._resultado_entrega(self._vigentes[clave]))
 
     def _resultado_entrega(self, perfil: PerfilServicio) -> int:
         r = self._azar.random()
         if r < perfil.prob_error:
-            return pb.ERROR
+            return pb.RESULTADO_ERROR
         if r < perfil.prob_error + perfil.prob_desistido:
-            return pb.DESISTIDO
-        return pb.OTORGADO
+            return pb.RESULTADO_DESISTIDO
+        return pb.RESULTADO_OTORGADO
 
     def _puntaje(self, mal_atendido: bool) -> int:
         pesos = (0.25, 0.3, 0.25, 0.15, 0.05) if mal_atendido else (0.02, 0.04, 0.12, 0.42, 0.40)
@@ -454,14 +454,14 @@ class Generador:
 
     def _programar_reclamo(self, servicio: Servicio, caso_id: str, momento: int, categoria: str, etapa: str) -> None:
         reclamo_id = self._uuid()
-        registrado = self._evento(pb.RECLAMO_REGISTRADO, momento, servicio, caso_id)
+        registrado = self._evento(pb.TIPO_EVENTO_RECLAMO_REGISTRADO, momento, servicio, caso_id)
         registrado.reclamo.reclamo_id = reclamo_id
         registrado.reclamo.categoria = categoria
         registrado.reclamo.etapa_relacionada = etapa
         self._programar(momento, registrado)
         resuelto = pb.Evento()
         resuelto.CopyFrom(registrado)
-        resuelto.tipo = pb.RECLAMO_RESUELTO
+        resuelto.tipo = pb.TIPO_EVENTO_RECLAMO_RESUELTO
         resuelto.evento_id = self._uuid()
         resuelto.ocurrido_en.seconds = momento + self._azar.randint(SEGUNDOS_POR_DIA, 5 * SEGUNDOS_POR_DIA)
         self._programar(resuelto.ocurrido_en.seconds, resuelto)

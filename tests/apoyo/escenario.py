@@ -9,8 +9,8 @@ import uuid
 from gpr.v1 import eventos_pb2 as pb
 
 H, D = 3600, 86400
-CANALES = [pb.PRESENCIAL, pb.WEB, pb.APP, pb.TELEFONO, pb.CORREO, pb.DIGITAL_ASISTIDO]
-RESULTADOS = [pb.OTORGADO] * 6 + [pb.DENEGADO_NO_ELEGIBLE, pb.DENEGADO_INCOMPLETO, pb.DESISTIDO, pb.ERROR]
+CANALES = [pb.CANAL_PRESENCIAL, pb.CANAL_WEB, pb.CANAL_APP, pb.CANAL_TELEFONO, pb.CANAL_CORREO, pb.CANAL_DIGITAL_ASISTIDO]
+RESULTADOS = [pb.RESULTADO_OTORGADO] * 6 + [pb.RESULTADO_DENEGADO_NO_ELEGIBLE, pb.RESULTADO_DENEGADO_INCOMPLETO, pb.RESULTADO_DESISTIDO, pb.RESULTADO_ERROR]
 
 
 def _evento(azar, tipo, agencia, servicio, t, caso="", **campos):
@@ -51,40 +51,40 @@ def generar(catalogo, azar: random.Random, casos_por_servicio: int, inicio: int,
             if azar.random() < 0.1:
                 kw["plazo_dias"] = azar.randint(1, 5)
             if azar.random() < 0.97:  # a veces nunca se conoce la recepción
-                propios.append(_evento(azar, pb.SOLICITUD_RECIBIDA, agencia, servicio_id, t, caso,
+                propios.append(_evento(azar, pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia, servicio_id, t, caso,
                                        canal=azar.choice(CANALES), **kw))
             for etapa in servicio.etapas:
                 intentos = 2 if azar.random() < 0.08 else 1
                 for intento in range(1, intentos + 1):
                     t += azar.randint(60, 3 * D if etapa == lento else 12 * H)
-                    propios.append(_evento(azar, pb.ETAPA_INICIADA, agencia, servicio_id, t, caso, etapa_id=etapa, intento=intento))
+                    propios.append(_evento(azar, pb.TIPO_EVENTO_ETAPA_INICIADA, agencia, servicio_id, t, caso, etapa_id=etapa, intento=intento))
                     t += azar.randint(30, 4 * D if etapa == lento else 18 * H)
                     if azar.random() < 0.95:
-                        propios.append(_evento(azar, pb.ETAPA_COMPLETADA, agencia, servicio_id, t, caso, etapa_id=etapa, intento=intento))
+                        propios.append(_evento(azar, pb.TIPO_EVENTO_ETAPA_COMPLETADA, agencia, servicio_id, t, caso, etapa_id=etapa, intento=intento))
             if azar.random() < 0.06:
-                propios.append(_evento(azar, pb.CASO_DEVUELTO, agencia, servicio_id, t + 5, caso))
+                propios.append(_evento(azar, pb.TIPO_EVENTO_CASO_DEVUELTO, agencia, servicio_id, t + 5, caso))
             r = azar.random()
             t += azar.randint(60, 2 * D)
             if r < 0.8:
-                propios.append(_evento(azar, pb.SERVICIO_ENTREGADO, agencia, servicio_id, t, caso,
+                propios.append(_evento(azar, pb.TIPO_EVENTO_SERVICIO_ENTREGADO, agencia, servicio_id, t, caso,
                                        canal=azar.choice(CANALES), resultado=azar.choice(RESULTADOS)))
                 if azar.random() < 0.05:  # una segunda entrega (la primera es la que cuenta)
-                    propios.append(_evento(azar, pb.SERVICIO_ENTREGADO, agencia, servicio_id, t + azar.randint(-H, D), caso,
+                    propios.append(_evento(azar, pb.TIPO_EVENTO_SERVICIO_ENTREGADO, agencia, servicio_id, t + azar.randint(-H, D), caso,
                                            canal=azar.choice(CANALES), resultado=azar.choice(RESULTADOS)))
                 if azar.random() < 0.3:
-                    propios.append(_evento(azar, pb.CASO_CERRADO, agencia, servicio_id, t + azar.randint(0, D), caso))
+                    propios.append(_evento(azar, pb.TIPO_EVENTO_CASO_CERRADO, agencia, servicio_id, t + azar.randint(0, D), caso))
             elif r < 0.9:
-                propios.append(_evento(azar, pb.CASO_CERRADO, agencia, servicio_id, t, caso, resultado=azar.choice(RESULTADOS)))
+                propios.append(_evento(azar, pb.TIPO_EVENTO_CASO_CERRADO, agencia, servicio_id, t, caso, resultado=azar.choice(RESULTADOS)))
             if azar.random() < 0.4:
                 escala = azar.choice([5, 5, 7, 10])
-                propios.append(_evento(azar, pb.ENCUESTA_RESPONDIDA, agencia, servicio_id, t + azar.randint(0, D), caso,
+                propios.append(_evento(azar, pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, agencia, servicio_id, t + azar.randint(0, D), caso,
                                        satisfaccion=pb.Satisfaccion(puntaje=azar.randint(1, escala), escala_max=escala)))
             if azar.random() < 0.1:
-                propios.append(_evento(azar, pb.RECLAMO_REGISTRADO, agencia, servicio_id, t + azar.randint(0, D), caso,
+                propios.append(_evento(azar, pb.TIPO_EVENTO_RECLAMO_REGISTRADO, agencia, servicio_id, t + azar.randint(0, D), caso,
                                        reclamo=pb.Reclamo(reclamo_id=f"R{azar.getrandbits(32)}", categoria="demora",
                                                           etapa_relacionada=lento or "")))
             if azar.random() < 0.5:
-                propios.append(_evento(azar, pb.COSTO_REGISTRADO, agencia, servicio_id, t,
+                propios.append(_evento(azar, pb.TIPO_EVENTO_COSTO_REGISTRADO, agencia, servicio_id, t,
                                        costo=costo(azar.randint(100, 20000), moneda)))
             if numeracion_compartida:
                 for i, e in enumerate(propios):

@@ -42,7 +42,7 @@ AHORA = int(time.time())
 # Una base en el pasado, alineada a la hora: ningún evento queda en el futuro (la ingesta
 # rechaza lo que ocurre más de 5 minutos después de su reloj, que es el real).
 B = (AHORA // H - 72) * H
-R, E = pb.SOLICITUD_RECIBIDA, pb.SERVICIO_ENTREGADO
+R, E = pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, pb.TIPO_EVENTO_SERVICIO_ENTREGADO
 
 
 def evento(eid, tipo=R, caso="c1", t=B, agencia="reniec", servicio="dni-duplicado", plazo=None, **campos):

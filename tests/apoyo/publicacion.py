@@ -19,7 +19,7 @@ from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
 from servicios.procesador.metricas import MetricasProcesador
 
 D = 86400
-_ESTADOS = {CUMPLE: ipb.CUMPLE, INCUMPLE: ipb.INCUMPLE, SIN_DATOS: ipb.SIN_DATOS}
+_ESTADOS = {CUMPLE: ipb.ESTADO_CUMPLIMIENTO_CUMPLE, INCUMPLE: ipb.ESTADO_CUMPLIMIENTO_INCUMPLE, SIN_DATOS: ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS}
 
 
 class Banco:

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 from gpr.v1 import eventos_pb2 as pb
 
-DIGITALES = {pb.WEB, pb.APP, pb.DIGITAL_ASISTIDO}
-FALLIDOS = {pb.ERROR, pb.DESISTIDO}
+DIGITALES = {pb.CANAL_WEB, pb.CANAL_APP, pb.CANAL_DIGITAL_ASISTIDO}
+FALLIDOS = {pb.RESULTADO_ERROR, pb.RESULTADO_DESISTIDO}
 VENTANAS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 
@@ -81,25 +81,25 @@ def indicadores(eventos, catalogo, agencia):
                 continue
             c = casos.setdefault(e.caso_id, Caso(servicio.id))
             t = e.ocurrido_en.seconds
-            if e.tipo == pb.SOLICITUD_RECIBIDA:
+            if e.tipo == pb.TIPO_EVENTO_SOLICITUD_RECIBIDA:
                 c.recibido = t if c.recibido is None else min(c.recibido, t)
                 if e.HasField("plazo_dias"):
                     c.plazo_dias = e.plazo_dias
-            if e.tipo == pb.SERVICIO_ENTREGADO and (c.entrega is None or (t, e.evento_id) < c.entrega):
+            if e.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO and (c.entrega is None or (t, e.evento_id) < c.entrega):
                 c.entrega = (t, e.evento_id)
                 c.canal = e.canal
-            if e.tipo == pb.CASO_CERRADO:
+            if e.tipo == pb.TIPO_EVENTO_CASO_CERRADO:
                 c.cierre = t if c.cierre is None else min(c.cierre, t)
-            if e.tipo in (pb.SERVICIO_ENTREGADO, pb.CASO_CERRADO) and (c.conclusion is None or (t, e.evento_id) < c.conclusion):
+            if e.tipo in (pb.TIPO_EVENTO_SERVICIO_ENTREGADO, pb.TIPO_EVENTO_CASO_CERRADO) and (c.conclusion is None or (t, e.evento_id) < c.conclusion):
                 c.conclusion = (t, e.evento_id)
                 c.resultado = e.resultado
-            if e.tipo == pb.CASO_DEVUELTO:
+            if e.tipo == pb.TIPO_EVENTO_CASO_DEVUELTO:
                 c.devuelto = True
-            if e.tipo in (pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA):
+            if e.tipo in (pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA):
                 intento = max(1, e.intento)
                 if intento > 1:
                     c.reintento = True
-                destino = c.inicios if e.tipo == pb.ETAPA_INICIADA else c.fines
+                destino = c.inicios if e.tipo == pb.TIPO_EVENTO_ETAPA_INICIADA else c.fines
                 k = (e.etapa_id, intento)
                 destino[k] = t if k not in destino else min(destino[k], t)
 
@@ -113,7 +113,7 @@ def indicadores(eventos, catalogo, agencia):
             def prop(nombre, buenos, total, escala=1.0):
                 poner(nombre, buenos / total * escala if total else None, total)
 
-            poner("solicitudes", sum(1 for e in del_servicio if e.tipo == pb.SOLICITUD_RECIBIDA and en(e.ocurrido_en.seconds)), None)
+            poner("solicitudes", sum(1 for e in del_servicio if e.tipo == pb.TIPO_EVENTO_SOLICITUD_RECIBIDA and en(e.ocurrido_en.seconds)), None)
             entregados = [c for c in casos.values() if c.entrega and en(c.entrega[0])]
             poner("entregas", len(entregados), len(entregados))
             recibidos = [c for c in casos.values() if en(c.recibido)]
@@ -135,15 +135,15 @@ def indicadores(eventos, catalogo, agencia):
             concluidos = [c for c in casos.values() if c.conclusion and en(c.conclusion[0])]
             prop("tasa_reproceso", sum(1 for c in concluidos if c.devuelto or c.reintento), len(concluidos))
             prop("tasa_error", sum(1 for c in concluidos if c.resultado in FALLIDOS), len(concluidos))
-            encuestas = [e.satisfaccion for e in del_servicio if e.tipo == pb.ENCUESTA_RESPONDIDA and en(e.ocurrido_en.seconds)]
+            encuestas = [e.satisfaccion for e in del_servicio if e.tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA and en(e.ocurrido_en.seconds)]
             prop("satisfaccion_top2", sum(1 for s in encuestas if s.puntaje >= s.escala_max - 1), len(encuestas))
             prop("satisfaccion_indice", sum((s.puntaje - 1) / (s.escala_max - 1) for s in encuestas), len(encuestas))
-            reclamos = sum(1 for e in del_servicio if e.tipo == pb.RECLAMO_REGISTRADO and en(e.ocurrido_en.seconds))
+            reclamos = sum(1 for e in del_servicio if e.tipo == pb.TIPO_EVENTO_RECLAMO_REGISTRADO and en(e.ocurrido_en.seconds))
             prop("reclamos_por_mil", reclamos, len(entregados), escala=1000.0)
             prop("adopcion_digital", sum(1 for c in entregados if c.canal in DIGITALES), len(entregados))
             # Importes exactos (Fraction) y una sola conversión a float al final.
             costo = sum((Fraction(e.costo.unidades) + Fraction(e.costo.nanos, 10**9) for e in del_servicio
-                         if e.tipo == pb.COSTO_REGISTRADO and en(e.ocurrido_en.seconds)), Fraction(0))
+                         if e.tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO and en(e.ocurrido_en.seconds)), Fraction(0))
             poner("costo_por_tramite", float(costo / len(entregados)) if entregados else None, len(entregados))
             por_etapa = {}
             for c in casos.values():

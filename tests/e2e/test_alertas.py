@@ -443,7 +443,7 @@ def _publicar_rechazado_por_ingesta(pila: Pila) -> None:
     de SUNARP: la ingesta lo rechaza (y cuenta), lo deja en el tópico de rechazados (la consulta
     lo cuenta como carta muerta) y el servidor gRPC cuenta la petición. Así los paneles de
     ingesta, gRPC y cartas muertas tienen datos sin tocar los indicadores."""
-    evento = pb.Evento(evento_id=str(uuid.uuid4()), fuente="prueba-tableros", tipo=pb.SOLICITUD_RECIBIDA,
+    evento = pb.Evento(evento_id=str(uuid.uuid4()), fuente="prueba-tableros", tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA,
                        agencia_id=AGENCIA, servicio_id="no-existe", caso_id=str(uuid.uuid4()))
     evento.ocurrido_en.seconds = int(time.time()) - 60
     with grpc.insecure_channel(pila.ingesta) as canal:

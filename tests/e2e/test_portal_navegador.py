@@ -63,14 +63,14 @@ def _evento(tipo, servicio, t, caso, **campos) -> pb.Evento:
 
 
 def _caso(servicio, caso, recibido, entrega, canal, etapas=(("revision", D), ("emision", 12 * H))):
-    eventos = [_evento(pb.SOLICITUD_RECIBIDA, servicio, recibido, caso, canal=canal)]
+    eventos = [_evento(pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, servicio, recibido, caso, canal=canal)]
     t = recibido + H
     for etapa, duracion in etapas:
-        eventos.append(_evento(pb.ETAPA_INICIADA, servicio, t, caso, etapa_id=etapa, intento=1))
-        eventos.append(_evento(pb.ETAPA_COMPLETADA, servicio, t + duracion, caso, etapa_id=etapa, intento=1))
+        eventos.append(_evento(pb.TIPO_EVENTO_ETAPA_INICIADA, servicio, t, caso, etapa_id=etapa, intento=1))
+        eventos.append(_evento(pb.TIPO_EVENTO_ETAPA_COMPLETADA, servicio, t + duracion, caso, etapa_id=etapa, intento=1))
         t += duracion
-    eventos.append(_evento(pb.SERVICIO_ENTREGADO, servicio, recibido + entrega, caso, canal=canal,
-                           resultado=pb.OTORGADO))
+    eventos.append(_evento(pb.TIPO_EVENTO_SERVICIO_ENTREGADO, servicio, recibido + entrega, caso, canal=canal,
+                           resultado=pb.RESULTADO_OTORGADO))
     return eventos
 
 
@@ -78,13 +78,13 @@ def escenario() -> list[pb.Evento]:
     eventos = []
     mayo = segundos("2026-05-04T15:00:00Z")
     for i in range(20):
-        eventos += _caso(SERVICIO, f"L-05-{i}", mayo + i * 3 * H, (2 if i < 15 else 8) * D, pb.PRESENCIAL)
+        eventos += _caso(SERVICIO, f"L-05-{i}", mayo + i * 3 * H, (2 if i < 15 else 8) * D, pb.CANAL_PRESENCIAL)
     junio = segundos("2026-06-10T15:00:00Z")
     for i in range(12):
-        eventos += _caso(SERVICIO, f"L-06-{i}", junio + i * 6 * H, 2 * D, pb.WEB if i < 9 else pb.PRESENCIAL)
+        eventos += _caso(SERVICIO, f"L-06-{i}", junio + i * 6 * H, 2 * D, pb.CANAL_WEB if i < 9 else pb.CANAL_PRESENCIAL)
     xss = segundos("2026-06-11T15:00:00Z")
     for i, entrega in enumerate((1 * D, 4 * D, int(4.5 * D))):
-        eventos += _caso(SERVICIO_XSS, f"T-{i}", xss + i * 5 * H, entrega, pb.WEB,
+        eventos += _caso(SERVICIO_XSS, f"T-{i}", xss + i * 5 * H, entrega, pb.CANAL_WEB,
                          etapas=(("revision", int(3.3 * D) if i else H),))
     eventos.sort(key=lambda e: e.ocurrido_en.seconds)
     return eventos
@@ -123,7 +123,7 @@ def _listo(stub) -> bool:
         if i is None or (i.valor if clave[1] == "entregas" else i.muestras) != valor:
             return False
     return (series.get((SERVICIO, "cumplimiento_plazo", "7d", "")) is not None
-            and series[(SERVICIO, "cumplimiento_plazo", "7d", "")].meta.estado == ipb.CUMPLE)
+            and series[(SERVICIO, "cumplimiento_plazo", "7d", "")].meta.estado == ipb.ESTADO_CUMPLIMIENTO_CUMPLE)
 
 
 def _listar(stub) -> list[ipb.Indicador]:

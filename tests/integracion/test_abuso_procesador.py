@@ -48,7 +48,7 @@ class ClaveCruda(str):
         return b"\xff\xfe"
 
 
-def _evento(evento_id, t, tipo=pb.SOLICITUD_RECIBIDA, agencia="reniec", servicio="dni-duplicado", caso="EXP-900001",
+def _evento(evento_id, t, tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia="reniec", servicio="dni-duplicado", caso="EXP-900001",
             **campos):
     e = pb.Evento(evento_id=evento_id, fuente="abuso", tipo=tipo, agencia_id=agencia, servicio_id=servicio,
                   caso_id=caso, **campos)
@@ -73,9 +73,9 @@ def _malos(t: int, inicio: int):
         return copia
 
     base = e("base", t, caso="EXP-990000")
-    costo = e("costo", t, pb.COSTO_REGISTRADO, caso="", costo=pb.Costo(unidades=5, moneda="PEN"))
-    encuesta = e("encuesta", t, pb.ENCUESTA_RESPONDIDA, caso="", satisfaccion=pb.Satisfaccion(puntaje=3, escala_max=5))
-    reclamo = e("reclamo", t, pb.RECLAMO_REGISTRADO, caso="", reclamo=pb.Reclamo(reclamo_id="R-1"))
+    costo = e("costo", t, pb.TIPO_EVENTO_COSTO_REGISTRADO, caso="", costo=pb.Costo(unidades=5, moneda="PEN"))
+    encuesta = e("encuesta", t, pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, caso="", satisfaccion=pb.Satisfaccion(puntaje=3, escala_max=5))
+    reclamo = e("reclamo", t, pb.TIPO_EVENTO_RECLAMO_REGISTRADO, caso="", reclamo=pb.Reclamo(reclamo_id="R-1"))
     monto_viejo = pb.Evento.FromString(con(costo, evento_id="m-viejo", costo=None).SerializeToString()
                                        + b"\x92\x01\x0e\x09" + struct.pack("<d", 12.5) + b"\x12\x03PEN")
     evento_enorme = con(base, evento_id="enorme")
@@ -92,12 +92,12 @@ def _malos(t: int, inicio: int):
         ("campo_requerido:agencia_id", con(base, evento_id="m4", agencia_id=""), []),
         ("campo_requerido:servicio_id", con(base, evento_id="m5", servicio_id=""), []),
         ("campo_requerido:caso_id", con(base, evento_id="m6", caso_id=""), []),
-        ("campo_requerido:etapa_id", con(base, evento_id="m7", tipo=pb.ETAPA_INICIADA), []),
+        ("campo_requerido:etapa_id", con(base, evento_id="m7", tipo=pb.TIPO_EVENTO_ETAPA_INICIADA), []),
         ("agencia_desconocida", con(base, evento_id="m8", agencia_id="onpe"), []),
         ("servicio_desconocido", con(base, evento_id="m9", servicio_id="pasaporte"), []),
         # La etapa con `#` tumbaba al procesador en un bucle de caídas.
-        ("etapa_desconocida", con(base, evento_id="m10", tipo=pb.ETAPA_INICIADA, etapa_id="impresion#1"), []),
-        ("etapa_desconocida", con(base, evento_id="m11", tipo=pb.ETAPA_INICIADA, etapa_id="calificacion"), []),
+        ("etapa_desconocida", con(base, evento_id="m10", tipo=pb.TIPO_EVENTO_ETAPA_INICIADA, etapa_id="impresion#1"), []),
+        ("etapa_desconocida", con(base, evento_id="m11", tipo=pb.TIPO_EVENTO_ETAPA_INICIADA, etapa_id="calificacion"), []),
         ("tiempo_futuro", con(base, evento_id="m12", ocurrido_en=None), []),
         ("valor_fuera_de_rango:ocurrido_en", con(base, evento_id="m13"), []),
         ("tardio", con(base, evento_id="m14"), []),
@@ -121,7 +121,7 @@ def _malos(t: int, inicio: int):
         ("tipo_incoherente", con(base, evento_id="m29", plazo_dias=0), []),
         ("valor_fuera_de_rango:plazo_dias", con(base, evento_id="m30", plazo_dias=2**31 - 1), []),
         ("valor_fuera_de_rango:intento",
-         con(base, evento_id="m31", tipo=pb.ETAPA_INICIADA, etapa_id="impresion", intento=2**31 - 1), []),
+         con(base, evento_id="m31", tipo=pb.TIPO_EVENTO_ETAPA_INICIADA, etapa_id="impresion", intento=2**31 - 1), []),
         ("campo_demasiado_largo:region", con(base, evento_id="m32", region="r" * 300), []),
         ("campo_demasiado_largo:atributos", con(base, evento_id="m33"), []),
         ("evento_demasiado_grande", evento_enorme, []),
@@ -162,10 +162,10 @@ def test_cada_entrada_mala_se_rechaza_con_su_motivo_y_el_procesador_sigue(bootst
     t = ahora - 2 * D
     # Un caso con más eventos que GPR_EVENTOS_MAXIMOS_POR_CASO (30, más que cualquier caso del
     # escenario): el 31.º se rechaza.
-    saturado = [_evento(f"sat-{i}", t + i, pb.RECLAMO_REGISTRADO, caso="EXP-SAT", reclamo=pb.Reclamo(reclamo_id=f"R{i}"))
+    saturado = [_evento(f"sat-{i}", t + i, pb.TIPO_EVENTO_RECLAMO_REGISTRADO, caso="EXP-SAT", reclamo=pb.Reclamo(reclamo_id=f"R{i}"))
                 for i in range(31)]
     otro_servicio = [_evento("os-1", t, caso="EXP-OS"),
-                     _evento("os-2", t + 60, pb.SERVICIO_ENTREGADO, servicio="dni-primera-vez", caso="EXP-OS")]
+                     _evento("os-2", t + 60, pb.TIPO_EVENTO_SERVICIO_ENTREGADO, servicio="dni-primera-vez", caso="EXP-OS")]
     cabecera_rara = _evento("cab-1", t, caso="EXP-CAB")
     en_lote = [_evento("lote-bueno", t, caso="EXP-LOTE"), _evento("lote-malo", t, agencia="onpe", caso="EXP-LOTE")]
     puerto = puerto_libre()

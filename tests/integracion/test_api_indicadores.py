@@ -61,13 +61,13 @@ def esperar(funcion, limite_s=20):
 
 
 def test_historial_tablero_e_incumplimientos(bootstrap, consulta):
-    plazos = [ind("reniec", "dni", "cumplimiento_plazo", v, estado=ipb.INCUMPLE if v < 0.9 else ipb.CUMPLE, cuello="impresion")
+    plazos = [ind("reniec", "dni", "cumplimiento_plazo", v, estado=ipb.ESTADO_CUMPLIMIENTO_INCUMPLE if v < 0.9 else ipb.ESTADO_CUMPLIMIENTO_CUMPLE, cuello="impresion")
               for v in (0.95, 0.85, 0.80, 0.70)]
     otros = [ind("reniec", "dni", "solicitudes", 40, cuello="impresion"),
-             ind("reniec", "pasaporte", "cumplimiento_plazo", 0.99, estado=ipb.CUMPLE, cuello="registro"),
+             ind("reniec", "pasaporte", "cumplimiento_plazo", 0.99, estado=ipb.ESTADO_CUMPLIMIENTO_CUMPLE, cuello="registro"),
              ind("reniec", "dni", "tiempo_etapa_p50", 3600, etapa="impresion", cuello="impresion"),
-             ind("reniec", "dni", "cumplimiento_plazo", 0.5, ventana="7d", estado=ipb.INCUMPLE),
-             ind("sunarp", "literal", "tasa_error", 0.3, estado=ipb.INCUMPLE)]
+             ind("reniec", "dni", "cumplimiento_plazo", 0.5, ventana="7d", estado=ipb.ESTADO_CUMPLIMIENTO_INCUMPLE),
+             ind("sunarp", "literal", "tasa_error", 0.3, estado=ipb.ESTADO_CUMPLIMIENTO_INCUMPLE)]
     publicar(bootstrap, [registro(i) for i in plazos + otros], topico=INDICADORES)
 
     pedido = ipb.SolicitudHistorial(agencia_id="reniec", servicio_id="dni", indicador="cumplimiento_plazo", ventana="24h")

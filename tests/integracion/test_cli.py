@@ -42,11 +42,11 @@ def test_publicar_por_kafka_valida_publica_y_resume(bootstrap, tmp_path):
     crear_topicos(bootstrap, 2)
     ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
     lineas = [
-        {"eventoId": "a1", "fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
+        {"eventoId": "a1", "fuente": "cli", "tipo": "TIPO_EVENTO_SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
          "agenciaId": "reniec", "servicioId": "dni-duplicado", "casoId": "k1"},
-        {"evento_id": "a2", "fuente": "cli", "tipo": "SERVICIO_ENTREGADO", "ocurrido_en": ahora,
-         "agencia_id": "reniec", "servicio_id": "dni-duplicado", "caso_id": "k1", "canal": "WEB"},
-        {"eventoId": "a3", "fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
+        {"evento_id": "a2", "fuente": "cli", "tipo": "TIPO_EVENTO_SERVICIO_ENTREGADO", "ocurrido_en": ahora,
+         "agencia_id": "reniec", "servicio_id": "dni-duplicado", "caso_id": "k1", "canal": "CANAL_WEB"},
+        {"eventoId": "a3", "fuente": "cli", "tipo": "TIPO_EVENTO_SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
          "agenciaId": "onpe", "servicioId": "x", "casoId": "k2"},
     ]
     archivo = tmp_path / "eventos.jsonl"
@@ -70,9 +70,9 @@ def test_publicar_por_kafka_en_lotes_por_particion(bootstrap, tmp_path):
     y cada caso conserva el orden del archivo."""
     crear_topicos(bootstrap, 4)
     ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
-    tipos = ["SOLICITUD_RECIBIDA", "CASO_DEVUELTO", "SERVICIO_ENTREGADO"]
+    tipos = ["TIPO_EVENTO_SOLICITUD_RECIBIDA", "TIPO_EVENTO_CASO_DEVUELTO", "TIPO_EVENTO_SERVICIO_ENTREGADO"]
     lineas = [{"eventoId": f"{caso}-{i}", "fuente": "cli", "tipo": tipo, "ocurridoEn": ahora, "agenciaId": "reniec",
-               "servicioId": "dni-duplicado", "casoId": caso, "canal": "WEB"}
+               "servicioId": "dni-duplicado", "casoId": caso, "canal": "CANAL_WEB"}
               for i, tipo in enumerate(tipos) for caso in (f"caso-{n}" for n in range(8))]
     archivo = tmp_path / "eventos.jsonl"
     archivo.write_text("".join(json.dumps(linea) + "\n" for linea in lineas))
@@ -96,7 +96,7 @@ def test_publicar_por_kafka_sin_lotes_un_registro_por_evento(bootstrap, tmp_path
     ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
     archivo = tmp_path / "eventos.jsonl"
     archivo.write_text("".join(json.dumps(
-        {"eventoId": f"b{i}", "fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
+        {"eventoId": f"b{i}", "fuente": "cli", "tipo": "TIPO_EVENTO_SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
          "agenciaId": "reniec", "servicioId": "dni-duplicado", "casoId": f"c{i}"}) + "\n" for i in range(3)))
     r = gpr("publicar", str(archivo), "--kafka", bootstrap, "--sin-lotes")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -108,7 +108,7 @@ def test_publicar_por_kafka_sin_lotes_un_registro_por_evento(bootstrap, tmp_path
 
 def test_publicar_sin_broker_sale_con_3(tmp_path):
     archivo = tmp_path / "e.jsonl"
-    archivo.write_text(json.dumps({"eventoId": "a1", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": "2026-01-01T00:00:00Z",
+    archivo.write_text(json.dumps({"eventoId": "a1", "tipo": "TIPO_EVENTO_SOLICITUD_RECIBIDA", "ocurridoEn": "2026-01-01T00:00:00Z",
                                    "agenciaId": "reniec", "servicioId": "dni-duplicado", "casoId": "k"}) + "\n")
     r = gpr("publicar", str(archivo), "--kafka", "127.0.0.1:1")
     assert r.returncode == 3, r.stdout + r.stderr
@@ -151,7 +151,7 @@ def test_publicar_por_grpc_con_tls_y_ca_privada(bootstrap, tmp_path):
     ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
     archivo = tmp_path / "eventos.jsonl"
     archivo.write_text("\n".join(json.dumps(
-        {"eventoId": f"t{n}", "fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
+        {"eventoId": f"t{n}", "fuente": "cli", "tipo": "TIPO_EVENTO_SOLICITUD_RECIBIDA", "ocurridoEn": ahora,
          "agenciaId": "reniec", "servicioId": servicio, "casoId": f"k{n}"})
         for n, servicio in enumerate(["dni-duplicado", "dni-duplicado", "no-existe"])) + "\n")
     with IngestaEnHilo(cfg, cargar_catalogo(CATALOGO), Credenciales({hash_token(token): "reniec"})) as ingesta:
@@ -213,7 +213,7 @@ def _indicador(agencia, servicio, indicador, valor, estado=None):
 def test_vigilar_muestra_estado_y_cambios_y_termina_solo(bootstrap):
     crear_topicos(bootstrap, 2, [INDICADORES])
     publicar(bootstrap, [_indicador("reniec", "dni-duplicado", "solicitudes", 40),
-                         _indicador("reniec", "dni-duplicado", "cumplimiento_plazo", 0.95, ipb.CUMPLE),
+                         _indicador("reniec", "dni-duplicado", "cumplimiento_plazo", 0.95, ipb.ESTADO_CUMPLIMIENTO_CUMPLE),
                          _indicador("sunarp", "certificado-literal", "solicitudes", 7)], topico=INDICADORES)
     cliente = ClienteConsulta(bootstrap)
     try:
@@ -234,7 +234,7 @@ def test_vigilar_muestra_estado_y_cambios_y_termina_solo(bootstrap):
             assert "solicitudes 24h valor=40 muestras=10" in iniciales[1]
             # Luego los cambios publicados mientras vigila.
             publicar(bootstrap, [_indicador("sunarp", "certificado-literal", "solicitudes", 8),
-                                 _indicador("reniec", "dni-duplicado", "cumplimiento_plazo", 0.85, ipb.INCUMPLE),
+                                 _indicador("reniec", "dni-duplicado", "cumplimiento_plazo", 0.85, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE),
                                  _indicador("reniec", "pasaporte", "solicitudes", 12)], topico=INDICADORES)
             cambios = sorted(lineas.get(timeout=30).split(" ", 1)[1] for _ in range(2))
             assert proceso.wait(30) == 0, proceso.stderr.read()
@@ -264,7 +264,7 @@ def test_publicar_por_kafka_un_evento_demasiado_grande_se_rechaza_y_el_resto_pas
     traza y con código 1."""
     crear_topicos(bootstrap, 2)
     ahora = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
-    base = {"fuente": "cli", "tipo": "SOLICITUD_RECIBIDA", "ocurridoEn": ahora, "agenciaId": "reniec",
+    base = {"fuente": "cli", "tipo": "TIPO_EVENTO_SOLICITUD_RECIBIDA", "ocurridoEn": ahora, "agenciaId": "reniec",
             "servicioId": "dni-duplicado"}
     lineas = [{**base, "eventoId": "normal", "casoId": "k1"},
               {**base, "eventoId": "enorme", "casoId": "k1", "atributos": {"nota": "x" * 1_200_000}}]

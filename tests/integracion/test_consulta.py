@@ -515,13 +515,13 @@ T0 = 1_780_000_000
 INSTANTANEAS_METAS = [
     # Con meta: incumple, cumple, sin datos (sin serie de cumplimiento) y otra ventana.
     _con_meta(_snap("reniec", "s-a", "cumplimiento_plazo", "24h", 0.8, 20, 16, cuello="revision", actualizado=1000,
-                    hasta=T0), ">=", 0.9, 5, ipb.INCUMPLE, "critica", "atencion"),
+                    hasta=T0), ">=", 0.9, 5, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE, "critica", "atencion"),
     _con_meta(_snap("reniec", "s-a", "tasa_reproceso", "24h", 0.05, 20, 1, cuello="emision", actualizado=900,
-                    hasta=T0 + 100), "<=", 0.1, 5, ipb.CUMPLE, "advertencia", "calidad"),
+                    hasta=T0 + 100), "<=", 0.1, 5, ipb.ESTADO_CUMPLIMIENTO_CUMPLE, "advertencia", "calidad"),
     _con_meta(_snap("reniec", "s-b", "cumplimiento_plazo", "24h", sin_datos=True, hasta=T0 - 1000),
-              ">=", 0.9, 5, ipb.SIN_DATOS, "critica", "atencion"),
+              ">=", 0.9, 5, ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS, "critica", "atencion"),
     _con_meta(_snap("reniec", "s-a", "cumplimiento_plazo", "7d", 0.95, 200, 190, cuello="impresion", actualizado=1000,
-                    hasta=T0 + 50), ">=", 0.92, 20, ipb.CUMPLE, "advertencia", "atencion"),
+                    hasta=T0 + 50), ">=", 0.92, 20, ipb.ESTADO_CUMPLIMIENTO_CUMPLE, "advertencia", "atencion"),
     # Ventana total: la base de los contadores de las tasas de quema.
     _snap("reniec", "s-a", "cumplimiento_plazo", "total", 0.8, 50, 40, hasta=T0),
     _snap("reniec", "s-a", "tasa_error", "total", 0.05, 60, 3, hasta=T0),

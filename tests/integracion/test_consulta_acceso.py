@@ -48,7 +48,7 @@ def _ind(agencia, servicio, indicador, valor, ventana="24h", incumple=False):
     i = ipb.Indicador(agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana=ventana, valor=valor,
                       muestras=10)
     if incumple:
-        i.meta.CopyFrom(ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=ipb.INCUMPLE, severidad="critica"))
+        i.meta.CopyFrom(ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=ipb.ESTADO_CUMPLIMIENTO_INCUMPLE, severidad="critica"))
     return i
 
 
@@ -202,7 +202,7 @@ def test_cada_token_lista_solo_sus_agencias(consulta, token):
     assert [_tupla(i) for i in _listar_todo(stub, token)] == esperadas
     incumplen = stub.ListarIncumplimientos(ipb.FiltroIncumplimientos(), timeout=5, metadata=_con(token)).indicadores
     assert sorted(_tupla(i) for i in incumplen) == sorted(
-        _tupla(i) for i in SERIES if i.agencia_id in visibles and i.meta.estado == ipb.INCUMPLE)
+        _tupla(i) for i in SERIES if i.agencia_id in visibles and i.meta.estado == ipb.ESTADO_CUMPLIMIENTO_INCUMPLE)
     for agencia in ("reniec", "sunarp", "minsa"):
         pedidos = [
             (stub.ObtenerIndicador, ipb.SolicitudIndicador(agencia_id=agencia, servicio_id="x", indicador="solicitudes",

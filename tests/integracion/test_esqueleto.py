@@ -38,7 +38,7 @@ def evento(eid, tipo, caso, t, agencia="reniec", servicio="dni-duplicado", plazo
     return e
 
 
-R, E = pb.SOLICITUD_RECIBIDA, pb.SERVICIO_ENTREGADO
+R, E = pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, pb.TIPO_EVENTO_SERVICIO_ENTREGADO
 # reniec/dni-duplicado, plazo del catálogo 7 días. Marca de agua de reniec: B+30h (c6), así
 # que la ventana 24h abarca los cubos [B+7h, B+30h].
 EVENTOS_BUENOS = [
@@ -202,12 +202,12 @@ def test_eventos_a_indicadores_por_grpc(bootstrap, procesos, tmp_path):
 
     # Metas: 0,75 con 4 muestras contra ≥ 0,9 (mínimo 4) incumple; sunarp, 1 muestra de 2: sin datos.
     plazo = obtener("reniec", "dni-duplicado", "cumplimiento_plazo")
-    assert (plazo.meta.valor, plazo.meta.estado) == (0.9, ipb.INCUMPLE)
-    assert obtener("sunarp", "certificado-literal", "cumplimiento_plazo").meta.estado == ipb.SIN_DATOS
+    assert (plazo.meta.valor, plazo.meta.estado) == (0.9, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE)
+    assert obtener("sunarp", "certificado-literal", "cumplimiento_plazo").meta.estado == ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS
     assert not obtener("reniec", "dni-duplicado", "solicitudes").HasField("meta")
     cambios = [ipb.CambioCumplimiento.FromString(r.value) for r in _leer(bootstrap, CUMPLIMIENTO, 10**6, limite_s=5)]
     assert {(c.indicador.agencia_id, c.indicador.servicio_id, c.estado) for c in cambios} >= {
-        ("reniec", "dni-duplicado", ipb.INCUMPLE), ("sunarp", "certificado-literal", ipb.SIN_DATOS)}
+        ("reniec", "dni-duplicado", ipb.ESTADO_CUMPLIMIENTO_INCUMPLE), ("sunarp", "certificado-literal", ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS)}
 
     for nombre in ("procesador", "consulta"):
         assert "Traceback" not in procesos.registro(nombre), procesos.registro(nombre)[-3000:]

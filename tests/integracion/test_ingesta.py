@@ -85,7 +85,7 @@ def _lote_de_prueba():
         (evento("a4", caso="c3", t=B + 4 * H, servicio="dni-primera-vez"), None),
         (sin_fecha, "campo_requerido:ocurrido_en"),
         (evento("x2", caso="c4", agencia=""), "campo_requerido:agencia_id"),
-        (evento("x3", pb.ETAPA_INICIADA, caso="c1", t=B + 4 * H), "campo_requerido:etapa_id"),
+        (evento("x3", pb.TIPO_EVENTO_ETAPA_INICIADA, caso="c1", t=B + 4 * H), "campo_requerido:etapa_id"),
         (futuro, "tiempo_futuro"),
         (evento("a6", caso="c2", t=B + 5 * H), None),
         (evento("a7", caso="c5", t=B + 6 * H), None),

@@ -106,7 +106,7 @@ def _linea(eid, tipo, caso, t, agencia="reniec", servicio="dni-duplicado", plazo
     return linea
 
 
-R, E = "SOLICITUD_RECIBIDA", "SERVICIO_ENTREGADO"
+R, E = "TIPO_EVENTO_SOLICITUD_RECIBIDA", "TIPO_EVENTO_SERVICIO_ENTREGADO"
 # reniec/dni-duplicado (plazo del catálogo: 7 días). Marca de agua de reniec: B+30h (c6), así
 # que la ventana 24h abarca los cubos [B+7h, B+30h].
 LINEAS = [

@@ -47,7 +47,7 @@ def armar_escenario(semilla: int, casos_por_servicio: int = 442):
         elif motivo == "campo_requerido:ocurrido_en":
             e.ClearField("ocurrido_en")
         elif motivo == "tipo_incoherente":
-            e.tipo = pb.ENCUESTA_RESPONDIDA
+            e.tipo = pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA
             e.ClearField("satisfaccion")
         valor = b"\x00\xffbasura" + bytes([i]) if motivo == "protobuf_invalido" else e.SerializeToString()
         malos.append((motivo, (e.caso_id or "x").encode(), valor))
@@ -205,7 +205,7 @@ def test_un_registro_de_miles_de_repetidos_pasa_y_no_cuenta_dos_veces(bootstrap,
     t = (int(time.time()) // 3600) * 3600 - D
     eventos = []
     for i in range(10_000):
-        e = pb.Evento(evento_id=f"s{i}", fuente="carga", tipo=pb.SOLICITUD_RECIBIDA, agencia_id="reniec",
+        e = pb.Evento(evento_id=f"s{i}", fuente="carga", tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia_id="reniec",
                       servicio_id=servicio.id, caso_id=f"c{i}")
         e.ocurrido_en.seconds = t + i % 3600
         eventos.append(e)

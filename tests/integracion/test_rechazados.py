@@ -45,8 +45,8 @@ def gpr(*argumentos) -> subprocess.CompletedProcess:
 
 
 def _evento(caso: str, agencia: str = AGENCIA, servicio: str = SERVICIO, ocurrido: float | None = None) -> pb.Evento:
-    evento = pb.Evento(evento_id=f"e-{caso}", fuente=FUENTE, tipo=pb.SOLICITUD_RECIBIDA, agencia_id=agencia,
-                       servicio_id=servicio, caso_id=caso, canal=pb.WEB)
+    evento = pb.Evento(evento_id=f"e-{caso}", fuente=FUENTE, tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia_id=agencia,
+                       servicio_id=servicio, caso_id=caso, canal=pb.CANAL_WEB)
     evento.ocurrido_en.seconds = int(ocurrido if ocurrido is not None else time.time() - 3600)
     return evento
 

@@ -126,7 +126,7 @@ def test_publica_un_numero_acotado_de_eventos(bootstrap, procesos):
     assert len(registros) == 500
     eventos = _comprobar(registros)
     assert {r.partition for r in registros} == set(range(PARTICIONES))
-    assert {e.tipo for e in eventos} >= {pb.SOLICITUD_RECIBIDA, pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA}
+    assert {e.tipo for e in eventos} >= {pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA}
     # La historia empieza un día atrás y nada sale por delante del reloj de pared.
     instantes = [e.ocurrido_en.seconds for e in eventos]
     assert time.time() - 86400 - 60 <= min(instantes) and max(instantes) <= time.time()

@@ -46,7 +46,7 @@ def eventos_por_par(catalogo) -> list[pb.Evento]:
     for i, (agencia, servicio) in enumerate(sorted(p for p in catalogo.servicios if p[0] != ins.AGENCIA_CONTROL)):
         caso = f"{agencia}-{servicio}-1"
         recibido = fin - 20 * ins.D + (i * 7919) % (19 * ins.D)
-        for sufijo, tipo, t in (("r", pb.SOLICITUD_RECIBIDA, recibido), ("e", pb.SERVICIO_ENTREGADO, recibido + ins.D)):
+        for sufijo, tipo, t in (("r", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, recibido), ("e", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, recibido + ins.D)):
             e = pb.Evento(evento_id=f"{caso}-{sufijo}", fuente="bench", tipo=tipo, agencia_id=agencia,
                           servicio_id=servicio, caso_id=caso)
             e.ocurrido_en.seconds = t

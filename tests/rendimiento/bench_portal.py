@@ -63,7 +63,7 @@ def series(catalogo) -> dict[str, ipb.Indicador]:
                     i.hasta.seconds = i.actualizado_en.seconds = hasta
                     if nombre == "cumplimiento_plazo" and ventana == "7d":
                         i.meta.CopyFrom(ipb.EvaluacionMeta(operador=">=", valor=0.9, muestra_minima=5,
-                                                           estado=ipb.CUMPLE, descripcion="meta de prueba"))
+                                                           estado=ipb.ESTADO_CUMPLIMIENTO_CUMPLE, descripcion="meta de prueba"))
                     resultado[clave_serie(agencia, servicio_id, nombre, ventana, etapa)] = i
     return resultado
 

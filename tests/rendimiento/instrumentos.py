@@ -174,7 +174,7 @@ def generar_eventos(catalogo: Catalogo, n: int | None, semilla: int, casos_por_s
 
 
 def evento_control(servicio: str, caso: str, ocurrido_s: int) -> pb.Evento:
-    e = pb.Evento(evento_id=f"control-{caso}", fuente="bench", tipo=pb.SOLICITUD_RECIBIDA,
+    e = pb.Evento(evento_id=f"control-{caso}", fuente="bench", tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA,
                   agencia_id=AGENCIA_CONTROL, servicio_id=servicio, caso_id=caso)
     e.ocurrido_en.seconds = ocurrido_s
     return e
@@ -260,9 +260,9 @@ def totales_esperados(eventos: list[pb.Evento]) -> dict[tuple[str, str], tuple[i
     entregados: dict[tuple[str, str], set[str]] = {}
     for e in eventos:
         par = (e.agencia_id, e.servicio_id)
-        if e.tipo == pb.SOLICITUD_RECIBIDA:
+        if e.tipo == pb.TIPO_EVENTO_SOLICITUD_RECIBIDA:
             solicitudes[par] = solicitudes.get(par, 0) + 1
-        elif e.tipo == pb.SERVICIO_ENTREGADO:
+        elif e.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO:
             entregados.setdefault(par, set()).add(e.caso_id)
     return {par: (solicitudes.get(par, 0), len(entregados.get(par, ())))
             for par in set(solicitudes) | set(entregados)}

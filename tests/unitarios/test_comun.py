@@ -22,7 +22,7 @@ def catalogo():
 
 
 def base(**cambios):
-    e = pb.Evento(evento_id="e1", fuente="f", tipo=pb.SOLICITUD_RECIBIDA, agencia_id="reniec",
+    e = pb.Evento(evento_id="e1", fuente="f", tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia_id="reniec",
                   servicio_id="dni-duplicado", caso_id="c1")
     e.ocurrido_en.seconds = AHORA - 60
     for campo, valor in cambios.items():
@@ -41,11 +41,11 @@ def base(**cambios):
     ({"agencia_id": ""}, "campo_requerido:agencia_id"),
     ({"servicio_id": ""}, "campo_requerido:servicio_id"),
     ({"caso_id": ""}, "campo_requerido:caso_id"),
-    ({"tipo": pb.ETAPA_INICIADA}, "campo_requerido:etapa_id"),
+    ({"tipo": pb.TIPO_EVENTO_ETAPA_INICIADA}, "campo_requerido:etapa_id"),
     ({"agencia_id": "otra"}, "agencia_desconocida"),
     ({"servicio_id": "otro"}, "servicio_desconocido"),
-    ({"tipo": pb.ENCUESTA_RESPONDIDA}, "tipo_incoherente"),
-    ({"tipo": pb.COSTO_REGISTRADO}, "tipo_incoherente"),
+    ({"tipo": pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA}, "tipo_incoherente"),
+    ({"tipo": pb.TIPO_EVENTO_COSTO_REGISTRADO}, "tipo_incoherente"),
 ])
 def test_motivos_de_rechazo(catalogo, cambios, motivo):
     assert validar(base(**cambios), catalogo, AHORA) == motivo
@@ -60,13 +60,13 @@ def test_tiempo_futuro_con_cinco_minutos_de_tolerancia(catalogo):
 
 
 def test_encuesta_y_costo(catalogo):
-    e = base(tipo=pb.ENCUESTA_RESPONDIDA)
+    e = base(tipo=pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA)
     e.satisfaccion.escala_max = 5
     e.satisfaccion.puntaje = 6
     assert validar(e, catalogo, AHORA) == "tipo_incoherente"
     e.satisfaccion.puntaje = 5
     assert validar(e, catalogo, AHORA) is None
-    c = base(tipo=pb.COSTO_REGISTRADO, caso_id="")
+    c = base(tipo=pb.TIPO_EVENTO_COSTO_REGISTRADO, caso_id="")
     c.costo.unidades, c.costo.nanos = 12, 500_000_000
     c.costo.moneda = "USD"
     assert validar(c, catalogo, AHORA) == "moneda_incoherente"
@@ -74,16 +74,16 @@ def test_encuesta_y_costo(catalogo):
     assert validar(c, catalogo, AHORA) is None
 
 
-def _con(tipo=pb.SOLICITUD_RECIBIDA, **cambios):
+def _con(tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, **cambios):
     """Un evento válido de `tipo` con `cambios` aplicados por ruta de campo ("costo.nanos")."""
     e = base(tipo=tipo)
-    if tipo in (pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA):
+    if tipo in (pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA):
         e.etapa_id = "impresion"
-    if tipo == pb.COSTO_REGISTRADO:
+    if tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO:
         e.costo.moneda, e.costo.unidades = "PEN", 3
-    if tipo == pb.RECLAMO_REGISTRADO:
+    if tipo == pb.TIPO_EVENTO_RECLAMO_REGISTRADO:
         e.reclamo.reclamo_id = "R-1"
-    if tipo == pb.ENCUESTA_RESPONDIDA:
+    if tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA:
         e.satisfaccion.puntaje, e.satisfaccion.escala_max = 4, 5
     for ruta, valor in cambios.items():
         destino = e
@@ -109,32 +109,32 @@ def _con(tipo=pb.SOLICITUD_RECIBIDA, **cambios):
     (_con(fuente="sistema|x"), "identificador_invalido:fuente"),
     (_con(fuente=""), None),
     # La etapa, una de las de su servicio en el catálogo (dni-duplicado: verificacion, impresion, entrega).
-    (_con(pb.ETAPA_INICIADA), None),
-    (_con(pb.ETAPA_INICIADA, etapa_id="impresion#x"), "etapa_desconocida"),
-    (_con(pb.ETAPA_COMPLETADA, etapa_id="calificacion"), "etapa_desconocida"),
+    (_con(pb.TIPO_EVENTO_ETAPA_INICIADA), None),
+    (_con(pb.TIPO_EVENTO_ETAPA_INICIADA, etapa_id="impresion#x"), "etapa_desconocida"),
+    (_con(pb.TIPO_EVENTO_ETAPA_COMPLETADA, etapa_id="calificacion"), "etapa_desconocida"),
     (_con(etapa_id="otra"), "etapa_desconocida"),
     # Instantes y plazos en rango.
     (_con(ocurrido_en__seconds=946_684_799), "valor_fuera_de_rango:ocurrido_en"),
     (_con(plazo_dias=3651), "valor_fuera_de_rango:plazo_dias"),
     (_con(plazo_dias=3650), None),
-    (_con(pb.ETAPA_INICIADA, intento=1001), "valor_fuera_de_rango:intento"),
-    (_con(pb.ENCUESTA_RESPONDIDA, satisfaccion__escala_max=101, satisfaccion__puntaje=1),
+    (_con(pb.TIPO_EVENTO_ETAPA_INICIADA, intento=1001), "valor_fuera_de_rango:intento"),
+    (_con(pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, satisfaccion__escala_max=101, satisfaccion__puntaje=1),
      "valor_fuera_de_rango:satisfaccion"),
     # Dinero: exacto, no negativo, hasta 4 decimales y mil millones de unidades.
-    (_con(pb.COSTO_REGISTRADO, costo__unidades=-1), "monto_invalido"),
-    (_con(pb.COSTO_REGISTRADO, costo__nanos=-5), "monto_invalido"),
-    (_con(pb.COSTO_REGISTRADO, costo__nanos=1_000_000_000), "monto_invalido"),
-    (_con(pb.COSTO_REGISTRADO, costo__nanos=123_450_000), "monto_invalido"),
-    (_con(pb.COSTO_REGISTRADO, costo__nanos=123_400_000), None),
-    (_con(pb.COSTO_REGISTRADO, costo__unidades=1_000_000_000), None),
-    (_con(pb.COSTO_REGISTRADO, costo__unidades=1_000_000_000, costo__nanos=100_000), "monto_invalido"),
-    (_con(pb.COSTO_REGISTRADO, costo__unidades=2**62), "monto_invalido"),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__unidades=-1), "monto_invalido"),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__nanos=-5), "monto_invalido"),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__nanos=1_000_000_000), "monto_invalido"),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__nanos=123_450_000), "monto_invalido"),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__nanos=123_400_000), None),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__unidades=1_000_000_000), None),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__unidades=1_000_000_000, costo__nanos=100_000), "monto_invalido"),
+    (_con(pb.TIPO_EVENTO_COSTO_REGISTRADO, costo__unidades=2**62), "monto_invalido"),
     # Textos y tamaño acotados.
     (_con(region="r" * 257), "campo_demasiado_largo:region"),
     (_con(atributos={f"k{i}": "v" for i in range(33)}), "campo_demasiado_largo:atributos"),
     (_con(atributos={"nota": "x" * 257}), "campo_demasiado_largo:atributos"),
-    (_con(pb.RECLAMO_REGISTRADO, reclamo__categoria="c" * 257), "campo_demasiado_largo:reclamo.categoria"),
-    (_con(pb.RECLAMO_REGISTRADO, reclamo__reclamo_id="R 1"), "identificador_invalido:reclamo.reclamo_id"),
+    (_con(pb.TIPO_EVENTO_RECLAMO_REGISTRADO, reclamo__categoria="c" * 257), "campo_demasiado_largo:reclamo.categoria"),
+    (_con(pb.TIPO_EVENTO_RECLAMO_REGISTRADO, reclamo__reclamo_id="R 1"), "identificador_invalido:reclamo.reclamo_id"),
     (_con(atributos={f"k{i}": "v" * 250 for i in range(32)}), None),
 ])
 def test_lo_que_el_procesador_guarda_queda_acotado(catalogo, evento, motivo):
@@ -154,7 +154,7 @@ def test_un_costo_con_el_campo_monto_del_contrato_anterior_se_rechaza(catalogo):
     """`monto` (double, campo 1) ya no existe: leído con el contrato nuevo sería un costo de 0."""
     import struct
 
-    e = _con(pb.COSTO_REGISTRADO)
+    e = _con(pb.TIPO_EVENTO_COSTO_REGISTRADO)
     e.costo.unidades = 0
     viejo = pb.Evento.FromString(e.SerializeToString() + b"\x92\x01\x09\x09" + struct.pack("<d", 12.5))
     assert (viejo.costo.unidades, viejo.costo.nanos) == (0, 0)
@@ -165,7 +165,7 @@ def test_un_costo_con_el_campo_monto_del_contrato_anterior_se_rechaza(catalogo):
 def test_clave_kafka_por_agencia_y_caso():
     assert clave_kafka(base(agencia_id="reniec", caso_id="EXP-1")) == b"reniec/EXP-1"
     assert clave_kafka(base(agencia_id="sunarp", caso_id="EXP-1")) == b"sunarp/EXP-1"
-    assert clave_kafka(base(tipo=pb.ENCUESTA_RESPONDIDA, caso_id="", evento_id="e9")) == b"reniec/e9"
+    assert clave_kafka(base(tipo=pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, caso_id="", evento_id="e9")) == b"reniec/e9"
 
 
 def test_decodificar_evento_y_lote():

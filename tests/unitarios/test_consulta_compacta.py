@@ -56,7 +56,7 @@ def _escenario(semilla=7):
                         meta = None
                         if v == "7d" and i == "cumplimiento_plazo":
                             meta = ipb.EvaluacionMeta(operador=">=", valor=0.9, muestra_minima=5,
-                                                      estado=azar.choice([ipb.CUMPLE, ipb.INCUMPLE, ipb.SIN_DATOS]),
+                                                      estado=azar.choice([ipb.ESTADO_CUMPLIMIENTO_CUMPLE, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE, ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS]),
                                                       severidad="critica", equipo="equipo-" + a)
                         sin = azar.random() < 0.2
                         ind = _indicador(a, s, i, v, e, 0.0 if sin else round(azar.uniform(0, 2000), 3),
@@ -121,8 +121,8 @@ def test_metricas_son_exactamente_las_series_de_la_vista():
     assert muestras("gpr_indicador_muestras") == {etiquetas(i): i.muestras for i in actuales}
     assert muestras("gpr_meta_valor") == {etiquetas(i): i.meta.valor for i in actuales if i.HasField("meta")}
     assert muestras("gpr_meta_cumplimiento") == {
-        etiquetas(i, ("severidad", i.meta.severidad), ("equipo", i.meta.equipo)): 1 if i.meta.estado == ipb.CUMPLE else 0
-        for i in actuales if i.HasField("meta") and i.meta.estado in (ipb.CUMPLE, ipb.INCUMPLE)}
+        etiquetas(i, ("severidad", i.meta.severidad), ("equipo", i.meta.equipo)): 1 if i.meta.estado == ipb.ESTADO_CUMPLIMIENTO_CUMPLE else 0
+        for i in actuales if i.HasField("meta") and i.meta.estado in (ipb.ESTADO_CUMPLIMIENTO_CUMPLE, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE)}
     cuellos = {}
     for i in actuales:
         grupo = (i.agencia_id, i.servicio_id, i.ventana)

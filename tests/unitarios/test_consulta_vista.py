@@ -65,7 +65,7 @@ FALSIFICADOS = [
                                                           indicador="cumplimiento_plazo", ventana="24h", valor=0.5,
                                                           muestras=2, numerador=math.inf)), "valor_no_finito"),
     ("meta NaN", CLAVE.encode(), _bytes(_ind(meta=ipb.EvaluacionMeta(operador=">=", valor=math.nan,
-                                                                    estado=ipb.CUMPLE))), "valor_no_finito"),
+                                                                    estado=ipb.ESTADO_CUMPLIMIENTO_CUMPLE))), "valor_no_finito"),
 ]
 
 
@@ -119,7 +119,7 @@ def test_historial_retiene_en_memoria_solo_lo_que_se_puede_leer():
     de Python (tracemalloc, no el RSS) las cuenta."""
     vista = Vista("sin-kafka:9092")
     vista.conservar_historial(maximo=100, total=200_000)
-    meta = ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=ipb.CUMPLE, descripcion="r" * 10_000)
+    meta = ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=ipb.ESTADO_CUMPLIMIENTO_CUMPLE, descripcion="r" * 10_000)
     tracemalloc.start()
     try:
         antes = tracemalloc.get_traced_memory()[0]
@@ -145,7 +145,7 @@ _RSS_HISTORIAL = textwrap.dedent("""
 
     vista = Vista("sin-kafka:9092")
     vista.conservar_historial(100, 200_000)
-    meta = ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=ipb.CUMPLE, descripcion="r" * 5000)
+    meta = ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=ipb.ESTADO_CUMPLIMIENTO_CUMPLE, descripcion="r" * 5000)
     claves = [f"reniec/s{n}/solicitudes/24h" for n in range(10)]
     antes = rss()
     for n in range(20_000):

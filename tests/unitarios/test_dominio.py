@@ -50,7 +50,7 @@ def _calcular(sumas, vencidos, etapas=()):
 
 def test_entrega_en_plazo_exacto_cuenta_como_en_plazo():
     # 7 días exactos con plazo de 7 días: en plazo (≤).
-    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 1000), ev("2", pb.SERVICIO_ENTREGADO, 1000 + 7 * D)])
+    aportes = aplicar_todos([ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 1000), ev("2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 1000 + 7 * D)])
     assert solo(aportes, "solicitudes", "plazo_casos", "plazo_buenos", "entregas") == Counter({
         ("solicitudes", 1000): 1, ("plazo_casos", 1000 + 7 * D): 1,
         ("plazo_buenos", 1000 + 7 * D): 1, ("entregas", 1000 + 7 * D): 1})
@@ -59,31 +59,31 @@ def test_entrega_en_plazo_exacto_cuenta_como_en_plazo():
 
 
 def test_un_segundo_tarde_no_cumple():
-    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 1000), ev("2", pb.SERVICIO_ENTREGADO, 1001 + 7 * D)])
+    aportes = aplicar_todos([ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 1000), ev("2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 1001 + 7 * D)])
     assert solo(aportes, "plazo_casos", "plazo_buenos") == Counter({("plazo_casos", 1001 + 7 * D): 1})
     # Su edad supera el plazo en 1000+7d+1, el mismo segundo en que concluye: nunca vencido.
     assert solo(aportes, "vencidos") == Counter()
-    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 1000), ev("2", pb.SERVICIO_ENTREGADO, 1002 + 7 * D)])
+    aportes = aplicar_todos([ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 1000), ev("2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 1002 + 7 * D)])
     assert solo(aportes, "vencidos") == Counter({("vencidos", 1001 + 7 * D): 1, ("vencidos", 1002 + 7 * D): -1})
 
 
 def test_caso_abierto_vence_al_superar_el_plazo():
-    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 50, plazo=2)])
+    aportes = aplicar_todos([ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 50, plazo=2)])
     assert solo(aportes, "vencidos", "conclusion_casos", "conclusion_buenos") == Counter({
         ("vencidos", 50 + 2 * D + 1): 1, ("conclusion_casos", 50): 1})
 
 
 def test_plazo_propio_del_evento_sustituye_al_del_servicio():
-    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 0, plazo=1), ev("2", pb.SERVICIO_ENTREGADO, 2 * D)])
+    aportes = aplicar_todos([ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 0, plazo=1), ev("2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 2 * D)])
     assert ("plazo_buenos", 2 * D) not in aportes and aportes[("plazo_casos", 2 * D)] == 1
 
 
 def test_entrega_anterior_que_llega_despues_mueve_el_aporte():
     # Primero se conoce una entrega tardía; luego llega otra anterior, que es la primera.
     aportes = aplicar_todos([
-        ev("1", pb.SOLICITUD_RECIBIDA, 0),
-        ev("2", pb.SERVICIO_ENTREGADO, 9 * D),
-        ev("3", pb.SERVICIO_ENTREGADO, 2 * D),
+        ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 0),
+        ev("2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 9 * D),
+        ev("3", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 2 * D),
     ])
     assert solo(aportes, "solicitudes", "plazo_casos", "plazo_buenos", "entregas", "concluidos") == Counter({
         ("solicitudes", 0): 1, ("plazo_casos", 2 * D): 1, ("plazo_buenos", 2 * D): 1,
@@ -91,35 +91,35 @@ def test_entrega_anterior_que_llega_despues_mueve_el_aporte():
 
 
 def test_reintento_resultado_de_la_conclusion_y_etapa_sin_inicio():
-    inicio, fin = ev("2", pb.ETAPA_INICIADA, 20), ev("3", pb.ETAPA_COMPLETADA, 80)
+    inicio, fin = ev("2", pb.TIPO_EVENTO_ETAPA_INICIADA, 20), ev("3", pb.TIPO_EVENTO_ETAPA_COMPLETADA, 80)
     inicio.etapa_id = fin.etapa_id = "revision"
     fin.intento = 2  # completa el intento 2, que nunca empezó: no hay permanencia que medir
-    cierre = ev("4", pb.CASO_CERRADO, 100)
-    cierre.resultado = pb.DESISTIDO
-    aportes = aplicar_todos([ev("1", pb.SOLICITUD_RECIBIDA, 10), inicio, fin, cierre])
+    cierre = ev("4", pb.TIPO_EVENTO_CASO_CERRADO, 100)
+    cierre.resultado = pb.RESULTADO_DESISTIDO
+    aportes = aplicar_todos([ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 10), inicio, fin, cierre])
     assert solo(aportes, "reproceso", "errores", "concluidos", "conclusion_buenos") == Counter({
         ("reproceso", 100): 1, ("errores", 100): 1, ("concluidos", 100): 1, ("conclusion_buenos", 10): 1})
     assert not [k for k in aportes if k[0].startswith("etapa:")]
 
 
 def test_permanencia_en_etapa():
-    inicio, fin = ev("2", pb.ETAPA_INICIADA, 20), ev("3", pb.ETAPA_COMPLETADA, 3620)
+    inicio, fin = ev("2", pb.TIPO_EVENTO_ETAPA_INICIADA, 20), ev("3", pb.TIPO_EVENTO_ETAPA_COMPLETADA, 3620)
     inicio.etapa_id = fin.etapa_id = "revision"
     aportes = aplicar_todos([fin, inicio])
     assert aportes == Counter({(f"etapa:revision#{clave(3600)}", 3620): 1})
 
 
 def test_duplicado_devuelve_el_mismo_lote_con_su_secuencia_original():
-    primero = aplicar_evento(None, ev("1", pb.SOLICITUD_RECIBIDA, 10), 7, 3, 100)
-    otra_vez = aplicar_evento(primero.estado, ev("1", pb.SOLICITUD_RECIBIDA, 10), 7, 3, 999)
+    primero = aplicar_evento(None, ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 10), 7, 3, 100)
+    otra_vez = aplicar_evento(primero.estado, ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 10), 7, 3, 999)
     assert otra_vez.duplicado and otra_vez.lote.secuencia == 100 and otra_vez.lote == primero.lote
     # Otro emisor con el mismo evento_id es otro evento.
-    otro = aplicar_evento(primero.estado, ev("1", pb.SOLICITUD_RECIBIDA, 10, fuente="g"), 7, 3, 101)
+    otro = aplicar_evento(primero.estado, ev("1", pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, 10, fuente="g"), 7, 3, 101)
     assert not otro.duplicado
 
 
-_TIPOS_DEL_CASO = [pb.SOLICITUD_RECIBIDA, pb.SERVICIO_ENTREGADO, pb.CASO_CERRADO, pb.CASO_DEVUELTO,
-                   pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA, pb.ENCUESTA_RESPONDIDA, pb.COSTO_REGISTRADO]
+_TIPOS_DEL_CASO = [pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, pb.TIPO_EVENTO_SERVICIO_ENTREGADO, pb.TIPO_EVENTO_CASO_CERRADO, pb.TIPO_EVENTO_CASO_DEVUELTO,
+                   pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA, pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, pb.TIPO_EVENTO_COSTO_REGISTRADO]
 
 
 @st.composite
@@ -128,14 +128,14 @@ def eventos_de_un_caso(draw):
     for i in range(draw(st.integers(1, 12))):
         tipo = draw(st.sampled_from(_TIPOS_DEL_CASO))
         e = ev(str(i), tipo, draw(st.integers(1, 20)) * H, plazo=draw(st.sampled_from([None, 1, 3])))
-        if tipo in (pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA):
+        if tipo in (pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA):
             e.etapa_id, e.intento = draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 2))
-        elif tipo == pb.ENCUESTA_RESPONDIDA:
+        elif tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA:
             e.satisfaccion.puntaje, e.satisfaccion.escala_max = draw(st.integers(1, 5)), 5
-        elif tipo == pb.COSTO_REGISTRADO:
+        elif tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO:
             e.costo.unidades = draw(st.integers(0, 100))
-        elif tipo == pb.SERVICIO_ENTREGADO:
-            e.canal = draw(st.sampled_from([pb.WEB, pb.PRESENCIAL]))
+        elif tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO:
+            e.canal = draw(st.sampled_from([pb.CANAL_WEB, pb.CANAL_PRESENCIAL]))
         eventos.append(e)
     return eventos
 
@@ -158,9 +158,9 @@ def test_canal_y_resultado_vuelven_a_cero_entre_lotes():
     """Entregas anteriores sin canal ni resultado, cada una en otro lote (estado guardado y
     leído), sustituyen a la primera: la entrega digital y el error se retiran y no vuelven
     a restarse cuando la siguiente recalcula lo que había antes."""
-    primera = ev("e1", pb.SERVICIO_ENTREGADO, 100 * H)
-    primera.canal, primera.resultado = pb.WEB, pb.ERROR
-    aportes = aplicar_todos([primera, ev("e0", pb.SERVICIO_ENTREGADO, 50 * H), ev("e00", pb.SERVICIO_ENTREGADO, 20 * H)])
+    primera = ev("e1", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 100 * H)
+    primera.canal, primera.resultado = pb.CANAL_WEB, pb.RESULTADO_ERROR
+    aportes = aplicar_todos([primera, ev("e0", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 50 * H), ev("e00", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, 20 * H)])
     assert solo(aportes, "entregas", "entregas_digitales", "errores", "concluidos") == Counter({
         ("entregas", 20 * H): 1, ("concluidos", 20 * H): 1})
 
@@ -285,7 +285,7 @@ def test_costo_por_tramite_exacto_al_centimo():
     caso = Caso("reniec", "dni-duplicado", 7)
     sumas = {"entregas": 3.0}
     for n, centimos in enumerate((10, 20, 30)):
-        e = pb.Evento(evento_id=f"c{n}", tipo=pb.COSTO_REGISTRADO,
+        e = pb.Evento(evento_id=f"c{n}", tipo=pb.TIPO_EVENTO_COSTO_REGISTRADO,
                       costo=pb.Costo(unidades=0, nanos=centimos * 10_000_000, moneda="PEN"))
         for (medida, _), valor in cambios_de(caso, e, e.tipo, 1_800_000_000).items():
             sumas[medida] = sumas.get(medida, 0.0) + valor

@@ -36,7 +36,7 @@ def _registros(eventos, en_lotes_de: int = 0):
                      [(CABECERA_LOTE, b"1")]) for n, i in enumerate(range(0, len(eventos), en_lotes_de))]
 
 
-def _evento(evento_id, tipo=pb.SOLICITUD_RECIBIDA, agencia="reniec", servicio="dni-duplicado", caso="EXP-1",
+def _evento(evento_id, tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia="reniec", servicio="dni-duplicado", caso="EXP-1",
             t=AHORA - D, **campos):
     e = pb.Evento(evento_id=evento_id, fuente="sistema", tipo=tipo, agencia_id=agencia, servicio_id=servicio,
                   caso_id=caso, **campos)
@@ -70,15 +70,15 @@ def test_el_token_de_una_agencia_no_mueve_los_numeros_de_otra(catalogo):
     """sunarp reutiliza el número de caso y los evento_id de una entrega de reniec: nada de
     reniec cambia (ni sus entregas ni su costo) y sunarp cuenta su propio evento."""
     motor = MotorEnLotes(catalogo, AHORA)
-    reniec = [_evento("r1", t=AHORA - 3 * D), _evento("r2", pb.SERVICIO_ENTREGADO, t=AHORA - 2 * D, canal=pb.WEB),
-              _evento("r3", pb.COSTO_REGISTRADO, caso="", t=AHORA - 2 * D,
+    reniec = [_evento("r1", t=AHORA - 3 * D), _evento("r2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, t=AHORA - 2 * D, canal=pb.CANAL_WEB),
+              _evento("r3", pb.TIPO_EVENTO_COSTO_REGISTRADO, caso="", t=AHORA - 2 * D,
                       costo=pb.Costo(unidades=20, moneda="PEN"))]
     motor.procesar_y_agregar(_registros(reniec))
     antes, _ = motor.observado("reniec")
     # Lo mismo con agencia sunarp y su servicio: mismos caso_id y evento_id, otra agencia.
-    intruso = [_evento("r2", pb.SERVICIO_ENTREGADO, agencia="sunarp", servicio="certificado-literal",
-                       t=AHORA - D, canal=pb.WEB),
-               _evento("r3", pb.COSTO_REGISTRADO, agencia="sunarp", servicio="certificado-literal", caso="",
+    intruso = [_evento("r2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, agencia="sunarp", servicio="certificado-literal",
+                       t=AHORA - D, canal=pb.CANAL_WEB),
+               _evento("r3", pb.TIPO_EVENTO_COSTO_REGISTRADO, agencia="sunarp", servicio="certificado-literal", caso="",
                        t=AHORA - D, costo=pb.Costo(unidades=999, moneda="PEN"))]
     salida = motor.procesar_y_agregar([Registro(0, 10 + i, b"k", e.SerializeToString()) for i, e in enumerate(intruso)])
     assert (salida.aceptados, salida.duplicados, salida.rechazos) == (2, 0, [])
@@ -95,7 +95,7 @@ def test_el_token_de_una_agencia_no_mueve_los_numeros_de_otra(catalogo):
 def test_un_evento_de_otro_servicio_en_un_caso_se_rechaza(catalogo):
     motor = MotorEnLotes(catalogo, AHORA)
     primero = _evento("a1", caso="EXP-7")
-    otro = _evento("a2", pb.SERVICIO_ENTREGADO, servicio="dni-primera-vez", caso="EXP-7", canal=pb.WEB)
+    otro = _evento("a2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, servicio="dni-primera-vez", caso="EXP-7", canal=pb.CANAL_WEB)
     salida = motor.procesar_y_agregar(_registros([primero, otro]))
     assert salida.aceptados == 1
     assert [(r.motivo, r.agencia) for r in salida.rechazos] == [("caso_de_otro_servicio", "reniec")]
@@ -129,16 +129,16 @@ def test_etapas_y_montos_hostiles_se_rechazan_y_el_resto_cuenta(catalogo):
     cuentan, y el costo por trámite es el exacto."""
     motor = MotorEnLotes(catalogo, AHORA)
     t = AHORA - D
-    buenos = [_evento("s1", caso="EXP-1", t=t), _evento("d1", pb.SERVICIO_ENTREGADO, caso="EXP-1", t=t + 60, canal=pb.WEB),
-              _evento("c1", pb.COSTO_REGISTRADO, caso="", t=t + 70, costo=pb.Costo(nanos=100_000_000, moneda="PEN")),
-              _evento("c2", pb.COSTO_REGISTRADO, caso="", t=t + 80, costo=pb.Costo(nanos=200_000_000, moneda="PEN"))]
+    buenos = [_evento("s1", caso="EXP-1", t=t), _evento("d1", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, caso="EXP-1", t=t + 60, canal=pb.CANAL_WEB),
+              _evento("c1", pb.TIPO_EVENTO_COSTO_REGISTRADO, caso="", t=t + 70, costo=pb.Costo(nanos=100_000_000, moneda="PEN")),
+              _evento("c2", pb.TIPO_EVENTO_COSTO_REGISTRADO, caso="", t=t + 80, costo=pb.Costo(nanos=200_000_000, moneda="PEN"))]
     malos = [
-        (_evento("m1", pb.ETAPA_INICIADA, caso="EXP-1", t=t + 10, etapa_id="impresion#x"), "etapa_desconocida"),
-        (_evento("m2", pb.ETAPA_INICIADA, caso="EXP-1", t=t + 10, etapa_id="emision"), "etapa_desconocida"),
-        (_evento("m3", pb.COSTO_REGISTRADO, caso="", t=t, costo=pb.Costo(unidades=-1, moneda="PEN")), "monto_invalido"),
-        (_evento("m4", pb.COSTO_REGISTRADO, caso="", t=t, costo=pb.Costo(unidades=2**63 - 1, moneda="PEN")),
+        (_evento("m1", pb.TIPO_EVENTO_ETAPA_INICIADA, caso="EXP-1", t=t + 10, etapa_id="impresion#x"), "etapa_desconocida"),
+        (_evento("m2", pb.TIPO_EVENTO_ETAPA_INICIADA, caso="EXP-1", t=t + 10, etapa_id="emision"), "etapa_desconocida"),
+        (_evento("m3", pb.TIPO_EVENTO_COSTO_REGISTRADO, caso="", t=t, costo=pb.Costo(unidades=-1, moneda="PEN")), "monto_invalido"),
+        (_evento("m4", pb.TIPO_EVENTO_COSTO_REGISTRADO, caso="", t=t, costo=pb.Costo(unidades=2**63 - 1, moneda="PEN")),
          "monto_invalido"),
-        (_evento("m5", pb.COSTO_REGISTRADO, caso="", t=t, costo=pb.Costo(nanos=1, moneda="PEN")), "monto_invalido"),
+        (_evento("m5", pb.TIPO_EVENTO_COSTO_REGISTRADO, caso="", t=t, costo=pb.Costo(nanos=1, moneda="PEN")), "monto_invalido"),
         (_evento("m6#", caso="EXP-2", t=t), "identificador_invalido:evento_id"),
         (_evento("m7", caso="EXP 2", t=t), "identificador_invalido:caso_id"),
         (_evento("m8", caso="EXP-3", t=t, plazo_dias=2_000_000_000), "valor_fuera_de_rango:plazo_dias"),
@@ -187,9 +187,9 @@ def test_un_estado_corrupto_afecta_solo_a_los_eventos_de_su_caso(catalogo):
     t = AHORA - D
     roto = _evento("x1", caso="EXP-ROTO", t=t)
     motor.casos[clave_caso(roto)] = b"\xff\xff\xff basura"
-    eventos = [_evento("a1", caso="EXP-A", t=t), roto, _evento("a2", pb.SERVICIO_ENTREGADO, caso="EXP-A", t=t + 5,
-                                                              canal=pb.WEB),
-               _evento("x2", pb.SERVICIO_ENTREGADO, caso="EXP-ROTO", t=t + 6, canal=pb.WEB)]
+    eventos = [_evento("a1", caso="EXP-A", t=t), roto, _evento("a2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, caso="EXP-A", t=t + 5,
+                                                              canal=pb.CANAL_WEB),
+               _evento("x2", pb.TIPO_EVENTO_SERVICIO_ENTREGADO, caso="EXP-ROTO", t=t + 6, canal=pb.CANAL_WEB)]
     salida = motor.procesar_y_agregar(_registros(eventos))
     assert [(pb.Evento.FromString(r.valor).evento_id, r.motivo) for r in salida.rechazos] == \
         [("x1", "error_interno:DecodeError"), ("x2", "error_interno:DecodeError")]

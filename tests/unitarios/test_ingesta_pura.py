@@ -43,7 +43,7 @@ def catalogo():
 
 
 def evento(eid, caso="c1", agencia="reniec", **campos):
-    e = pb.Evento(evento_id=eid, fuente="f", tipo=pb.SOLICITUD_RECIBIDA, agencia_id=agencia,
+    e = pb.Evento(evento_id=eid, fuente="f", tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia_id=agencia,
                   servicio_id="dni-duplicado", caso_id=caso, **campos)
     e.ocurrido_en.seconds = AHORA - 60
     return e

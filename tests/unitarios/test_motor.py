@@ -123,10 +123,10 @@ def test_un_lote_enorme_de_un_par_se_parte_en_agregados_que_caben_en_kafka(catal
         t = inicio + h * 3600 + 17
         caso = f"caso-{h}"
         eventos += [
-            pb.Evento(tipo=pb.SOLICITUD_RECIBIDA),
-            pb.Evento(tipo=pb.ENCUESTA_RESPONDIDA, satisfaccion=pb.Satisfaccion(puntaje=1 + h % 5, escala_max=5)),
-            pb.Evento(tipo=pb.RECLAMO_REGISTRADO, reclamo=pb.Reclamo(reclamo_id=f"R{h}", categoria="demora")),
-            pb.Evento(tipo=pb.COSTO_REGISTRADO, costo=pb.Costo(unidades=10 + h % 7, moneda=moneda)),
+            pb.Evento(tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA),
+            pb.Evento(tipo=pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, satisfaccion=pb.Satisfaccion(puntaje=1 + h % 5, escala_max=5)),
+            pb.Evento(tipo=pb.TIPO_EVENTO_RECLAMO_REGISTRADO, reclamo=pb.Reclamo(reclamo_id=f"R{h}", categoria="demora")),
+            pb.Evento(tipo=pb.TIPO_EVENTO_COSTO_REGISTRADO, costo=pb.Costo(unidades=10 + h % 7, moneda=moneda)),
         ]
         for n, e in enumerate(eventos[-4:]):
             e.evento_id, e.fuente, e.agencia_id, e.servicio_id, e.caso_id = f"{caso}-{n}", "carga", "reniec", servicio.id, caso
@@ -157,7 +157,7 @@ def test_un_caso_con_demasiados_eventos_rechaza_los_nuevos_como_caso_saturado(ca
     t = AHORA - D
     eventos = []
     for i in range(8):
-        e = pb.Evento(evento_id=f"r{i}", fuente="emisor", tipo=pb.RECLAMO_REGISTRADO, agencia_id="reniec",
+        e = pb.Evento(evento_id=f"r{i}", fuente="emisor", tipo=pb.TIPO_EVENTO_RECLAMO_REGISTRADO, agencia_id="reniec",
                       servicio_id=servicio.id, caso_id="siempre-el-mismo",
                       reclamo=pb.Reclamo(reclamo_id=f"R{i}", categoria="demora"))
         e.ocurrido_en.seconds = t + i

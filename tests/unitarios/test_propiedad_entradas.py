@@ -61,7 +61,7 @@ def eventos(draw):
         agencia_id=_a_veces(draw, agencia, AGENCIAS),
         servicio_id=_a_veces(draw, servicio, SERVICIOS),
         caso_id=_a_veces(draw, draw(st.sampled_from(["EXP-1", "EXP-2", "EXP-3"])), CASOS),
-        etapa_id=_a_veces(draw, draw(st.sampled_from(etapas)) if tipo in (pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA)
+        etapa_id=_a_veces(draw, draw(st.sampled_from(etapas)) if tipo in (pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA)
                           else "", ETAPAS),
         region=_a_veces(draw, "", TEXTO),
         canal=_a_veces(draw, draw(st.sampled_from(list(pb.Canal.values()))), INT32),
@@ -73,13 +73,13 @@ def eventos(draw):
     e.ocurrido_en.nanos = draw(st.integers(0, 999_999_999))
     if draw(st.integers(0, 4)) == 0:
         e.plazo_dias = _a_veces(draw, draw(st.integers(1, 30)), INT32)
-    if tipo == pb.ENCUESTA_RESPONDIDA or draw(st.integers(0, 7)) == 0:
+    if tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA or draw(st.integers(0, 7)) == 0:
         e.satisfaccion.puntaje = _a_veces(draw, draw(st.integers(1, 5)), INT32)
         e.satisfaccion.escala_max = _a_veces(draw, 5, INT32)
-    if tipo in (pb.RECLAMO_REGISTRADO, pb.RECLAMO_RESUELTO) or draw(st.integers(0, 7)) == 0:
+    if tipo in (pb.TIPO_EVENTO_RECLAMO_REGISTRADO, pb.TIPO_EVENTO_RECLAMO_RESUELTO) or draw(st.integers(0, 7)) == 0:
         e.reclamo.reclamo_id = _a_veces(draw, draw(st.sampled_from(["R1", "R2"])), TEXTO)
         e.reclamo.categoria = _a_veces(draw, "demora", TEXTO)
-    if tipo == pb.COSTO_REGISTRADO or draw(st.integers(0, 7)) == 0:
+    if tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO or draw(st.integers(0, 7)) == 0:
         e.costo.unidades = _a_veces(draw, draw(st.integers(0, 500)), INT64)
         e.costo.nanos = _a_veces(draw, draw(st.integers(0, 99)) * 10_000_000, INT32)
         e.costo.moneda = _a_veces(draw, CAT.agencias[agencia].moneda, TEXTO)

@@ -99,7 +99,7 @@ def test_un_vencimiento_tardio_republica_el_mes_cerrado_en_que_vence(catalogo, m
     recibido_tarde = ventanas.limites_mes(hace_dos, zona)[1] - 6 * D  # vence a mitad del mes anterior
 
     def solicitud(caso: str, instante: int) -> pb.Evento:
-        e = pb.Evento(evento_id=f"e-{caso}", fuente="prueba", tipo=pb.SOLICITUD_RECIBIDA, agencia_id="minsa",
+        e = pb.Evento(evento_id=f"e-{caso}", fuente="prueba", tipo=pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, agencia_id="minsa",
                       servicio_id=servicio.id, caso_id=caso)
         e.ocurrido_en.seconds = instante
         return e
@@ -115,3 +115,21 @@ def test_un_vencimiento_tardio_republica_el_mes_cerrado_en_que_vence(catalogo, m
     # Al cierre del mes anterior: «z» (vencido desde hace tres meses) y «b», que venció en él.
     assert (vencidos.valor, vencidos.muestras) == (2.0, 2)
     assert not banco.diferencias(), banco.diferencias()[:5]
+
+
+def test_cada_instantanea_lleva_la_unidad_del_catalogo(catalogo, metas):
+    """La unidad viaja en la API (`Indicador.unidad`): nadie la adivina por el nombre. Los
+    importes, en la moneda de su agencia (PEN en el catálogo)."""
+    azar = random.Random(3)
+    eventos = escenario.generar(catalogo, azar, casos_por_servicio=10, inicio=AHORA - 10 * D, duracion=9 * D)
+    banco = Banco(catalogo, metas, refresco_rango_s=0.0)
+    banco.procesar(eventos)
+    banco.pasada()
+    esperadas = {"solicitudes": "conteo", "cumplimiento_plazo": "proporcion", "tiempo_atencion_p50": "segundos",
+                 "tiempo_etapa_p90": "segundos", "reclamos_por_mil": "por_mil", "costo_por_tramite": "PEN",
+                 "satisfaccion_indice": "proporcion", "casos_vencidos": "conteo"}
+    vistas = {}
+    for i in banco.publicado.values():
+        vistas.setdefault(i.indicador, set()).add(i.unidad)
+    assert {nombre: vistas.get(nombre) for nombre in esperadas} == {n: {u} for n, u in esperadas.items()}
+    assert all(len(unidades) == 1 and "" not in unidades for unidades in vistas.values())

@@ -57,9 +57,9 @@ def cumplimiento(eventos, catalogo):
     """{(agencia, servicio): (entregas en plazo, entregas)} de casos con recepción conocida."""
     recibido, cuentas = {}, defaultdict(lambda: [0, 0])
     for e in eventos:
-        if e.tipo == pb.SOLICITUD_RECIBIDA:
+        if e.tipo == pb.TIPO_EVENTO_SOLICITUD_RECIBIDA:
             recibido[e.caso_id] = e.ocurrido_en.seconds
-        elif e.tipo == pb.SERVICIO_ENTREGADO and e.caso_id in recibido:
+        elif e.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO and e.caso_id in recibido:
             plazo_s = catalogo.servicio(e.agencia_id, e.servicio_id).plazo_dias * D
             c = cuentas[(e.agencia_id, e.servicio_id)]
             c[0] += e.ocurrido_en.seconds - recibido[e.caso_id] <= plazo_s
@@ -73,9 +73,9 @@ def duraciones_etapa(eventos, agencia, servicio):
     for e in eventos:
         if (e.agencia_id, e.servicio_id) != (agencia, servicio) or e.intento != 1:
             continue
-        if e.tipo == pb.ETAPA_INICIADA:
+        if e.tipo == pb.TIPO_EVENTO_ETAPA_INICIADA:
             inicios[(e.caso_id, e.etapa_id)] = e.ocurrido_en.seconds
-        elif e.tipo == pb.ETAPA_COMPLETADA:
+        elif e.tipo == pb.TIPO_EVENTO_ETAPA_COMPLETADA:
             t0 = inicios[(e.caso_id, e.etapa_id)]
             duraciones[e.etapa_id].append((t0, e.ocurrido_en.seconds - t0))
     return duraciones
@@ -120,9 +120,9 @@ def test_emitir_por_tandas_da_lo_mismo_que_de_una_vez(catalogo):
 def test_todo_evento_es_valido_y_unico(eventos, catalogo):
     assert len(eventos) > 20_000
     assert {e.tipo for e in eventos} >= {
-        pb.SOLICITUD_RECIBIDA, pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA, pb.CASO_DEVUELTO,
-        pb.SERVICIO_ENTREGADO, pb.CASO_CERRADO, pb.ENCUESTA_RESPONDIDA, pb.RECLAMO_REGISTRADO,
-        pb.RECLAMO_RESUELTO, pb.COSTO_REGISTRADO,
+        pb.TIPO_EVENTO_SOLICITUD_RECIBIDA, pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA, pb.TIPO_EVENTO_CASO_DEVUELTO,
+        pb.TIPO_EVENTO_SERVICIO_ENTREGADO, pb.TIPO_EVENTO_CASO_CERRADO, pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, pb.TIPO_EVENTO_RECLAMO_REGISTRADO,
+        pb.TIPO_EVENTO_RECLAMO_RESUELTO, pb.TIPO_EVENTO_COSTO_REGISTRADO,
     }
     for e in eventos:
         assert validar(e, catalogo, HORIZONTE) is None, e
@@ -145,34 +145,34 @@ def test_valido_con_la_hora_de_su_propia_emision(catalogo):
 
 def test_campos_de_encuestas_reclamos_y_costos(eventos, catalogo):
     for e in eventos:
-        if e.tipo == pb.ENCUESTA_RESPONDIDA:
+        if e.tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA:
             assert e.satisfaccion.escala_max == 5 and 1 <= e.satisfaccion.puntaje <= 5
-        elif e.tipo == pb.RECLAMO_REGISTRADO:
+        elif e.tipo == pb.TIPO_EVENTO_RECLAMO_REGISTRADO:
             assert e.reclamo.reclamo_id and e.reclamo.categoria
             etapas = catalogo.servicio(e.agencia_id, e.servicio_id).etapas
             assert e.reclamo.etapa_relacionada in etapas
-        elif e.tipo == pb.COSTO_REGISTRADO:
+        elif e.tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO:
             assert e.costo.unidades > 0 or e.costo.nanos > 0
             assert e.costo.nanos % 10_000_000 == 0  # céntimos exactos
             assert e.costo.moneda == catalogo.agencias[e.agencia_id].moneda
-        elif e.tipo == pb.SERVICIO_ENTREGADO:
+        elif e.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO:
             assert e.canal != pb.CANAL_NO_ESPECIFICADO
-    resultados = [e.resultado for e in eventos if e.tipo == pb.SERVICIO_ENTREGADO]
-    otorgados = resultados.count(pb.OTORGADO) / len(resultados)
+    resultados = [e.resultado for e in eventos if e.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO]
+    otorgados = resultados.count(pb.RESULTADO_OTORGADO) / len(resultados)
     assert 0.9 < otorgados < 1.0
-    assert pb.ERROR in resultados and pb.DESISTIDO in resultados
+    assert pb.RESULTADO_ERROR in resultados and pb.RESULTADO_DESISTIDO in resultados
 
 
 def _comprobar_ciclo(caso, etapas):
     """Recorre el ciclo de un caso con una máquina de estados escrita aparte del generador."""
     ciclo = [e for e in caso if e.tipo in TIPOS_DE_CASO]
-    assert ciclo[0].tipo == pb.SOLICITUD_RECIBIDA
+    assert ciclo[0].tipo == pb.TIPO_EVENTO_SOLICITUD_RECIBIDA
     instantes = [e.ocurrido_en.seconds for e in ciclo]
     assert instantes == sorted(set(instantes)), "el ciclo de un caso avanza en el tiempo"
     siguiente, en_curso, ultima, devuelta, conclusion = 0, None, None, None, None
     for e in ciclo[1:]:
         assert conclusion is None, "nada del ciclo después de la entrega o el cierre"
-        if e.tipo == pb.ETAPA_INICIADA:
+        if e.tipo == pb.TIPO_EVENTO_ETAPA_INICIADA:
             assert en_curso is None
             if devuelta is not None:
                 assert (e.etapa_id, e.intento) == (devuelta, 2)
@@ -181,29 +181,29 @@ def _comprobar_ciclo(caso, etapas):
                 assert (e.etapa_id, e.intento) == (etapas[siguiente], 1)
                 siguiente += 1
             en_curso = (e.etapa_id, e.intento)
-        elif e.tipo == pb.ETAPA_COMPLETADA:
+        elif e.tipo == pb.TIPO_EVENTO_ETAPA_COMPLETADA:
             assert en_curso == (e.etapa_id, e.intento)
             ultima, en_curso = en_curso, None
-        elif e.tipo == pb.CASO_DEVUELTO:
+        elif e.tipo == pb.TIPO_EVENTO_CASO_DEVUELTO:
             assert en_curso is None and devuelta is None and ultima == (e.etapa_id, 1)
             devuelta = e.etapa_id
-        elif e.tipo == pb.SERVICIO_ENTREGADO:
+        elif e.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO:
             assert en_curso is None and devuelta is None and siguiente == len(etapas)
             conclusion = e
-        elif e.tipo == pb.CASO_CERRADO:
+        elif e.tipo == pb.TIPO_EVENTO_CASO_CERRADO:
             assert en_curso is None
-            assert e.resultado in (pb.DESISTIDO, pb.DENEGADO_NO_ELEGIBLE)
+            assert e.resultado in (pb.RESULTADO_DESISTIDO, pb.RESULTADO_DENEGADO_NO_ELEGIBLE)
             conclusion = e
     for e in caso:
-        if e.tipo in (pb.ENCUESTA_RESPONDIDA, pb.COSTO_REGISTRADO):
+        if e.tipo in (pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, pb.TIPO_EVENTO_COSTO_REGISTRADO):
             assert conclusion is not None and e.ocurrido_en.seconds >= conclusion.ocurrido_en.seconds
-        if e.tipo == pb.ENCUESTA_RESPONDIDA:
-            assert conclusion.tipo == pb.SERVICIO_ENTREGADO
+        if e.tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA:
+            assert conclusion.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO
     registrados = {}
     for e in caso:
-        if e.tipo == pb.RECLAMO_REGISTRADO:
+        if e.tipo == pb.TIPO_EVENTO_RECLAMO_REGISTRADO:
             registrados[e.reclamo.reclamo_id] = e.ocurrido_en.seconds
-        elif e.tipo == pb.RECLAMO_RESUELTO:
+        elif e.tipo == pb.TIPO_EVENTO_RECLAMO_RESUELTO:
             assert registrados[e.reclamo.reclamo_id] < e.ocurrido_en.seconds
     return conclusion
 
@@ -214,7 +214,7 @@ def test_ciclo_de_cada_caso_en_orden(eventos, catalogo):
         servicio = catalogo.servicio(caso[0].agencia_id, caso[0].servicio_id)
         conclusion = _comprobar_ciclo(caso, servicio.etapas)
         conclusiones[pb.TipoEvento.Name(conclusion.tipo) if conclusion else "abierto"] += 1
-    assert conclusiones["SERVICIO_ENTREGADO"] > 10 * conclusiones["CASO_CERRADO"] > 0
+    assert conclusiones["TIPO_EVENTO_SERVICIO_ENTREGADO"] > 10 * conclusiones["TIPO_EVENTO_CASO_CERRADO"] > 0
     assert conclusiones["abierto"] > 0
 
 
@@ -222,16 +222,16 @@ def test_caso_devuelto_se_reintenta_o_se_cierra_por_abandono(eventos):
     reintentados = abandonados = 0
     for caso in por_caso(eventos).values():
         for i, e in enumerate(caso):
-            if e.tipo != pb.CASO_DEVUELTO:
+            if e.tipo != pb.TIPO_EVENTO_CASO_DEVUELTO:
                 continue
-            despues = [x for x in caso[i + 1:] if x.tipo in (pb.ETAPA_INICIADA, pb.CASO_CERRADO)]
+            despues = [x for x in caso[i + 1:] if x.tipo in (pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_CASO_CERRADO)]
             if not despues:
                 continue  # aún esperando la subsanación al final del horizonte
-            if despues[0].tipo == pb.ETAPA_INICIADA:
+            if despues[0].tipo == pb.TIPO_EVENTO_ETAPA_INICIADA:
                 assert (despues[0].etapa_id, despues[0].intento) == (e.etapa_id, 2)
                 reintentados += 1
             else:
-                assert despues[0].resultado == pb.DESISTIDO
+                assert despues[0].resultado == pb.RESULTADO_DESISTIDO
                 abandonados += 1
     assert reintentados > 50
     assert 0.1 < abandonados / (reintentados + abandonados) < 0.4
@@ -298,11 +298,11 @@ def test_servicio_sin_etapas_y_otra_moneda():
     })
     assert lentos_por_defecto(catalogo) == {}
     eventos = Generador(catalogo, 1, INICIO).emitir_hasta(INICIO + 5 * D)
-    assert not any(e.tipo in (pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA) for e in eventos)
-    assert any(e.tipo == pb.SERVICIO_ENTREGADO for e in eventos)
+    assert not any(e.tipo in (pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA) for e in eventos)
+    assert any(e.tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO for e in eventos)
     for e in eventos:
         assert validar(e, catalogo, INICIO + 5 * D) is None
-    assert {e.costo.moneda for e in eventos if e.tipo == pb.COSTO_REGISTRADO} == {"USD"}
+    assert {e.costo.moneda for e in eventos if e.tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO} == {"USD"}
 
 
 # --- reloj ------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio.percentiles import clave as clave_percentil
 
 SEGUNDOS_POR_DIA = 86400
-CANALES_DIGITALES = frozenset({pb.WEB, pb.APP, pb.DIGITAL_ASISTIDO})
-RESULTADOS_FALLIDOS = frozenset({pb.ERROR, pb.DESISTIDO})
+CANALES_DIGITALES = frozenset({pb.CANAL_WEB, pb.CANAL_APP, pb.CANAL_DIGITAL_ASISTIDO})
+RESULTADOS_FALLIDOS = frozenset({pb.RESULTADO_ERROR, pb.RESULTADO_DESISTIDO})
 _SEP = "\x1f"
 
 
@@ -219,18 +219,18 @@ def _derivado_de_etapa(caso: Caso, etapa_intento: str, aportes: dict) -> None:
 
 
 def _aportes_directos(evento: pb.Evento, tipo: int, t: int, aportes: dict) -> None:
-    if tipo == pb.SOLICITUD_RECIBIDA:
+    if tipo == pb.TIPO_EVENTO_SOLICITUD_RECIBIDA:
         _sumar(aportes, m.SOLICITUDES, t)
-    elif tipo == pb.ENCUESTA_RESPONDIDA:
+    elif tipo == pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA:
         s = evento.satisfaccion
         puntaje, escala_max = s.puntaje, s.escala_max
         _sumar(aportes, m.ENCUESTAS, t)
         if puntaje >= escala_max - 1:
             _sumar(aportes, m.ENCUESTAS_TOP2, t)
         _sumar(aportes, m.SATISFACCION_SUMA, t, (puntaje - 1) / (escala_max - 1))
-    elif tipo == pb.RECLAMO_REGISTRADO:
+    elif tipo == pb.TIPO_EVENTO_RECLAMO_REGISTRADO:
         _sumar(aportes, m.RECLAMOS, t)
-    elif tipo == pb.COSTO_REGISTRADO:
+    elif tipo == pb.TIPO_EVENTO_COSTO_REGISTRADO:
         costo = evento.costo
         _sumar(aportes, m.COSTO_TOTAL, t, dinero.a_diezmilesimas(costo.unidades, costo.nanos))
 
@@ -240,22 +240,22 @@ def _antes(t: int, desempate: str, t_actual: int | None, desempate_actual: str) 
 
 
 def _actualizar_estado(caso: Caso, evento: pb.Evento, tipo: int, t: int) -> None:
-    if tipo == pb.SOLICITUD_RECIBIDA:
+    if tipo == pb.TIPO_EVENTO_SOLICITUD_RECIBIDA:
         if caso.recibido_en is None or t < caso.recibido_en:
             caso.recibido_en = t
         if evento.HasField("plazo_dias"):
             caso.plazo_dias = evento.plazo_dias
             caso.plazo_explicito = True
-    elif tipo == pb.SERVICIO_ENTREGADO:
+    elif tipo == pb.TIPO_EVENTO_SERVICIO_ENTREGADO:
         desempate = evento.evento_id
         if _antes(t, desempate, caso.entregado_en, caso.desempate_entrega):
             caso.entregado_en = t
             caso.canal_entrega = evento.canal
             caso.desempate_entrega = desempate
-    elif tipo == pb.CASO_CERRADO:
+    elif tipo == pb.TIPO_EVENTO_CASO_CERRADO:
         if caso.cerrado_en is None or t < caso.cerrado_en:
             caso.cerrado_en = t
-    elif tipo == pb.CASO_DEVUELTO:
+    elif tipo == pb.TIPO_EVENTO_CASO_DEVUELTO:
         caso.devuelto = True
     elif tipo in _DE_ETAPA:
         intento = max(evento.intento, 1)
@@ -263,7 +263,7 @@ def _actualizar_estado(caso: Caso, evento: pb.Evento, tipo: int, t: int) -> None
             caso.reintento = True
         clave = f"{evento.etapa_id}{_SEP}{intento}"
         inicios, fines = caso.etapas()
-        mapa = inicios if tipo == pb.ETAPA_INICIADA else fines
+        mapa = inicios if tipo == pb.TIPO_EVENTO_ETAPA_INICIADA else fines
         previo = mapa.get(clave)
         if previo is None or t < previo:
             mapa[clave] = t
@@ -278,9 +278,9 @@ def _actualizar_estado(caso: Caso, evento: pb.Evento, tipo: int, t: int) -> None
 
 
 # Tipos que solo aportan directo: no cambian nada del caso de lo que dependen los derivados.
-_SOLO_DIRECTOS = frozenset({pb.ENCUESTA_RESPONDIDA, pb.RECLAMO_REGISTRADO, pb.COSTO_REGISTRADO})
-_DE_ETAPA = frozenset({pb.ETAPA_INICIADA, pb.ETAPA_COMPLETADA})
-_DE_CONCLUSION = frozenset({pb.SERVICIO_ENTREGADO, pb.CASO_CERRADO})
+_SOLO_DIRECTOS = frozenset({pb.TIPO_EVENTO_ENCUESTA_RESPONDIDA, pb.TIPO_EVENTO_RECLAMO_REGISTRADO, pb.TIPO_EVENTO_COSTO_REGISTRADO})
+_DE_ETAPA = frozenset({pb.TIPO_EVENTO_ETAPA_INICIADA, pb.TIPO_EVENTO_ETAPA_COMPLETADA})
+_DE_CONCLUSION = frozenset({pb.TIPO_EVENTO_SERVICIO_ENTREGADO, pb.TIPO_EVENTO_CASO_CERRADO})
 
 
 def _restar(aportes: dict, previos: dict) -> None:
