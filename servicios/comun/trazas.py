@@ -69,36 +69,41 @@ def leer(env: Mapping[str, str], servicio: str) -> ConfigTrazas:
     return ConfigTrazas(servicio, endpoint)
 
 
-def _cabeceras_w3c(cabeceras) -> tuple[bytes, bytes | None] | None:
-    """(traceparent, tracestate) de las cabeceras de un registro (lista de pares o mapa)."""
-    if not cabeceras:
-        return None
-    padre = estado = None
-    for clave, valor in (cabeceras.items() if isinstance(cabeceras, Mapping) else cabeceras):
-        if clave == TRACEPARENT:
-            padre = valor
-        elif clave == TRACESTATE:
-            estado = valor
-    return (padre, estado) if isinstance(padre, bytes) else None
-
-
 def _contexto(portador: dict[str, str]) -> SpanContext | None:
     contexto = trace.get_current_span(_PROPAGADOR.extract(portador)).get_span_context()
     return contexto if contexto.is_valid else None
 
 
-def contextos_de_registros(todas_las_cabeceras: Iterable) -> tuple[list[SpanContext], int]:
-    """Los contextos distintos que traen los registros, en orden de llegada, y cuántos
-    registros se leyeron. Una cabecera ilegible es un registro sin contexto, nunca un error."""
-    vistos: dict[tuple[bytes, bytes | None], None] = {}
+def contextos_de_registros(todas_las_cabeceras: Iterable) -> tuple[list[SpanContext], int, int]:
+    """Los contextos distintos que traen los registros (cabeceras: pares o, de faust, un
+    mapa), en orden de llegada y hasta `VINCULOS_MAXIMOS`; cuántos registros se leyeron, y
+    cuántos contextos distintos más quedaron sin interpretar. Una cabecera ilegible es un
+    registro sin contexto, nunca un error."""
+    # Un lote trae pocos contextos distintos (uno por petición a la ingesta): se juntan los
+    # valores crudos y solo esos se interpretan.
+    vistos: dict[tuple, None] = {}
     registros = 0
     for cabeceras in todas_las_cabeceras:
         registros += 1
-        w3c = _cabeceras_w3c(cabeceras)
-        if w3c is not None:
-            vistos.setdefault(w3c)
+        if not cabeceras:
+            continue
+        padre = estado = None
+        for clave, valor in (cabeceras if isinstance(cabeceras, (list, tuple)) else cabeceras.items()):
+            if clave == TRACEPARENT:
+                padre = valor
+            elif clave == TRACESTATE:
+                estado = valor
+        if padre is not None:
+            vistos[padre, estado] = None
     contextos, claves = [], set()
+    omitidos = 0
     for padre, estado in vistos:
+        if len(contextos) == VINCULOS_MAXIMOS:
+            # Interpretar cuesta lo que la traza en la etapa: el costo por lote queda acotado.
+            omitidos += 1
+            continue
+        if not isinstance(padre, bytes):
+            continue
         portador = {TRACEPARENT: padre.decode("ascii", "replace")}
         if isinstance(estado, bytes):
             portador[TRACESTATE] = estado.decode("ascii", "replace")
@@ -106,7 +111,7 @@ def contextos_de_registros(todas_las_cabeceras: Iterable) -> tuple[list[SpanCont
         if contexto is not None and (contexto.trace_id, contexto.span_id) not in claves:
             claves.add((contexto.trace_id, contexto.span_id))
             contextos.append(contexto)
-    return contextos, registros
+    return contextos, registros, omitidos
 
 
 def contexto_de_metadatos(metadatos) -> SpanContext | None:
@@ -213,7 +218,7 @@ class Trazas:
             self.proveedor.shutdown()
 
     def _tramo(self, operacion: str, tipo: SpanKind, topico: str, contextos: list[SpanContext],
-               padre: SpanContext | None = None, mensajes: int | None = None) -> Tramo:
+               padre: SpanContext | None = None, mensajes: int | None = None, omitidos: int = 0) -> Tramo:
         atributos = {
             "messaging.system": "kafka",
             "messaging.operation.name": operacion,
@@ -222,8 +227,9 @@ class Trazas:
         }
         if mensajes is not None:
             atributos["messaging.batch.message_count"] = mensajes
-        if len(contextos) > VINCULOS_MAXIMOS:
-            atributos["gpr.vinculos_omitidos"] = len(contextos) - VINCULOS_MAXIMOS
+        omitidos += max(len(contextos) - VINCULOS_MAXIMOS, 0)
+        if omitidos:
+            atributos["gpr.vinculos_omitidos"] = omitidos
         padre = contextos[0] if contextos else padre
         span = self._trazador.start_span(
             f"{operacion} {topico}", kind=tipo, attributes=atributos,
@@ -237,8 +243,8 @@ class Trazas:
         contexto del primero, enlazado a los de todos. Apagadas, `mensajes` no se recorre."""
         if not self.activas:
             return TRAMO_APAGADO
-        contextos, registros = contextos_de_registros(m.headers for m in mensajes)
-        return self._tramo("process", SpanKind.CONSUMER, topico, contextos, mensajes=registros)
+        contextos, registros, omitidos = contextos_de_registros(m.headers for m in mensajes)
+        return self._tramo("process", SpanKind.CONSUMER, topico, contextos, mensajes=registros, omitidos=omitidos)
 
     def envio(self, topico: str, contextos: list[SpanContext] = (), padre: SpanContext | None = None) -> Tramo:
         """El tramo de escribir registros en `topico`: hijo de `padre` (o del primero de

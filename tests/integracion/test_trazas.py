@@ -9,6 +9,7 @@ exportados, sin usar el propagador del proyecto."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -259,3 +260,91 @@ def test_sin_endpoint_no_hay_trazas_ni_cabeceras(bootstrap):
     for topico in (topicos.APORTES, topicos.INDICADORES):
         salida = trabajador.registros(topico)
         assert salida and all(not m.headers for m in salida), topico
+
+
+class ReceptorOtlp:
+    """Un colector OTLP/gRPC mínimo: guarda (servicio, tramo) de cada exportación recibida."""
+
+    def __init__(self):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        self._cerrojo = threading.Lock()
+        self._tramos: list = []
+        receptor = self
+
+        class Servicio(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, solicitud, _contexto):  # noqa: N802
+                with receptor._cerrojo:
+                    for rs in solicitud.resource_spans:
+                        servicio = next(a.value.string_value for a in rs.resource.attributes
+                                        if a.key == "service.name")
+                        receptor._tramos += [(servicio, t) for ss in rs.scope_spans for t in ss.spans]
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self._servidor = grpc.server(ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicio(), self._servidor)
+        self.puerto = self._servidor.add_insecure_port("127.0.0.1:0")
+        self._servidor.start()
+
+    def tramos(self) -> list:
+        with self._cerrojo:
+            return list(self._tramos)
+
+    def cerrar(self) -> None:
+        self._servidor.stop(0)
+
+
+def test_otlp_de_la_ingesta_y_el_procesador_reales(bootstrap, procesos, tmp_path):
+    """Los servicios reales con OTEL_EXPORTER_OTLP_ENDPOINT: la ingesta en proceso y el
+    procesador como subproceso (faust, sus cabeceras y su productor de verdad) exportan a un
+    colector OTLP de la prueba una sola traza, de la petición a la instantánea en Kafka."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from apoyo.procesador import lanzar_procesador
+
+    receptor = ReceptorOtlp()
+    endpoint = f"http://127.0.0.1:{receptor.puerto}"
+    try:
+        lanzar_procesador(procesos, bootstrap, tmp_path, almacen="memoria", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                          OTEL_BSP_SCHEDULE_DELAY="200")
+        with ingesta_en_proceso(bootstrap, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint) as (_, _, stub):
+            stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=[
+                evento("o-1", R, caso="c1", t=B + H), evento("o-2", E, caso="c1", t=B + 2 * H)]),
+                metadata=autorizacion(TOKEN_RENIEC), timeout=10)
+        # Al detenerse, la ingesta exportó su tramo.
+        (ingesta,) = [t for s, t in receptor.tramos() if s == "gpr-ingesta"]
+        assert (ingesta.name, ingesta.kind, ingesta.parent_span_id) == ("send gpr.eventos.v1",
+                                                                         Span.SPAN_KIND_PRODUCER, b"")
+
+        def de_la_traza():
+            return {t.name: t for s, t in receptor.tramos() if s == "gpr-procesador" and t.trace_id == ingesta.trace_id}
+
+        fin = time.monotonic() + 120
+        while time.monotonic() < fin and "send gpr.indicadores.v1" not in de_la_traza():
+            time.sleep(0.5)
+        tramos = de_la_traza()
+        assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.v1", "send gpr.indicadores.v1"], \
+            procesos.registro("procesador")[-3000:]
+        casos, agregacion, publicacion = (tramos[n] for n in (
+            "process gpr.eventos.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
+        for anterior, tramo in ((ingesta, casos), (casos, agregacion), (agregacion, publicacion)):
+            assert tramo.parent_span_id == anterior.span_id
+            assert [(v.trace_id, v.span_id) for v in tramo.links] == [(anterior.trace_id, anterior.span_id)]
+        assert (casos.kind, agregacion.kind, publicacion.kind) == (
+            Span.SPAN_KIND_CONSUMER, Span.SPAN_KIND_CONSUMER, Span.SPAN_KIND_PRODUCER)
+
+        # La instantánea de la serie de estos eventos, en Kafka, con el contexto de la pasada.
+        esperado = (int.from_bytes(publicacion.trace_id, "big"), int.from_bytes(publicacion.span_id, "big"))
+
+        def de_la_pasada(registros):
+            return [r for r in registros if _traceparent(r.headers) == esperado]
+
+        instantaneas = de_la_pasada(leer_todo(bootstrap, topicos.INDICADORES, de_la_pasada, limite_s=30))
+        series = {(i.agencia_id, i.servicio_id) for i in (ipb.Indicador.FromString(r.value) for r in instantaneas)}
+        assert ("reniec", "dni-duplicado") in series
+    finally:
+        receptor.cerrar()

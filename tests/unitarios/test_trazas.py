@@ -110,8 +110,8 @@ def test_cabeceras_hostiles_no_rompen_nada():
         [("gpr-lote", b"1"), ("traceparent", otro)],
         [("traceparent", VALIDO)],
     ]
-    contextos, registros = contextos_de_registros(cabeceras)
-    assert registros == len(cabeceras)
+    contextos, registros, omitidos = contextos_de_registros(cabeceras)
+    assert (registros, omitidos) == (len(cabeceras), 0)
     assert [(c.trace_id, c.span_id) for c in contextos] == [(TRAZA, TRAMO), (TRAZA + 1, TRAMO)]
 
 
