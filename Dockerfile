@@ -2,8 +2,9 @@
 # Por qué existe: una sola imagen para todos los servicios de GpR Monitor (procesador,
 # consulta, simulador, ingesta, cli). Cada servicio de docker-compose.yml / Kubernetes elige
 # el suyo con `command: python -m servicios.<nombre>`. La etapa de construcción instala el
-# proyecto y genera el código de los protos igual que el objetivo `proto` del Makefile; la
-# de ejecución solo lleva el entorno virtual, el código y el catálogo, y corre sin root.
+# lock de producción y el proyecto, y genera el código de los protos igual que el objetivo
+# `proto` del Makefile; la de ejecución solo lleva ese entorno virtual, el código y el
+# catálogo, y corre sin root.
 
 ############################ construcción ############################
 FROM python:3.11-slim AS construccion
@@ -12,17 +13,23 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# Entorno del servicio (lo que se copia a la imagen final).
-RUN python -m venv /opt/venv
-# Entorno aparte para grpcio-tools: es solo de construcción y no debe llegar a la imagen
-# final. Mismas versiones que el extra `dev` de pyproject.toml.
-RUN python -m venv /opt/protoc \
- && /opt/protoc/bin/pip install grpcio-tools==1.85.1 protobuf==7.36.2
-
 WORKDIR /src
+COPY requirements/produccion.lock requirements/construccion.lock requirements/
+
+# Entorno del servicio (lo que se copia a la imagen final): exactamente el lock de producción,
+# con hashes; ni el broker embebido ni las herramientas de prueba (docs/dependencias.md).
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes -r requirements/produccion.lock
+# Entorno aparte para grpcio-tools: es solo de construcción y no llega a la imagen final.
+RUN python -m venv /opt/protoc \
+ && /opt/protoc/bin/pip install --require-hashes -r requirements/construccion.lock
+
+# El proyecto, sin resolver nada: sus dependencias ya están. `pip check` falla si
+# pyproject.toml pide algo que el lock no trae.
 COPY pyproject.toml README.md ./
 COPY servicios/ servicios/
-RUN /opt/venv/bin/pip install .
+RUN /opt/venv/bin/pip install --no-deps . \
+ && /opt/venv/bin/pip check
 
 # Código generado de los protos (igual que `make proto`).
 COPY protos/ protos/

