@@ -9,8 +9,9 @@ es falso y cada tramo es `TRAMO_APAGADO`, que no hace nada.
 El contexto viaja entre servicios en las cabeceras de los registros de Kafka (`traceparent` y
 `tracestate`, W3C Trace Context), escritas y leídas por el propagador de OpenTelemetry. Las
 etapas trabajan por lotes (muchos eventos por registro, muchos registros por lote), así que
-cada tramo enlaza (*links*) los contextos distintos de sus entradas y es hijo del primero: la
-traza del primer registro de cada lote sigue de punta a punta, y las demás llegan por enlaces.
+cada tramo enlaza (*links*) los contextos distintos de sus entradas y es hijo del primero
+(muestreado): la traza del primer registro de cada lote sigue de punta a punta, y las demás
+llegan por enlaces.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def contextos_de_registros(todas_las_cabeceras: Iterable) -> tuple[list[SpanCont
     omitidos = 0
     for padre, estado in vistos:
         if len(contextos) == VINCULOS_MAXIMOS:
-            # Interpretar cuesta lo que la traza en la etapa: el costo por lote queda acotado.
+            # Interpretar un contexto es lo caro de la traza en una etapa: así su costo por
+            # lote queda acotado.
             omitidos += 1
             continue
         if not isinstance(padre, bytes):
@@ -230,7 +232,10 @@ class Trazas:
         omitidos += max(len(contextos) - VINCULOS_MAXIMOS, 0)
         if omitidos:
             atributos["gpr.vinculos_omitidos"] = omitidos
-        padre = contextos[0] if contextos else padre
+        if contextos:
+            # El primero muestreado: con el muestreo por omisión (ParentBased) el tramo hereda la
+            # decisión de su padre, y un cliente que no muestrea no debe apagar el lote entero.
+            padre = next((c for c in contextos if c.trace_flags.sampled), contextos[0])
         span = self._trazador.start_span(
             f"{operacion} {topico}", kind=tipo, attributes=atributos,
             context=trace.set_span_in_context(NonRecordingSpan(padre)) if padre is not None else None,

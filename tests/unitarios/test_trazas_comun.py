@@ -162,3 +162,21 @@ def test_la_pasada_enlaza_cada_agregacion_una_vez_hasta_el_maximo():
     # La pasada siguiente empieza sin enlaces.
     asyncio.run(publicacion.publicar(lambda: False, enviar))
     assert exportador.get_finished_spans()[-1].links == ()
+
+
+def test_el_padre_es_el_primer_contexto_muestreado():
+    """Con el muestreo por omisión (ParentBased) un tramo hereda la decisión de su padre: un
+    primer registro de un cliente que no muestrea (banderas 00) no apaga el lote entero."""
+    trazas, exportador = _en_memoria()
+    sin_muestrear = f"00-{TRAZA + 7:032x}-{TRAMO:016x}-00".encode()
+    with trazas.consumo(topicos.EVENTOS, [_Mensaje([("traceparent", sin_muestrear)]),
+                                          _Mensaje([("traceparent", VALIDO)])]):
+        pass
+    (tramo,) = exportador.get_finished_spans()
+    assert (tramo.parent.trace_id, tramo.parent.span_id) == (TRAZA, TRAMO)
+    assert [(v.context.trace_id, v.context.trace_flags.sampled) for v in tramo.links] == \
+        [(TRAZA + 7, False), (TRAZA, True)]
+    # Si ninguno muestrea, el lote tampoco se registra.
+    with trazas.consumo(topicos.EVENTOS, [_Mensaje([("traceparent", sin_muestrear)])]):
+        pass
+    assert len(exportador.get_finished_spans()) == 1
