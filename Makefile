@@ -20,7 +20,7 @@ PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make bloquear" $(BLOQUEO)/bin/pip-compile
 	--generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 
-.PHONY: run test test-rapido proto bench docs-rendimiento herramientas limpiar reglas bloquear
+.PHONY: run test test-rapido proto bench docs-rendimiento herramientas limpiar reglas esquema bloquear
 
 # Instala exactamente el lock (con hashes) y después el proyecto sin dependencias: nada se
 # resuelve aquí. `pip check` detecta un pyproject.toml que pide otra cosa que el lock.
@@ -64,6 +64,11 @@ docs-rendimiento: $(VENV)/.instalado
 # Regenera las reglas de alerta de Prometheus desde el catálogo de metas (gpr metas reglas).
 reglas: proto
 	$(PY) -m servicios.cli metas reglas
+
+# Regenera el JSON Schema de gpr.v1.Evento (docs/esquemas/evento.schema.json) desde el proto;
+# una prueba exige que el versionado coincida (docs/contrato.md).
+esquema: proto
+	$(PY) docs/esquemas/generar.py
 
 # Regenera los tres locks desde pyproject.toml (y requirements/construccion.in) con pip-tools
 # en un entorno propio. Conserva las versiones ya fijadas que siguen valiendo; para subir una
