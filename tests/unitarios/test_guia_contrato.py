@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
+from apoyo.guia import (SOLO_PROCESADOR, comprobar_indicadores, esperados, evento_de, eventos_validos,
+                         lineas)
 from conftest import AHORA, CATALOGO, RAIZ
 from gpr.v1 import eventos_pb2 as pb
 from gpr.v1 import indicadores_pb2 as ipb
@@ -47,11 +49,6 @@ DOCS = RAIZ / "docs"
 GUIAS = {"es": DOCS / "contrato.md", "en": DOCS / "contract.md"}
 SECCION_TIPOS = {"es": "Tipos de evento", "en": "Event types"}
 SECCION_MOTIVOS = {"es": "Motivos de rechazo", "en": "Rejection reasons"}
-EJEMPLOS = DOCS / "ejemplos"
-VALIDOS = ["ciclo-caso.jsonl", "encuestas.jsonl", "reclamo.jsonl", "costos.jsonl"]
-# Los motivos que decide el procesador con el estado (la marca de agua, el caso): el validador
-# los deja pasar.
-SOLO_PROCESADOR = {"tardio", "caso_de_otro_servicio", "caso_saturado"}
 D = 86_400
 PARTICIONES = 4
 
@@ -214,25 +211,13 @@ def test_las_dos_guias_tienen_las_mismas_filas_de_motivos():
 # ------------------------------------------------------------------ ejemplos de las guías
 
 
-def _lineas(nombre: str) -> list[str]:
-    return [linea for linea in (EJEMPLOS / nombre).read_text(encoding="utf-8").splitlines() if linea.strip()]
-
-
-def _evento(linea: str | dict) -> pb.Evento:
-    return json_format.Parse(linea if isinstance(linea, str) else json.dumps(linea), pb.Evento())
-
-
-def _eventos_validos() -> list[pb.Evento]:
-    return [_evento(linea) for nombre in VALIDOS for linea in _lineas(nombre)]
-
-
 @pytest.mark.parametrize("idioma", ["es", "en"])
 def test_cada_tipo_de_la_guia_trae_un_ejemplo_valido_tomado_de_los_archivos(idioma):
     catalogo = cargar_catalogo(CATALOGO)
-    de_los_archivos = [e.SerializeToString(deterministic=True) for e in _eventos_validos()]
+    de_los_archivos = [e.SerializeToString(deterministic=True) for e in eventos_validos()]
     for tipo, bloques in _ejemplos_json_de_la_guia(idioma).items():
         assert len(bloques) == 1, (idioma, tipo, "un ejemplo JSON por tipo")
-        evento = _evento(bloques[0])
+        evento = evento_de(bloques[0])
         assert pb.TipoEvento.Name(evento.tipo) == tipo, (idioma, tipo)
         assert validar(evento, catalogo, AHORA) is None, (idioma, tipo)
         assert evento.SerializeToString(deterministic=True) in de_los_archivos, (
@@ -246,25 +231,19 @@ def test_las_dos_guias_traen_los_mismos_ejemplos():
 # ------------------------------------------------------------------ archivos de ejemplo
 
 
-def _esperados() -> list[dict]:
-    filas = (EJEMPLOS / "invalidos.esperado.tsv").read_text(encoding="utf-8").splitlines()
-    cabecera = filas[0].split("\t")
-    return [dict(zip(cabecera, fila.split("\t"))) for fila in filas[1:]]
-
-
 def test_el_archivo_de_esperados_cubre_cada_linea_invalida():
-    esperados = _esperados()
-    assert [int(e["linea"]) for e in esperados] == list(range(1, len(_lineas("invalidos.jsonl")) + 1))
-    assert {e["esquema"] for e in esperados} <= {"falla", "pasa"}
+    filas = esperados()
+    assert [int(e["linea"]) for e in filas] == list(range(1, len(lineas("invalidos.jsonl")) + 1))
+    assert {e["esquema"] for e in filas} <= {"falla", "pasa"}
     # Cada motivo esperado es uno del código (o el de una línea que `gpr publicar` no lee).
     clases = {_clase(m) for m in _motivos_del_codigo()} | {"json_invalido"}
-    assert {_clase(e["motivo"]) for e in esperados} <= clases
+    assert {_clase(e["motivo"]) for e in filas} <= clases
 
 
 def test_los_ejemplos_validos_pasan_el_validador_con_el_reloj_fijo_y_años_despues():
     catalogo = cargar_catalogo(CATALOGO)
     for ahora in (AHORA, AHORA + 20 * 365 * D):
-        for evento in _eventos_validos():
+        for evento in eventos_validos():
             assert validar(evento, catalogo, ahora) is None, (evento.evento_id, ahora)
 
 
@@ -306,89 +285,24 @@ class _Procesador:
         return publicado
 
 
-# Calculado a mano desde los archivos de ejemplo (la tabla de «Los ejemplos» en la guía):
-# (indicador, ventana, etapa) → (numerador, muestras) de las proporciones, o el valor.
-SERIE = "sunarp/certificado-literal/{}/{}"
-PROPORCIONES = {
-    ("cumplimiento_plazo", "mes:2026-04"): (1, 1), ("cumplimiento_plazo", "mes:2026-05"): (0, 1),
-    ("cumplimiento_plazo", "total"): (1, 2),
-    ("tasa_reproceso", "mes:2026-04"): (0, 1), ("tasa_reproceso", "mes:2026-05"): (1, 1),
-    ("tasa_reproceso", "total"): (1, 2),
-    ("adopcion_digital", "mes:2026-04"): (1, 1), ("adopcion_digital", "mes:2026-05"): (0, 1),
-    ("adopcion_digital", "total"): (1, 2),
-    ("satisfaccion_top2", "mes:2026-05"): (2, 3), ("satisfaccion_top2", "total"): (2, 3),
-}
-VALORES = {
-    ("solicitudes", "mes:2026-04"): 2, ("solicitudes", "mes:2026-05"): 0, ("solicitudes", "total"): 2,
-    ("entregas", "mes:2026-04"): 1, ("entregas", "mes:2026-05"): 1, ("entregas", "total"): 2,
-    ("reclamos_por_mil", "mes:2026-04"): 0.0, ("reclamos_por_mil", "mes:2026-05"): 1000.0,
-    ("reclamos_por_mil", "total"): 500.0,
-    # (1 + 0,25 + 0,75) / 3 en las dos ventanas con encuestas.
-    ("satisfaccion_indice", "mes:2026-05"): 2 / 3, ("satisfaccion_indice", "total"): 2 / 3,
-    # Importes exactos: 10,10 / 1; (20,20 + 30,30) / 1; 60,60 / 2 (en coma flotante,
-    # (10.1 + 20.2 + 30.3) / 2 daría 30.299999999999997).
-    ("costo_por_tramite", "mes:2026-04"): 10.1, ("costo_por_tramite", "mes:2026-05"): 50.5,
-    ("costo_por_tramite", "total"): 30.3,
-}
-SIN_DATOS = [("satisfaccion_top2", "mes:2026-04"), ("satisfaccion_indice", "mes:2026-04")]
-# Percentiles: DDSketch con error relativo de a lo más 1 % (docs/indicadores.md).
-APROXIMADOS = {("tiempo_etapa_p50", "total", "mesa-de-partes"): 1800.0,
-               ("tiempo_etapa_p50", "mes:2026-04", "mesa-de-partes"): 1800.0}
-
-
-def comprobar_indicadores(publicado: dict[str, ipb.Indicador]) -> list[str]:
-    """Las diferencias entre lo publicado (clave de serie → Indicador) y lo calculado a mano."""
-    errores = []
-
-    def serie(indicador, ventana, etapa=""):
-        clave = SERIE.format(indicador, ventana) + (f"/{etapa}" if etapa else "")
-        if clave not in publicado:
-            errores.append(f"{clave}: no publicado")
-        return publicado.get(clave)
-
-    for (indicador, ventana), (numerador, muestras) in PROPORCIONES.items():
-        i = serie(indicador, ventana)
-        if i is not None and (i.sin_datos or (i.numerador, i.muestras) != (numerador, muestras)
-                              or i.valor != numerador / muestras):
-            errores.append(f"{indicador} {ventana}: {i.numerador}/{i.muestras} = {i.valor}, "
-                           f"esperado {numerador}/{muestras}")
-    for (indicador, ventana), valor in VALORES.items():
-        i = serie(indicador, ventana)
-        if i is not None and (i.sin_datos or i.valor != pytest.approx(valor, rel=1e-12)):
-            errores.append(f"{indicador} {ventana}: {i.valor} (sin_datos={i.sin_datos}), esperado {valor}")
-    for indicador, ventana in SIN_DATOS:
-        i = serie(indicador, ventana)
-        if i is not None and not i.sin_datos:
-            errores.append(f"{indicador} {ventana}: {i.valor}, esperado sin datos")
-    for (indicador, ventana, etapa), valor in APROXIMADOS.items():
-        i = serie(indicador, ventana, etapa)
-        if i is not None and (i.sin_datos or i.valor != pytest.approx(valor, rel=0.01)):
-            errores.append(f"{indicador} {ventana} {etapa}: {i.valor}, esperado {valor} ± 1 %")
-    # El costo exacto, no solo cercano: el double más próximo a 60,60 / 2.
-    total = publicado.get(SERIE.format("costo_por_tramite", "total"))
-    if total is not None and total.valor != 30.3:
-        errores.append(f"costo_por_tramite total: {total.valor!r}, no exactamente 30.3")
-    return errores
-
-
 @pytest.mark.parametrize("ahora", [AHORA, AHORA + 20 * 365 * D], ids=["reloj-fijo", "veinte-años-despues"])
 def test_los_ejemplos_dan_los_indicadores_calculados_a_mano(ahora):
     procesador = _Procesador(ahora)
-    procesador.procesar(_eventos_validos())
+    procesador.procesar(eventos_validos())
     assert procesador.rechazos == []
     assert comprobar_indicadores(procesador.indicadores()) == []
 
 
 def test_cada_linea_invalida_recibe_su_motivo_del_procesador():
     procesador = _Procesador(AHORA)
-    procesador.procesar(_eventos_validos())
+    procesador.procesar(eventos_validos())
     leibles = []
-    for esperado, linea in zip(_esperados(), _lineas("invalidos.jsonl")):
+    for esperado, linea in zip(esperados(), lineas("invalidos.jsonl")):
         if esperado["motivo"] == "json_invalido":
             with pytest.raises(json_format.ParseError):
-                _evento(linea)
+                evento_de(linea)
             continue
-        leibles.append((_evento(linea), esperado["motivo"]))
+        leibles.append((evento_de(linea), esperado["motivo"]))
     procesador.procesar([evento for evento, _ in leibles])
     obtenidos = {e.SerializeToString(deterministic=True): m for e, m in procesador.rechazos}
     assert len(obtenidos) == len(procesador.rechazos) == len(leibles)
@@ -400,8 +314,8 @@ def test_cada_linea_invalida_recibe_su_motivo_del_procesador():
 
 def test_el_validador_solo_deja_pasar_lo_que_juzga_el_procesador():
     catalogo = cargar_catalogo(CATALOGO)
-    for esperado, linea in zip(_esperados(), _lineas("invalidos.jsonl")):
+    for esperado, linea in zip(esperados(), lineas("invalidos.jsonl")):
         if esperado["motivo"] == "json_invalido":
             continue
-        motivo = validar(_evento(linea), catalogo, AHORA)
+        motivo = validar(evento_de(linea), catalogo, AHORA)
         assert motivo == (None if esperado["motivo"] in SOLO_PROCESADOR else esperado["motivo"]), esperado
