@@ -35,7 +35,6 @@ ORIGEN = b"ingesta"
 # GPR_INGESTA_ID_MAXIMO acota lo que de ellos se repite en la respuesta (config.py).
 BYTES_MAXIMOS_ID = 128
 MOTIVO_DEMASIADO_GRANDE = "evento_demasiado_grande"
-MOTIVO_CAMPO_LARGO = "campo_demasiado_largo"
 MOTIVO_PROTOBUF = "protobuf_invalido"
 MOTIVO_ERROR_INTERNO = "error_interno"
 # Bytes de datos del cliente que se repiten, como mucho, en un error o una línea de registro.

@@ -199,7 +199,7 @@ def test_cada_guia_explica_cada_motivo_del_codigo_y_ninguno_mas(idioma):
         f"docs/{GUIAS[idioma].name}: la tabla de motivos tiene de más {sorted(clases - {_clase(m) for m in codigo})} "
         f"y le faltan {sorted({_clase(m) for m in codigo} - clases)}")
     # Cada motivo fijo del código (p. ej. campo_requerido:caso_id) aparece tal cual en la sección.
-    # (Una constante que es solo la clase de otros, como MOTIVO_CAMPO_LARGO de la Ingesta, no.)
+    # (Una constante que es solo la clase de otros motivos, no.)
     fijos = {m for m in codigo if "<" not in m and not any(o.startswith(m + ":") for o in codigo)}
     assert fijos <= citados, f"docs/{GUIAS[idioma].name} no nombra {sorted(fijos - citados)}"
 
