@@ -1,0 +1,1 @@
+"""Biblioteca cliente de GpR Monitor para los sistemas de las agencias (ver README.md)."""
