@@ -59,15 +59,23 @@ class EventoInvalido(ValueError):
     `motivo`: el motivo con que lo rechazarían la Ingesta y el procesador (el de la cabecera
     `gpr-motivo` del tópico de rechazados, p. ej. `campo_requerido:caso_id`), o None si lo
     rechaza el constructor antes de armar el evento (p. ej. una fecha sin zona horaria).
+    `evento`: el evento rechazado, si llegó a armarse.
     """
 
-    def __init__(self, campo: str, mensaje: str, motivo: str | None = None, evento_id: str = ""):
+    def __init__(self, campo: str, mensaje: str, motivo: str | None = None, evento: pb.Evento | None = None):
         self.campo = campo
         self.motivo = motivo
-        self.evento_id = evento_id
-        donde = f"evento {evento_id!r}: " if evento_id else ""
+        self.evento = evento
+        self.evento_id = evento.evento_id if evento is not None else ""
+        donde = f"evento {_eco(self.evento_id)!r}: " if self.evento_id else ""
         sufijo = f" (motivo {motivo})" if motivo else ""
         super().__init__(f"{donde}{campo}: {mensaje}{sufijo}")
+
+
+def _eco(texto: str, maximo: int = 80) -> str:
+    """Lo que se repite de un dato del emisor en un mensaje: acotado (un identificador de 1 MB
+    no vuelve entero en el error)."""
+    return texto if len(texto) <= maximo else f"{texto[:maximo]}…({len(texto)} caracteres)"
 
 
 # Campo culpable de los motivos que no lo nombran tras «:».
@@ -104,12 +112,12 @@ def explicar(motivo: str, evento: pb.Evento) -> EventoInvalido:
         c = evento.costo
         mensaje = dinero.motivo_importe_invalido(c.unidades, c.nanos) or "lleva el campo monto (double) del contrato anterior"
     elif categoria == "moneda_incoherente":
-        mensaje = f"la moneda {evento.costo.moneda!r} no es la de la agencia en el catálogo"
+        mensaje = f"la moneda {_eco(evento.costo.moneda)!r} no es la de la agencia en el catálogo"
     elif categoria == "tipo_incoherente":
         mensaje = _EXPLICACION_INCOHERENTE.get(campo, "no corresponde al tipo de evento")
     else:
         mensaje = _EXPLICACION.get(categoria, "inválido")
-    return EventoInvalido(campo, mensaje, motivo, evento.evento_id)
+    return EventoInvalido(campo, mensaje, motivo, evento)
 
 
 _EXPLICACION_INCOHERENTE = {
@@ -136,9 +144,12 @@ def _campo_incoherente(evento: pb.Evento) -> str:
             pb.TIPO_EVENTO_COSTO_REGISTRADO: "costo"}.get(evento.tipo, "tipo")
 
 
-def _entero(valor, campo: str) -> int:
+def _entero(valor, campo: str, bits: int = 32) -> int:
     if isinstance(valor, bool) or not isinstance(valor, int):
         raise TypeError(f"{campo}: se espera un entero, no {type(valor).__name__}")
+    if not -(2 ** (bits - 1)) <= valor < 2 ** (bits - 1):
+        # No cabe en el campo del contrato: ni siquiera se puede armar el evento.
+        raise EventoInvalido(campo, f"{_eco(str(valor))} no cabe en un entero de {bits} bits")
     return valor
 
 
@@ -190,11 +201,19 @@ def importe_exacto(importe: Importe) -> tuple[int, int]:
         raise TypeError(f"importe: se espera Decimal, texto o entero, no {type(importe).__name__}")
     try:
         valor = Decimal(importe)
-        if not valor.is_finite():
-            raise ValueError(f"{importe} no es un importe")
-        return dinero.desde_decimal(valor)
-    except (ValueError, InvalidOperation, ArithmeticError) as error:
-        raise EventoInvalido("costo", f"importe {str(importe)[:40]!r}: {error}", "monto_invalido") from None
+    except InvalidOperation:
+        raise EventoInvalido("costo", f"importe {_eco(str(importe), 40)!r}: no es un número decimal",
+                             "monto_invalido") from None
+    if not valor.is_finite():
+        raise EventoInvalido("costo", f"importe {_eco(str(importe), 40)!r}: no es un número finito", "monto_invalido")
+    try:
+        unidades, nanos = dinero.desde_decimal(valor)
+    except ValueError as error:
+        raise EventoInvalido("costo", _eco(str(error)), "monto_invalido") from None
+    if unidades >= 2 ** 63:
+        # No cabe en `Costo.unidades` (int64); el motivo es el mismo que daría el validador.
+        raise EventoInvalido("costo", str(dinero.motivo_importe_invalido(unidades, nanos)), "monto_invalido")
+    return unidades, nanos
 
 
 class Eventos:
@@ -213,7 +232,7 @@ class Eventos:
     def __init__(self, catalogo: Catalogo, agencia_id: str, fuente: str, *,
                  reloj: Callable[[], float] = time.time, nuevo_id: Callable[[], str] = lambda: str(uuid.uuid4())):
         if agencia_id not in catalogo.agencias:
-            raise EventoInvalido("agencia_id", f"la agencia {agencia_id!r} no está en el catálogo",
+            raise EventoInvalido("agencia_id", f"la agencia {_eco(str(agencia_id))!r} no está en el catálogo",
                                  "agencia_desconocida")
         self.catalogo = catalogo
         self.agencia_id = agencia_id
