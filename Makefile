@@ -20,7 +20,7 @@ PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make bloquear" $(BLOQUEO)/bin/pip-compile
 	--generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 
-.PHONY: run test test-rapido proto bench herramientas limpiar reglas bloquear
+.PHONY: run test test-rapido proto bench docs-rendimiento herramientas limpiar reglas bloquear
 
 # Instala exactamente el lock (con hashes) y después el proyecto sin dependencias: nada se
 # resuelve aquí. `pip check` detecta un pyproject.toml que pide otra cosa que el lock.
@@ -54,6 +54,12 @@ test-rapido: proto
 
 bench: proto
 	$(PY) -m pytest tests/rendimiento -s -p no:cacheprovider
+	$(MAKE) docs-rendimiento
+
+# Copia las tablas de resultados/bench.md a la sección de cifras de docs/rendimiento.md (entre
+# sus marcas); el resto del documento no cambia. `make bench` lo corre al terminar bien.
+docs-rendimiento: $(VENV)/.instalado
+	$(PY) tests/rendimiento/documento.py
 
 # Regenera las reglas de alerta de Prometheus desde el catálogo de metas (gpr metas reglas).
 reglas: proto

@@ -62,8 +62,9 @@ faltantes() {
 }
 
 version_de() {
-    # Primera línea de `--version` (algunas versiones la escriben en stderr).
-    "$1" --version 2>&1 | head -n 1
+    # Primera línea de `--version` (algunas versiones la escriben en stderr). sed, no head:
+    # head cierra la tubería y, con pipefail, el SIGPIPE del programa aborta el script.
+    "$1" --version 2>&1 | sed -n 1p
 }
 
 informar_versiones() {

@@ -19,6 +19,7 @@ from rich.text import Text
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from gpr_cliente.canal import abrir_canal
+from servicios.cli.formato import en_unidad
 from servicios.cli.publicar import credenciales_tls, leer_ca
 from servicios.cli.salida import consola, consola_errores, imprimir_tabla
 
@@ -50,23 +51,16 @@ def _fallar(error: grpc.RpcError) -> None:
 
 
 def valor_legible(i: ipb.Indicador) -> str:
-    if i.sin_datos:
-        return "sin datos"
-    if i.indicador.startswith("tiempo_"):
-        return f"{i.valor / 86400:.1f} d" if i.valor >= 86400 else f"{i.valor / 3600:.1f} h"
-    if i.indicador in ("solicitudes", "entregas", "casos_vencidos"):
-        return f"{i.valor:,.0f}"
-    if i.indicador in ("reclamos_por_mil", "costo_por_tramite"):
-        return f"{i.valor:,.2f}"
-    return f"{i.valor:.1%}"
+    """El valor en la unidad que dice la API (`Indicador.unidad`)."""
+    return "sin datos" if i.sin_datos else en_unidad(i.valor, i.unidad)
 
 
 def _meta(i: ipb.Indicador) -> tuple[str, str]:
+    """(objetivo en la unidad de la serie, estado con color), o vacíos sin meta."""
     if not i.HasField("meta"):
         return "", ""
     m = i.meta
-    objetivo = f"{m.operador} {m.valor:.1%}" if m.valor <= 1 and i.indicador.startswith(("tasa_", "cumplimiento", "satisfaccion", "adopcion")) else f"{m.operador} {m.valor:g}"
-    return objetivo, _ESTADOS.get(m.estado, "")
+    return f"{m.operador} {en_unidad(m.valor, i.unidad)}", _ESTADOS.get(m.estado, "")
 
 
 def tabla_indicadores(indicadores, titulo: str) -> Table:

@@ -18,31 +18,25 @@ from rich.table import Table
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from servicios.cli.formato import en_unidad
 from servicios.cli.salida import consola
 from servicios.comun.broker import BrokerEmbebido, morir_con_el_padre
 from servicios.comun import kafka_conexion
 from servicios.comun.topicos import crear_topicos
 
 
-def _duracion(segundos: float) -> str:
-    if segundos >= 86400:
-        return f"{segundos / 86400:.1f} d"
-    if segundos >= 3600:
-        return f"{segundos / 3600:.1f} h"
-    return f"{segundos / 60:.0f} min"
-
-
-# Columnas de la tabla en vivo: (título, indicador, formato). Una fila por servicio.
+# Columnas de la tabla en vivo: (título, indicador). Una fila por servicio; cada valor se
+# escribe en la unidad que trae de la API.
 _COLUMNAS = [
-    ("Solicitudes", "solicitudes", lambda v: f"{v:,.0f}"),
-    ("Entregas", "entregas", lambda v: f"{v:,.0f}"),
-    ("En plazo", "cumplimiento_plazo", lambda v: f"{v:.0%}"),
-    ("Atención p50", "tiempo_atencion_p50", _duracion),
-    ("Vencidos", "casos_vencidos", lambda v: f"{v:,.0f}"),
-    ("Reproceso", "tasa_reproceso", lambda v: f"{v:.0%}"),
-    ("Satisfacción", "satisfaccion_top2", lambda v: f"{v:.0%}"),
-    ("Digital", "adopcion_digital", lambda v: f"{v:.0%}"),
-    ("Costo/trámite", "costo_por_tramite", lambda v: f"{v:,.2f}"),
+    ("Solicitudes", "solicitudes"),
+    ("Entregas", "entregas"),
+    ("En plazo", "cumplimiento_plazo"),
+    ("Atención p50", "tiempo_atencion_p50"),
+    ("Vencidos", "casos_vencidos"),
+    ("Reproceso", "tasa_reproceso"),
+    ("Satisfacción", "satisfaccion_top2"),
+    ("Digital", "adopcion_digital"),
+    ("Costo/trámite", "costo_por_tramite"),
 ]
 
 
@@ -251,7 +245,7 @@ class PilaLocal:
 def _tabla(indicadores: list[ipb.Indicador], estado: str) -> Table:
     tabla = Table(title=f"GpR Monitor — indicadores de las últimas 24 h · {estado}", expand=True)
     tabla.add_column("Agencia / servicio")
-    for titulo, _, _ in _COLUMNAS:
+    for titulo, _ in _COLUMNAS:
         tabla.add_column(titulo, justify="right")
     tabla.add_column("Cuello de botella")
     tabla.add_column("Hasta (UTC)")
@@ -261,9 +255,9 @@ def _tabla(indicadores: list[ipb.Indicador], estado: str) -> Table:
             filas.setdefault((i.agencia_id, i.servicio_id), {})[i.indicador] = i
     for (agencia, servicio), valores in sorted(filas.items()):
         celdas = []
-        for _, nombre, formato in _COLUMNAS:
+        for _, nombre in _COLUMNAS:
             i = valores.get(nombre)
-            celdas.append("—" if i is None or i.sin_datos else formato(i.valor))
+            celdas.append("—" if i is None or i.sin_datos else en_unidad(i.valor, i.unidad))
         cualquiera = next(iter(valores.values()))
         hasta = time.strftime("%Y-%m-%d %H:%M", time.gmtime(cualquiera.hasta.seconds))
         tabla.add_row(f"{agencia} / {servicio}", *celdas, cualquiera.etapa_cuello_botella or "—", hasta)

@@ -126,7 +126,7 @@ def leer_rechazados(bootstrap: str, limite_s: float = ESPERA_LECTURA_S) -> list[
                 for registros in lotes.values():
                     for r in registros:
                         resultado.extend(decodificar_registro(r.partition, r.offset, r.timestamp, r.value, r.headers))
-                # La marca de agua del Fetch (no end_offsets: ver DISENO §6) dice dónde acaba cada partición.
+                # La marca de agua del Fetch (no end_offsets: ver docs/decisiones.md) dice dónde acaba cada partición.
                 al_final = True
                 for tp in tps:
                     marca = consumidor.highwater(tp)

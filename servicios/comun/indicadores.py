@@ -7,9 +7,12 @@ y el portal público arma con ella su página de metodología y el esquema de lo
 abiertos. Los textos están aquí para que la API, la CLI, los tableros y el portal digan lo
 mismo.
 
-Unidades (`unidad`): `segundos`, `proporcion` (entre 0 y 1), `conteo`, `por_mil`, y
-`MONEDA` para los montos, que se resuelve con la moneda ISO 4217 de la agencia en el
-catálogo (`despliegue/catalogo.yaml`, campo `moneda`; ver `unidad_de`).
+Unidades (`unidad`): `segundos`, `proporcion` (parte de los casos, entre 0 y 1: se muestra
+en %), `indice` (un puntaje entre 0 y 1 que no es una parte de nada: se muestra como número),
+`conteo`, `por_mil`, y `MONEDA` para los montos, que se resuelve con la moneda ISO 4217 de la
+agencia en el catálogo (`despliegue/catalogo.yaml`, campo `moneda`; ver `unidad_de`). La
+unidad resuelta viaja en la API (`Indicador.unidad`) y en /metrics (etiqueta `unidad`): los
+clientes formatean por ella, nunca por el nombre del indicador.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ class Forma(Enum):
 
 
 # Unidades de la ficha técnica. MONEDA es un marcador: la unidad real es la moneda de la agencia.
-SEGUNDOS, PROPORCION, CONTEO, POR_MIL, MONEDA = "segundos", "proporcion", "conteo", "por_mil", "moneda"
-UNIDADES = (SEGUNDOS, PROPORCION, CONTEO, POR_MIL, MONEDA)
+SEGUNDOS, PROPORCION, INDICE, CONTEO, POR_MIL, MONEDA = (
+    "segundos", "proporcion", "indice", "conteo", "por_mil", "moneda")
+UNIDADES = (SEGUNDOS, PROPORCION, INDICE, CONTEO, POR_MIL, MONEDA)
+# Un código de moneda ISO 4217: tres letras mayúsculas (el catálogo las exige igual).
+_CODIGO_MONEDA = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ _DEFINICIONES = [
         titulo="Índice de satisfacción",
         descripcion="Promedio de las calificaciones de la encuesta llevadas a una escala de 0 (peor) a 1 (mejor).",
         numerador="Suma de (puntaje − 1) / (máximo de la escala − 1)", denominador=_ENCUESTAS,
-        unidad=PROPORCION, casos="las encuestas respondidas (denominador)"),
+        unidad=INDICE, casos="las encuestas respondidas (denominador)"),
     DefinicionIndicador(
         "reclamos_por_mil", "calidad", Sentido.MENOR, Forma.PROMEDIO,
         titulo="Reclamos por cada mil entregas",
@@ -189,6 +195,19 @@ _VENTANA_MES = re.compile(r"^mes:(\d{4})-(0[1-9]|1[0-2])$")
 def unidad_de(definicion: DefinicionIndicador, moneda: str) -> str:
     """La unidad del indicador, con el marcador de moneda resuelto a la de la agencia."""
     return moneda if definicion.unidad == MONEDA else definicion.unidad
+
+
+def es_moneda(unidad: str) -> bool:
+    """¿Es `unidad` (ya resuelta, como viaja en la API) un código de moneda ISO 4217?"""
+    return bool(_CODIGO_MONEDA.fullmatch(unidad))
+
+
+def unidad_admisible(definicion: DefinicionIndicador, unidad: str) -> bool:
+    """¿Puede una instantánea del indicador llevar `unidad`? La del catálogo o, en los importes,
+    un código ISO 4217; vacía en las instantáneas escritas antes de que existiera el campo."""
+    if not unidad:
+        return True
+    return es_moneda(unidad) if definicion.unidad == MONEDA else unidad == definicion.unidad
 
 
 def ventana_valida(ventana: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servicios.comun.catalogo import Catalogo
-from servicios.comun.indicadores import INDICADORES, VENTANAS_MOVILES, Forma
+from servicios.comun.indicadores import INDICADORES, INDICE, PROPORCION, VENTANAS_MOVILES
 from servicios.comun.yaml_lineas import ArchivoInvalido, ErrorArchivo, cargar, linea_de, traducir
 
 TODOS = "*"
@@ -80,9 +80,11 @@ def _errores_semanticos(m: _MetaYaml, i: int, archivo: str, lineas: dict, catalo
     else:
         if m.operador != definicion.sentido.value:
             error("operador", f"{m.indicador!r} mejora con {definicion.sentido.value!r}: la meta debe usar ese operador")
-        if definicion.forma is Forma.PROPORCION and not 0.0 <= m.valor <= 1.0:
-            error("valor", f"{m.indicador!r} es una proporción: el valor debe estar entre 0 y 1")
-        if definicion.forma is not Forma.PROPORCION and m.valor < 0:
+        # La meta va en la unidad del indicador: una proporción o un índice van de 0 a 1.
+        if definicion.unidad in (PROPORCION, INDICE) and not 0.0 <= m.valor <= 1.0:
+            que = "una proporción" if definicion.unidad == PROPORCION else "un índice"
+            error("valor", f"{m.indicador!r} es {que}: el valor debe estar entre 0 y 1")
+        elif m.valor < 0:
             error("valor", "no puede ser negativo")
         if m.etapa and not definicion.por_etapa:
             error("etapa", f"{m.indicador!r} no es un indicador por etapa")

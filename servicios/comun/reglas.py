@@ -57,7 +57,8 @@ from dataclasses import dataclass
 import yaml
 
 from servicios.comun.catalogo import Catalogo
-from servicios.comun.indicadores import INDICADORES, VENTANAS_MOVILES, Forma
+from servicios.comun.indicadores import (INDICADORES, INDICE, POR_MIL, PROPORCION, SEGUNDOS, VENTANAS_MOVILES, Forma,
+                                         es_moneda, unidad_de)
 from servicios.comun.metas import TODOS, Meta
 
 # Base de los enlaces `runbook_url` (GPR_RUNBOOKS_URL en `gpr metas reglas`): la dirección donde
@@ -248,14 +249,22 @@ def _duracion_humana(segundos: float) -> str:
     return f"{minutos}m {segs}s"
 
 
-def _formato(meta: Meta) -> tuple[str, str]:
-    """(filtro de plantilla para el valor, objetivo escrito igual) según la forma del indicador."""
-    forma = INDICADORES[meta.indicador].forma
-    if forma is Forma.PROPORCION:
-        return "humanizePercentage", f"{meta.valor * 100:.4g}%"
-    if forma is Forma.SEGUNDOS:
-        return "humanizeDuration", _duracion_humana(meta.valor)
-    return "humanize", _numero(meta.valor)
+def _formato(meta: Meta, moneda: str = "") -> tuple[str, str]:
+    """(plantilla del valor de la alerta, objetivo escrito igual) según la unidad del indicador
+    en el catálogo, la misma que el procesador pone en `Indicador.unidad` (`moneda`: la de la
+    agencia, para los importes)."""
+    unidad = unidad_de(INDICADORES[meta.indicador], moneda)
+    if unidad == PROPORCION:
+        return "{{ $value | humanizePercentage }}", f"{meta.valor * 100:.4g}%"
+    if unidad == SEGUNDOS:
+        return "{{ $value | humanizeDuration }}", _duracion_humana(meta.valor)
+    if unidad == INDICE:
+        return '{{ $value | printf "%.2f" }}', f"{meta.valor:.2f}"
+    if unidad == POR_MIL:
+        return '{{ $value | printf "%.2f" }} por mil', f"{meta.valor:.2f} por mil"
+    if es_moneda(unidad):
+        return f'{{{{ $value | printf "%.2f" }}}} {unidad}', f"{meta.valor:.2f} {unidad}"
+    return "{{ $value | humanize }}", _numero(meta.valor)
 
 
 def _consulta(metrica: str, filtro: str, ventana: str = "") -> str:
@@ -311,9 +320,9 @@ def _muestra_minima(meta: Meta, cob: Cobertura, por: str) -> str:
             f">= {meta.muestra_minima}")
 
 
-def regla_umbral(meta: Meta, cob: Cobertura) -> dict:
+def regla_umbral(meta: Meta, cob: Cobertura, moneda: str = "") -> dict:
     malo = "<" if meta.operador == ">=" else ">"
-    filtro, objetivo = _formato(meta)
+    valor, objetivo = _formato(meta, moneda)
     expresion = (f"max by ({_ETIQUETAS_SERIE}) (gpr_indicador_valor{cob.selector()}) {malo} {_numero(meta.valor)}"
                  + _muestra_minima(meta, cob, _ETIQUETAS_SERIE) + cob.excluir_pares("gpr_indicador_valor"))
     return {
@@ -326,12 +335,12 @@ def regla_umbral(meta: Meta, cob: Cobertura) -> dict:
                        f"({meta.ventana}) no cumple su meta",
             "description": (
                 f"{{{{ $labels.agencia }}}}/{{{{ $labels.servicio }}}}: {meta.indicador}"
-                f"{{{{ with $labels.etapa }}}} (etapa {{{{ . }}}}){{{{ end }}}} vale {{{{ $value | {filtro} }}}} "
+                f"{{{{ with $labels.etapa }}}} (etapa {{{{ . }}}}){{{{ end }}}} vale {valor} "
                 f"en {meta.ventana} y la meta es {meta.operador} {objetivo}, con {_muestras()} muestras "
                 f"(mínimo {meta.muestra_minima}). Etapa cuello de botella: {{{{ $labels.cuello_botella }}}}. "
                 f"Meta: {meta.descripcion}"),
             # Por separado, para las plantillas de notificación y los sistemas de tickets.
-            "valor": f"{{{{ $value | {filtro} }}}}",
+            "valor": valor,
             "objetivo": f"{meta.operador} {objetivo}",
             "runbook_url": _runbook("meta-incumplida.md", meta.indicador),
         },
@@ -538,7 +547,8 @@ def generar(metas: list[Meta], catalogo: Catalogo, sin_eventos_s: int = SIN_EVEN
     mayores, menores = set(), set()
     for meta in ordenadas:
         cob = cobertura(meta, ordenadas)
-        umbrales.append(regla_umbral(meta, cob))
+        agencia = catalogo.agencias.get(meta.agencia)
+        umbrales.append(regla_umbral(meta, cob, agencia.moneda if agencia else ""))
         lista = condiciones(meta)
         for aviso in (PAGINA, TICKET):
             propias = [c for c in lista if c.aviso == aviso]
@@ -663,7 +673,7 @@ _Volcador.add_representer(str, _texto)
 ENCABEZADO = """\
 # GENERADO por `gpr metas reglas` desde despliegue/metas/*.yaml y despliegue/catalogo.yaml.
 # No lo edite a mano: cambie las metas y vuelva a generarlo (una prueba compara este archivo
-# con lo que produce servicios/comun/reglas.py). Qué significa cada alerta: README, «Alertas».
+# con lo que produce servicios/comun/reglas.py). Qué significa cada alerta: docs/operaciones.md.
 """
 
 

@@ -6,6 +6,12 @@ exportarse sin tener que recordar qué etiquetas se publicaron antes. Un indicad
 pero sí su `gpr_indicador_muestras` en 0. Igual con las metas: una serie en `sin_datos` no
 tiene `gpr_meta_cumplimiento` (ni 1 ni 0: la meta no se juzga).
 
+`gpr_indicador_valor` y `gpr_meta_valor` llevan además la etiqueta `unidad` de la instantánea
+(`Indicador.unidad`: `segundos`, `proporcion`, `indice`, `conteo`, `por_mil` o un código ISO
+4217; la vista no acepta otras), para que tableros y reglas elijan por unidad y no por listas
+de nombres. Es función de la serie: no multiplica las series. Las demás familias no la
+llevan; una operación entre ellas se une `on (agencia, servicio, indicador, ventana, etapa)`.
+
 Los contadores `gpr_indicador_buenos_total` y `gpr_indicador_casos_total` (numerador y
 denominador acumulados de la ventana `total` de los indicadores de proporción) son los que
 usan las reglas de tasa de quema con `rate()`/`increase()`. Prometheus toma cualquier bajada
@@ -35,6 +41,7 @@ from servicios.consulta.retraso import RetrasoProcesador
 from servicios.consulta.vista import Vista
 
 ETIQUETAS = ["agencia", "servicio", "indicador", "ventana", "etapa"]
+ETIQUETAS_CON_UNIDAD = ETIQUETAS + ["unidad"]
 _PROPORCIONES = {nombre for nombre, d in INDICADORES.items() if d.forma is Forma.PROPORCION}
 _JUZGADAS = {ipb.ESTADO_CUMPLIMIENTO_CUMPLE: 1, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE: 0}
 
@@ -77,12 +84,12 @@ class FamiliaRapida(Metric):
     """Familia de métricas cuyas muestras se generan al leerlas, sin guardarlas.
 
     Con 1,2 millones de series, las familias de `prometheus_client` (una `Sample` con su dict
-    de etiquetas por muestra, ~10 µs y ~600 B cada una) y `generate_latest` (todo el texto
-    en memoria, ~4 veces) costarían varios GB y más de un minuto por raspado. Aquí `filas`
-    da (valores de etiquetas, valor) al vuelo y `lineas()` escribe el texto de exposición
-    directamente, en trozos, con el mismo formato byte a byte que `prometheus_client`
-    (etiquetas ordenadas por nombre, mismos escapes, `floatToGoString`); `samples` sigue
-    existiendo para quien use la API de `prometheus_client` (más lento, pero igual).
+    de etiquetas por muestra, que se crea y se guarda por cada una) y `generate_latest` (todo
+    el texto en memoria, varias veces) costarían varios GB y más de un minuto por raspado.
+    Aquí `filas` da (valores de etiquetas, valor) al vuelo y `lineas()` escribe el texto de
+    exposición directamente, en trozos, con el mismo formato byte a byte que
+    `prometheus_client` (etiquetas ordenadas por nombre, mismos escapes, `floatToGoString`);
+    `samples` sigue existiendo para quien use la API de `prometheus_client` (más lento, pero igual).
     """
 
     def __init__(self, nombre: str, documentacion: str, tipo: str, etiquetas: list[str],
@@ -144,8 +151,9 @@ class _Memo(dict):
 class _Recorrido:
     """Una pasada por la vista que decodifica cada serie una sola vez por raspado.
 
-    Guarda solo lo que hace falta, en arreglos compactos (16 B por serie, y lo de las metas
-    solo para las series con meta); las etiquetas se sacan de la clave al escribir.
+    Guarda solo lo que hace falta, en arreglos compactos (18 B por serie, y lo de las metas
+    solo para las series con meta); las etiquetas se sacan de la clave al escribir, y la unidad
+    es un índice en la lista de las pocas unidades distintas.
     """
 
     def __init__(self, vista: Vista):
@@ -154,6 +162,9 @@ class _Recorrido:
         self.valores = array("d")
         self.muestras = array("d")
         self.sin_datos = bytearray()
+        self.unidades = array("H")
+        self.nombres_unidad: list[str] = []
+        codigos: dict[str, int] = {}
         # (índice, valor de la meta, 1/0/None, severidad, equipo)
         self.metas: list[tuple[int, float, int | None, str, str]] = []
         # Por (agencia, servicio, ventana): la etapa cuello de botella.
@@ -168,6 +179,12 @@ class _Recorrido:
             self.valores.append(indicador.valor)
             self.muestras.append(indicador.muestras)
             self.sin_datos.append(indicador.sin_datos)
+            unidad = indicador.unidad
+            codigo = codigos.get(unidad)
+            if codigo is None:
+                codigo = codigos[unidad] = len(self.nombres_unidad)
+                self.nombres_unidad.append(unidad)
+            self.unidades.append(codigo)
             if indicador.HasField("meta"):
                 meta = indicador.meta
                 self.metas.append((n, meta.valor, _JUZGADAS.get(meta.estado), meta.severidad, meta.equipo))
@@ -204,9 +221,10 @@ class _Recorrido:
 
     def filas_valor(self) -> Iterator[tuple[Sequence[str], float]]:
         etiquetas, valores, sin_datos = self.vista.etiquetas, self.valores, self.sin_datos
+        unidades, nombres = self.unidades, self.nombres_unidad
         for n, clave in enumerate(self.claves):
             if not sin_datos[n]:
-                yield etiquetas(clave), valores[n]
+                yield (*etiquetas(clave), nombres[unidades[n]]), valores[n]
 
     def filas_muestras(self) -> Iterator[tuple[Sequence[str], float]]:
         etiquetas, muestras = self.vista.etiquetas, self.muestras
@@ -214,8 +232,9 @@ class _Recorrido:
             yield etiquetas(clave), muestras[n]
 
     def filas_meta_valor(self) -> Iterator[tuple[Sequence[str], float]]:
+        unidades, nombres = self.unidades, self.nombres_unidad
         for n, valor, _, _, _ in self.metas:
-            yield self.vista.etiquetas(self.claves[n]), valor
+            yield (*self.vista.etiquetas(self.claves[n]), nombres[unidades[n]]), valor
 
     def filas_cumplimiento(self) -> Iterator[tuple[Sequence[str], float]]:
         for n, _, juzgada, severidad, equipo in self.metas:
@@ -247,9 +266,10 @@ class ColectorIndicadores(Collector):
     def _indicadores(recorrido: _Recorrido) -> Iterator[Metric]:
         yield FamiliaRapida(
             "gpr_indicador_valor",
-            "Valor actual del indicador de resultados en su ventana, en unidades base "
-            "(proporciones de 0 a 1, tiempos en segundos). Sin serie cuando no hay datos.",
-            "gauge", ETIQUETAS, recorrido.filas_valor,
+            "Valor actual del indicador de resultados en su ventana, en la unidad de la etiqueta unidad "
+            "(segundos; proporcion e indice de 0 a 1; conteo; por_mil; o un código ISO 4217). "
+            "Sin serie cuando no hay datos.",
+            "gauge", ETIQUETAS_CON_UNIDAD, recorrido.filas_valor,
         )
         yield FamiliaRapida(
             "gpr_indicador_muestras",
@@ -261,8 +281,9 @@ class ColectorIndicadores(Collector):
     def _metas(recorrido: _Recorrido) -> Iterator[Metric]:
         yield FamiliaRapida(
             "gpr_meta_valor",
-            "Valor que la meta exige a la serie (el operador está en la regla de alerta y en la API).",
-            "gauge", ETIQUETAS, recorrido.filas_meta_valor,
+            "Valor que la meta exige a la serie, en la unidad de la etiqueta unidad (el operador está "
+            "en la regla de alerta y en la API).",
+            "gauge", ETIQUETAS_CON_UNIDAD, recorrido.filas_meta_valor,
         )
         yield FamiliaRapida(
             "gpr_meta_cumplimiento",

@@ -11,10 +11,10 @@ Instantáneas que no se aceptan (se cuentan por motivo en `descartados`, nunca c
 vista ni llegan a los suscriptores): sin clave UTF-8 (`sin_clave`), que no son un
 `gpr.v1.Indicador` (`protobuf_invalido`), cuya clave no es la de su contenido
 (`clave_no_coincide`: la clave de una serie con los datos de otra), con identificadores
-vacíos, con «/», desconocidos o de más de `LARGO_MAXIMO_ID` caracteres, o muestras negativas
-(`campo_invalido`), y con valores no finitos (`valor_no_finito`). Quien puede escribir en
-gpr.indicadores.v1 puede falsificar una instantánea bien formada; eso solo lo impiden las ACL
-de Kafka (docs/consulta.md).
+vacíos, con «/», desconocidos o de más de `LARGO_MAXIMO_ID` caracteres, muestras negativas o
+una unidad que no es la del catálogo (`campo_invalido`), y con valores no finitos
+(`valor_no_finito`). Quien puede escribir en gpr.indicadores.v1 puede falsificar una
+instantánea bien formada; eso solo lo impiden las ACL de Kafka (docs/consulta.md).
 
 Memoria: la vista es casi toda la memoria de la consulta (1,2 millones de series con 10 000
 pares). Cada serie se guarda serializada (`bytes`) y se decodifica al servirla; el listado
@@ -37,7 +37,8 @@ from google.protobuf.message import DecodeError
 
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.indicadores import INDICADORES as DEFINICIONES
-from servicios.comun.indicadores import VENTANA_TOTAL, VENTANAS_MOVILES, clave_serie, ventana_valida
+from servicios.comun.indicadores import (VENTANA_TOTAL, VENTANAS_MOVILES, clave_serie, unidad_admisible,
+                                         ventana_valida)
 from servicios.comun.kafka_conexion import ConexionKafka
 from servicios.comun.topicos import INDICADORES
 from servicios.consulta.lector import LectorTopico
@@ -79,8 +80,11 @@ def motivo_de_descarte(clave: str, indicador: ipb.Indicador) -> str | None:
     if max(map(len, campos)) > LARGO_MAXIMO_ID or len(indicador.etapa_cuello_botella) > LARGO_MAXIMO_ID:
         return "campo_invalido"
     definicion = DEFINICIONES.get(campos[2])
+    # La unidad es la etiqueta `unidad` de /metrics: solo las del catálogo (o un código ISO 4217
+    # en los importes), para que sus valores sigan acotados y los tableros la puedan elegir.
     if (definicion is None or not campos[0] or not campos[1] or definicion.por_etapa != bool(campos[4])
-            or indicador.muestras < 0 or not (campos[3] in _VENTANAS_FIJAS or ventana_valida(campos[3]))):
+            or indicador.muestras < 0 or not (campos[3] in _VENTANAS_FIJAS or ventana_valida(campos[3]))
+            or not unidad_admisible(definicion, indicador.unidad)):
         return "campo_invalido"
     if not (math.isfinite(indicador.valor) and math.isfinite(indicador.numerador)):
         return "valor_no_finito"
@@ -97,8 +101,8 @@ class Vista:
     """Último valor de cada serie de gpr.indicadores.v1, alimentado por un `LectorTopico`.
 
     Compacta: cada serie se guarda como los bytes serializados que llegaron de Kafka (un
-    `bytes` de ~110 B) y no como un `ipb.Indicador` decodificado (~1,4 KB cada uno con upb,
-    medido: el arena de cada mensaje). Se decodifica al servir. Las etiquetas (agencia,
+    `bytes` de un centenar de bytes) y no como un `ipb.Indicador` decodificado (varias veces
+    más con upb: cada mensaje lleva su arena). Se decodifica al servir. Las etiquetas (agencia,
     servicio, indicador, ventana, etapa) salen de la clave, que siempre es la canónica de
     `clave_serie` (`motivo_de_descarte` rechaza las demás).
     """

@@ -17,6 +17,8 @@ from servicios.comun import config as c
 from servicios.comun import kafka_conexion
 from servicios.comun.kafka_conexion import ConexionKafka
 from servicios.comun.eventos import BYTES_MAXIMOS_EVENTO
+from servicios.comun.trazas import ConfigTrazas
+from servicios.comun.trazas import leer as leer_trazas
 from servicios.ingesta.recepcion import MOTIVO_MAXIMO
 
 KIB = 1024
@@ -75,6 +77,8 @@ class ConfigIngesta:
     tls_clave: bytes | None = None
     # Bootstrap, TLS y SASL hacia Kafka (GPR_KAFKA_*, docs/seguridad-kafka.md).
     kafka: ConexionKafka | None = None
+    # Trazas OpenTelemetry (OTEL_*, docs/trazas.md); por omisión, apagadas.
+    trazas: ConfigTrazas = ConfigTrazas("gpr-ingesta")
 
     def __post_init__(self) -> None:
         # Construida a mano (pruebas, bancos) sin `kafka`: la del bootstrap, sin seguridad.
@@ -105,6 +109,7 @@ def leer(env: Mapping[str, str]) -> ConfigIngesta:
     return ConfigIngesta(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
         kafka=kafka_conexion.leer(env),
+        trazas=leer_trazas(env, "gpr-ingesta"),
         catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
         credenciales=c.texto(env, "GPR_INGESTA_CREDENCIALES"),
         particiones=c.entero(env, "GPR_PARTICIONES", 4, minimo=1),

@@ -110,7 +110,7 @@ def token_demo(agencia: str) -> str:
 
 def agencias_con_token_demo(credenciales: Credenciales, catalogo: Catalogo) -> list[str]:
     """Agencias que aceptan su token de demostración: la ingesta lo advierte al arrancar,
-    porque ese token está publicado en el README."""
+    porque ese token está publicado en docs/contrato.md."""
     return sorted(a for a in catalogo.agencias if credenciales.agencia_de(token_demo(a)) == a)
 
 

@@ -1,7 +1,7 @@
 """Productor de Kafka de la ingesta: kafka-python idempotente (`acks=all`).
 
 Por qué kafka-python y no aiokafka: el productor idempotente de aiokafka falla contra el
-broker embebido (`InitProducerId` → UnknownError, DISENO §6) y el de kafka-python funciona
+broker embebido (`InitProducerId` → UnknownError, docs/decisiones.md) y el de kafka-python funciona
 contra él y contra Apache Kafka.
 
 Por qué un servidor grpc.aio con el productor síncrono en un ejecutor de hilos: `send()`

@@ -53,6 +53,7 @@ from servicios.comun.topicos import EVENTOS, RECHAZADOS
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.comun.en_hilo import ServicioEnHilo
 from servicios.comun.lotes import registros_aceptados
+from servicios.comun.trazas import APAGADAS, TRAMO_APAGADO, Tramo, Trazas, contexto_de_metadatos
 from servicios.ingesta.config import ConfigIngesta
 from servicios.ingesta.credenciales import Credenciales, cargar_credenciales
 from servicios.ingesta.metricas import MetricasIngesta
@@ -87,8 +88,10 @@ class ServicioIngesta:
 
     def __init__(self, cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credenciales,
                  publicador: Publicador, metricas: MetricasIngesta, ejecutor: ThreadPoolExecutor,
-                 fallo_de_kafka: Callable[[KafkaNoDisponible, int], None] = lambda _error, _generacion: None):
+                 fallo_de_kafka: Callable[[KafkaNoDisponible, int], None] = lambda _error, _generacion: None,
+                 trazas: Trazas = APAGADAS):
         self._cfg = cfg
+        self._trazas = trazas
         self._catalogo = catalogo
         # Se reemplaza entero al recargar (SIGHUP): una petición ve el conjunto viejo o el nuevo.
         self.credenciales = credenciales
@@ -273,17 +276,23 @@ class ServicioIngesta:
         fin = time.monotonic() + self._publicador.plazo_s
         generacion = self._publicador.generacion
         bucle = asyncio.get_running_loop()
-        try:
-            clasificacion, futuros = await bucle.run_in_executor(self._ejecutor, self._preparar_y_enviar, eventos,
-                                                                 desde or 0)
-            await self._publicador.confirmar(futuros, fin - time.monotonic())
-        except KafkaNoDisponible as error:
-            self._fallo_de_kafka(error, generacion)
-            texto = recortar(str(error), _ERROR_DE_KAFKA_MAXIMO)
-            log.warning("petición de %s con %d eventos sin confirmar: %s", agencia, len(eventos), texto)
-            await self._rechazar(context, agencia, "kafka_no_disponible", grpc.StatusCode.UNAVAILABLE,
-                                 f"{texto}; no se confirmó la petición: reintente el lote completo (los eventos "
-                                 f"repetidos no se cuentan dos veces){self._tras(desde)}", procesados)
+        # Con trazas, el tramo del envío (hijo del `traceparent` del cliente, si lo manda): su
+        # contexto va en las cabeceras de cada registro aceptado (docs/trazas.md).
+        padre = contexto_de_metadatos(context.invocation_metadata()) if self._trazas.activas else None
+        with self._trazas.envio(EVENTOS, padre=padre) as tramo:
+            try:
+                clasificacion, futuros = await bucle.run_in_executor(self._ejecutor, self._preparar_y_enviar, eventos,
+                                                                     desde or 0, tramo)
+                await self._publicador.confirmar(futuros, fin - time.monotonic())
+            except KafkaNoDisponible as error:
+                self._fallo_de_kafka(error, generacion)
+                texto = recortar(str(error), _ERROR_DE_KAFKA_MAXIMO)
+                log.warning("petición de %s con %d eventos sin confirmar: %s", agencia, len(eventos), texto)
+                await self._rechazar(context, agencia, "kafka_no_disponible", grpc.StatusCode.UNAVAILABLE,
+                                     f"{texto}; no se confirmó la petición: reintente el lote completo (los eventos "
+                                     f"repetidos no se cuentan dos veces){self._tras(desde)}", procesados)
+            tramo.anotar(agencia_id=agencia, eventos_aceptados=len(clasificacion.aceptados),
+                         eventos_rechazados=len(clasificacion.rechazados))
         self._metricas.contar(agencia, clasificacion.motivos)
         return clasificacion
 
@@ -294,7 +303,8 @@ class ServicioIngesta:
         return (f"; los primeros {desde} eventos del flujo ya quedaron resueltos (metadato {METADATO_PROCESADOS}): "
                 "reenvíe desde el evento siguiente")
 
-    def _preparar_y_enviar(self, eventos: list, desde: int) -> tuple[Clasificacion, list]:
+    def _preparar_y_enviar(self, eventos: list, desde: int,
+                           tramo: Tramo = TRAMO_APAGADO) -> tuple[Clasificacion, list]:
         """En un hilo del ejecutor: validar, armar los registros y entregarlos al productor
         (validar y serializar miles de eventos no debe frenar el bucle de gRPC)."""
         cfg = self._cfg
@@ -303,19 +313,28 @@ class ServicioIngesta:
         if cfg.lotes and len(clasificacion.aceptados) > 1:
             particiones = self._publicador.particiones(EVENTOS)
         posiciones = [desde + i for i, m in enumerate(clasificacion.motivos) if m is not None]
-        registros = (registros_aceptados(clasificacion.aceptados, EVENTOS, particiones)
-                     + registros_rechazados(clasificacion.rechazados, RECHAZADOS, cfg.evento_maximo,
-                                            cfg.id_maximo, posiciones))
+        aceptados = registros_aceptados(clasificacion.aceptados, EVENTOS, particiones)
+        if tramo.cabeceras:
+            for registro in aceptados:
+                registro.cabeceras.extend(tramo.cabeceras)
+            tramo.registros = len(aceptados)
+        registros = aceptados + registros_rechazados(clasificacion.rechazados, RECHAZADOS, cfg.evento_maximo,
+                                                     cfg.id_maximo, posiciones)
         return clasificacion, self._publicador.enviar(registros)
 
 
 class ServidorIngesta:
     """Productor + servidor gRPC + /metrics, con arranque y parada ordenados."""
 
-    def __init__(self, cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credenciales):
+    def __init__(self, cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credenciales,
+                 trazas: Trazas | None = None):
         self._cfg = cfg
         self._catalogo = catalogo
         self._credenciales = credenciales
+        # Sin `trazas` (así desde `servir`), las de la configuración (OTEL_*), que se cierran
+        # al detenerse; las pruebas pasan las suyas.
+        self._trazas_propias = trazas is None
+        self.trazas = Trazas.iniciar(cfg.trazas) if trazas is None else trazas
         self.metricas = MetricasIngesta()
         self.publicador = Publicador(cfg.kafka, cfg.plazo_kafka_s, cfg.particiones)
         self.puerto_grpc: int | None = None
@@ -349,7 +368,7 @@ class ServidorIngesta:
             options=[("grpc.max_receive_message_length", cfg.mensaje_maximo)],
         )
         self._servicio = ServicioIngesta(cfg, self._catalogo, self._credenciales, self.publicador,
-                                         self.metricas, self._ejecutor, self._fallo_de_kafka)
+                                         self.metricas, self._ejecutor, self._fallo_de_kafka, self.trazas)
         self._servidor.add_generic_rpc_handlers((self._servicio.manejadores(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._salud, self._servidor)
         reflection.enable_server_reflection([SERVICIO, SALUD, reflection.SERVICE_NAME], self._servidor)
@@ -484,6 +503,9 @@ class ServidorIngesta:
         # Sin esperar: un intento de conexión en curso termina solo al vencer su plazo.
         self._ejecutor_conexion.shutdown(wait=False, cancel_futures=True)
         self._ejecutor.shutdown(wait=False, cancel_futures=True)
+        if self._trazas_propias:
+            # Exporta los tramos pendientes (acotado por el plazo del exportador OTLP).
+            await asyncio.to_thread(self.trazas.cerrar)
         log.info("ingesta detenida")
 
 
@@ -514,6 +536,7 @@ async def servir(cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credencia
 class IngestaEnHilo(ServicioEnHilo):
     """La ingesta completa en un hilo (no espera a Kafka: la salud dice cuándo)."""
 
-    def __init__(self, cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credenciales):
-        super().__init__(ServidorIngesta(cfg, catalogo, credenciales), "gpr-ingesta")
+    def __init__(self, cfg: ConfigIngesta, catalogo: Catalogo, credenciales: Credenciales,
+                 trazas: Trazas | None = None):
+        super().__init__(ServidorIngesta(cfg, catalogo, credenciales, trazas), "gpr-ingesta")
         self.servidor = self.servicio

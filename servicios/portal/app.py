@@ -228,7 +228,7 @@ class Portal:
                 agencia, len(servicios), mes,
                 d.contar_servicios(datos, servicios, d.ventana_mes(mes), self.regla),
                 d.contar_servicios(datos, servicios, d.VENTANA_RECIENTE, self.regla),
-                [d.agregado(datos, servicios, n, d.VENTANA_RECIENTE, agencia.moneda, self.regla)
+                [d.agregado(datos, servicios, n, d.VENTANA_RECIENTE, self.regla)
                  for n in d.KPI_CIUDADANOS],
                 _hasta(datos, d.VENTANA_RECIENTE)))
         return self._render("inicio.html", resumenes=resumenes, ahora=ahora)
@@ -247,10 +247,10 @@ class Portal:
         for servicio in self.catalogo.servicios_de(agencia.id):
             servicios.append({
                 "servicio": servicio,
-                "metas": d.filas_metas(datos, servicio.id, agencia.moneda, self.regla),
+                "metas": d.filas_metas(datos, servicio.id, self.regla),
                 "estado_30d": d.estado_metas(datos, servicio.id, d.VENTANA_RECIENTE, self.regla),
                 "estado_mes": d.estado_metas(datos, servicio.id, d.ventana_mes(mes), self.regla),
-                "tendencia": d.tendencia(datos, servicio.id, d.INDICADOR_TITULAR, meses, agencia.moneda, self.regla),
+                "tendencia": d.tendencia(datos, servicio.id, d.INDICADOR_TITULAR, meses, self.regla),
                 "cuello": d.cuello_en_palabras(datos, servicio.id, d.VENTANA_RECIENTE, self.regla),
             })
         return self._render("agencia.html", agencia=agencia, servicios=servicios, mes=mes,
@@ -268,13 +268,12 @@ class Portal:
     def _pagina_servicio(self, agencia: Agencia, servicio, ventana: str, datos: d.DatosAgencia,
                          ahora: datetime) -> HTMLResponse:
         meses = d.meses_hasta(d.mes_de(ahora, agencia.zona_horaria))
-        moneda = agencia.moneda
         return self._render(
             "servicio.html", agencia=agencia, servicio=servicio, ventana=ventana,
-            filas=[d.fila(datos, servicio.id, n, ventana, moneda, self.regla) for n in d.INDICADORES_SERVICIO],
-            etapas=d.filas_etapas(datos, servicio, ventana, moneda, self.regla),
+            filas=[d.fila(datos, servicio.id, n, ventana, self.regla) for n in d.INDICADORES_SERVICIO],
+            etapas=d.filas_etapas(datos, servicio, ventana, self.regla),
             cuello=d.cuello_en_palabras(datos, servicio.id, ventana, self.regla),
-            tendencias=[d.tendencia(datos, servicio.id, n, meses, moneda, self.regla) for n in d.INDICADORES_SERVICIO],
+            tendencias=[d.tendencia(datos, servicio.id, n, meses, self.regla) for n in d.INDICADORES_SERVICIO],
             hasta=_hasta(datos, ventana))
 
     async def grafico(self, request: Request) -> Response:
@@ -286,7 +285,7 @@ class Portal:
         ahora = self.reloj()
         datos = await self.fuente.datos(agencia.id)
         meses = d.meses_hasta(d.mes_de(ahora, agencia.zona_horaria))
-        spec = especificacion(d.tendencia(datos, servicio.id, nombre, meses, agencia.moneda, self.regla))
+        spec = especificacion(d.tendencia(datos, servicio.id, nombre, meses, self.regla))
         svg = await asyncio.to_thread(self.dibujante.svg, spec)
         return self._condicional(request, svg.encode("utf-8"), "image/svg+xml", datos.actualizado_en,
                                  {"content-security-policy": CSP_SVG})
@@ -306,7 +305,7 @@ class Portal:
 
     def _pagina_informe(self, agencia: Agencia, mes: str, actual: str, datos: d.DatosAgencia,
                         ahora: datetime) -> HTMLResponse:
-        servicios = [d.informe_servicio(datos, s, mes, agencia.moneda, self.regla)
+        servicios = [d.informe_servicio(datos, s, mes, self.regla)
                      for s in self.catalogo.servicios_de(agencia.id)]
         resultados = [s.estado.resultado for s in servicios]
         return self._render("informe.html", agencia=agencia, mes=mes, anterior=d.mes_anterior(mes),

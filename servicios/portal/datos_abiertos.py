@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.catalogo import Catalogo
-from servicios.comun.indicadores import INDICADORES, UNIDADES, unidad_de
+from servicios.comun.indicadores import INDICADORES, UNIDADES
 from servicios.portal import dominio as d
 
 ACTUALES, MENSUALES, FICHAS = "valores-actuales", "series-mensuales", "indicadores"
@@ -50,8 +50,8 @@ def _comunes(minimo: int) -> list[dict]:
         _campo("hasta", "datetime", "Fin del periodo medido (UTC, ISO 8601)"),
         _campo("valor", "number",
                f"Valor del indicador en su unidad; vacío si no hay datos o si viene de menos de {minimo} casos"),
-        _campo("unidad", "string", "Unidad del valor: segundos, proporcion (0 a 1), conteo, por_mil, "
-               "o el código ISO 4217 de la moneda de la entidad"),
+        _campo("unidad", "string", "Unidad del valor, la que informa la API: segundos, proporcion (0 a 1), "
+               "indice (0 a 1), conteo, por_mil, o el código ISO 4217 de la moneda de la entidad"),
         _campo("casos", "integer", f"Casos (u observaciones) detrás del valor; vacío si son menos de {minimo}",
                constraints={"minimum": minimo}),
         _campo("suprimido", "boolean",
@@ -162,7 +162,7 @@ def _fila(catalogo: Catalogo, i: ipb.Indicador, regla: d.Regla) -> dict:
         "agencia_id": i.agencia_id, "agencia": agencia.nombre, "servicio_id": i.servicio_id,
         "servicio": servicio.nombre, "indicador": i.indicador, "titulo": definicion.titulo,
         "etapa_id": i.etapa_id, "desde": _ts(i.desde), "hasta": _ts(i.hasta),
-        "valor": i.valor if publicado else None, "unidad": unidad_de(definicion, agencia.moneda),
+        "valor": i.valor if publicado else None, "unidad": i.unidad,
         "casos": int(i.muestras) if publicado else None,
         "suprimido": estado == d.SUPRIMIDO, "sin_datos": estado == d.SIN_DATOS,
     }

@@ -8,6 +8,10 @@ encuestas u observaciones de etapa; ver `DefinicionIndicador.casos` y docs/porta
 que no llega al mínimo se reemplaza por «menos de N casos» y nunca se usa para nada que se
 publique: ni un agregado de la agencia, ni un juicio contra la meta, ni una comparación con
 el mes anterior, ni la etapa que más demora.
+
+Unidades: cada valor (y cada meta) se escribe en la unidad que trae su serie de la API
+(`Indicador.unidad`), no en la que el portal deduciría del catálogo; del catálogo salen los
+títulos, las fórmulas y la ficha técnica.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun.catalogo import Agencia, Catalogo, Servicio
-from servicios.comun.indicadores import INDICADORES, SEGUNDOS, DefinicionIndicador, Sentido
+from servicios.comun.indicadores import INDICADORES, POR_MIL, DefinicionIndicador, Forma, Sentido
 from servicios.portal import formato
 
 PUBLICADO, SUPRIMIDO, SIN_DATOS = "publicado", "suprimido", "sin_datos"
@@ -78,10 +82,10 @@ class Celda:
         return self.estado == PUBLICADO
 
 
-def celda(indicador: ipb.Indicador | None, definicion: DefinicionIndicador, moneda: str, regla: Regla) -> Celda:
+def celda(indicador: ipb.Indicador | None, regla: Regla) -> Celda:
     estado = regla.estado(indicador)
     if estado == PUBLICADO:
-        return Celda(PUBLICADO, formato.valor(definicion, indicador.valor, moneda), indicador.valor,
+        return Celda(PUBLICADO, formato.valor(indicador.unidad, indicador.valor), indicador.valor,
                      int(indicador.muestras))
     if estado == SUPRIMIDO:
         return Celda(SUPRIMIDO, regla.texto_suprimido)
@@ -100,6 +104,8 @@ class MetaPublica:
     muestra_minima: int
     descripcion: str
     ventana: str
+    # La unidad de la serie que trae la meta (la meta está en la unidad del indicador).
+    unidad: str = ""
 
     def cumple(self, valor: float) -> bool:
         return valor >= self.valor if self.operador == ">=" else valor <= self.valor
@@ -172,7 +178,7 @@ def _metas(series: Iterable[ipb.Indicador]) -> dict[tuple[str, str, str], MetaPu
         actual = elegidas.get(clave)
         if actual is None or _ORDEN_VENTANAS_META[i.ventana] < _ORDEN_VENTANAS_META[actual.ventana]:
             elegidas[clave] = MetaPublica(i.meta.operador, i.meta.valor, int(i.meta.muestra_minima),
-                                          i.meta.descripcion, i.ventana)
+                                          i.meta.descripcion, i.ventana, i.unidad)
     return elegidas
 
 
@@ -278,20 +284,21 @@ class Agregado:
     excluidos: int
 
 
-def agregado(datos: DatosAgencia, servicios: Iterable[Servicio], nombre: str, ventana: str, moneda: str,
-             regla: Regla) -> Agregado:
+def agregado(datos: DatosAgencia, servicios: Iterable[Servicio], nombre: str, ventana: str, regla: Regla) -> Agregado:
     """El indicador de toda la agencia sobre los servicios cuyo valor se publica.
 
     Los conteos se suman; los cocientes son Σ numerador / Σ denominador (`numerador` y
-    `muestras` de cada serie), que es el mismo cociente sobre todos esos casos. Un servicio
-    con menos casos que el mínimo queda fuera: si entrara, restar los servicios publicados
-    del total de la agencia revelaría su valor (divulgación por diferencia).
+    `muestras` de cada serie), que es el mismo cociente sobre todos esos casos (× 1000 en los
+    `por_mil`). Un servicio con menos casos que el mínimo queda fuera: si entrara, restar los
+    servicios publicados del total de la agencia revelaría su valor (divulgación por
+    diferencia). Series de unidades distintas (p. ej. importes en dos monedas) no se suman.
     """
     definicion = INDICADORES[nombre]
-    if definicion.unidad == SEGUNDOS:
+    if definicion.forma is Forma.SEGUNDOS:
         raise ValueError(f"{nombre}: un percentil no se agrega sumando series")
     numerador = denominador = 0.0
     casos = excluidos = 0
+    unidades = set()
     for servicio in servicios:
         i = datos.get(servicio.id, nombre, ventana)
         estado = regla.estado(i)
@@ -299,19 +306,23 @@ def agregado(datos: DatosAgencia, servicios: Iterable[Servicio], nombre: str, ve
             excluidos += 1
         if estado != PUBLICADO:
             continue
+        unidades.add(i.unidad)
         casos += int(i.muestras)
         if definicion.denominador:
             numerador += i.numerador
             denominador += i.muestras
         else:
             numerador += i.valor
+    if len(unidades) > 1:
+        return Agregado(definicion, Celda(SIN_DATOS, "no se suman unidades distintas"), excluidos)
     if not casos:
         estado = SUPRIMIDO if excluidos else SIN_DATOS
         return Agregado(definicion, Celda(estado, regla.texto_suprimido if excluidos else "sin datos"), excluidos)
+    (unidad,) = unidades
     valor = numerador / denominador if definicion.denominador else numerador
-    if definicion.nombre == "reclamos_por_mil":
+    if unidad == POR_MIL:
         valor *= 1000.0
-    return Agregado(definicion, Celda(PUBLICADO, formato.valor(definicion, valor, moneda), valor, casos), excluidos)
+    return Agregado(definicion, Celda(PUBLICADO, formato.valor(unidad, valor), valor, casos), excluidos)
 
 
 # --- vistas de las páginas -----------------------------------------------------------
@@ -332,7 +343,8 @@ class Tendencia:
     puntos: list[Punto]
     meta: MetaPublica | None
     texto_meta: str
-    moneda: str
+    # La unidad de las series del gráfico (de la API): da la escala del eje.
+    unidad: str
     etapa: str = ""
 
     @property
@@ -366,17 +378,21 @@ class Tendencia:
         return " ".join(partes)
 
 
-def tendencia(datos: DatosAgencia, servicio: str, nombre: str, meses: list[str], moneda: str, regla: Regla,
+def tendencia(datos: DatosAgencia, servicio: str, nombre: str, meses: list[str], regla: Regla,
               etapa: str = "") -> Tendencia:
     definicion = INDICADORES[nombre]
     meta = datos.meta(servicio, nombre, etapa)
-    puntos = []
+    puntos, unidades = [], []
     for mes in meses:
         i = datos.get(servicio, nombre, ventana_mes(mes), etapa)
         hasta = datetime.fromtimestamp(i.hasta.seconds, timezone.utc) if i is not None and i.hasta.seconds else None
-        puntos.append(Punto(mes, celda(i, definicion, moneda, regla), hasta, juzgar(meta, i, regla) if meta else ""))
-    texto_meta = formato.meta(definicion, meta.operador, meta.valor, moneda) if meta else ""
-    return Tendencia(definicion, puntos, meta, texto_meta, moneda, etapa)
+        puntos.append(Punto(mes, celda(i, regla), hasta, juzgar(meta, i, regla) if meta else ""))
+        if i is not None and i.unidad:
+            unidades.append(i.unidad)
+    # La del mes más reciente que la informa; sin meses, la de la serie de la meta.
+    unidad = unidades[-1] if unidades else (meta.unidad if meta else "")
+    texto_meta = formato.meta(meta.operador, meta.valor, meta.unidad) if meta else ""
+    return Tendencia(definicion, puntos, meta, texto_meta, unidad, etapa)
 
 
 @dataclass(frozen=True)
@@ -396,19 +412,19 @@ class FilaIndicador:
         return ESTADOS_EN_PALABRAS.get(self.estado, "Sin meta")
 
 
-def fila(datos: DatosAgencia, servicio: str, nombre: str, ventana: str, moneda: str, regla: Regla,
+def fila(datos: DatosAgencia, servicio: str, nombre: str, ventana: str, regla: Regla,
          etapa: str = "", meta: MetaPublica | None = None) -> FilaIndicador:
     definicion = INDICADORES[nombre]
     i = datos.get(servicio, nombre, ventana, etapa)
     meta = meta if meta is not None else datos.meta(servicio, nombre, etapa)
-    texto_meta = formato.meta(definicion, meta.operador, meta.valor, moneda) if meta else ""
+    texto_meta = formato.meta(meta.operador, meta.valor, meta.unidad) if meta else ""
     estado = juzgar(meta, i, regla) if meta else ""
-    return FilaIndicador(definicion, celda(i, definicion, moneda, regla), meta, texto_meta, estado, ventana, etapa)
+    return FilaIndicador(definicion, celda(i, regla), meta, texto_meta, estado, ventana, etapa)
 
 
-def filas_metas(datos: DatosAgencia, servicio: str, moneda: str, regla: Regla) -> list[FilaIndicador]:
+def filas_metas(datos: DatosAgencia, servicio: str, regla: Regla) -> list[FilaIndicador]:
     """Cada meta del servicio contra el valor actual de su propia ventana."""
-    return [fila(datos, servicio, indicador, meta.ventana, moneda, regla, etapa, meta)
+    return [fila(datos, servicio, indicador, meta.ventana, regla, etapa, meta)
             for (s, indicador, etapa), meta in sorted(datos.metas.items()) if s == servicio]
 
 
@@ -424,11 +440,10 @@ def nombre_etapa(etapa: str) -> str:
     return etapa.replace("-", " ").replace("_", " ")
 
 
-def filas_etapas(datos: DatosAgencia, servicio: Servicio, ventana: str, moneda: str, regla: Regla) -> list[FilaEtapa]:
-    p50, p90 = INDICADORES["tiempo_etapa_p50"], INDICADORES["tiempo_etapa_p90"]
+def filas_etapas(datos: DatosAgencia, servicio: Servicio, ventana: str, regla: Regla) -> list[FilaEtapa]:
     return [FilaEtapa(e, nombre_etapa(e),
-                      celda(datos.get(servicio.id, p50.nombre, ventana, e), p50, moneda, regla),
-                      celda(datos.get(servicio.id, p90.nombre, ventana, e), p90, moneda, regla))
+                      celda(datos.get(servicio.id, "tiempo_etapa_p50", ventana, e), regla),
+                      celda(datos.get(servicio.id, "tiempo_etapa_p90", ventana, e), regla))
             for e in datos.etapas(servicio, ventana)]
 
 
@@ -442,7 +457,7 @@ def cuello_en_palabras(datos: DatosAgencia, servicio: str, ventana: str, regla: 
     if not regla.publicable(mediana):
         return (f"No se señala la etapa que más demora: la medición de esa etapa tiene "
                 f"{regla.texto_suprimido}.")
-    return f"La etapa que más demora es {nombre_etapa(etapa)}: mediana {formato.duracion(mediana.valor)}."
+    return f"La etapa que más demora es {nombre_etapa(etapa)}: mediana {formato.valor(mediana.unidad, mediana.valor)}."
 
 
 # --- informe mensual -----------------------------------------------------------------
@@ -485,12 +500,12 @@ class ServicioInforme:
     empeoramientos: list[str] = field(default_factory=list)
 
 
-def informe_servicio(datos: DatosAgencia, servicio: Servicio, mes: str, moneda: str, regla: Regla) -> ServicioInforme:
+def informe_servicio(datos: DatosAgencia, servicio: Servicio, mes: str, regla: Regla) -> ServicioInforme:
     ventana, previa = ventana_mes(mes), ventana_mes(mes_anterior(mes))
     filas = []
     for nombre in INDICADORES_SERVICIO:
-        actual = fila(datos, servicio.id, nombre, ventana, moneda, regla)
-        anterior = celda(datos.get(servicio.id, nombre, previa), actual.definicion, moneda, regla)
+        actual = fila(datos, servicio.id, nombre, ventana, regla)
+        anterior = celda(datos.get(servicio.id, nombre, previa), regla)
         filas.append(FilaInforme(actual, anterior, cambio(actual.definicion, actual.celda, anterior)))
     informe = ServicioInforme(servicio, filas, estado_metas(datos, servicio.id, ventana, regla),
                               cuello_en_palabras(datos, servicio.id, ventana, regla))

@@ -12,7 +12,8 @@ from datetime import date, datetime
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent
 
-from servicios.comun.indicadores import CONTEO, MONEDA, POR_MIL, PROPORCION, SEGUNDOS, DefinicionIndicador
+from servicios.comun.indicadores import (CONTEO, INDICE, MONEDA, POR_MIL, PROPORCION, SEGUNDOS, DefinicionIndicador,
+                                         es_moneda)
 
 LOCALE = "es"
 DIA, HORA, MINUTO = 86400, 3600, 60
@@ -49,31 +50,34 @@ def monto(valor: float, moneda: str) -> str:
     return format_currency(valor, moneda, locale=LOCALE)
 
 
-def valor(definicion: DefinicionIndicador, valor_: float, moneda: str) -> str:
-    """El valor de un indicador escrito en su unidad."""
-    unidad = definicion.unidad
+def valor(unidad: str, valor_: float) -> str:
+    """El valor de un indicador escrito en `unidad`, la que trae la serie de la API
+    (`Indicador.unidad`); sin unidad conocida, el número tal cual."""
     if unidad == PROPORCION:
-        return porcentaje(valor_) if definicion.nombre != "satisfaccion_indice" else numero(valor_, 2)
+        return porcentaje(valor_)
+    if unidad == INDICE:
+        return numero(valor_, 2)
     if unidad == SEGUNDOS:
         return duracion(valor_)
     if unidad == CONTEO:
         return numero(valor_)
     if unidad == POR_MIL:
         return f"{numero(valor_, 1)} por mil"
-    if unidad == MONEDA:
-        return monto(valor_, moneda)
-    return numero(valor_, 2)
+    if es_moneda(unidad):
+        return monto(valor_, unidad)
+    return format_decimal(valor_, "#,##0.##", locale=LOCALE)
 
 
-def meta(definicion: DefinicionIndicador, operador: str, objetivo: float, moneda: str) -> str:
+def meta(operador: str, objetivo: float, unidad: str) -> str:
     signo = {">=": "≥", "<=": "≤"}.get(operador, operador)
-    return f"{signo}\u00a0{valor(definicion, objetivo, moneda)}"
+    return f"{signo}\u00a0{valor(unidad, objetivo)}"
 
 
 def unidad_en_palabras(definicion: DefinicionIndicador, moneda: str) -> str:
+    """La unidad del catálogo para la ficha técnica (`moneda`: las monedas de las entidades)."""
     return {
-        PROPORCION: "proporción entre 0 y 1 (se muestra en %)" if definicion.nombre != "satisfaccion_indice"
-        else "índice entre 0 y 1",
+        PROPORCION: "proporción entre 0 y 1 (se muestra en %)",
+        INDICE: "índice entre 0 y 1",
         SEGUNDOS: "segundos (se muestran en minutos, horas o días)",
         CONTEO: "número de casos",
         POR_MIL: "por cada mil entregas",

@@ -14,7 +14,7 @@ import json
 import threading
 from collections import OrderedDict
 
-from servicios.comun.indicadores import CONTEO, MONEDA, POR_MIL, PROPORCION, SEGUNDOS
+from servicios.comun.indicadores import CONTEO, INDICE, POR_MIL, PROPORCION, SEGUNDOS, es_moneda
 from servicios.portal import dominio as d
 from servicios.portal import formato
 
@@ -25,10 +25,12 @@ _COLOR_VALOR, _COLOR_META = "#1f4e79", "#a4262c"
 
 
 def _escala(tendencia: d.Tendencia) -> tuple[float, str, str]:
-    """(divisor, formato d3 del eje, título del eje) según la unidad del indicador."""
-    unidad = tendencia.definicion.unidad
-    if unidad == PROPORCION and tendencia.definicion.nombre != "satisfaccion_indice":
+    """(divisor, formato d3 del eje, título del eje) según la unidad de las series (de la API)."""
+    unidad = tendencia.unidad
+    if unidad == PROPORCION:
         return 1.0, ".0%", "Porcentaje"
+    if unidad == INDICE:
+        return 1.0, ",.2f", "Índice (0 a 1)"
     if unidad == SEGUNDOS:
         valores = [p.celda.valor for p in tendencia.publicados] + ([tendencia.meta.valor] if tendencia.meta else [])
         if max(valores, default=0) >= formato.DIA:
@@ -40,9 +42,9 @@ def _escala(tendencia: d.Tendencia) -> tuple[float, str, str]:
         return 1.0, ",.0f", "Casos"
     if unidad == POR_MIL:
         return 1.0, ",.1f", "Por cada mil entregas"
-    if unidad == MONEDA:
-        return 1.0, ",.2f", tendencia.moneda
-    return 1.0, ",.2f", "Índice (0 a 1)"
+    if es_moneda(unidad):
+        return 1.0, ",.2f", unidad
+    return 1.0, ",.2f", "Valor"
 
 
 def especificacion(tendencia: d.Tendencia) -> dict:

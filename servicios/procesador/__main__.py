@@ -12,6 +12,7 @@ from servicios.comun.config import ConfiguracionInvalida, entorno
 from servicios.comun.kafka_conexion import KafkaInalcanzable
 from servicios.comun.metas import IndiceMetas, archivos_de, cargar_metas
 from servicios.comun.registro import FiltroRepetidos, instalar_filtro
+from servicios.comun.trazas import Trazas
 from servicios.comun.topicos import (
     APORTES,
     BYTES_MAXIMOS_REGISTRO_INTERNO,
@@ -77,7 +78,8 @@ def main() -> int:
     metricas = MetricasProcesador()
     if cfg.metricas_puerto:
         start_http_server(cfg.metricas_puerto, registry=metricas.registro)
-    app = crear_app(cfg, catalogo, metas, metricas)
+    # Con OTEL_EXPORTER_OTLP_ENDPOINT, trazas por OTLP; el SDK exporta lo pendiente al salir.
+    app = crear_app(cfg, catalogo, metas, metricas, trazas=Trazas.iniciar(cfg.trazas))
     internos = [APORTES, *(tabla.changelog_topic.get_topic_name() for tabla in app.tables.values())]
     try:
         ajustados = asegurar_registro_maximo(cfg.kafka, internos)

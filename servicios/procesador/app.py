@@ -19,6 +19,7 @@ import faust
 from servicios.comun import topicos
 from servicios.comun.catalogo import Catalogo
 from servicios.comun.metas import IndiceMetas
+from servicios.comun.trazas import APAGADAS, Trazas
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.etapa_casos import EtapaCasos
@@ -58,14 +59,15 @@ def opciones_faust(cfg: ConfigProcesador) -> dict:
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
-        # Con los valores por defecto una unión al grupo tarda ~30 s en el broker embebido.
+        # Con los valores por defecto una unión al grupo tarda decenas de segundos en el
+        # broker embebido (docs/decisiones.md).
         broker_rebalance_timeout=6.0,
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         producer_acks=-1,
         # Sin espera para juntar envíos: cada lote de la etapa por caso espera sus estados en
-        # el changelog y luego sus agregados, y esa espera se sumaba a cada una (medido: con
-        # 5 ms, el trabajador pasaba un 18 % del tiempo ocioso en registros sueltos). Lo que
+        # el changelog y luego sus agregados, y esa espera se sumaba a cada una (el
+        # trabajador quedaba ocioso una parte notable del tiempo en registros sueltos). Lo que
         # se envía seguido mientras el productor está ocupado ya sale en un solo lote.
         producer_linger_ms=0,
         producer_max_request_size=topicos.BYTES_MAXIMOS_REGISTRO_INTERNO,
@@ -75,7 +77,7 @@ def opciones_faust(cfg: ConfigProcesador) -> dict:
 
 
 def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, metricas: MetricasProcesador,
-              reloj: Callable[[], float] = time.time) -> faust.App:
+              reloj: Callable[[], float] = time.time, trazas: Trazas = APAGADAS) -> faust.App:
     """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
     app = faust.App(cfg.app_id, **opciones_faust(cfg))
     t_eventos = app.topic(topicos.EVENTOS, partitions=cfg.particiones)
@@ -96,12 +98,12 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     agregacion = Agregacion(*tablas_agregacion, catalogo=catalogo, tardanza_maxima_s=cfg.tardanza_maxima_s)
     etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj, cfg.eventos_maximos_por_caso,
                        _veneno(cfg.prueba_evento_veneno) if cfg.prueba_evento_veneno else None)
-    publicacion = Publicacion(cfg, metas, metricas, agregacion, reloj)
+    publicacion = Publicacion(cfg, metas, metricas, agregacion, reloj, trazas)
     # Los eventos no pasan por un agente: llegan en lotes directo del consumidor.
     entrega = EntregaPorLotes(app, t_eventos)
     puerto = PuertoFaust(app, entrega)
     ruta = Ruta(puerto, etapa, casos, agregacion, tablas_agregacion, publicacion, metricas, cfg.particiones,
-                cfg.prueba_fallar_lote, reloj)
+                cfg.prueba_fallar_lote, reloj, trazas=trazas)
 
     @app.task
     async def procesar_eventos():

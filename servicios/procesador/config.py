@@ -10,6 +10,8 @@ from pathlib import Path
 from servicios.comun import config as c
 from servicios.comun import kafka_conexion
 from servicios.comun.kafka_conexion import ConexionKafka
+from servicios.comun.trazas import ConfigTrazas
+from servicios.comun.trazas import leer as leer_trazas
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class ConfigProcesador:
     prueba_evento_veneno: str
     # Bootstrap, TLS y SASL (GPR_KAFKA_*, docs/seguridad-kafka.md).
     kafka: ConexionKafka | None = None
+    # Trazas OpenTelemetry (OTEL_*, docs/trazas.md); por omisión, apagadas.
+    trazas: ConfigTrazas = ConfigTrazas("gpr-procesador")
 
     def __post_init__(self) -> None:
         # Construida a mano (pruebas, bancos) sin `kafka`: la del bootstrap, sin seguridad.
@@ -53,6 +57,7 @@ def leer(env: Mapping[str, str]) -> ConfigProcesador:
     return ConfigProcesador(
         bootstrap=c.texto(env, "GPR_KAFKA_BOOTSTRAP"),
         kafka=kafka_conexion.leer(env),
+        trazas=leer_trazas(env, "gpr-procesador"),
         catalogo=c.texto(env, "GPR_CATALOGO", "despliegue/catalogo.yaml"),
         metas=c.texto(env, "GPR_METAS", "despliegue/metas"),
         particiones=c.entero(env, "GPR_PARTICIONES", 4, minimo=1),

@@ -6,8 +6,8 @@ tras un corte no se suma dos veces. Eso solo es correcto si la etapa por caso pr
 partición en orden y sin saltarse registros. faust-streaming 0.15 no lo garantiza: al terminar
 una recuperación reanuda las particiones *antes* de llevarlas al offset confirmado, y los
 registros leídos en ese intervalo llegan al agente con el flujo aún suspendido, así que el
-stream descarta algunos sin confirmarlos y sin volver a leerlos (medido con dos núcleos
-cargados: tras un reinicio ordenado, un offset perdido en cada partición, 646 → 648). El
+stream descarta algunos sin confirmarlos y sin volver a leerlos (visto con dos núcleos
+cargados: tras un reinicio ordenado, un offset perdido en cada partición). El
 registro saltado solo se relee en el siguiente reinicio, cuando ya llegaron lotes de offsets
 mayores, y su lote se descarta: una actualización de menos para siempre.
 

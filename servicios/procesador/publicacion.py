@@ -11,6 +11,7 @@ from gpr.v1 import indicadores_pb2 as ipb
 from servicios.comun import topicos
 from servicios.comun.indicadores import INDICADORES, clave_serie, unidad_de
 from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, IndiceMetas, evaluar
+from servicios.comun.trazas import APAGADAS, VINCULOS_MAXIMOS, Trazas
 from servicios.procesador.config import ConfigProcesador
 from servicios.procesador.dominio.agregacion import Agregacion, Pendientes
 from servicios.procesador.metricas import MetricasProcesador
@@ -56,7 +57,7 @@ class Publicacion:
     _RETRASO_CON_COLA_S = 1.0
 
     def __init__(self, cfg: ConfigProcesador, metas: IndiceMetas, metricas: MetricasProcesador,
-                 agregacion: Agregacion, reloj: Callable[[], float]):
+                 agregacion: Agregacion, reloj: Callable[[], float], trazas: Trazas = APAGADAS):
         self.cfg = cfg
         self.metas = metas
         self.metricas = metricas
@@ -74,11 +75,27 @@ class Publicacion:
         self.hay_pendientes = asyncio.Event()
         self.hay_pendientes.set()
         self._retraso_s = 0.0
+        self.trazas = trazas
+        # Contextos de los tramos de agregación que tocaron agencias desde la última pasada
+        # (solo con trazas): el tramo de la pasada los enlaza (docs/trazas.md).
+        self._contextos: list = []
+        self._contextos_omitidos = 0
+        self._ultimo_contexto = None
 
-    def marcar(self, agencias: set[str]) -> None:
-        """La agregación tocó estas agencias (lo que cambió lo anota ella misma)."""
-        if agencias:
-            self.hay_pendientes.set()
+    def marcar(self, agencias: set[str], contexto=None) -> None:
+        """La agregación tocó estas agencias (lo que cambió lo anota ella misma); `contexto`:
+        el de su tramo, con trazas."""
+        if not agencias:
+            return
+        self.hay_pendientes.set()
+        # Un lote de agregación marca una vez por partición, con el mismo contexto.
+        if contexto is None or contexto == self._ultimo_contexto:
+            return
+        self._ultimo_contexto = contexto
+        if len(self._contextos) < VINCULOS_MAXIMOS:
+            self._contextos.append(contexto)
+        else:
+            self._contextos_omitidos += 1
 
     def _evaluacion(self, meta, estado: int) -> ipb.EvaluacionMeta:
         """La evaluación de `meta` con `estado` (las metas no cambian mientras corre el proceso)."""
@@ -117,9 +134,18 @@ class Publicacion:
             minimo *= self._FACTOR_CON_RETRASO
         return max(minimo, self._FACTOR_DURACION * duracion_s)
 
-    async def publicar(self, detenerse: Callable[[], bool], enviar: Callable[[str, bytes, bytes], Awaitable]) -> None:
+    async def publicar(self, detenerse: Callable[[], bool], enviar: Callable[..., Awaitable]) -> None:
         """Una pasada: publica en gpr.indicadores.v1 (y los cambios de estado de meta en
-        gpr.cumplimiento.v1) con `enviar(topico, clave, valor)`."""
+        gpr.cumplimiento.v1) con `enviar(topico, clave, valor)`; con trazas, en un tramo cuyo
+        contexto llevan las instantáneas (`enviar(..., cabeceras=…)`)."""
+        contextos, self._contextos = self._contextos, []
+        omitidos, self._contextos_omitidos = self._contextos_omitidos, 0
+        with self.trazas.envio(topicos.INDICADORES, contextos) as tramo:
+            if omitidos:
+                tramo.anotar(vinculos_omitidos=omitidos)
+            await self._pasada(detenerse, tramo.envolver(enviar))
+
+    async def _pasada(self, detenerse: Callable[[], bool], enviar: Callable[[str, bytes, bytes], Awaitable]) -> None:
         # Lo que se marque mientras dura la pasada la vuelve a pedir.
         self.hay_pendientes.clear()
         activas = self.agregacion.tomar_pendientes()

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun import topicos
+from servicios.comun.trazas import APAGADAS, Trazas
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.etapa_casos import ERROR_INTERNO, EtapaCasos, Registro
 from servicios.procesador.metricas import AGENCIA_DESCONOCIDA, MetricasProcesador
@@ -87,7 +88,8 @@ class Ruta:
     def __init__(self, puerto: Puerto, etapa: EtapaCasos, casos: Tabla, agregacion: Agregacion,
                  tablas_agregacion: list[Tabla], publicacion: Publicacion, metricas: MetricasProcesador,
                  particiones: int, prueba_fallar_lote: int = 0,
-                 reloj: Callable[[], float] = time.time, reloj_monotono: Callable[[], float] = time.monotonic):
+                 reloj: Callable[[], float] = time.time, reloj_monotono: Callable[[], float] = time.monotonic,
+                 trazas: Trazas = APAGADAS):
         self.puerto = puerto
         self.etapa = etapa
         self.casos = casos
@@ -99,6 +101,8 @@ class Ruta:
         self.prueba_fallar_lote = prueba_fallar_lote
         self.reloj = reloj
         self.reloj_monotono = reloj_monotono
+        # Con trazas, un tramo por lote de cada etapa (docs/trazas.md); apagadas, nada por registro.
+        self.trazas = trazas
         self.guardias = {topicos.EVENTOS: GuardiaDeOrden(), topicos.APORTES: GuardiaDeOrden()}
         self.lotes_de_eventos = 0
 
@@ -251,6 +255,10 @@ class Ruta:
     # --- etapa por caso ---------------------------------------------------------------------
 
     async def procesar_lote_de_eventos(self, grupos: dict[int, list]) -> None:
+        with self.trazas.consumo(topicos.EVENTOS, (e.message for g in grupos.values() for e in g)) as tramo:
+            await self._procesar_lote_de_eventos(grupos, tramo)
+
+    async def _procesar_lote_de_eventos(self, grupos: dict[int, list], tramo) -> None:
         puerto, metricas = self.puerto, self.metricas
         self.lotes_de_eventos += 1
         inicio = time.perf_counter()
@@ -283,7 +291,7 @@ class Ruta:
                 for lote in tanda:
                     envios.append(await puerto.enviar(
                         topicos.APORTES, f"{lote.agencia_id}|{lote.servicio_id}".encode(), lote.SerializeToString(),
-                        particion_de_agencia(lote.agencia_id, self.particiones)))
+                        particion_de_agencia(lote.agencia_id, self.particiones), tramo.cabeceras))
         # Los registros se confirman con sus agregados y rechazos ya escritos; si uno falla, el
         # lote falla entero.
         await _escritos(envios)
@@ -291,6 +299,10 @@ class Ruta:
         escrito = max((e.message.timestamp or 0.0 for g in grupos.values() for e in g), default=0.0)
         if escrito:
             self.publicacion.anotar_retraso(self.reloj() - escrito)
+        if tramo.activo:
+            tramo.anotar(eventos_aceptados=sum(n for s in salidas for n in s.aceptados_por_agencia.values()),
+                         eventos_duplicados=sum(s.duplicados for s in salidas),
+                         eventos_rechazados=sum(len(s.rechazos) for s in salidas))
         metricas.lote_segundos.labels(etapa="casos").observe(time.perf_counter() - inicio)
 
     async def _rechazar(self, rechazo) -> Awaitable:
@@ -312,12 +324,13 @@ class Ruta:
 
     async def agregar_lote_de_aportes(self, grupos: dict[int, list]) -> None:
         inicio = time.perf_counter()
-        for particion, grupo in grupos.items():
-            with self.puerto.en_particion(grupo[-1]):
-                self.publicacion.marcar(self.agregacion.aplicar_lotes(
-                    interno.LoteAportes.FromString(e.message.value) for e in grupo))
-            for tabla in self.tablas_agregacion:
-                tabla.confirmar()
-                await tabla.enviar(particion)
-        _confirmar(grupos)
+        with self.trazas.consumo(topicos.APORTES, (e.message for g in grupos.values() for e in g)) as tramo:
+            for particion, grupo in grupos.items():
+                with self.puerto.en_particion(grupo[-1]):
+                    self.publicacion.marcar(self.agregacion.aplicar_lotes(
+                        interno.LoteAportes.FromString(e.message.value) for e in grupo), tramo.contexto)
+                for tabla in self.tablas_agregacion:
+                    tabla.confirmar()
+                    await tabla.enviar(particion)
+            _confirmar(grupos)
         self.metricas.lote_segundos.labels(etapa="agregacion").observe(time.perf_counter() - inicio)

@@ -2,9 +2,9 @@
 
 Lee la configuración, crea los tópicos que falten y publica con el publicador Kafka de la
 biblioteca cliente (`gpr_cliente.kafka`: kafka-python idempotente, `acks=all`, un `Evento` por
-registro, clave = caso) al ritmo que marca el `Reloj`: primero
-la historia (desde ahora menos `GPR_SIMULADOR_HISTORIA`) a `GPR_SIMULADOR_TASA` eventos/s,
-luego en tiempo real. Cada pocos segundos escribe una línea de progreso.
+registro, con la clave del contrato) al ritmo que marca el `Reloj`: primero la historia (desde
+ahora menos `GPR_SIMULADOR_HISTORIA`) a `GPR_SIMULADOR_TASA` eventos/s, luego en tiempo real.
+Cada pocos segundos escribe una línea de progreso.
 
 Cierre: con SIGTERM o SIGINT, lleguen cuando lleguen (también durante el arranque), deja de
 generar, espera el acuse de lo enviado y termina con código 0. Cada fase tiene plazo: el envío

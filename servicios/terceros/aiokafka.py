@@ -176,10 +176,11 @@ def acotar_espera_de_fetch(segundos: float) -> None:
     """Acota `fetch_max_wait_ms` de todo consumidor aiokafka del proceso (GPR_ESPERA_FETCH).
 
     Tansu no despierta una lectura en espera cuando llegan datos: cada Fetch dura toda su
-    espera máxima (medido: con 1 500 ms, que faust fija, un registro tardaba 0,55–1,3 s en
-    llegar; con 50 ms, 2–12 ms). Con tres saltos por Kafka entre un evento y su efecto en la
-    consulta, eso eran ~2 s de frescura sin carga. Con Apache Kafka la espera acaba en cuanto
-    hay datos, así que acotarla solo añade alguna lectura vacía más cuando no hay tráfico.
+    espera máxima, que faust fija en más de un segundo, y cada registro tardaba en llegar
+    del orden de esa espera (docs/decisiones.md). Con tres saltos por Kafka entre un evento y
+    su efecto en la consulta, eso eran segundos de frescura sin carga. Con Apache Kafka la
+    espera acaba en cuanto hay datos, así que acotarla solo añade alguna lectura vacía más
+    cuando no hay tráfico.
     """
     from aiokafka import AIOKafkaConsumer
 

@@ -94,10 +94,11 @@ def esperar_salud(canal, estado=SERVING, limite_s=20.0, servicio=""):
 
 
 @contextlib.contextmanager
-def ingesta_en_proceso(bootstrap, credenciales=CREDENCIALES, esperar=True, **cambios):
-    """La ingesta en proceso, un canal y su stub; espera a SERVING salvo `esperar=False`."""
+def ingesta_en_proceso(bootstrap, credenciales=CREDENCIALES, esperar=True, trazas=None, **cambios):
+    """La ingesta en proceso, un canal y su stub; espera a SERVING salvo `esperar=False`.
+    `trazas`: las de la prueba (sin ellas, las de la configuración: OTEL_* en `cambios`)."""
     cfg = config.leer(env_ingesta(bootstrap, **cambios))
-    with IngestaEnHilo(cfg, CATALOGO, credenciales) as servicio:
+    with IngestaEnHilo(cfg, CATALOGO, credenciales, trazas) as servicio:
         canal = grpc.insecure_channel(f"127.0.0.1:{servicio.puerto_grpc}")
         try:
             if esperar:
@@ -117,7 +118,7 @@ def error_de(llamada, *args, **kwargs):
 def leer_topico(bootstrap, topico, minimo, limite_s=10.0, extra_s=0.5, particiones=PARTICIONES):
     """Todos los registros del tópico: se asignan sus particiones, se lee desde el principio
     hasta tener al menos `minimo` eventos (un LoteEventos cuenta los suyos) y se sigue
-    `extra_s` más para ver si sobra alguno. Sin `end_offsets` (DISENO §6)."""
+    `extra_s` más para ver si sobra alguno. Sin `end_offsets` (docs/decisiones.md)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def leer():

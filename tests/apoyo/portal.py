@@ -19,13 +19,27 @@ ARGUMENTOS_CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable
                        "--disable-component-update", "--disable-sync"]
 
 
+# La unidad que la API pone en cada indicador para una agencia que cobra en soles (escrita a
+# mano desde la ficha técnica, no leída del código).
+UNIDAD_API = {
+    "solicitudes": "conteo", "entregas": "conteo", "casos_vencidos": "conteo",
+    "tasa_conclusion": "proporcion", "cumplimiento_plazo": "proporcion", "tasa_reproceso": "proporcion",
+    "satisfaccion_top2": "proporcion", "adopcion_digital": "proporcion", "tasa_error": "proporcion",
+    "satisfaccion_indice": "indice", "reclamos_por_mil": "por_mil", "costo_por_tramite": "PEN",
+    "tiempo_atencion_p50": "segundos", "tiempo_atencion_p90": "segundos",
+    "tiempo_etapa_p50": "segundos", "tiempo_etapa_p90": "segundos",
+}
+
+
 def ind(agencia: str, servicio: str, indicador: str, ventana: str, valor: float | None, muestras: int,
         *, numerador: float = 0.0, etapa: str = "", cuello: str = "", meta: tuple | None = None,
-        hasta: int = 0) -> ipb.Indicador:
-    """Una serie. `meta` = (operador, valor, muestra_minima[, descripcion])."""
+        hasta: int = 0, unidad: str | None = None) -> ipb.Indicador:
+    """Una serie. `meta` = (operador, valor, muestra_minima[, descripcion]); `unidad`, la de
+    `UNIDAD_API` salvo que se pida otra."""
     i = ipb.Indicador(agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana=ventana,
                       valor=valor or 0.0, muestras=muestras, sin_datos=valor is None, numerador=numerador,
-                      etapa_id=etapa, etapa_cuello_botella=cuello)
+                      etapa_id=etapa, etapa_cuello_botella=cuello,
+                      unidad=UNIDAD_API[indicador] if unidad is None else unidad)
     i.hasta.seconds = hasta
     i.actualizado_en.seconds = hasta
     if meta is not None:

@@ -1,7 +1,7 @@
 """Implementación de referencia de los indicadores, escrita aparte y a propósito simple.
 
 Recibe la lista completa de eventos aceptados (sin duplicados) y calcula cada indicador de
-cada ventana directamente desde su definición (README / issue #3): sin cubos, sin
+cada ventana directamente desde su definición (docs/indicadores.md, issue #3): sin cubos, sin
 histogramas, sin aportes. Los percentiles son exactos (rango más cercano).
 """
 

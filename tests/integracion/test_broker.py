@@ -1,4 +1,4 @@
-"""El broker embebido: arranca, muere con su padre y su fin de log se corrige (DISENO §6)."""
+"""El broker embebido: arranca, muere con su padre y su fin de log se corrige (docs/decisiones.md)."""
 
 from __future__ import annotations
 

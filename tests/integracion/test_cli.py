@@ -202,9 +202,13 @@ def test_publicar_tls_ca_invalida_es_error_de_uso(tmp_path):
         r.stdout + r.stderr
 
 
+# Lo que el procesador pone en `Indicador.unidad` para estos indicadores (catálogo de indicadores).
+_UNIDADES = {"solicitudes": "conteo", "cumplimiento_plazo": "proporcion"}
+
+
 def _indicador(agencia, servicio, indicador, valor, estado=None):
     i = ipb.Indicador(agencia_id=agencia, servicio_id=servicio, indicador=indicador, ventana="24h", valor=valor,
-                      muestras=10)
+                      muestras=10, unidad=_UNIDADES[indicador])
     if estado is not None:
         i.meta.CopyFrom(ipb.EvaluacionMeta(operador=">=", valor=0.9, estado=estado, severidad="critica", equipo="e"))
     return (clave_serie(agencia, servicio, indicador, "24h", "").encode(), i.SerializeToString())

@@ -197,6 +197,8 @@ def test_eventos_a_indicadores_por_grpc(bootstrap, procesos, tmp_path):
     objetivo = [l for l in lineas if 'agencia="reniec"' in l and 'servicio="dni-duplicado"' in l
                 and 'indicador="cumplimiento_plazo"' in l and 'ventana="24h"' in l]
     assert len(objetivo) == 1 and float(objetivo[0].rsplit(" ", 1)[1]) == 0.75
+    # La unidad del catálogo llega desde el procesador hasta la etiqueta de /metrics.
+    assert 'unidad="proporcion"' in objetivo[0], objetivo[0]
     # Sin datos no es 0: la serie no se exporta como valor.
     assert not [l for l in lineas if 'servicio="dni-primera-vez"' in l and 'indicador="cumplimiento_plazo"' in l]
 

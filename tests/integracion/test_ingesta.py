@@ -3,7 +3,7 @@
 Lo esperado se escribe a mano en cada prueba (qué eventos se aceptan, con qué motivo se
 rechazan los demás, cuántos registros hay en cada tópico, qué indicadores salen); lo que hay
 en Kafka se lee con aiokafka desde el principio de cada partición, contando registros, sin
-fiarse de `end_offsets` (DISENO §6).
+fiarse de `end_offsets` (docs/decisiones.md).
 """
 
 from __future__ import annotations

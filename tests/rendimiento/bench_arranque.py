@@ -29,7 +29,7 @@ EVENTOS_DE_ESTADO = 5_000
 
 
 def registros_en_changelogs(bootstrap: str) -> int:
-    """Registros en los changelogs de las tablas (fin de log real, ver DISENO.md §6)."""
+    """Registros en los changelogs de las tablas (fin de log real, ver docs/decisiones.md)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     corregir_fin_de_log()

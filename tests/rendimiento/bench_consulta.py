@@ -32,7 +32,7 @@ from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from apoyo.consulta import esperar_serving
 from rendimiento import instrumentos as ins
 from servicios.comun.broker import esperar_puerto, puerto_libre
-from servicios.comun.indicadores import INDICADORES, clave_serie
+from servicios.comun.indicadores import INDICADORES, clave_serie, unidad_de
 from servicios.comun.topicos import INDICADORES as TOPICO_INDICADORES
 
 PARES = 1_000
@@ -50,7 +50,8 @@ def series_sinteticas(pares: int) -> dict[str, ipb.Indicador]:
                 continue
             for ventana in VENTANAS:
                 i = ipb.Indicador(agencia_id=agencia, servicio_id=servicio, indicador=nombre, ventana=ventana,
-                                  valor=azar.random(), muestras=azar.randint(1, 5000), numerador=azar.randint(0, 5000))
+                                  valor=azar.random(), muestras=azar.randint(1, 5000), numerador=azar.randint(0, 5000),
+                                  unidad=unidad_de(definicion, "PEN"))
                 i.desde.seconds, i.hasta.seconds, i.actualizado_en.seconds = ahora - 86400, ahora, ahora
                 series[clave_serie(agencia, servicio, nombre, ventana)] = i
     return series

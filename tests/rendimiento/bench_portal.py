@@ -30,7 +30,7 @@ from apoyo.portal import segundos
 from rendimiento import instrumentos as ins
 from servicios.comun.broker import esperar_puerto, puerto_libre
 from servicios.comun.catalogo import cargar_catalogo
-from servicios.comun.indicadores import INDICADORES, clave_serie
+from servicios.comun.indicadores import INDICADORES, clave_serie, unidad_de
 from servicios.comun.topicos import INDICADORES as TOPICO_INDICADORES
 from servicios.portal import dominio as d
 
@@ -59,6 +59,7 @@ def series(catalogo) -> dict[str, ipb.Indicador]:
                     valor = azar.random() * (5 * 86400 if definicion.unidad == "segundos" else 1.0)
                     i = ipb.Indicador(agencia_id=agencia, servicio_id=servicio_id, indicador=nombre, ventana=ventana,
                                       valor=valor, muestras=muestras, numerador=valor * muestras, etapa_id=etapa,
+                                      unidad=unidad_de(definicion, catalogo.agencias[agencia].moneda),
                                       etapa_cuello_botella=servicio.etapas[0] if servicio.etapas else "")
                     i.hasta.seconds = i.actualizado_en.seconds = hasta
                     if nombre == "cumplimiento_plazo" and ventana == "7d":

@@ -400,6 +400,18 @@ def markdown(datos: dict, grafico: str | None) -> str:
             f"razón {_num(publicacion.get('razon_media'), 2)}. Lo publicado al final es idéntico.",
         ]
 
+    trazas = bancos.get("trazas")
+    if trazas:
+        lineas += ["", "## 7. Trazas en la etapa por caso", ""]
+        lineas += [
+            f"{_num(trazas.get('registros'))} registros de un evento en lotes de {_num(trazas.get('lote'))} "
+            f"({_num(trazas.get('contextos_por_lote_media'))} contextos distintos por lote, sin Kafka): apagadas "
+            f"{_num(trazas.get('apagadas_us_por_registro'), 2)} µs por registro, encendidas "
+            f"{_num(trazas.get('encendidas_us_por_registro'), 2)} µs (razón {_num(trazas.get('razon_encendidas'), 3)}; "
+            f"el tramo del lote solo, {_num(trazas.get('encendidas_tramos_us_por_registro'), 2)} µs por registro). "
+            f"Apagadas, la ruta agrega {_num(trazas.get('apagadas_costo_por_lote_us'), 2)} µs por lote.",
+        ]
+
     lineas += ["", "Reproducir: `make bench` (tamaños en las variables `GPR_BENCH_*`, ver "
                "`tests/rendimiento/instrumentos.py`; `GPR_BENCH_PERFIL=1` añade perfiles de py-spy).", ""]
     return "\n".join(lineas)

@@ -24,12 +24,18 @@ from servicios.consulta.peticiones import filtro_de, paginar
 from servicios.consulta.vista import Vista
 
 ETAPAS = ["", "recepcion", "revision"]
+# Unidad de cada indicador del escenario, escrita a mano (la de costo_por_tramite, por agencia;
+# la agencia "a-b" publica instantáneas de antes de que existiera el campo: sin unidad).
+UNIDADES = {"solicitudes": "conteo", "cumplimiento_plazo": "proporcion", "tiempo_etapa_p90": "segundos",
+            "satisfaccion_indice": "indice", "reclamos_por_mil": "por_mil"}
+MONEDAS = {"a": "PEN", "sunarp": "PEN", 'raro"\\x': "USD", "a-b": ""}
 
 
 def _indicador(a, s, i, v, e, valor, muestras, sin_datos=False, cuello="", actualizado=0, hasta=0, meta=None):
+    unidad = "" if a == "a-b" else UNIDADES.get(i, MONEDAS.get(a))
     ind = ipb.Indicador(agencia_id=a, servicio_id=s, indicador=i, ventana=v, etapa_id=e, valor=valor,
                         muestras=muestras, sin_datos=sin_datos, numerador=valor * muestras,
-                        etapa_cuello_botella=cuello)
+                        etapa_cuello_botella=cuello, unidad=unidad)
     ind.actualizado_en.seconds = actualizado
     ind.hasta.seconds, ind.hasta.nanos = hasta, 500_000_000
     if meta is not None:
@@ -50,11 +56,12 @@ def _escenario(semilla=7):
     registros = []
     for a in ("a", "a-b", "sunarp", 'raro"\\x'):
         for s in ("s1", "s-2"):
-            for i in ("solicitudes", "cumplimiento_plazo", "tiempo_etapa_p90"):
+            for i in ("solicitudes", "cumplimiento_plazo", "tiempo_etapa_p90", "satisfaccion_indice",
+                      "reclamos_por_mil", "costo_por_tramite"):
                 for v in ("24h", "7d", "total", "mes:2026-02"):
                     for e in (ETAPAS[1:] if i.startswith("tiempo_etapa") else [""]):
                         meta = None
-                        if v == "7d" and i == "cumplimiento_plazo":
+                        if v == "7d" and i in ("cumplimiento_plazo", "costo_por_tramite"):
                             meta = ipb.EvaluacionMeta(operador=">=", valor=0.9, muestra_minima=5,
                                                       estado=azar.choice([ipb.ESTADO_CUMPLIMIENTO_CUMPLE, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE, ipb.ESTADO_CUMPLIMIENTO_SIN_DATOS]),
                                                       severidad="critica", equipo="equipo-" + a)
@@ -117,9 +124,15 @@ def test_metricas_son_exactamente_las_series_de_la_vista():
 
     actuales = list(_actuales(registros, lapidas).values())
     assert len(vista) == len(actuales)
-    assert muestras("gpr_indicador_valor") == {etiquetas(i): i.valor for i in actuales if not i.sin_datos}
+    # Valor y meta llevan la unidad de la serie; las demás familias, no.
+    def unidad(i):
+        return ("unidad", "" if i.agencia_id == "a-b" else UNIDADES.get(i.indicador, MONEDAS.get(i.agencia_id)))
+
+    assert muestras("gpr_indicador_valor") == {etiquetas(i, unidad(i)): i.valor for i in actuales if not i.sin_datos}
     assert muestras("gpr_indicador_muestras") == {etiquetas(i): i.muestras for i in actuales}
-    assert muestras("gpr_meta_valor") == {etiquetas(i): i.meta.valor for i in actuales if i.HasField("meta")}
+    assert muestras("gpr_meta_valor") == {etiquetas(i, unidad(i)): i.meta.valor for i in actuales if i.HasField("meta")}
+    assert {dict(e)["unidad"] for e in muestras("gpr_indicador_valor")} == {
+        "", "conteo", "proporcion", "segundos", "indice", "por_mil", "PEN", "USD"}
     assert muestras("gpr_meta_cumplimiento") == {
         etiquetas(i, ("severidad", i.meta.severidad), ("equipo", i.meta.equipo)): 1 if i.meta.estado == ipb.ESTADO_CUMPLIMIENTO_CUMPLE else 0
         for i in actuales if i.HasField("meta") and i.meta.estado in (ipb.ESTADO_CUMPLIMIENTO_CUMPLE, ipb.ESTADO_CUMPLIMIENTO_INCUMPLE)}

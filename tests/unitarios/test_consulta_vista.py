@@ -58,6 +58,16 @@ FALSIFICADOS = [
      _bytes(_ind(s="s" * 1024)), "campo_invalido"),
     ("cuello de botella de 1 KB", CLAVE.encode(), _bytes(_ind(etapa_cuello_botella="e" * 1024)), "campo_invalido"),
     ("muestras negativas", CLAVE.encode(), _bytes(_ind(muestras=-5)), "campo_invalido"),
+    # La unidad es una etiqueta de /metrics que eligen los tableros: la del catálogo o nada.
+    ("proporción en segundos", CLAVE.encode(), _bytes(_ind(unidad="segundos")), "campo_invalido"),
+    ("unidad de 1 KB", CLAVE.encode(), _bytes(_ind(unidad="u" * 1024)), "campo_invalido"),
+    ("moneda en una proporción", CLAVE.encode(), _bytes(_ind(unidad="PEN")), "campo_invalido"),
+    ("moneda en minúsculas", b"reniec/dni/costo_por_tramite/24h",
+     _bytes(_ind(i="costo_por_tramite", unidad="pen")), "campo_invalido"),
+    ("moneda de cuatro letras", b"reniec/dni/costo_por_tramite/24h",
+     _bytes(_ind(i="costo_por_tramite", unidad="PENX")), "campo_invalido"),
+    ("el marcador del catálogo en vez de la moneda", b"reniec/dni/costo_por_tramite/24h",
+     _bytes(_ind(i="costo_por_tramite", unidad="moneda")), "campo_invalido"),
     ("valor NaN", CLAVE.encode(), _bytes(_ind(valor=math.nan)), "valor_no_finito"),
     ("valor +inf", CLAVE.encode(), _bytes(_ind(valor=math.inf)), "valor_no_finito"),
     ("valor -inf", CLAVE.encode(), _bytes(_ind(valor=-math.inf)), "valor_no_finito"),
@@ -97,11 +107,26 @@ def test_todas_las_falsificaciones_seguidas_no_cambian_nada_y_se_cuentan_por_mot
     for *_, motivo in FALSIFICADOS:
         esperado[motivo] += 1
     assert vista.descartados == esperado
-    assert sum(esperado.values()) == len(FALSIFICADOS) == 24
+    assert sum(esperado.values()) == len(FALSIFICADOS) == 30
     assert len(vista) == 1 and vista.obtener(CLAVE).valor == 0.9 and len(avisos) == 1
     # Una instantánea válida después sí se aplica.
     vista._aplicar(CLAVE.encode(), _bytes(_ind(valor=0.7)), 0, 99)
     assert vista.obtener(CLAVE).valor == 0.7 and [i.valor for i in vista.historial(CLAVE)] == [0.9, 0.7]
+
+
+@pytest.mark.parametrize("indicador,unidad", [
+    ("cumplimiento_plazo", "proporcion"), ("satisfaccion_indice", "indice"), ("solicitudes", "conteo"),
+    ("tiempo_atencion_p50", "segundos"), ("reclamos_por_mil", "por_mil"), ("costo_por_tramite", "PEN"),
+    ("costo_por_tramite", "USD"),
+    # Escrita antes de que existiera el campo: se acepta, sin unidad.
+    ("cumplimiento_plazo", ""),
+])
+def test_la_unidad_del_catalogo_se_acepta_y_se_sirve_tal_cual(indicador, unidad):
+    vista = Vista("sin-kafka:9092")
+    clave = f"reniec/dni/{indicador}/24h"
+    vista._aplicar(clave.encode(), _bytes(_ind(i=indicador, unidad=unidad)), 0, 0)
+    assert sum(vista.descartados.values()) == 0
+    assert vista.obtener(clave).unidad == unidad
 
 
 def test_una_lapida_de_una_serie_que_no_existe_no_cuenta_ni_avisa():

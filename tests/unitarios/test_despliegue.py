@@ -365,3 +365,32 @@ def test_alertmanager_lee_la_configuracion_que_compose_genera(compose, tmp_path)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([_binario("amtool"), "check-config", str(generado)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _scripts_con_pipefail() -> list[Path]:
+    candidatos = [RAIZ / ".ci" / "run", *RAIZ.glob("despliegue/**/*.sh"), *RAIZ.glob("scripts/**/*.sh")]
+    return [p for p in candidatos if p.is_file() and "pipefail" in p.read_text(encoding="utf-8")]
+
+
+def test_ningun_script_con_pipefail_corta_una_tuberia_con_head():
+    # Con `set -o pipefail`, `prog | head -n 1` falla con 141 si prog escribe después de que
+    # head cierre la tubería: así cayó la integración continua en una máquina nueva.
+    scripts = _scripts_con_pipefail()
+    assert RAIZ / ".ci" / "run" in scripts
+    culpables = [
+        f"{p.relative_to(RAIZ)}:{n}"
+        for p in scripts
+        for n, linea in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\|\s*head\b", linea) and not linea.lstrip().startswith("#")
+    ]
+    assert culpables == []
+
+
+def test_la_primera_linea_de_una_salida_larga_no_aborta_con_pipefail():
+    # La forma que usan los scripts (sed -n 1p) sobrevive a un productor que escribe mucho
+    # después de la primera línea; head, en la misma situación, devuelve 141.
+    productor = "seq 1 200000"
+    con_sed = subprocess.run(["bash", "-c", f"set -o pipefail; {productor} | sed -n 1p"], capture_output=True, text=True)
+    con_head = subprocess.run(["bash", "-c", f"set -o pipefail; {productor} | head -n 1"], capture_output=True, text=True)
+    assert (con_sed.returncode, con_sed.stdout) == (0, "1\n")
+    assert con_head.returncode == 141

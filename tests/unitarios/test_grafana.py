@@ -17,7 +17,7 @@ import yaml
 
 from apoyo import tableros
 from conftest import RAIZ
-from servicios.comun.indicadores import INDICADORES, Forma
+from servicios.comun.indicadores import INDICADORES, MONEDA, UNIDADES, es_moneda
 
 DATASOURCES = tableros.GRAFANA / "provisioning" / "datasources" / "gpr.yml"
 DASHBOARDS = tableros.GRAFANA / "provisioning" / "dashboards" / "gpr.yml"
@@ -128,20 +128,149 @@ def test_las_metricas_y_los_indicadores_nombrados_existen():
                 for nombre in valor.split("|"):
                     if nombre not in indicadores:
                         faltan.append(f"{archivo.name} «{consulta.panel}»: indicador {nombre}")
+            for valor in re.findall(r'unidad!?=~?"([^"]+)"', expr):
+                if not any(re.fullmatch(valor, u) for u in UNIVERSO):
+                    faltan.append(f"{archivo.name} «{consulta.panel}»: unidad {valor}")
     assert not faltan, "\n".join(faltan)
 
 
-def test_las_proporciones_de_los_tableros_son_las_del_catalogo_de_indicadores():
-    """Los paneles en porcentaje filtran por la lista de indicadores de proporción: si se agrega
-    uno al catálogo de indicadores, los tableros deben mostrarlo."""
-    proporciones = {n for n, d in INDICADORES.items() if d.forma is Forma.PROPORCION}
-    listas = set()
+# --- Unidades --------------------------------------------------------------------------------
+# La unidad de Grafana que corresponde a cada unidad de la API (`Indicador.unidad`, etiqueta
+# `unidad` de /metrics), escrita aquí a mano: (unidad, decimales o None si da igual). Un importe
+# se muestra con dos decimales y el código de su moneda en el nombre de la serie: Grafana no
+# tiene unidades para todas las monedas ISO 4217 ni deja poner una variable en la unidad.
+UNIDAD_GRAFANA = {"proporcion": ("percentunit", None), "segundos": ("s", None), "conteo": ("short", None),
+                  "indice": ("none", 2), "por_mil": ("suffix: ‰", None)}
+IMPORTE_GRAFANA = ("none", 2)
+# Monedas de ejemplo con que se prueba un panel de importes (cualquier código ISO 4217 sirve).
+MONEDAS = ("PEN", "USD")
+VALORES = ("gpr_indicador_valor", "gpr_meta_valor")
+
+
+def _esperada(unidad: str) -> tuple[str, int | None]:
+    return IMPORTE_GRAFANA if es_moneda(unidad) else UNIDAD_GRAFANA[unidad]
+
+
+def _unidades_api(indicador: str) -> set[str]:
+    """Las unidades con que la API puede publicar un indicador del catálogo."""
+    unidad = INDICADORES[indicador].unidad
+    return set(MONEDAS) if unidad == MONEDA else {unidad}
+
+
+UNIVERSO = {u for nombre in INDICADORES for u in _unidades_api(nombre)}
+
+
+def _selector(expr: str) -> dict[str, tuple[str, str]] | None:
+    """Matchers {etiqueta: (operador, valor)} de la serie que muestra la consulta: la primera
+    métrica del proyecto que aparece (a la izquierda de `and`/`unless` están los valores), o
+    None si no es gpr_indicador_valor/gpr_meta_valor o la consulta cuenta series (`count`)."""
+    if re.match(r"\s*count\b", expr):
+        return None
+    primera = re.search(r"\b(gpr_[a-z0-9_:]+)(\{[^}]*\})?", expr)
+    if primera is None or primera.group(1) not in VALORES:
+        return None
+    return {m[0]: (m[1], m[2]) for m in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"', primera.group(2) or "")}
+
+
+def _posibles(matchers: dict[str, tuple[str, str]]) -> dict[str, set[str]]:
+    """{unidad posible: indicadores del catálogo que pueden traerla} de las series que elige el selector."""
+    def pasa(op, valor, x):
+        return {"=": x == valor, "!=": x != valor, "=~": bool(re.fullmatch(valor, x)),
+                "!~": not re.fullmatch(valor, x)}[op]
+
+    posibles: dict[str, set[str]] = {}
+    for nombre in INDICADORES:
+        if "indicador" in matchers and not pasa(*matchers["indicador"], nombre):
+            continue
+        for unidad in _unidades_api(nombre):
+            if "unidad" not in matchers or pasa(*matchers["unidad"], unidad):
+                posibles.setdefault(unidad, set()).add(nombre)
+    return posibles
+
+
+def _nombre(leyenda: str, etiquetas: dict[str, str]) -> str:
+    """El nombre de la serie en Grafana: la leyenda con las etiquetas sustituidas."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: etiquetas.get(m.group(1), ""), leyenda or "")
+
+
+def _efectiva(panel: dict, ref: str, nombre: str, propiedad: str):
+    """Valor de `propiedad` para la serie: el de la última anulación que la elige, o el por omisión.
+    `byRegexp` como Grafana (stringToJsRegex: sin barras, anclada al principio y al final)."""
+    valor = panel.get("fieldConfig", {}).get("defaults", {}).get(propiedad)
+    for anulacion in panel.get("fieldConfig", {}).get("overrides", []):
+        tipo, opcion = anulacion["matcher"]["id"], anulacion["matcher"].get("options")
+        elige = {"byFrameRefID": lambda: ref == opcion, "byName": lambda: nombre == opcion,
+                 "byRegexp": lambda: bool(re.fullmatch(opcion, nombre))}[tipo]()
+        for p in anulacion["properties"] if elige else []:
+            if p["id"] == propiedad:
+                valor = p["value"]
+    return valor
+
+
+def _paneles_de_valores():
     for archivo in tableros.archivos():
-        for consulta in tableros.consultas(archivo):
-            for valor in re.findall(r'indicador[!=]~"([^"]+)"', consulta.expr):
-                if "cumplimiento_plazo" in valor and "|" in valor and "tiempo" not in valor:
-                    listas.add(frozenset(valor.split("|")))
-    assert listas == {frozenset(proporciones)}
+        for panel in tableros.paneles(tableros.cargar(archivo)):
+            objetivos = [(o["refId"], o.get("legendFormat", ""), _selector(o.get("expr", "")))
+                         for o in panel.get("targets", [])]
+            objetivos = [(r, l, m) for r, l, m in objetivos if m is not None]
+            if objetivos:
+                yield archivo.name, panel, objetivos
+
+
+def test_el_vocabulario_de_unidades_tiene_su_unidad_en_grafana():
+    """Una unidad nueva en el catálogo de indicadores obliga a decidir cómo se ve en Grafana."""
+    assert set(UNIDADES) - {MONEDA} == set(UNIDAD_GRAFANA)
+
+
+def test_cada_panel_muestra_cada_serie_en_la_unidad_de_su_etiqueta_unidad():
+    """Para cada panel que muestra gpr_indicador_valor o gpr_meta_valor, y cada unidad que su
+    selector deja pasar (por la etiqueta `unidad`, o por los indicadores que nombra según su
+    unidad en el catálogo), la serie se ve con la unidad de Grafana de esa unidad: un indicador
+    nuevo, o uno que cambia de unidad, no puede verse en un panel con otra. Una tabla, que no
+    tiene unidades por fila, muestra los números tal cual y la columna Unidad."""
+    revisados, errores = 0, []
+    for archivo, panel, objetivos in _paneles_de_valores():
+        titulo = f"{archivo} «{panel['title']}»"
+        revisados += 1
+        if panel["type"] == "table":
+            organizar = next(t["options"] for t in panel.get("transformations", []) if t["id"] == "organize")
+            if organizar.get("excludeByName", {}).get("unidad") or organizar.get("renameByName", {}).get("unidad") != "Unidad":
+                errores.append(f"{titulo}: la tabla no muestra la columna Unidad")
+            if _efectiva(panel, "", "", "unit") not in (None, "none"):
+                errores.append(f"{titulo}: una tabla con varias unidades no puede fijar una")
+            continue
+        for ref, leyenda, matchers in objetivos:
+            posibles = _posibles(matchers)
+            if not posibles:
+                errores.append(f"{titulo} {ref}: el selector no deja pasar ninguna unidad del catálogo")
+            for unidad, indicadores in sorted(posibles.items()):
+                for indicador in sorted(indicadores):
+                    nombre = _nombre(leyenda, {"agencia": "a", "servicio": "s", "indicador": indicador,
+                                               "ventana": "24h", "etapa": "e", "unidad": unidad})
+                    vista = (_efectiva(panel, ref, nombre, "unit"), _efectiva(panel, ref, nombre, "decimals"))
+                    esperada, decimales = _esperada(unidad)
+                    if vista[0] != esperada or (decimales is not None and vista[1] != decimales):
+                        errores.append(f"{titulo} {ref}: {indicador} [{unidad}] se vería como {vista}, "
+                                       f"debe ser {(esperada, decimales)}")
+                    if es_moneda(unidad) and unidad not in nombre:
+                        errores.append(f"{titulo} {ref}: un importe en {unidad} sin el código en su nombre ({nombre!r})")
+    assert revisados >= 12, "¿faltan paneles de indicadores?"
+    assert not errores, "\n".join(errores)
+
+
+def test_ningun_panel_de_proporciones_las_elige_por_lista_de_nombres():
+    """Elegir por lista de nombres («cumplimiento_plazo|tasa_…») es adivinar la unidad: un
+    indicador nuevo quedaría fuera, o dentro con otra unidad. Un panel nombra a lo más los
+    indicadores que quiere mostrar, todos de la misma unidad; para todos los de una unidad,
+    `unidad="…"`."""
+    for archivo, panel, objetivos in _paneles_de_valores():
+        for ref, _, matchers in objetivos:
+            operador, valor = matchers.get("indicador", ("=", ""))
+            if operador in ("!=", "!~"):
+                raise AssertionError(f"{archivo} «{panel['title']}» {ref}: excluye indicadores por nombre ({valor})")
+            if operador == "=~":
+                unidades = {u for n in valor.split("|") for u in _unidades_api(n)}
+                assert len(unidades) == 1, (archivo, panel["title"], ref, unidades)
 
 
 def test_aprovisionamiento_de_fuentes_prometheus_y_alertmanager(fuentes, compose):

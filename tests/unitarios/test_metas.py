@@ -47,6 +47,7 @@ def test_las_metas_del_repositorio_son_validas(catalogo):
     (("indicador: cumplimiento_plazo", "indicador: rapidez"), "A:4: campo 'metas[0].indicador': 'rapidez' no es un indicador conocido"),
     (('operador: ">="', 'operador: "<="'), "A:6: campo 'metas[0].operador': 'cumplimiento_plazo' mejora con '>=': la meta debe usar ese operador"),
     (("valor: 0.9", "valor: 90"), "A:7: campo 'metas[0].valor': 'cumplimiento_plazo' es una proporción: el valor debe estar entre 0 y 1"),
+    (("valor: 0.9", "valor: -1"), "A:7: campo 'metas[0].valor': 'cumplimiento_plazo' es una proporción: el valor debe estar entre 0 y 1"),
     (("agencia: reniec", "agencia: onpe"), "A:2: campo 'metas[0].agencia': agencia desconocida 'onpe'"),
     (("servicio: dni-duplicado", "servicio: pasaporte"), "A:3: campo 'metas[0].servicio': servicio desconocido 'pasaporte' en la agencia 'reniec'"),
     (("ventana: 24h", "ventana: 2h"), "A:5: campo 'metas[0].ventana': '2h' no es una ventana de meta (1h, 24h, 7d, 30d)"),
@@ -55,6 +56,17 @@ def test_las_metas_del_repositorio_son_validas(catalogo):
 ])
 def test_cada_error_nombra_archivo_linea_y_campo(tmp_path, catalogo, cambio, esperado):
     assert errores_de(tmp_path, catalogo, BUENA.replace(*cambio)) == [esperado]
+
+
+def test_un_indice_va_de_0_a_1_y_un_importe_no_es_negativo(tmp_path, catalogo):
+    """La meta va en la unidad del indicador: un índice de satisfacción, de 0 a 1 (un 4 sobre 5
+    no es una meta válida); un importe, sin tope pero no negativo."""
+    indice = BUENA.replace("indicador: cumplimiento_plazo", "indicador: satisfaccion_indice")
+    assert errores_de(tmp_path, catalogo, indice.replace("valor: 0.9", "valor: 4")) == [
+        "A:7: campo 'metas[0].valor': 'satisfaccion_indice' es un índice: el valor debe estar entre 0 y 1"]
+    costo = BUENA.replace("indicador: cumplimiento_plazo", "indicador: costo_por_tramite").replace('">="', '"<="')
+    assert errores_de(tmp_path, catalogo, costo.replace("valor: 0.9", "valor: -5")) == [
+        "A:7: campo 'metas[0].valor': no puede ser negativo"]
 
 
 def test_campo_que_falta_y_campo_desconocido(tmp_path, catalogo):

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -95,9 +96,9 @@ def test_la_regla_publica_desde_el_minimo_y_distingue_sin_datos():
     assert regla.estado(ind(A, GRANDE, "entregas", "30d", 10, 10)) == d.PUBLICADO
     assert regla.estado(ind(A, GRANDE, "tasa_reproceso", "30d", None, 0)) == d.SIN_DATOS
     assert regla.estado(None) == d.SIN_DATOS
-    c = d.celda(ind(A, GRANDE, "cumplimiento_plazo", "30d", 0.4321, 9), INDICADORES["cumplimiento_plazo"], "PEN", regla)
+    c = d.celda(ind(A, GRANDE, "cumplimiento_plazo", "30d", 0.4321, 9), regla)
     assert (c.estado, c.texto, c.valor, c.casos) == (d.SUPRIMIDO, "menos de 10 casos", None, None)
-    c = d.celda(ind(A, GRANDE, "cumplimiento_plazo", "30d", 0.75, 12), INDICADORES["cumplimiento_plazo"], "PEN", regla)
+    c = d.celda(ind(A, GRANDE, "cumplimiento_plazo", "30d", 0.75, 12), regla)
     assert (c.texto, c.valor, c.casos) == ("75\u00a0%", 0.75, 12)
 
 
@@ -124,18 +125,18 @@ def test_el_agregado_de_la_agencia_deja_fuera_los_servicios_suprimidos(catalogo)
     datos = d.DatosAgencia(A, _series())
     servicios = catalogo.servicios_de(A)
     regla = d.Regla(10)
-    plazo = d.agregado(datos, servicios, "cumplimiento_plazo", "30d", "PEN", regla)
+    plazo = d.agregado(datos, servicios, "cumplimiento_plazo", "30d", regla)
     # Solo el servicio grande (85/100); con el chico sería (85 + 2,59)/106.
     assert (plazo.celda.valor, plazo.celda.casos, plazo.excluidos) == (0.85, 100, 1)
-    costo = d.agregado(datos, servicios, "costo_por_tramite", "30d", "PEN", regla)
+    costo = d.agregado(datos, servicios, "costo_por_tramite", "30d", regla)
     assert (costo.celda.valor, costo.celda.texto) == (25.5, "25,50\u00a0PEN")
-    solicitudes = d.agregado(datos, servicios, "solicitudes", "30d", "PEN", regla)
+    solicitudes = d.agregado(datos, servicios, "solicitudes", "30d", regla)
     assert (solicitudes.celda.valor, solicitudes.excluidos) == (120, 1)
     # Con un mínimo de 200 nada se publica, tampoco el total.
-    nada = d.agregado(datos, servicios, "entregas", "30d", "PEN", d.Regla(200))
+    nada = d.agregado(datos, servicios, "entregas", "30d", d.Regla(200))
     assert (nada.celda.estado, nada.celda.valor, nada.excluidos) == (d.SUPRIMIDO, None, 2)
     with pytest.raises(ValueError):
-        d.agregado(datos, servicios, "tiempo_atencion_p50", "30d", "PEN", regla)
+        d.agregado(datos, servicios, "tiempo_atencion_p50", "30d", regla)
 
 
 def test_el_mes_es_el_de_la_zona_de_la_agencia_y_los_13_meses_cruzan_el_anio():
@@ -167,7 +168,7 @@ def test_la_etapa_que_mas_demora_solo_se_nombra_con_casos_suficientes():
 def test_la_tendencia_y_su_texto_alternativo_no_usan_meses_suprimidos():
     datos = d.DatosAgencia(A, _series())
     regla = d.Regla(10)
-    t = d.tendencia(datos, GRANDE, "cumplimiento_plazo", d.meses_hasta("2026-06"), "PEN", regla)
+    t = d.tendencia(datos, GRANDE, "cumplimiento_plazo", d.meses_hasta("2026-06"), regla)
     assert len(t.puntos) == 13 and t.suprimidos == 1
     alt = t.texto_alternativo(regla)
     # Último: junio (k = 12) 0,70 + 0,24 = 94 %; mínimo junio 2025 (70 %); diciembre no aparece.
@@ -397,6 +398,55 @@ def test_los_textos_del_catalogo_y_de_las_metas_se_escapan():
                 assert "&lt;script&gt;alert(1)&lt;/script&gt;" in texto, ruta
         csv_ = c.get("/datos/valores-actuales.csv").text
         assert xss_servicio in csv_  # en CSV es texto (text/csv, nosniff), no HTML
+
+
+def _filas_html(html: str, leyenda: str = "") -> dict[str, list[str]]:
+    """Las filas de las tablas de una página (o de la tabla cuya leyenda contiene `leyenda`):
+    el texto de su primera celda → el de las demás."""
+    if leyenda:
+        (html,) = [t for t in re.findall(r"<table[^>]*>(.*?)</table>", html, re.S) if leyenda in t]
+    filas = {}
+    for fila in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+        celdas = [re.sub(r"[ \t\n]+", " ", re.sub(r"<[^>]+>", "", c)).strip(" \t\n")
+                  for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", fila, re.S)]
+        if celdas:
+            filas[celdas[0]] = celdas[1:]
+    return filas
+
+
+def test_cada_valor_y_su_meta_se_escriben_en_la_unidad_que_informa_la_api(catalogo):
+    """El catálogo del portal dice que RENIEC cobra en soles y que el cumplimiento del plazo es
+    una proporción; la API (`Indicador.unidad`) dice otra cosa y el portal la sigue: en las
+    páginas, los agregados, los gráficos y los datos abiertos."""
+    series = [
+        ind(A, GRANDE, "costo_por_tramite", "30d", 25.5, 100, numerador=2550, hasta=H, unidad="USD",
+            meta=("<=", 30.0, 10, "Costo contenido.")),
+        ind(A, GRANDE, "cumplimiento_plazo", "30d", 0.85, 100, numerador=85, hasta=H, unidad="indice"),
+        ind(A, GRANDE, "satisfaccion_indice", "30d", 0.8, 100, numerador=80, hasta=H),
+        ind(A, CHICO, "costo_por_tramite", "30d", 40.0, 50, numerador=2000, hasta=H, unidad="PEN"),
+    ] + [ind(A, GRANDE, "costo_por_tramite", f"mes:{mes}", 20.0 + k, 50, numerador=50 * (20.0 + k), hasta=H,
+             unidad="USD") for k, mes in enumerate(d.meses_hasta("2026-06"))]
+    portal = Portal(catalogo, FuenteFija(series), ConfigPortal(), lambda: instante(AHORA))
+    with TestClient(portal.app()) as c:
+        pagina = c.get(f"/agencias/{A}/servicios/{GRANDE}").text
+        filas = _filas_html(pagina)
+        # Valor, casos, meta, estado.
+        assert filas["Costo por trámite"] == ["25,50\u00a0US$", "100", "≤\u00a030,00\u00a0US$", "✔ Cumple"]
+        assert filas["Entregas dentro del plazo"][:2] == ["0,85", "100"]
+        assert filas["Índice de satisfacción"][:2] == ["0,80", "100"]
+        # La tabla del gráfico mensual y su eje: en dólares (junio, k = 12: 32,00).
+        assert _filas_html(pagina, "Datos del gráfico «Costo por trámite»")["jun 2026"][:1] == ["32,00\u00a0US$"]
+        svg = c.get(f"/agencias/{A}/servicios/{GRANDE}/graficos/costo_por_tramite.svg").text
+        assert ">USD</text>" in svg and "PEN" not in svg
+        # La agencia no suma dólares con soles.
+        portada = c.get("/").text
+        tarjeta = portada.split(f'aria-labelledby="agencia-{A}"')[1].split("<section")[0]
+        assert _filas_html(tarjeta)["Costo por trámite"][0] == "no se suman unidades distintas"
+        assert "25,5" not in portada and "40,00" not in portada
+        actuales = {(f["servicio_id"], f["indicador"]): f["unidad"]
+                    for f in csv.DictReader(io.StringIO(c.get("/datos/valores-actuales.csv").text))}
+        assert actuales == {(GRANDE, "costo_por_tramite"): "USD", (GRANDE, "cumplimiento_plazo"): "indice",
+                            (GRANDE, "satisfaccion_indice"): "indice", (CHICO, "costo_por_tramite"): "PEN"}
 
 
 # --- datos abiertos --------------------------------------------------------------------

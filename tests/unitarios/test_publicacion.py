@@ -127,7 +127,7 @@ def test_cada_instantanea_lleva_la_unidad_del_catalogo(catalogo, metas):
     banco.pasada()
     esperadas = {"solicitudes": "conteo", "cumplimiento_plazo": "proporcion", "tiempo_atencion_p50": "segundos",
                  "tiempo_etapa_p90": "segundos", "reclamos_por_mil": "por_mil", "costo_por_tramite": "PEN",
-                 "satisfaccion_indice": "proporcion", "casos_vencidos": "conteo"}
+                 "satisfaccion_indice": "indice", "casos_vencidos": "conteo"}
     vistas = {}
     for i in banco.publicado.values():
         vistas.setdefault(i.indicador, set()).add(i.unidad)

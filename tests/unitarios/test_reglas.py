@@ -272,7 +272,7 @@ def test_prometheus_aplica_la_misma_precedencia(tmp_path, catalogo):
         for etapa in nombres:
             etiquetas = (f'agencia="reniec",servicio="{servicio}",indicador="tiempo_etapa_p50",ventana="24h",'
                          f'etapa="{etapa}"')
-            entradas += [{"series": f"gpr_indicador_valor{{{etiquetas}}}", "values": "1000x30"},
+            entradas += [{"series": f"gpr_indicador_valor{{{etiquetas},unidad=\"segundos\"}}", "values": "1000x30"},
                          {"series": f"gpr_indicador_muestras{{{etiquetas}}}", "values": "10x30"}]
             elegida = indice.buscar("reniec", servicio, "tiempo_etapa_p50", etapa, "24h")
             nombre = "/".join([elegida.agencia, elegida.servicio, elegida.indicador]
@@ -318,3 +318,41 @@ def test_metas_exoticas_siguen_siendo_reglas_validas(tmp_path, catalogo):
     # tasa_error <= 0: sin margen, sin tasa de quema; <= 0,02: margen 0,02 y el numerador son los malos.
     assert "tasa_error\"} / 0.02 > 14.4" in texto
     assert "tasa_error\"} / 0 " not in texto
+
+
+# --- Unidades en el texto de las alertas ----------------------------------------------------------
+
+@pytest.mark.parametrize("indicador,operador,objetivo,valor,serie_unidad,texto_valor,texto_objetivo", [
+    # El importe en la moneda de la agencia del catálogo (RENIEC: PEN), con dos decimales.
+    ("costo_por_tramite", "<=", 30.0, 31.256, "PEN", "31.26 PEN", "<= 30.00 PEN"),
+    ("reclamos_por_mil", "<=", 5.0, 7.5, "por_mil", "7.50 por mil", "<= 5.00 por mil"),
+    # Un índice de 0 a 1 no es un porcentaje.
+    ("satisfaccion_indice", ">=", 0.8, 0.7234, "indice", "0.72", ">= 0.80"),
+    ("cumplimiento_plazo", ">=", 0.9, 0.75, "proporcion", "75%", ">= 90%"),
+])
+def test_el_texto_de_la_alerta_va_en_la_unidad_del_indicador(tmp_path, catalogo, indicador, operador, objetivo,
+                                                            valor, serie_unidad, texto_valor, texto_objetivo):
+    """promtool expande las plantillas de la alerta como Prometheus: valor y objetivo en la unidad
+    del indicador (la que el procesador pone en `Indicador.unidad`), escritos a mano."""
+    m = meta(servicio="dni-duplicado", indicador=indicador, operador=operador, valor=objetivo, muestra_minima=3)
+    (tmp_path / "reglas.yml").write_text(generar_yaml([m], catalogo), encoding="utf-8")
+    etiquetas = f'agencia="reniec",servicio="dni-duplicado",indicador="{indicador}",ventana="24h",etapa=""'
+    prueba = {"rule_files": ["reglas.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": f'gpr_indicador_valor{{{etiquetas},unidad="{serie_unidad}"}}',
+                          "values": f"{valor}x40"},
+                         {"series": f"gpr_indicador_muestras{{{etiquetas}}}", "values": "12x40"}],
+        "alert_rule_test": [{"eval_time": "30m", "alertname": "MetaIncumplida", "exp_alerts": [{
+            "exp_labels": {"agencia": "reniec", "servicio": "dni-duplicado", "indicador": indicador,
+                           "ventana": "24h", "cuello_botella": "sin_datos", "severidad": "critica", "equipo": "e",
+                           "meta": f"reniec/dni-duplicado/{indicador}/24h"},
+            "exp_annotations": {
+                "summary": f"reniec/dni-duplicado: {indicador} (24h) no cumple su meta",
+                "description": (f"reniec/dni-duplicado: {indicador} vale {texto_valor} en 24h y la meta es "
+                                f"{texto_objetivo}, con 12 muestras (mínimo 3). Etapa cuello de botella: "
+                                "sin_datos. Meta: prueba"),
+                "valor": texto_valor, "objetivo": texto_objetivo,
+                "runbook_url": f"http://localhost:8099/runbooks/meta-incumplida.md#{indicador}"}}]}]}]}
+    (tmp_path / "prueba.yml").write_text(yaml.safe_dump(prueba, allow_unicode=True), encoding="utf-8")
+    r = subprocess.run([_promtool(), "test", "rules", "prueba.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr

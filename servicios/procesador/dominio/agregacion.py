@@ -332,7 +332,7 @@ class Agregacion:
             return
         # No hay cubos antes de la hora del primer evento de la agencia: sin este límite, la
         # primera vez se recorrían 60 días vacíos por servicio (con miles de agencias nuevas,
-        # el 90 % del trabajo de la agregación).
+        # casi todo el trabajo de la agregación).
         desde = max(estado.barrido_hasta, corte - _BARRIDO_MAXIMO, ventanas.hora(estado.primer_instante))
         zona = self._zona(agencia)
         meses_vigentes = set(ventanas.meses_hasta(ventanas.mes_de(estado.marca_agua, zona), MESES_RETENIDOS))

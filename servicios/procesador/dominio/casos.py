@@ -33,9 +33,9 @@ _SEP = "\x1f"
 class Caso:
     """El estado de un caso mientras se procesa.
 
-    Leer un campo de un mensaje protobuf (upb) cuesta de 2 a 5 veces lo que un atributo de
-    Python, y un mapa o un campo repetido más aún (medido: ~370 ns por `etapa_fin.get`);
-    cada evento lee y escribe decenas de campos de su caso. Así que el mensaje se copia a
+    Leer un campo de un mensaje protobuf (upb) cuesta varias veces lo que un atributo de
+    Python, y un mapa o un campo repetido más aún; cada evento lee y escribe decenas de
+    campos de su caso. Así que el mensaje se copia a
     atributos al leerlo del almacén y se vuelca una vez por lote (`a_mensaje`), con los
     eventos nuevos añadidos de una vez al final de sus campos repetidos.
     """
@@ -74,7 +74,7 @@ class Caso:
     @classmethod
     def de_mensaje(cls, mensaje: interno.EstadoCaso) -> Caso:
         """El caso de un mensaje leído del almacén. Campo a campo y no en un bucle de
-        `getattr`/`setattr`: corre por cada caso de cada lote y el bucle costaba un 50 % más."""
+        `getattr`/`setattr`: corre por cada caso de cada lote y el bucle costaba bastante más."""
         caso = cls.__new__(cls)
         caso.agencia_id = mensaje.agencia_id
         caso.servicio_id = mensaje.servicio_id
@@ -92,8 +92,8 @@ class Caso:
         caso.entregado_en = mensaje.entregado_en if mensaje.HasField("entregado_en") else None
         caso.cerrado_en = mensaje.cerrado_en if mensaje.HasField("cerrado_en") else None
         # Los mapas de etapas se copian solo si llega un evento de etapa (`etapas`): copiar un
-        # mapa de protobuf pasa por las vistas de Python clave a clave, y era un 5 % del
-        # trabajador en registros sueltos.
+        # mapa de protobuf pasa por las vistas de Python clave a clave, y se notaba en el
+        # costo del trabajador en registros sueltos.
         caso.etapa_inicio = caso.etapa_fin = None
         caso.etapas_cambiadas = False
         caso.vistos = set(mensaje.vistos)

@@ -1,4 +1,4 @@
-"""Indicadores de una ventana a partir de la suma de sus cubos (definiciones en el README).
+"""Indicadores de una ventana a partir de la suma de sus cubos (definiciones en docs/indicadores.md).
 
 Un indicador cuyo denominador está vacío no tiene valor (`valor is None`), nunca 0.
 """

@@ -3,11 +3,11 @@ de a una lista por partición y fetch, sin el flujo (`Stream`) de faust registro
 
 Por qué. Un agente de faust recibe cada registro por una cadena de corrutinas: el bucle de
 consumo lo entrega al conductor, que arma un `Event`, lo pone en la cola del canal, y el
-flujo lo saca, lo anota, fija el evento en curso y lo pasa a `take`. Medido aquí, un agente
-que no hace nada gasta ~50 µs de CPU por registro (34 con `faust_seguro.entrega_directa`);
-entregando la lista de registros de cada fetch, con el mismo consumidor, sus mensajes y su
-confirmación, 5,5 µs. Con un evento por registro ese costo era más de la mitad del
-trabajador.
+flujo lo saca, lo anota, fija el evento en curso y lo pasa a `take`. Entregando la lista
+de registros de cada fetch, con el mismo consumidor, sus mensajes y su confirmación, un
+agente que no hace nada gasta una fracción de la CPU por registro que gasta con esa cadena
+(también con `parches.entrega_directa`; cifras en docs/rendimiento.md). Con un evento por
+registro ese costo era más de la mitad del trabajador.
 
 Qué sigue siendo de faust: el consumidor (grupo, reparto de particiones, pausa de las
 particiones mientras se recuperan las tablas, vuelta al offset confirmado tras un
@@ -53,8 +53,8 @@ registro = logging.getLogger("gpr.procesador")
 LISTAS_EN_COLA = 8
 # Tope de un lote en bytes de registros, además del de registros (`GPR_LOTE_MAXIMO`): con
 # `LoteEventos` de 500 eventos, 3 000 registros serían 1,5 millones de eventos en memoria a la
-# vez; con 64 MiB, unos 450 000, lo que daban antes 1 000 registros. Menos cuesta caudal: con
-# 8 MiB (~55 000 eventos), un 30 % más de CPU por evento en lotes (banco 1: más agregados por
+# vez; con 64 MiB, unos 450 000, lo que daban antes 1 000 registros. Menos cuesta caudal: un
+# tope más bajo gastaba claramente más CPU por evento en lotes (banco 1: más agregados por
 # par y menos eventos del mismo caso por lote). Con un evento por registro manda el número.
 BYTES_MAXIMOS_POR_LOTE = 64 << 20
 # Cada cuánto se mira si el flujo volvió tras un reequilibrio.

@@ -5,8 +5,8 @@ Las escrituras en una tabla de faust no van directo al productor: `tabla[clave] 
 deja el registro del changelog en un búfer (`ProducerBuffer`) que una tarea de fondo vacía
 de a un mensaje. Antes de confirmar offsets faust vacía ese búfer con `flush()`, pero ese
 `flush()` se rinde en cuanto pasan 0,1 s sin que salga un mensaje y devuelve con el búfer a
-medias; faust confirma igual. Medido aquí, con dos núcleos ocupados: un `flush()` devolvió
-con 23 registros de changelog pendientes y la confirmación siguió. Si el proceso muere en ese
+medias; faust confirma igual. Visto aquí, con dos núcleos ocupados: un `flush()` devolvió
+con registros de changelog pendientes y la confirmación siguió. Si el proceso muere en ese
 momento, los eventos de esos registros ya no se releen y sus efectos en las tablas se pierden
 (visto en las pruebas SIGKILL con el almacén en memoria: un total una solicitud corto).
 
@@ -116,7 +116,7 @@ def olvidar_entregados(consumidor, mensajes) -> int:
     ordenada (`wait_empty`), espera a que todos se confirmen o dejen de existir (es un
     conjunto débil). Los de un lote fallido no se confirmarán nunca (se releen como mensajes
     nuevos), y la traza del error, que el supervisor de faust guarda, los mantiene vivos:
-    medido, tras un lote fallido la parada se quedaba en `wait_empty` hasta el SIGKILL, y un
+    visto, tras un lote fallido la parada se quedaba en `wait_empty` hasta el SIGKILL, y un
     reequilibrio quedaría igual. Solo esos: los que siguen en la cola del agente los procesa
     el agente reiniciado, y faust debe seguir esperándolos. Confirmar no depende de esta
     anotación. Es un atributo interno de faust: si cambiara, no se quita nada.
@@ -138,9 +138,9 @@ def entrega_directa(clase=None) -> None:
     El bucle de consumo de faust (`Consumer._drain_messages`) entrega cada registro con
     `wait_first(callback(mensaje), suspend_flow.wait())`: si empieza un reequilibrio mientras
     la entrega espera (flujo suspendido, cola del flujo llena), la abandona. `wait_first` crea
-    cuatro tareas y un `asyncio.wait` por registro (medido aparte: 17,8 µs por registro; el
-    agente de faust que no hace nada gasta 50 µs de CPU por registro con él y 34 sin él). Y
-    casi siempre la entrega termina sin esperar nada: cola con sitio, flujo activo.
+    cuatro tareas y un `asyncio.wait` por registro: una parte grande de lo que gasta por
+    registro un agente de faust que no hace nada (docs/rendimiento.md). Y casi siempre la
+    entrega termina sin esperar nada: cola con sitio, flujo activo.
 
     Aquí se da el primer paso de la entrega en el propio bucle. Si termina, es lo mismo que
     habría hecho `wait_first` (la entrega corre primero y gana; su resultado no se usa). Si
@@ -150,16 +150,16 @@ def entrega_directa(clase=None) -> None:
     Y no mientras el grupo se reequilibra (`app.rebalancing`, que sigue activo hasta un poco
     después de que faust vuelve al offset confirmado): al terminar una recuperación faust
     reanuda las particiones antes de esa vuelta y descarta lo leído en medio (`orden.py`);
-    entregando directo en ese intervalo, medido en el banco de arranque, el último registro
-    de una partición quieta se perdía así en 2 de 4 reinicios con estado local, y solo el
-    vigía lo releía a los 30 s (con el original, 0 de 4).
+    entregando directo en ese intervalo, visto en el banco de arranque, el último registro
+    de una partición quieta a veces se perdía así en los reinicios con estado local, y solo
+    el vigía lo releía (con el original, nunca).
     `clase`: la del consumidor de faust; otra solo en las pruebas.
 
     Dos diferencias, sin efecto hoy: el primer paso corre en la tarea del bucle de consumo y
     no en una nueva (una variable de contexto fijada ahí quedaría en ella; nada en la
     entrega de faust ni en la nuestra fija ninguna ni usa `current_task`), y el bucle ya no
     cede el turno por registro sino cada 100 (`_drain_messages` lo hace con `sleep(0)`):
-    ~8 ms a 84 µs por registro; el latido del grupo va en el hilo del consumidor.
+    unos milisegundos sin ceder; el latido del grupo va en el hilo del consumidor.
     """
     from mode.services import WaitResults
 

@@ -56,7 +56,7 @@ class PuertoFaust:
 
     async def releer(self, tp: Any, offset: int) -> None:
         # En el hilo del consumidor de aiokafka: `Consumer.seek` de faust lo llama desde el
-        # bucle principal y el fetcher no se entera (medido: la partición no volvía a leer).
+        # bucle principal y el fetcher no se entera (visto: la partición no volvía a leer).
         if self.entrega is not None:
             self.entrega.anotar_relectura(tp)
         await self.app.consumer._thread.seek_wait({tp: offset})
