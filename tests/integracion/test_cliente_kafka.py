@@ -207,3 +207,20 @@ def test_opciones_que_romperian_la_idempotencia_se_rechazan(bootstrap):
             PublicadorKafka(bootstrap, **opcion)
     with pytest.raises(ValueError, match="al_llenarse"):
         PublicadorKafka(bootstrap, al_llenarse="descartar")
+
+
+def test_los_ejemplos_del_readme_corren(bootstrap):
+    """Los dos primeros ejemplos de clientes/python/README.md (constructores y publicación por
+    Kafka), tal cual salvo la dirección del broker: los cinco eventos llegan al tópico."""
+    from conftest import RAIZ
+
+    texto = (RAIZ / "clientes" / "python" / "README.md").read_text(encoding="utf-8")
+    bloques = texto.split("```python\n")[1:3]
+    codigo = "\n".join(b.split("```")[0] for b in bloques).replace('"localhost:9092"', repr(bootstrap))
+    assert repr(bootstrap) in codigo
+    crear_topicos(bootstrap, PARTICIONES)
+    espacio: dict = {}
+    exec(compile(codigo, "README.md", "exec"), espacio)  # noqa: S102 (el ejemplo de la documentación)
+    assert espacio["resumen"].todo_aceptado and espacio["resumen"].aceptados == 5
+    registros = leer_topico(bootstrap, EVENTOS, 5)
+    assert sorted(e.evento_id for _, e, _ in eventos_de(registros)) == sorted(e.evento_id for e in espacio["lote"])
