@@ -28,6 +28,9 @@ RUN python -m venv /opt/protoc \
 # pyproject.toml pide algo que el lock no trae.
 COPY pyproject.toml README.md ./
 COPY servicios/ servicios/
+# La biblioteca cliente de las agencias: los servicios importan de ella la validación, las
+# claves y los lotes, y pyproject.toml la incluye en el paquete del proyecto.
+COPY clientes/python/gpr_cliente/ clientes/python/gpr_cliente/
 RUN /opt/venv/bin/pip install --no-deps . \
  && /opt/venv/bin/pip check
 

@@ -18,8 +18,9 @@ from rich.text import Text
 
 from gpr.v1 import indicadores_pb2 as ipb
 from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
+from gpr_cliente.canal import abrir_canal
 from servicios.cli.formato import en_unidad
-from servicios.cli.publicar import credenciales_tls
+from servicios.cli.publicar import credenciales_tls, leer_ca
 from servicios.cli.salida import consola, consola_errores, imprimir_tabla
 
 SIN_CONSULTA = 3
@@ -35,29 +36,11 @@ OPCION_TLS_CA = typer.Option(None, "--tls-ca", envvar="GPR_CONSULTA_TLS_CA", exi
                              help="CA (PEM) con que verificar el TLS de la consulta; sin ella, el canal va en claro.")
 
 
-class _ConToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Pone `authorization: Bearer <token>` en cada llamada (también en un canal sin TLS, en
-    desarrollo: las credenciales de llamada de gRPC exigen TLS)."""
-
-    def __init__(self, token: str):
-        self.metadatos = (("authorization", f"Bearer {token}"),)
-
-    def _con_token(self, detalles):
-        return detalles._replace(metadata=tuple(detalles.metadata or ()) + self.metadatos)
-
-    def intercept_unary_unary(self, continuar, detalles, peticion):
-        return continuar(self._con_token(detalles), peticion)
-
-    def intercept_unary_stream(self, continuar, detalles, peticion):
-        return continuar(self._con_token(detalles), peticion)
-
-
 def _stub(direccion: str, token: str = "", tls_ca: Path | None = None) -> ipb_grpc.IndicadoresStub:
-    credenciales = credenciales_tls(False, tls_ca)
-    canal = grpc.secure_channel(direccion, credenciales) if credenciales else grpc.insecure_channel(direccion)
-    if token:
-        canal = grpc.intercept_channel(canal, _ConToken(token))
-    return ipb_grpc.IndicadoresStub(canal)
+    # El canal de la biblioteca cliente (token en cada llamada, TLS con la CA dada); un --tls-ca
+    # que no es un PEM sale antes, como error de uso.
+    credenciales_tls(False, tls_ca)
+    return ipb_grpc.IndicadoresStub(abrir_canal(direccion, token=token, tls_ca=leer_ca(tls_ca)))
 
 
 def _fallar(error: grpc.RpcError) -> None:

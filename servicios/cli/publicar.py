@@ -10,10 +10,12 @@ Cada línea es un `gpr.v1.Evento` en el mapeo JSON de protobuf, p. ej.
 (también se aceptan los nombres con guion bajo). Por Kafka cada evento se valida antes con el
 mismo validador que el procesador y el catálogo (`--catalogo`); por gRPC valida la Ingesta.
 
-Por Kafka los eventos van, como en la Ingesta, en registros `LoteEventos` por partición
-(cabecera `gpr-lote: 1`, la partición que el particionador por defecto daría a cada caso):
-el procesador rinde varias veces más que con un registro por evento y calcula lo mismo.
-`--sin-lotes` publica un registro `Evento` por evento.
+Publica con la biblioteca cliente (`gpr_cliente`, clientes/python/): por Kafka los eventos
+van, como en la Ingesta, en registros `LoteEventos` por partición (cabecera `gpr-lote: 1`, la
+partición que el particionador por defecto daría a cada caso): el procesador rinde varias veces
+más que con un registro por evento y calcula lo mismo. `--sin-lotes` publica un registro
+`Evento` por evento. Lo que falla por una causa pasajera se reenvía con el mismo `evento_id`
+(`REINTENTOS` veces): el procesador descarta los repetidos.
 
 Códigos de salida: 0 todos aceptados; 1 alguno rechazado; 2 uso o archivo ilegible;
 3 Kafka o la Ingesta no disponibles.
@@ -36,6 +38,10 @@ from gpr.v1 import eventos_pb2 as pb
 from servicios.cli.salida import consola, consola_errores, imprimir_tabla
 
 TAMANO_LOTE_GRPC = 500
+# Reenvíos (con el mismo evento_id) de lo que falla por una causa pasajera: Kafka sin líder o
+# sin acuse, la Ingesta UNAVAILABLE o saturada. Un repetido que sí había llegado no se cuenta.
+REINTENTOS = 2
+PLAZO_KAFKA_S = 300.0
 
 
 def leer_eventos(ruta: Path) -> tuple[list[tuple[int, pb.Evento]], list[tuple[int, str]]]:
@@ -89,7 +95,7 @@ def publicar(
         consola_errores.print("[yellow]aviso[/yellow]: --tls y --tls-ca (GPR_TLS_CA) solo se usan con --grpc; "
                       "se publica por Kafka sin TLS")
     if grpc_destino:
-        rechazos += _por_grpc(eventos, grpc_destino, token, credenciales_tls(tls, tls_ca))
+        rechazos += _por_grpc(eventos, grpc_destino, token, tls, tls_ca)
     else:
         if not kafka:
             consola_errores.print("[red]falta el broker[/red]: use --kafka host:puerto o GPR_KAFKA_BOOTSTRAP, o --grpc")
@@ -101,13 +107,12 @@ def publicar(
 
 
 def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True) -> list[tuple[int, str, str]]:
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from gpr_cliente.kafka import KafkaNoDisponible, PublicadorKafka
+    from gpr_cliente.validacion import validar
 
+    from servicios.comun import kafka_conexion
     from servicios.comun.catalogo import cargar_catalogo
-    from servicios.comun.eventos import validar
-    from servicios.comun.lotes import registros_aceptados
-    from servicios.comun.topicos import EVENTOS
+    from servicios.comun.config import ConfiguracionInvalida
     from servicios.comun.yaml_lineas import ArchivoInvalido
 
     try:
@@ -115,63 +120,44 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
     except ArchivoInvalido as error:
         consola_errores.print(f"[red]catálogo inválido[/red]:\n{error}")
         raise typer.Exit(2) from None
-    rechazos, validos = [], []
-    for numero, evento in eventos:
-        motivo = validar(evento, catalogo, time.time())
-        if motivo:
-            rechazos.append((numero, evento.evento_id, motivo))
-        else:
-            evento.recibido_en.GetCurrentTime()
-            validos.append((numero, evento))
-    if not validos:
-        return rechazos
-    from servicios.comun import kafka_conexion
-    from servicios.comun.config import ConfiguracionInvalida
-
     try:
         # TLS y SASL de GPR_KAFKA_* (docs/seguridad-kafka.md); el broker, el de --kafka.
         conexion = kafka_conexion.leer(os.environ, bootstrap=bootstrap)
     except ConfiguracionInvalida as error:
         consola_errores.print(f"[red]configuración de Kafka inválida[/red]: {error}")
         raise typer.Exit(2) from None
+    rechazos, validos = [], []
+    ahora = time.time()
+    for numero, evento in eventos:
+        motivo = validar(evento, catalogo, ahora)
+        if motivo:
+            rechazos.append((numero, evento.evento_id, motivo))
+        else:
+            # La plataforma sella la recepción, como la Ingesta.
+            evento.recibido_en.GetCurrentTime()
+            validos.append((numero, evento))
+    if not validos:
+        return rechazos
+    opciones = conexion.para_kafka_python()
     try:
-        kafka_conexion.comprobar_saludo_tls(conexion, 15)
-        productor = KafkaProducer(**conexion.para_kafka_python(), acks="all", enable_idempotence=True,
-                                  linger_ms=5, request_timeout_ms=15000, max_block_ms=30000,
-                                  bootstrap_timeout_ms=30000)
-        # Repartir en lotes por partición pide los metadatos del tópico.
-        particiones = len(productor.partitions_for(EVENTOS) or ()) if lotes else 0
-    except (KafkaError, kafka_conexion.KafkaInalcanzable) as error:
-        consola_errores.print("[red]Kafka no disponible[/red] en " + escape(kafka_conexion.explicar(conexion, error)))
+        # La biblioteca cliente agrupa en LoteEventos por partición y reenvía con el mismo
+        # evento_id lo que falla de paso.
+        publicador = PublicadorKafka(opciones.pop("bootstrap_servers"), lotes=lotes,
+                                     client_id="gpr-publicar", request_timeout_ms=15000, max_block_ms=30000,
+                                     bootstrap_timeout_ms=30000, **opciones)
+    except KafkaNoDisponible as error:
+        consola_errores.print("[red]Kafka no disponible[/red] en "
+                              + escape(kafka_conexion.explicar(conexion, error.__cause__ or error)))
         raise typer.Exit(3) from None
-    registros = registros_aceptados([evento for _, evento in validos], EVENTOS, particiones or None)
-    pendientes = []
     with Progress(console=consola) as progreso:
         tarea = progreso.add_task("Publicando por Kafka", total=len(validos))
-        def fallido(registro, error) -> None:
-            # Un registro fallido no publicó ninguno de sus eventos.
-            rechazos.extend((validos[i][0], validos[i][1].evento_id, f"kafka: {error}") for i in registro.posiciones)
-            progreso.advance(tarea, len(registro.posiciones))
-
-        for registro in registros:
-            try:
-                futuro = productor.send(registro.topico, registro.valor, key=registro.clave,
-                                        headers=registro.cabeceras or None, partition=registro.particion)
-            except KafkaError as error:
-                # kafka-python rechaza al instante un registro demasiado grande o sin metadatos.
-                fallido(registro, error)
-                continue
-            pendientes.append((registro, futuro))
-        for registro, futuro in pendientes:
-            try:
-                futuro.get(timeout=30)
-            except KafkaError as error:
-                fallido(registro, error)
-                continue
-            progreso.advance(tarea, len(registro.posiciones))
-    productor.close(timeout=5)
-    fallidos_kafka = sum(1 for _, _, motivo in rechazos if motivo.startswith("kafka:"))
-    if fallidos_kafka == len(validos):
+        try:
+            resumen = publicador.publicar([e for _, e in validos], reintentos=REINTENTOS, plazo_s=PLAZO_KAFKA_S,
+                                          al_avanzar=lambda n: progreso.advance(tarea, n))
+        finally:
+            publicador.cerrar()
+    rechazos += [(validos[i][0], r.evento_id, r.motivo) for i, r in resumen.rechazados]
+    if not resumen.aceptados:
         consola_errores.print("[red]Kafka no confirmó ningún envío[/red]")
         raise typer.Exit(3)
     return rechazos
@@ -179,43 +165,36 @@ def _por_kafka(eventos, bootstrap: str, ruta_catalogo: Path, lotes: bool = True)
 
 def credenciales_tls(tls: bool, tls_ca: Path | None):
     """Credenciales del canal: None sin TLS; con `--tls-ca`, solo esa CA."""
-    if not tls and tls_ca is None:
-        return None
-    import grpc
+    from gpr_cliente import canal
 
-    if tls_ca is None:
-        return grpc.ssl_channel_credentials()
-    contenido = tls_ca.read_bytes()
-    # gRPC no valida el PEM hasta el primer intento de conexión y entonces solo dice
-    # UNAVAILABLE: un archivo equivocado se rechaza aquí, como error de uso.
-    if b"-----BEGIN CERTIFICATE-----" not in contenido:
+    try:
+        return canal.credenciales_tls(tls=tls, tls_ca=leer_ca(tls_ca))
+    except ValueError:
+        # gRPC no valida el PEM hasta el primer intento de conexión y entonces solo dice
+        # UNAVAILABLE: un archivo equivocado se rechaza aquí, como error de uso.
         consola_errores.print(f"[red]--tls-ca {tls_ca}[/red]: no contiene un certificado PEM (-----BEGIN CERTIFICATE-----)")
-        raise typer.Exit(2)
-    return grpc.ssl_channel_credentials(root_certificates=contenido)
+        raise typer.Exit(2) from None
 
 
-def _por_grpc(eventos, destino: str, token: str, credenciales_tls=None) -> list[tuple[int, str, str]]:
+def leer_ca(tls_ca: Path | None) -> bytes | None:
+    return tls_ca.read_bytes() if tls_ca is not None else None
+
+
+def _por_grpc(eventos, destino: str, token: str, tls: bool = False, tls_ca: Path | None = None) -> list[tuple[int, str, str]]:
     import grpc
 
-    from gpr.v1 import ingesta_pb2, ingesta_pb2_grpc
+    from gpr_cliente.ingesta import ErrorIngesta, PublicadorIngesta
 
-    canal = (grpc.secure_channel(destino, credenciales_tls) if credenciales_tls is not None
-             else grpc.insecure_channel(destino))
-    stub = ingesta_pb2_grpc.IngestaStub(canal)
-    metadatos = [("authorization", f"Bearer {token}")] if token else []
+    credenciales_tls(tls, tls_ca)  # un --tls-ca que no es un PEM es un error de uso (código 2)
     rechazos = []
-    with Progress(console=consola) as progreso:
+    with PublicadorIngesta(destino, token=token, tls=tls, tls_ca=leer_ca(tls_ca), eventos_por_peticion=TAMANO_LOTE_GRPC,
+                           reintentos=REINTENTOS) as publicador, Progress(console=consola) as progreso:
         tarea = progreso.add_task("Publicando por la Ingesta", total=len(eventos))
-        for inicio in range(0, len(eventos), TAMANO_LOTE_GRPC):
-            trozo = eventos[inicio:inicio + TAMANO_LOTE_GRPC]
-            try:
-                respuesta = stub.Publicar(ingesta_pb2.SolicitudPublicar(eventos=[e for _, e in trozo]),
-                                          metadata=metadatos, timeout=60)
-            except grpc.RpcError as error:
-                consola_errores.print(f"[red]error {error.code().name}[/red]: {error.details()}")
-                raise typer.Exit(3 if error.code() == grpc.StatusCode.UNAVAILABLE else 1) from None
-            for (numero, evento), resultado in zip(trozo, respuesta.resultados):
-                if not resultado.aceptado:
-                    rechazos.append((numero, evento.evento_id, resultado.motivo))
-            progreso.advance(tarea, len(trozo))
+        try:
+            resumen = publicador.publicar([e for _, e in eventos], al_avanzar=lambda n: progreso.advance(tarea, n))
+        except ErrorIngesta as error:
+            consola_errores.print(f"[red]error {error.codigo.name}[/red]: {escape(error.detalle)}")
+            raise typer.Exit(3 if error.codigo == grpc.StatusCode.UNAVAILABLE else 1) from None
+    for i, resultado in resumen.rechazados:
+        rechazos.append((eventos[i][0], resultado.evento_id, resultado.motivo))
     return rechazos

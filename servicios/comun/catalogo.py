@@ -2,18 +2,20 @@
 
 Un error nombra archivo, línea y campo. Las zonas horarias deben tener desfases de horas
 enteras: las ventanas mensuales se suman a partir de cubos horarios en UTC.
+
+Los tipos del catálogo ya cargado (`Agencia`, `Servicio`, `Catalogo`) son los de la biblioteca
+cliente (`gpr_cliente.catalogo`), que valida eventos con ellos sin depender de `servicios`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gpr_cliente.catalogo import Agencia, Catalogo, Servicio
 from servicios.comun.yaml_lineas import ArchivoInvalido, ErrorArchivo, cargar, linea_de, traducir
 
 _ID = r"^[a-z0-9][a-z0-9_-]*$"
@@ -61,45 +63,6 @@ class CatalogoYaml(_Estricto):
     servicios: list[ServicioYaml] = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class Agencia:
-    id: str
-    nombre: str
-    zona_horaria: str
-    moneda: str
-
-
-@dataclass(frozen=True)
-class Servicio:
-    id: str
-    nombre: str
-    agencia_id: str
-    plazo_dias: int
-    etapas: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Catalogo:
-    agencias: dict[str, Agencia]
-    servicios: dict[tuple[str, str], Servicio]
-
-    def servicio(self, agencia_id: str, servicio_id: str) -> Servicio | None:
-        return self.servicios.get((agencia_id, servicio_id))
-
-    def servicios_de(self, agencia_id: str) -> tuple[Servicio, ...]:
-        """Los servicios de la agencia, por id."""
-        return self._por_agencia.get(agencia_id, ())
-
-    @cached_property
-    def _por_agencia(self) -> dict[str, tuple[Servicio, ...]]:
-        # Índice hecho una vez: la agregación y la publicación lo consultan por cada agencia
-        # tocada, y recorrer todo el catálogo cada vez era cuadrático con miles de servicios.
-        por_agencia: dict[str, list[Servicio]] = {}
-        for (agencia, _), servicio in sorted(self.servicios.items()):
-            por_agencia.setdefault(agencia, []).append(servicio)
-        return {agencia: tuple(lista) for agencia, lista in por_agencia.items()}
-
-
 def desde_datos(datos: object, archivo: str = "<catálogo>", lineas: dict | None = None) -> Catalogo:
     lineas = lineas or {}
     if not isinstance(datos, dict):
@@ -130,3 +93,6 @@ def desde_datos(datos: object, archivo: str = "<catálogo>", lineas: dict | None
 def cargar_catalogo(ruta: str | Path) -> Catalogo:
     datos, lineas = cargar(ruta)
     return desde_datos(datos, str(ruta), lineas)
+
+
+__all__ = ["Agencia", "Catalogo", "Servicio", "cargar_catalogo", "desde_datos"]

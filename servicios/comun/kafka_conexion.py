@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpr_cliente import saludo_tls
 from servicios.comun.config import ConfiguracionInvalida, texto, texto_opcional
 
 PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL = "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
@@ -252,29 +253,12 @@ def explicar(conexion: ConexionKafka, error: BaseException) -> str:
 def comprobar_saludo_tls(conexion: ConexionKafka, plazo_s: float) -> None:
     """Completa un saludo TLS con algún broker de arranque o lanza `KafkaInalcanzable`.
 
-    Por qué: el saludo TLS de kafka-python 3.0 no tiene plazo. Contra un puerto que acepta la
-    conexión y no responde al saludo (un oyente sin TLS que espera más bytes, como el broker
-    embebido, o algo en el medio que retiene el tráfico) el cliente queda colgado para siempre,
-    sin que valgan `bootstrap_timeout_ms` ni `request_timeout_ms` (medido). Con esta prueba el
-    servicio falla a tiempo y con la causa (p. ej. CERTIFICATE_VERIFY_FAILED), que
-    kafka-python resume como «Unable to bootstrap». aiokafka sí acota su saludo.
+    El saludo de kafka-python 3.0 no tiene plazo (ver `gpr_cliente.saludo_tls`, que lo hace
+    para la biblioteca cliente y para los servicios). aiokafka sí acota el suyo.
     """
-    import socket
-
     if not conexion.usa_tls:
         return
-    contexto = conexion.contexto_tls()
-    errores = []
-    for direccion in conexion.bootstrap.split(","):
-        host, _, puerto = direccion.strip().rpartition(":")
-        host = host.strip("[]")
-        try:
-            with socket.create_connection((host, int(puerto)), timeout=plazo_s) as crudo:
-                crudo.settimeout(plazo_s)
-                with contexto.wrap_socket(crudo, server_hostname=host):
-                    return
-        except socket.timeout:
-            errores.append(f"{direccion}: el saludo TLS no terminó en {plazo_s:g} s (¿ese puerto habla TLS?)")
-        except (OSError, ValueError) as error:
-            errores.append(f"{direccion}: {error}")
-    raise KafkaInalcanzable(f"sin conexión TLS con Kafka en {conexion.describir()}: {'; '.join(errores)}")
+    try:
+        saludo_tls.comprobar_saludo_tls(conexion.bootstrap, conexion.contexto_tls(), plazo_s)
+    except saludo_tls.SaludoTlsFallido as error:
+        raise KafkaInalcanzable(f"sin conexión TLS con Kafka en {conexion.describir()}: {error}") from None

@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gpr_cliente.contrato import CABECERA_LOTE, TOPICO_EVENTOS
 from servicios.comun.kafka_conexion import ConexionKafka, KafkaInalcanzable, comprobar_saludo_tls, explicar
 
-EVENTOS = "gpr.eventos.v1"
+# El tópico de entrada y la cabecera de lote son del contrato con las agencias: los define la
+# biblioteca cliente (gpr_cliente.contrato).
+EVENTOS = TOPICO_EVENTOS
 RECHAZADOS = "gpr.eventos.rechazados.v1"
 INDICADORES = "gpr.indicadores.v1"
 CUMPLIMIENTO = "gpr.cumplimiento.v1"
@@ -16,8 +19,6 @@ METAS = "gpr.metas.v1"
 # Interno del procesador: aportes de la etapa por caso a la etapa por (agencia, servicio).
 APORTES = "gpr.aportes.v1"
 
-# Cabecera que marca un registro cuyo valor es un LoteEventos y no un Evento.
-CABECERA_LOTE = "gpr-lote"
 # Cabeceras de un rechazo en gpr.eventos.rechazados.v1: el motivo (p. ej. «tardio»,
 # «campo_requerido:caso_id», «error_interno:KeyError»), un detalle para personas y, si es una
 # del catálogo, la agencia del evento.

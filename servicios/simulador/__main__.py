@@ -1,9 +1,10 @@
 """`python -m servicios.simulador`: publica en gpr.eventos.v1 los eventos del generador.
 
-Lee la configuración, crea los tópicos que falten y publica con un productor idempotente de
-kafka-python (un `Evento` por registro, con la clave del contrato) al ritmo que marca el
-`Reloj`: primero la historia (desde ahora menos `GPR_SIMULADOR_HISTORIA`) a
-`GPR_SIMULADOR_TASA` eventos/s, luego en tiempo real. Cada pocos segundos escribe una línea de progreso.
+Lee la configuración, crea los tópicos que falten y publica con el publicador Kafka de la
+biblioteca cliente (`gpr_cliente.kafka`: kafka-python idempotente, `acks=all`, un `Evento` por
+registro, con la clave del contrato) al ritmo que marca el `Reloj`: primero la historia (desde
+ahora menos `GPR_SIMULADOR_HISTORIA`) a `GPR_SIMULADOR_TASA` eventos/s, luego en tiempo real.
+Cada pocos segundos escribe una línea de progreso.
 
 Cierre: con SIGTERM o SIGINT, lleguen cuando lleguen (también durante el arranque), deja de
 generar, espera el acuse de lo enviado y termina con código 0. Cada fase tiene plazo: el envío
@@ -33,11 +34,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from kafka.errors import KafkaTimeoutError
-
+from gpr_cliente.kafka import KafkaNoDisponible, PublicadorKafka, PublicadorLleno
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.config import ConfiguracionInvalida, entorno
-from servicios.comun.eventos import clave_kafka
 from servicios.comun.kafka_conexion import KafkaInalcanzable
 from servicios.comun.topicos import EVENTOS, crear_topicos
 from servicios.comun.yaml_lineas import ArchivoInvalido
@@ -165,15 +164,15 @@ class Publicador:
         with self._cambio:
             return self.confirmados, self.fallidos, self.pendientes
 
-    def _al_confirmar(self, _metadatos) -> None:
+    def _al_confirmar(self, envio) -> None:
         with self._cambio:
-            self.confirmados += 1
+            self.confirmados += len(envio.eventos)
             if not self.pendientes:
                 self._cambio.notify_all()
 
-    def _al_fallar(self, error: Exception) -> None:
+    def _al_fallar(self, envio, error: BaseException) -> None:
         with self._cambio:
-            self.fallidos += 1
+            self.fallidos += len(envio.eventos)
             fallidos = self.fallidos
             if not self.pendientes:
                 self._cambio.notify_all()
@@ -181,27 +180,27 @@ class Publicador:
         if fallidos <= 5:
             registro.error("envío fallido: %s", error)
 
-    def _enviar(self, evento, parar: threading.Event) -> bool:
-        """Envía un evento; False si se pidió parar antes de que saliera.
+    def _enviar(self, eventos, parar: threading.Event) -> bool:
+        """Envía los eventos (un `Evento` por registro); False si se pidió parar antes de que salieran.
 
-        `send()` solo se bloquea esperando los metadatos del tópico (al empezar, o con el broker
-        caído), y como mucho ESPERA_ENVIO_S: entre intento e intento se mira `parar`.
+        Sin metadatos del tópico (al empezar, o con el broker caído) o sin lugar para más envíos
+        sin acuse, `enviar` no envía nada y vuelve como mucho en ESPERA_ENVIO_S: entre intento
+        e intento se mira `parar`.
         """
-        valor, clave = evento.SerializeToString(), clave_kafka(evento)
         while not parar.is_set():
+            # Se cuentan antes de enviar: el acuse (o el fallo) puede llegar antes de que
+            # `enviar` vuelva, desde el hilo de red.
+            with self._cambio:
+                self.enviados += len(eventos)
             try:
-                futuro = self.productor.send(EVENTOS, valor, key=clave)
-            except KafkaTimeoutError as error:
+                self.productor.enviar(eventos, al_confirmar=self._al_confirmar, al_fallar=self._al_fallar)
+                return True
+            except (KafkaNoDisponible, PublicadorLleno) as error:
+                with self._cambio:
+                    self.enviados -= len(eventos)
                 self._avisos_sin_metadatos += 1
                 if self._avisos_sin_metadatos <= 5:
-                    registro.warning("sin metadatos de %s tras %g s, se reintenta: %s", EVENTOS, ESPERA_ENVIO_S, error)
-                continue
-            with self._cambio:
-                self.enviados += 1
-            # Fuera del candado: si el futuro ya está resuelto la función se llama aquí mismo.
-            futuro.add_callback(self._al_confirmar)
-            futuro.add_errback(self._al_fallar)
-            return True
+                    registro.warning("no se pudo enviar a %s en %g s, se reintenta: %s", EVENTOS, ESPERA_ENVIO_S, error)
         return False
 
     def ejecutar(self, parar: threading.Event, maximo: int = 0, control: Control | None = None) -> None:
@@ -215,9 +214,10 @@ class Publicador:
                 proximo_control = ahora_m + CONTROL_CADA_S
             ahora = time.time()
             eventos, espera = self.reloj.paso(ahora, maximo - self.enviados if maximo else None)
-            for evento in eventos:
-                # Los eventos generados que no llegan a salir no cuentan en ninguna parte.
-                if not self._enviar(evento, parar):
+            # Los eventos generados que no llegan a salir no cuentan en ninguna parte.
+            tanda = self.productor.max_en_vuelo
+            for inicio in range(0, len(eventos), tanda):
+                if not self._enviar(eventos[inicio:inicio + tanda], parar):
                     return
             if ahora_m - ultimo_informe[0] >= INFORME_CADA_S:
                 self._informar(ahora, (self.enviados - ultimo_informe[1]) / (ahora_m - ultimo_informe[0]))
@@ -248,12 +248,11 @@ class Publicador:
         )
 
 
-def _cerrar(productor, publicador: Publicador) -> None:
+def _cerrar(productor: PublicadorKafka, publicador: Publicador) -> None:
     """Vacía y cierra el productor en como mucho PLAZO_ACUSES_S + PLAZO_CIERRE_S."""
     inicio = time.monotonic()
     registro.info("vaciando el productor: %d envíos por confirmar", publicador.pendientes)
-    # Se esperan los acuses propios y no `flush()`: el plazo de `flush()` vale para cada lote
-    # por separado, así que en total no tiene tope. Con linger_ms=5 no hace falta forzar nada.
+    # Con linger_ms=5 no hace falta forzar nada: basta esperar los acuses.
     vacio = publicador.esperar_acuses(PLAZO_ACUSES_S)
     if vacio:
         registro.info("productor vacío en %.2f s", time.monotonic() - inicio)
@@ -261,12 +260,9 @@ def _cerrar(productor, publicador: Publicador) -> None:
         registro.error("el broker no confirmó %d envíos en %g s; se abandonan",
                        publicador.pendientes, PLAZO_ACUSES_S)
     inicio = time.monotonic()
-    try:
-        # Vacío, `close()` solo espera al hilo de red (y si no acaba en el plazo, lo corta). Con
-        # lotes pendientes su `flush()` interno lanzaría al vencer: plazo 0, lanza al momento y
-        # el hilo de red, que es demonio, muere con el proceso.
-        productor.close(timeout=PLAZO_CIERRE_S if vacio else 0)
-    except KafkaTimeoutError:
+    # Vacío, solo espera al hilo de red (y si no acaba en el plazo, lo corta); con envíos
+    # pendientes no espera nada: el hilo de red, que es demonio, muere con el proceso.
+    if not productor.cerrar(PLAZO_CIERRE_S):
         registro.error("productor cerrado sin esperar a su hilo de red")
         return
     registro.info("productor cerrado en %.2f s", time.monotonic() - inicio)
@@ -289,8 +285,6 @@ def main() -> int:
     senales = Senales()
     senales.atender()
     parar = senales.parar
-
-    from kafka import KafkaProducer
 
     # `crear_topicos` no mira `parar`: contra un broker sano tarda milésimas, y contra uno que
     # no responde lo acota la red de seguridad. Si al volver ya se pidió parar, ni se conecta.
@@ -316,10 +310,18 @@ def main() -> int:
         _instante(inicio_s), _duracion(cfg.historia_s), cfg.tasa, cfg.semilla, lentos,
     )
 
-    productor = KafkaProducer(
-        **cfg.kafka.para_kafka_python(), acks="all", enable_idempotence=True, linger_ms=5,
-        client_id="gpr-simulador", max_block_ms=int(ESPERA_ENVIO_S * 1000),
-    )
+    # El publicador de la biblioteca cliente: idempotente, acks=all, con tope de envíos sin acuse.
+    # Sin lotes: el simulador publica como cualquier sistema de agencia, un Evento por registro.
+    opciones = cfg.kafka.para_kafka_python()
+    try:
+        productor = PublicadorKafka(
+            opciones.pop("bootstrap_servers"), lotes=False, client_id="gpr-simulador", linger_ms=5,
+            max_block_ms=int(ESPERA_ENVIO_S * 1000), espera_lleno_s=ESPERA_ENVIO_S, plazo_saludo_tls_s=ESPERA_ENVIO_S,
+            **opciones)
+    except KafkaNoDisponible as error:
+        registro.error("%s", error)
+        senales.terminar()
+        return 3
     publicador = Publicador(productor, reloj)
     try:
         publicador.ejecutar(parar, cfg.maximo, control)

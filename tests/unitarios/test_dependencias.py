@@ -307,6 +307,25 @@ def test_la_imagen_final_solo_lleva_el_lock_de_produccion():
     assert "desarrollo.lock" not in DOCKERFILE.read_text(encoding="utf-8")
 
 
+def test_la_imagen_copia_cada_paquete_del_proyecto_antes_de_instalarlo():
+    """`pip install --no-deps .` empaqueta lo que encuentra: un paquete de pyproject.toml que la
+    etapa de construcción no copió (p. ej. gpr_cliente, en clientes/python/) faltaría en la
+    imagen sin ningún error al construirla."""
+    from setuptools import find_packages
+
+    busqueda = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]["find"]
+    paquetes = [f"{donde}/{paquete}".removeprefix("./")
+                for donde in busqueda.get("where", ["."])
+                for paquete in find_packages(str(RAIZ / donde), include=busqueda["include"])
+                if "." not in paquete]
+    assert {"servicios", "clientes/python/gpr_cliente"} <= set(paquetes), paquetes
+    construccion = _etapas(DOCKERFILE.read_text(encoding="utf-8"))[0]
+    instalacion = next(i for i, instruccion in enumerate(construccion) if "/opt/venv/bin/pip install --no-deps ." in instruccion)
+    copiados = {instruccion.split()[1].rstrip("/") for instruccion in construccion[:instalacion]
+                if instruccion.upper().startswith("COPY ")}
+    assert not set(paquetes) - copiados, f"el Dockerfile no copia {sorted(set(paquetes) - copiados)} antes de instalar"
+
+
 def test_make_instala_desde_el_lock_de_desarrollo():
     texto = MAKEFILE.read_text(encoding="utf-8")
     regla = re.search(r"^\$\(VENV\)/\.instalado:(.*)\n((?:\t.*\n)+)", texto, re.M)

@@ -17,7 +17,7 @@ from servicios.comun.indicadores import INDICADORES, Sentido
 
 RAIZ = Path(__file__).resolve().parents[2]
 DOCUMENTOS = sorted([RAIZ / "README.md", RAIZ / "CHANGELOG.md", *(RAIZ / "docs").glob("*.md"),
-                     *(RAIZ / "servicios").glob("*/README.md")])
+                     *(RAIZ / "servicios").glob("*/README.md"), *(RAIZ / "clientes").glob("*/README.md")])
 # Los servicios con su propio config.py; comun/config.py da las variables compartidas.
 SERVICIOS_CON_CONFIG = sorted(p.parent.name for p in (RAIZ / "servicios").glob("*/config.py")
                               if p.parent.name != "comun")
