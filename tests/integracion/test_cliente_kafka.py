@@ -224,3 +224,25 @@ def test_los_ejemplos_del_readme_corren(bootstrap):
     assert espacio["resumen"].todo_aceptado and espacio["resumen"].aceptados == 5
     registros = leer_topico(bootstrap, EVENTOS, 5)
     assert sorted(e.evento_id for _, e, _ in eventos_de(registros)) == sorted(e.evento_id for e in espacio["lote"])
+
+
+@pytest.mark.parametrize("guia", ["contrato.md", "contract.md"])
+def test_el_ejemplo_de_la_biblioteca_en_cada_guia_corre(bootstrap, guia):
+    """El ejemplo de «La biblioteca cliente» de la guía (española e inglesa), tal cual salvo la
+    dirección del broker: la solicitud llega al tópico con la clave agencia/caso."""
+    from conftest import RAIZ
+
+    texto = (RAIZ / "docs" / guia).read_text(encoding="utf-8")
+    bloques = [b.split("```")[0] for b in texto.split("```python\n")[1:] if "PublicadorKafka(" in b.split("```")[0]]
+    assert len(bloques) == 1, f"docs/{guia}: se esperaba un ejemplo de la biblioteca"
+    codigo = bloques[0].replace('"kafka:9092"', repr(bootstrap))
+    assert repr(bootstrap) in codigo
+    crear_topicos(bootstrap, PARTICIONES)
+    espacio: dict = {}
+    exec(compile(codigo, guia, "exec"), espacio)  # noqa: S102 (el ejemplo de la documentación)
+    assert espacio["resumen"].todo_aceptado and espacio["resumen"].aceptados == 1
+    [registro] = leer_topico(bootstrap, EVENTOS, 1)
+    [(_, evento, _)] = eventos_de([registro])
+    clave = registro.key
+    assert clave == b"sunarp/CL-2026-004815"
+    assert (evento.agencia_id, evento.servicio_id, evento.caso_id) == ("sunarp", "certificado-literal", "CL-2026-004815")
