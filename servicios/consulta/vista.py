@@ -166,10 +166,13 @@ class Vista:
     def instantanea(self) -> list[tuple[str, bytes]]:
         """(clave interna, serializado) de cada serie; segura de leer desde otro hilo (/metrics).
 
-        `list(dict.items())` con claves `str` y valores `bytes` no ejecuta código Python ni
-        cede el GIL, y los valores se reemplazan, nunca se modifican.
+        Se copia el diccionario antes de recorrerlo: `dict.copy()` con claves `str` no crea
+        objetos del recolector ni ejecuta código Python, así que no cede el GIL; recorrerlo
+        directamente sí crea tuplas, y un recolector de basura a mitad de camino puede correr
+        un finalizador que lo ceda mientras el lector de Kafka cambia la vista. Los valores se
+        reemplazan, nunca se modifican.
         """
-        return list(self._series.items())
+        return list(self._series.copy().items())
 
     def indicadores(self, filtro: Filtro) -> Iterator[ipb.Indicador]:
         """Las series que entran en `filtro`, decodificadas.

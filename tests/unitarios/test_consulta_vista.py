@@ -281,3 +281,53 @@ def test_frescura_caduca_si_una_particion_deja_de_responder():
     frescura.asignar([0, 1, 2])
     reloj.ahora += 5
     assert frescura.al_dia()
+
+
+def test_instantanea_desde_otro_hilo_mientras_la_vista_cambia():
+    """/metrics lee la vista desde el hilo del servidor HTTP mientras el lector de Kafka la
+    cambia. Un recolector de basura que corre a mitad de la lectura puede ejecutar un finalizador
+    y ceder el GIL: la lectura no debe ver el diccionario cambiar bajo sus pies (así falló
+    `make bench` con «dictionary changed size during iteration» y un 500 en /metrics)."""
+    import gc
+    import threading
+    import time
+
+    class Basura:
+        def __init__(self):
+            self.ciclo = self
+
+        def __del__(self):
+            time.sleep(0)  # cede el GIL, como cualquier finalizador que haga E/S
+
+    vista = Vista("sin-kafka:9092")
+    for n in range(2000):
+        vista._aplicar(f"reniec/s{n}/cumplimiento_plazo/24h".encode(), _bytes(_ind(s=f"s{n}")), 0, n)
+    parar = threading.Event()
+    errores: list[BaseException] = []
+    tamanos: list[int] = []
+
+    def lector():
+        try:
+            while not parar.is_set():
+                Basura()
+                tamanos.append(len(vista.instantanea()))
+        except BaseException as error:  # noqa: BLE001 (la prueba informa cualquier error)
+            errores.append(error)
+
+    umbral = gc.get_threshold()
+    gc.set_threshold(50)
+    hilo = threading.Thread(target=lector)
+    hilo.start()
+    try:
+        fin = time.monotonic() + 3.0
+        n = 2000
+        while time.monotonic() < fin and not errores:
+            vista._aplicar(f"reniec/s{n}/cumplimiento_plazo/24h".encode(), _bytes(_ind(s=f"s{n}")), 0, n)
+            vista._aplicar(f"reniec/s{n - 2000}/cumplimiento_plazo/24h".encode(), None, 0, n)
+            n += 1
+    finally:
+        parar.set()
+        hilo.join(10)
+        gc.set_threshold(*umbral)
+    assert errores == []
+    assert tamanos and all(t in (2000, 2001) for t in tamanos)
