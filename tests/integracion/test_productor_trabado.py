@@ -84,6 +84,19 @@ def _contar_con_el_procesador(registros, ahora):
     return aceptados, duplicados, valores.get(("dni-duplicado", "solicitudes", "24h", ""))
 
 
+def _hilos_de_productor() -> set[threading.Thread]:
+    """Los hilos de red de los productores de kafka-python vivos en este proceso."""
+    return {h for h in threading.enumerate() if h.name.startswith("kafka-python-producer-")}
+
+
+def _esperar_que_terminen(hilos: set[threading.Thread], limite_s: float = 20.0) -> set[threading.Thread]:
+    """Los que siguen vivos tras esperar a lo más `limite_s`."""
+    fin = time.monotonic() + limite_s
+    for hilo in hilos:
+        hilo.join(max(0.0, fin - time.monotonic()))
+    return {h for h in hilos if h.is_alive()}
+
+
 class _Vigia:
     """Sigue la salud de la ingesta con `Health.Watch` (cada cambio, sin sondear): lo que vio."""
 
@@ -114,6 +127,7 @@ def test_ingesta_reemplaza_el_productor_trabado_y_cuenta_cada_evento_una_vez(tmp
 
     GPR_INGESTA_SONDEO=1h: sana por lo que ve una petición, no por el sondeo periódico."""
     eventos = _solicitudes(4, "t")
+    previos = _hilos_de_productor()
     with BrokerEmbebido(registro=tmp_path / "tansu.log") as broker:
         with ingesta_en_proceso(broker.bootstrap, GPR_INGESTA_SONDEO="1h", GPR_INGESTA_REINTENTO_MAXIMO="1s") \
                 as (servicio, canal, stub):
@@ -138,6 +152,7 @@ def test_ingesta_reemplaza_el_productor_trabado_y_cuenta_cada_evento_una_vez(tmp
                         durante = list(hilos.map(publicar, eventos))
                 finally:
                     _descongelar(broker)
+                    descongelado = time.monotonic()
                 assert all(r is not None and r[0] == UNAVAILABLE for r in durante), durante
                 assert all("reintente" in r[1] and "Kafka" in r[1] for r in durante), durante
 
@@ -153,12 +168,15 @@ def test_ingesta_reemplaza_el_productor_trabado_y_cuenta_cada_evento_una_vez(tmp
                         fallos.append(r)
                         time.sleep(0.3)
                 assert not pendientes, fallos[-3:]
+                sanada_s = time.monotonic() - descongelado
                 esperar_salud(canal, SERVING, limite_s=10)
                 muestras = metricas(servicio.puerto_metricas)
             finally:
                 vigia.cerrar()
             registros = leer_topico(broker.bootstrap, EVENTOS, 1 + len(eventos))
             rechazados = leer_topico(broker.bootstrap, RECHAZADOS, 0, extra_s=0.2)
+    print(f"\ningesta: {len(eventos)} eventos aceptados {sanada_s:.1f} s después de descongelar el broker, "
+          f"{len(fallos)} reintentos UNAVAILABLE; salud vista: {vigia.estados}")
 
     # La salud pasó por NOT_SERVING (productor descartado) y volvió a SERVING (uno nuevo).
     assert NOT_SERVING in vigia.estados, vigia.estados
@@ -166,6 +184,8 @@ def test_ingesta_reemplaza_el_productor_trabado_y_cuenta_cada_evento_una_vez(tmp
     assert vigia.estados.index(NOT_SERVING) < len(vigia.estados) - 1
     assert muestras[("gpr_ingesta_productores_creados_total", ())] >= 2
     assert muestras[("gpr_ingesta_kafka_listo", ())] == 1
+    # El productor trabado se cerró del todo (su hilo de red terminó), también el último.
+    assert not _esperar_que_terminen(_hilos_de_productor() - previos)
 
     # En el tópico: cada evento al menos una vez (los que llegaron pese al vencimiento, dos).
     ids = [e.evento_id for _, e, _ in eventos_de(registros)]
@@ -198,6 +218,7 @@ def test_publicador_kafka_reemplaza_el_productor_tras_un_lote_vencido(tmp_path):
     mismos eventos se publican. Antes: los envíos que no vencieron quedaban sin acuse para
     siempre y todo envío posterior también."""
     eventos = _eventos_cliente(6, "k")
+    previos = _hilos_de_productor()
     with BrokerEmbebido(registro=tmp_path / "tansu.log") as broker:
         crear_topicos(broker.bootstrap, PARTICIONES, [EVENTOS])
         publicador = _publicador(broker.bootstrap)
@@ -218,6 +239,7 @@ def test_publicador_kafka_reemplaza_el_productor_tras_un_lote_vencido(tmp_path):
             assert all(e.hecho for e in envios), [(e.hecho, e.error) for e in envios]
             assert publicador.pendientes == 0
             assert all(e.error is not None and es_reintentable(e.error) for e in envios), [e.error for e in envios]
+            print("\nerrores de los envíos con el broker congelado:", sorted({type(e.error).__name__ for e in envios}))
 
             # Los mismos eventos (mismos evento_id), con reintentos: se publican con el broker de vuelta.
             resumen = publicador.publicar(eventos, reintentos=5, espera_reintento_s=0.2, plazo_s=60)
@@ -231,6 +253,8 @@ def test_publicador_kafka_reemplaza_el_productor_tras_un_lote_vencido(tmp_path):
     aceptados, duplicados, solicitudes = _contar_con_el_procesador(registros, ahora=B + 10 * H)
     assert (aceptados, duplicados) == (7, len(ids) - 7)
     assert solicitudes == (7.0, 7)
+    # Ni el productor descartado ni el último dejan su hilo de red vivo.
+    assert not _esperar_que_terminen(_hilos_de_productor() - previos)
 
 
 def test_publicar_con_reintentos_sana_cuando_el_broker_vuelve(tmp_path):
