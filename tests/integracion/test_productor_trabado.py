@@ -17,6 +17,7 @@ vez aunque un envío que "venció" haya llegado igual y el reintento lo repita.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka.producer.sender import Sender
 
 from apoyo.ingesta import (
     B,
@@ -86,7 +88,7 @@ def _contar_con_el_procesador(registros, ahora):
 
 def _hilos_de_productor() -> set[threading.Thread]:
     """Los hilos de red de los productores de kafka-python vivos en este proceso."""
-    return {h for h in threading.enumerate() if h.name.startswith("kafka-python-producer-")}
+    return {h for h in threading.enumerate() if isinstance(h, Sender)}
 
 
 def _esperar_que_terminen(hilos: set[threading.Thread], limite_s: float = 20.0) -> set[threading.Thread]:
@@ -145,11 +147,17 @@ def test_ingesta_reemplaza_el_productor_trabado_y_cuenta_cada_evento_una_vez(tmp
                     except grpc.RpcError as error:
                         return error.code(), error.details()
 
+                def publicar_tras(i):
+                    # Escalonadas: cuando vence el primer lote, los de las otras siguen en vuelo o en
+                    # cola (el productor trabado no los vencerá nunca: hay que cerrarlo a la fuerza).
+                    time.sleep(0.4 * i)
+                    return publicar(eventos[i])
+
                 _congelar(broker)
                 try:
                     # Peticiones a la vez, con el broker congelado: ninguna puede confirmarse.
                     with ThreadPoolExecutor(len(eventos)) as hilos:
-                        durante = list(hilos.map(publicar, eventos))
+                        durante = list(hilos.map(publicar_tras, range(len(eventos))))
                 finally:
                     _descongelar(broker)
                     descongelado = time.monotonic()
@@ -257,11 +265,15 @@ def test_publicador_kafka_reemplaza_el_productor_tras_un_lote_vencido(tmp_path):
     assert not _esperar_que_terminen(_hilos_de_productor() - previos)
 
 
-def test_publicar_con_reintentos_sana_cuando_el_broker_vuelve(tmp_path):
+def test_publicar_con_reintentos_sana_cuando_el_broker_vuelve(tmp_path, caplog):
     """`publicar` con el broker congelado: la primera ronda vence; antes de reintentar, el
     broker vuelve; la ronda siguiente sale por un productor nuevo y todo queda aceptado, cada
-    evento contado una vez por el procesador. Antes: la ronda quedaba sin acuse hasta el plazo."""
+    evento contado una vez por el procesador. Antes: la ronda quedaba sin acuse hasta el plazo.
+    Dos congelamientos: dos productores reemplazados y una sola línea de registro (una por
+    intervalo, no una por reemplazo)."""
+    caplog.set_level(logging.WARNING, logger="gpr_cliente.kafka")
     eventos = _eventos_cliente(6, "p")
+    otros = _eventos_cliente(3, "q")
     with BrokerEmbebido(registro=tmp_path / "tansu.log") as broker:
         crear_topicos(broker.bootstrap, PARTICIONES, [EVENTOS])
         publicador = _publicador(broker.bootstrap)
@@ -284,12 +296,27 @@ def test_publicar_con_reintentos_sana_cuando_el_broker_vuelve(tmp_path):
             # Lo que se publica después sale por el productor nuevo, sin reintentos.
             assert publicador.publicar([evento("p-despues", caso="p-c-despues", t=B + 8 * H)],
                                        reintentos=0, plazo_s=30).todo_aceptado
+            assert publicador.reemplazos == 1
+
+            # Otra vez: otro reemplazo, ninguna línea de registro más dentro del intervalo.
+            rondas.clear()
+            _congelar(broker)
+            try:
+                resumen = publicador.publicar(otros, reintentos=5, espera_reintento_s=0.2, plazo_s=60,
+                                              al_reintentar=al_reintentar)
+            finally:
+                _descongelar(broker)
+            assert resumen.todo_aceptado, resumen
+            assert rondas, "la segunda ronda congelada debía fallar y reintentarse"
+            assert publicador.reemplazos == 2
         finally:
             publicador.cerrar()
-        registros = leer_topico(broker.bootstrap, EVENTOS, 2 + len(eventos))
+        registros = leer_topico(broker.bootstrap, EVENTOS, 2 + len(eventos) + len(otros))
 
+    avisos = [r for r in caplog.records if r.name == "gpr_cliente.kafka" and "reemplazado" in r.getMessage()]
+    assert len(avisos) == 1, [r.getMessage() for r in avisos]
     ids = [e.evento_id for _, e, _ in eventos_de(registros)]
-    assert set(ids) == {"p-antes", "p-despues"} | {e.evento_id for e in eventos}, ids
+    assert set(ids) == {"p-antes", "p-despues"} | {e.evento_id for e in eventos + otros}, ids
     aceptados, duplicados, solicitudes = _contar_con_el_procesador(registros, ahora=B + 10 * H)
-    assert (aceptados, duplicados) == (8, len(ids) - 8)
-    assert solicitudes == (8.0, 8)
+    assert (aceptados, duplicados) == (11, len(ids) - 11)
+    assert solicitudes == (11.0, 11)

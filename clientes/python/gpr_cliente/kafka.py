@@ -176,6 +176,8 @@ class PublicadorKafka:
         self._productor: KafkaProducer | None = None
         self._generacion = 0
         self._descartados = 0
+        # Productores reemplazados desde que se creó el publicador (para métricas del integrador).
+        self.reemplazos = 0
         self._cerrado = False
         self._ultimo_aviso = -_INTERVALO_AVISO_S
         self._cambio = threading.Condition()
@@ -356,6 +358,7 @@ class PublicadorKafka:
             if generacion != self._generacion or self._productor is None:
                 return
             productor, self._productor = self._productor, None
+            self.reemplazos += 1
             self._descartados += 1
             ahora = time.monotonic()
             avisar = ahora - self._ultimo_aviso >= _INTERVALO_AVISO_S
