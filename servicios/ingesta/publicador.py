@@ -236,8 +236,8 @@ class Publicador:
         """Deja el productor y el cliente de administración para crear otros.
 
         El productor se cierra en un hilo aparte dentro de su plazo de entrega: lo pendiente
-        falla o se confirma en ese plazo (sus peticiones responden UNAVAILABLE) y quien sana
-        no espera por él.
+        falla o se confirma en ese plazo (sus peticiones responden UNAVAILABLE), o se falla a
+        la fuerza si el productor estaba trabado; quien sana no espera por él.
         """
         productor, self._productor = self._productor, None
         admin, self._admin = self._admin, None
@@ -337,9 +337,9 @@ class Publicador:
     def cerrar(self) -> None:
         """Bloqueante: espera lo pendiente y cierra el productor.
 
-        `close()` de kafka-python vacía el búfer y, si eso vence, lanza sin cerrar el hilo
-        emisor. Por eso el límite es el plazo de entrega más un margen: para entonces todo
-        registro pendiente está confirmado o vencido (`delivery_timeout_ms`), nunca colgado.
+        El límite es el plazo de entrega más un margen: para entonces todo registro pendiente
+        de un productor sano está confirmado o vencido (`delivery_timeout_ms`); uno trabado se
+        cierra a la fuerza (`cerrar_productor`).
         """
         self._cerrado = True
         productor, self._productor = self._productor, None

@@ -365,8 +365,8 @@ class PublicadorKafka:
             if avisar:
                 descartados, self._descartados, self._ultimo_aviso = self._descartados, 0, ahora
         if avisar:
-            log.warning("productor de Kafka reemplazado (%d vez/veces desde el último aviso) tras: %s; lo que tenía "
-                        "sin acuse falla y puede reenviarse con el mismo evento_id", descartados, motivo)
+            log.warning("productor de Kafka reemplazado tras: %s (%d reemplazo(s) desde el último aviso); lo que "
+                        "tenía sin acuse falla y puede reenviarse con el mismo evento_id", motivo, descartados)
         # No desde aquí: esto corre a menudo en el hilo de red del productor descartado.
         threading.Thread(target=_cerrar_a_la_fuerza, args=(productor,), name="gpr-cliente-descarte",
                          daemon=True).start()
@@ -415,6 +415,9 @@ class PublicadorKafka:
             futuro = productor.send(registro.topico, registro.valor, key=registro.clave,
                                     headers=registro.cabeceras or None, partition=registro.particion)
         except Exception as error:  # noqa: BLE001 (un registro que no sale es el fallo de ese registro)
+            if isinstance(error, KafkaError) and self._descartado(envio._generacion):
+                # Otro hilo descartó este productor entre tomarlo y enviar: pasajero.
+                error = self._reemplazado()
             self._terminar(envio, error, al_confirmar, al_fallar)
             return
         # Si el futuro ya está resuelto, la función se llama aquí mismo.
@@ -428,9 +431,13 @@ class PublicadorKafka:
         if isinstance(error, _DEJAN_ROTO):
             self._descartar(envio._generacion, describir_error(error))
         elif isinstance(error, IllegalStateError) and self._descartado(envio._generacion):
-            return KafkaNoDisponible("el productor de Kafka se reemplazó antes del acuse (el registro puede haberse "
-                                     "escrito); reenvíelo: el procesador descarta el repetido por su evento_id")
+            return self._reemplazado()
         return error
+
+    @staticmethod
+    def _reemplazado() -> KafkaNoDisponible:
+        return KafkaNoDisponible("el productor de Kafka se reemplazó antes del acuse (el registro puede haberse "
+                                 "escrito); reenvíelo: el procesador descarta el repetido por su evento_id")
 
     def _terminar(self, envio: Envio, error: BaseException | None, al_confirmar: AlConfirmar | None,
                   al_fallar: AlFallar | None) -> None:
