@@ -7,7 +7,7 @@ y luego vence su `delivery_timeout_ms` (KafkaTimeoutError). Por ser un lote ya e
 productor olvida su producer id (`reset_producer_id`) pero su estado sigue READY, y
 `init_producer_id` solo pide uno nuevo desde UNINITIALIZED: el hilo emisor espera para siempre
 un producer id que nadie pide, ya no vence lotes, y todo envío posterior queda sin acuse. El
-broker no interviene (no llega a recibir un InitProducerId): pasa igual contra Apache Kafka.
+broker no interviene (no llega a recibir un InitProducerId).
 
 Lo esperado se calcula aparte: los eventos de cada prueba, escritos a mano; la etapa por caso
 del procesador (`MotorEnLotes`) sobre lo que quedó en el tópico debe contar cada evento una
@@ -203,6 +203,7 @@ def test_ingesta_reemplaza_el_productor_trabado_y_cuenta_cada_evento_una_vez(tmp
     # El procesador cuenta cada uno una vez: 5 solicitudes de 5 casos distintos, todas en
     # las horas B..B+4h (una misma ventana de 24 h); lo repetido va a duplicados.
     aceptados, duplicados, solicitudes = _contar_con_el_procesador(registros, ahora=B + 10 * H)
+    print(f"en el tópico: {len(ids)} eventos, {duplicados} repetidos (llegaron pese a vencer)")
     assert (aceptados, duplicados) == (5, len(ids) - 5)
     assert solicitudes == (5.0, 5)
 
@@ -259,6 +260,7 @@ def test_publicador_kafka_reemplaza_el_productor_tras_un_lote_vencido(tmp_path):
     ids = [e.evento_id for _, e, _ in eventos_de(registros)]
     assert set(ids) == {"k-antes"} | {e.evento_id for e in eventos}, ids
     aceptados, duplicados, solicitudes = _contar_con_el_procesador(registros, ahora=B + 10 * H)
+    print(f"en el tópico: {len(ids)} eventos, {duplicados} repetidos (llegaron pese a vencer)")
     assert (aceptados, duplicados) == (7, len(ids) - 7)
     assert solicitudes == (7.0, 7)
     # Ni el productor descartado ni el último dejan su hilo de red vivo.
@@ -318,5 +320,6 @@ def test_publicar_con_reintentos_sana_cuando_el_broker_vuelve(tmp_path, caplog):
     ids = [e.evento_id for _, e, _ in eventos_de(registros)]
     assert set(ids) == {"p-antes", "p-despues"} | {e.evento_id for e in eventos + otros}, ids
     aceptados, duplicados, solicitudes = _contar_con_el_procesador(registros, ahora=B + 10 * H)
+    print(f"en el tópico: {len(ids)} eventos, {duplicados} repetidos (llegaron pese a vencer)")
     assert (aceptados, duplicados) == (11, len(ids) - 11)
     assert solicitudes == (11.0, 11)
