@@ -24,7 +24,13 @@ clúster restaurado) no la reconoce: `UnknownProducerIdError`, kafka-python inte
 época (KIP-360), el broker no la conoce y el productor queda en error fatal para siempre
 (visto: todo envío UNAVAILABLE hasta reiniciar la ingesta). Por eso el productor no es para
 siempre: `sondear` dice si aún sirve y `descartar` lo deja para crear otro (`servidor.py`
-lleva el ciclo). El sondeo pide al broker los metadatos de los tópicos con un cliente de
+lleva el ciclo). Lo mismo tras un lote vencido (`delivery_timeout_ms`) o un envío sin acuse
+dentro del plazo: kafka-python 3.0.12, al vencer un lote ya enviado, olvida su producer id
+(`reset_producer_id`) sin volver al estado que pide otro (`init_producer_id` solo lo pide desde
+UNINITIALIZED), y el hilo emisor espera para siempre: ningún envío posterior se confirma ni
+vence (no hallamos ese caso en las issues de dpkp/kafka-python; ver docs/ingesta.md). Un
+productor así se cierra con plazo (`cerrar_productor`) y se crea otro, con producer id nuevo.
+El sondeo pide al broker los metadatos de los tópicos con un cliente de
 administración propio: falla si el broker no responde, si falta un tópico o una partición no
 tiene líder, si el productor quedó en error fatal, o si el tópico cambió de identidad
 (`topic_id`: lo borraron y lo volvieron a crear, o el broker volvió vacío y alguien los
@@ -34,6 +40,7 @@ recreó), porque entonces el broker tampoco conoce ya a este productor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -43,6 +50,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (
     InvalidProducerEpochError,
     KafkaError,
+    KafkaTimeoutError,
     OutOfOrderSequenceNumberError,
     ProducerFencedError,
     TopicAlreadyExistsError,
@@ -61,6 +69,28 @@ log = logging.getLogger(__name__)
 _ERRORES_DEL_PRODUCTOR = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError,
                           ProducerFencedError)
 TOPICOS = (EVENTOS, RECHAZADOS)
+
+
+def cerrar_productor(productor: KafkaProducer, plazo_s: float) -> bool:
+    """Cierra el productor en a lo más ~2 × `plazo_s`; False si hubo que forzarlo.
+
+    `close()` de kafka-python vacía el búfer y, si eso vence, lanza sin detener el hilo emisor:
+    un productor trabado (sus lotes ya no vencen) dejaría ese hilo vivo para siempre. Entonces
+    se detiene el emisor a la fuerza, lo que falla lo pendiente (IllegalStateError), y se
+    termina el cierre.
+    """
+    try:
+        productor.close(timeout=plazo_s)
+        return True
+    except KafkaError:
+        pass
+    emisor = getattr(productor, "_sender", None)
+    if emisor is not None:
+        emisor.force_close()
+        emisor.join(plazo_s)
+    with contextlib.suppress(KafkaError):
+        productor.close(timeout=0)
+    return False
 
 
 def describir_error(error: BaseException) -> str:
@@ -206,8 +236,8 @@ class Publicador:
         """Deja el productor y el cliente de administración para crear otros.
 
         El productor se cierra en un hilo aparte dentro de su plazo de entrega: lo pendiente
-        falla o se confirma en ese plazo (sus peticiones responden UNAVAILABLE) y quien sana
-        no espera por él.
+        falla o se confirma en ese plazo (sus peticiones responden UNAVAILABLE), o se falla a
+        la fuerza si el productor estaba trabado; quien sana no espera por él.
         """
         productor, self._productor = self._productor, None
         admin, self._admin = self._admin, None
@@ -219,7 +249,8 @@ class Publicador:
     def _cerrar_cliente(self, cliente) -> None:
         try:
             if isinstance(cliente, KafkaProducer):
-                cliente.close(timeout=self.plazo_s + 1)
+                if not cerrar_productor(cliente, self.plazo_s + 1):
+                    log.info("el productor de Kafka descartado tenía envíos sin acuse: se cerró a la fuerza")
             else:
                 cliente.close()
         except Exception as error:  # noqa: BLE001 (es un cliente que ya no se usa)
@@ -268,11 +299,16 @@ class Publicador:
                 if not espera.done():
                     espera.cancel()
         if pendientes:
-            raise KafkaNoDisponible(f"Kafka no confirmó los registros en {self.plazo_s:g} s")
+            # Sin acuse ni error dentro del plazo de la ingesta: se trata como un productor
+            # trabado (ver el docstring). Si solo estaba lento, reemplazarlo cuesta un
+            # InitProducerId, y lo que tenga pendiente se confirma o falla al cerrarlo.
+            raise KafkaNoDisponible(f"Kafka no confirmó los registros en {self.plazo_s:g} s", productor_roto=True)
         errores = [e.exception() for e in hechos if e.exception() is not None]
         if errores:
+            # Un lote vencido (KafkaTimeoutError en su futuro) también deja trabado al productor.
             raise KafkaNoDisponible(f"Kafka no confirmó {len(errores)} de {len(futuros)} registro(s): {errores[0]}",
-                                    productor_roto=any(isinstance(e, _ERRORES_DEL_PRODUCTOR) for e in errores))
+                                    productor_roto=any(isinstance(e, (*_ERRORES_DEL_PRODUCTOR, KafkaTimeoutError))
+                                                       for e in errores))
 
     @staticmethod
     def _puente(bucle: asyncio.AbstractEventLoop, futuro) -> asyncio.Future:
@@ -301,9 +337,9 @@ class Publicador:
     def cerrar(self) -> None:
         """Bloqueante: espera lo pendiente y cierra el productor.
 
-        `close()` de kafka-python vacía el búfer y, si eso vence, lanza sin cerrar el hilo
-        emisor. Por eso el límite es el plazo de entrega más un margen: para entonces todo
-        registro pendiente está confirmado o vencido (`delivery_timeout_ms`), nunca colgado.
+        El límite es el plazo de entrega más un margen: para entonces todo registro pendiente
+        de un productor sano está confirmado o vencido (`delivery_timeout_ms`); uno trabado se
+        cierra a la fuerza (`cerrar_productor`).
         """
         self._cerrado = True
         productor, self._productor = self._productor, None
@@ -312,7 +348,5 @@ class Publicador:
             admin.close()
         if productor is None:
             return
-        try:
-            productor.close(timeout=self.plazo_s + 1)
-        except KafkaError as error:
-            log.warning("el productor de Kafka no cerró limpio: %s", error)
+        if not cerrar_productor(productor, self.plazo_s + 1):
+            log.warning("el productor de Kafka tenía envíos sin acuse al cerrar: se cerró a la fuerza")

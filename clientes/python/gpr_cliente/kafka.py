@@ -14,6 +14,12 @@
   cabe espera hasta `espera_lleno_s` a que se libere lugar (`al_llenarse="bloquear"`) o falla al
   instante (`"error"`); en ambos casos con `PublicadorLleno` y sin haber enviado nada de ella.
 - **Validación previa** (con `catalogo`): lo que la plataforma rechazaría no se envía.
+- **Productor de repuesto**: tras un lote vencido (`delivery_timeout_ms`), un error del estado
+  idempotente o un envío sin acuse pasado `delivery_timeout_ms`, el productor se cierra a la
+  fuerza y el siguiente envío crea otro (producer id nuevo). kafka-python 3.0.12, al vencer un
+  lote ya enviado, olvida su producer id sin pedir otro y no vuelve a confirmar nada. Lo que
+  tenía pendiente falla con un error reintentable (puede haberse escrito: al reenviarlo, el
+  procesador descarta el repetido).
 
 Seguridad: las opciones de `KafkaProducer` van tal cual (`security_protocol`, `ssl_context` o
 `ssl_cafile`…, `sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password`). Con TLS, antes
@@ -28,7 +34,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    IllegalStateError,
+    InvalidProducerEpochError,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumberError,
+    ProducerFencedError,
+    UnknownProducerIdError,
+)
 
 from gpr.v1 import eventos_pb2 as pb
 from gpr_cliente import saludo_tls
@@ -43,6 +57,14 @@ log = logging.getLogger("gpr_cliente.kafka")
 
 BLOQUEAR, ERROR = "bloquear", "error"
 _FIJAS = {"acks": ("all", -1), "enable_idempotence": (True,)}
+# Errores, en el futuro de un envío, tras los cuales ese productor no vuelve a escribir: un
+# lote vencido (ver el docstring del módulo) y los del estado idempotente.
+_DEJAN_ROTO = (KafkaTimeoutError, UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError,
+               ProducerFencedError)
+# Margen sobre delivery_timeout_ms antes de dar por trabado a un productor sin acuse ni error.
+_MARGEN_ACUSE_S = 5.0
+# Como mucho una línea de registro por reemplazo de productor en este intervalo.
+_INTERVALO_AVISO_S = 60.0
 
 
 class KafkaNoDisponible(Exception):
@@ -76,13 +98,15 @@ def es_reintentable(error: BaseException) -> bool:
 class Envio:
     """Un registro enviado: sus eventos y, cuando llegue, el acuse o el error del broker."""
 
-    __slots__ = ("registro", "eventos", "error", "_hecho")
+    __slots__ = ("registro", "eventos", "error", "_hecho", "_generacion")
 
-    def __init__(self, registro: Registro, eventos: tuple[pb.Evento, ...]):
+    def __init__(self, registro: Registro, eventos: tuple[pb.Evento, ...], generacion: int = 0):
         self.registro = registro
         self.eventos = eventos
         self.error: BaseException | None = None
         self._hecho = threading.Event()
+        # El productor que lo envió: si ese se reemplaza, este envío no tendrá acuse.
+        self._generacion = generacion
 
     @property
     def posiciones(self) -> tuple[int, ...]:
@@ -143,13 +167,22 @@ class PublicadorKafka:
                                                 plazo_saludo_tls_s)
             except (saludo_tls.SaludoTlsFallido, OSError) as error:
                 raise KafkaNoDisponible(f"sin conexión TLS con Kafka en {bootstrap_servers}: {error}") from error
-        try:
-            self._productor = KafkaProducer(**opciones)
-        except KafkaError as error:
-            raise KafkaNoDisponible(f"no se pudo conectar con Kafka en {bootstrap_servers}: "
-                                    f"{describir_error(error)}") from error
+        self._opciones = opciones
+        self._bootstrap = bootstrap_servers
+        # Plazo tras el cual un envío sin acuse ni error delata a un productor trabado.
+        self._limite_acuse_s = opciones.get("delivery_timeout_ms", 120_000) / 1000 + _MARGEN_ACUSE_S
+        # El productor actual y su generación; None tras descartarlo (el próximo envío crea otro).
+        self._candado = threading.Lock()
+        self._productor: KafkaProducer | None = None
+        self._generacion = 0
+        self._descartados = 0
+        # Productores reemplazados desde que se creó el publicador (para métricas del integrador).
+        self.reemplazos = 0
+        self._cerrado = False
+        self._ultimo_aviso = -_INTERVALO_AVISO_S
         self._cambio = threading.Condition()
         self._en_vuelo = 0
+        self._actual()
 
     # --- envío asíncrono ----------------------------------------------------------------------
 
@@ -200,11 +233,16 @@ class PublicadorKafka:
         nada). False si no se esperó al hilo de red (quedaba algo pendiente, o no terminó a
         tiempo): es un hilo demonio, que muere con el proceso."""
         vacio = self.pendientes == 0
+        with self._candado:
+            productor, self._productor = self._productor, None
+            self._cerrado = True
+        if productor is None:
+            return True
         try:
             # Con envíos pendientes el `flush()` interno de `close()` lanzaría al vencer: plazo 0
             # lanza al momento. Se esperan los acuses propios (`esperar`) y no `flush()`, cuyo
             # plazo vale para cada lote por separado y en total no tiene tope.
-            self._productor.close(timeout=plazo_s if vacio else 0)
+            productor.close(timeout=plazo_s if vacio else 0)
         except KafkaTimeoutError:
             return False
         return True
@@ -267,6 +305,12 @@ class PublicadorKafka:
                     continue
                 for envio in envios:
                     posiciones = [trozo[p] for p in envio.posiciones]
+                    restante = max(0.0, fin - time.monotonic())
+                    if not envio.esperar(min(restante, self._limite_acuse_s)) and restante > self._limite_acuse_s:
+                        # Ni acuse ni vencimiento pasado delivery_timeout_ms: el productor está
+                        # trabado. Descartarlo hace fallar este envío (reintentable) enseguida.
+                        self._descartar(envio._generacion, f"un envío lleva {self._limite_acuse_s:g} s sin acuse "
+                                                           "ni error")
                     if not envio.esperar(max(0.0, fin - time.monotonic())):
                         # Sigue en vuelo: puede llegar todavía, así que no se reenvía.
                         resolver(posiciones, f"kafka: sin acuse en {plazo_s:g} s (puede haberse escrito)")
@@ -293,12 +337,51 @@ class PublicadorKafka:
 
     # --- interno ------------------------------------------------------------------------------
 
+    def _actual(self) -> tuple[KafkaProducer, int]:
+        """El productor en uso y su generación; crea uno si el anterior se descartó."""
+        with self._candado:
+            if self._cerrado:
+                raise KafkaNoDisponible("el publicador está cerrado", reintentable=False)
+            if self._productor is None:
+                try:
+                    self._productor = KafkaProducer(**self._opciones)
+                except KafkaError as error:
+                    raise KafkaNoDisponible(f"no se pudo conectar con Kafka en {self._bootstrap}: "
+                                            f"{describir_error(error)}") from error
+                self._generacion += 1
+            return self._productor, self._generacion
+
+    def _descartar(self, generacion: int, motivo: str) -> None:
+        """Deja el productor `generacion` (si sigue en uso) y lo cierra a la fuerza en otro hilo:
+        lo que tenía pendiente falla (reintentable) y el próximo envío crea otro productor."""
+        with self._candado:
+            if generacion != self._generacion or self._productor is None:
+                return
+            productor, self._productor = self._productor, None
+            self.reemplazos += 1
+            self._descartados += 1
+            ahora = time.monotonic()
+            avisar = ahora - self._ultimo_aviso >= _INTERVALO_AVISO_S
+            if avisar:
+                descartados, self._descartados, self._ultimo_aviso = self._descartados, 0, ahora
+        if avisar:
+            log.warning("productor de Kafka reemplazado tras: %s (%d reemplazo(s) desde el último aviso); lo que "
+                        "tenía sin acuse falla y puede reenviarse con el mismo evento_id", motivo, descartados)
+        # No desde aquí: esto corre a menudo en el hilo de red del productor descartado.
+        threading.Thread(target=_cerrar_a_la_fuerza, args=(productor,), name="gpr-cliente-descarte",
+                         daemon=True).start()
+
+    def _descartado(self, generacion: int) -> bool:
+        with self._candado:
+            return generacion != self._generacion or (self._productor is None and not self._cerrado)
+
     def _enviar(self, eventos: list[pb.Evento], espera_lleno_s: float, al_confirmar: AlConfirmar | None = None,
                 al_fallar: AlFallar | None = None) -> list[Envio]:
+        productor, generacion = self._actual()
         # Los metadatos primero, también sin lotes: si faltan, la llamada falla entera y sin
         # enviar nada (send() los esperaría registro a registro).
         try:
-            particiones = self._productor.partitions_for(self.topico)
+            particiones = productor.partitions_for(self.topico)
         except KafkaError as error:
             raise KafkaNoDisponible(f"sin metadatos del tópico {self.topico}: {describir_error(error)}",
                                     bool(getattr(error, "retriable", False))) from error
@@ -308,9 +391,9 @@ class PublicadorKafka:
         self._reservar(len(eventos), espera_lleno_s)
         envios = []
         for registro in registros:
-            envio = Envio(registro, tuple(eventos[i] for i in registro.posiciones))
+            envio = Envio(registro, tuple(eventos[i] for i in registro.posiciones), generacion)
             envios.append(envio)
-            self._mandar(envio, al_confirmar, al_fallar)
+            self._mandar(productor, envio, al_confirmar, al_fallar)
         return envios
 
     def _reservar(self, n: int, espera_s: float) -> None:
@@ -325,17 +408,36 @@ class PublicadorKafka:
                 self._cambio.wait(restante)
             self._en_vuelo += n
 
-    def _mandar(self, envio: Envio, al_confirmar: AlConfirmar | None, al_fallar: AlFallar | None) -> None:
+    def _mandar(self, productor: KafkaProducer, envio: Envio, al_confirmar: AlConfirmar | None,
+                al_fallar: AlFallar | None) -> None:
         registro = envio.registro
         try:
-            futuro = self._productor.send(registro.topico, registro.valor, key=registro.clave,
-                                          headers=registro.cabeceras or None, partition=registro.particion)
+            futuro = productor.send(registro.topico, registro.valor, key=registro.clave,
+                                    headers=registro.cabeceras or None, partition=registro.particion)
         except Exception as error:  # noqa: BLE001 (un registro que no sale es el fallo de ese registro)
+            if isinstance(error, KafkaError) and self._descartado(envio._generacion):
+                # Otro hilo descartó este productor entre tomarlo y enviar: pasajero.
+                error = self._reemplazado()
             self._terminar(envio, error, al_confirmar, al_fallar)
             return
         # Si el futuro ya está resuelto, la función se llama aquí mismo.
         futuro.add_callback(lambda _metadatos: self._terminar(envio, None, al_confirmar, al_fallar))
-        futuro.add_errback(lambda error: self._terminar(envio, error, al_confirmar, al_fallar))
+        futuro.add_errback(lambda error: self._terminar(envio, self._fallo_del_productor(envio, error),
+                                                        al_confirmar, al_fallar))
+
+    def _fallo_del_productor(self, envio: Envio, error: BaseException) -> BaseException:
+        """El error que ve quien envió. Uno que deja roto al productor lo hace descartar; el
+        cierre forzado de un productor descartado se informa como reintentable."""
+        if isinstance(error, _DEJAN_ROTO):
+            self._descartar(envio._generacion, describir_error(error))
+        elif isinstance(error, IllegalStateError) and self._descartado(envio._generacion):
+            return self._reemplazado()
+        return error
+
+    @staticmethod
+    def _reemplazado() -> KafkaNoDisponible:
+        return KafkaNoDisponible("el productor de Kafka se reemplazó antes del acuse (el registro puede haberse "
+                                 "escrito); reenvíelo: el procesador descarta el repetido por su evento_id")
 
     def _terminar(self, envio: Envio, error: BaseException | None, al_confirmar: AlConfirmar | None,
                   al_fallar: AlFallar | None) -> None:
@@ -354,3 +456,25 @@ class PublicadorKafka:
                 avisar(envio, error)
         except Exception:  # noqa: BLE001 (un aviso que falla no deja el contador mal)
             log.exception("falló el aviso de un envío")
+
+
+def _cerrar_a_la_fuerza(productor: KafkaProducer, plazo_s: float = 5.0) -> None:
+    """Cierra un productor descartado sin esperar lo pendiente.
+
+    `close()` de kafka-python vacía el búfer y, si eso vence, lanza sin detener su hilo de red;
+    con un productor trabado ese hilo viviría para siempre. Se detiene a la fuerza (lo pendiente
+    falla con IllegalStateError) y luego se termina el cierre.
+    """
+    try:
+        productor.close(timeout=0)
+        return
+    except KafkaError:
+        pass
+    emisor = getattr(productor, "_sender", None)
+    if emisor is not None:
+        emisor.force_close()
+        emisor.join(plazo_s)
+    try:
+        productor.close(timeout=0)
+    except KafkaError as error:
+        log.info("el productor de Kafka descartado no cerró limpio: %s", describir_error(error))
