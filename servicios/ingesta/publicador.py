@@ -40,7 +40,6 @@ recreó), porque entonces el broker tampoco conoce ya a este productor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -57,6 +56,7 @@ from kafka.errors import (
     UnknownProducerIdError,
 )
 
+from gpr_cliente.kafka import cerrar_productor, describir_error
 from servicios.comun.kafka_conexion import ConexionKafka, comprobar_saludo_tls
 from servicios.comun.topicos import EVENTOS, RECHAZADOS, configuracion_topico
 from servicios.comun.lotes import Registro
@@ -69,34 +69,6 @@ log = logging.getLogger(__name__)
 _ERRORES_DEL_PRODUCTOR = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError,
                           ProducerFencedError)
 TOPICOS = (EVENTOS, RECHAZADOS)
-
-
-def cerrar_productor(productor: KafkaProducer, plazo_s: float) -> bool:
-    """Cierra el productor en a lo más ~2 × `plazo_s`; False si hubo que forzarlo.
-
-    `close()` de kafka-python vacía el búfer y, si eso vence, lanza sin detener el hilo emisor:
-    un productor trabado (sus lotes ya no vencen) dejaría ese hilo vivo para siempre. Entonces
-    se detiene el emisor a la fuerza, lo que falla lo pendiente (IllegalStateError), y se
-    termina el cierre.
-    """
-    try:
-        productor.close(timeout=plazo_s)
-        return True
-    except KafkaError:
-        pass
-    emisor = getattr(productor, "_sender", None)
-    if emisor is not None:
-        emisor.force_close()
-        emisor.join(plazo_s)
-    with contextlib.suppress(KafkaError):
-        productor.close(timeout=0)
-    return False
-
-
-def describir_error(error: BaseException) -> str:
-    """`Clase: texto` (los errores de kafka-python ya empiezan con su clase)."""
-    texto = str(error)
-    return texto if texto.startswith(type(error).__name__) else f"{type(error).__name__}: {texto}"
 
 
 class KafkaNoDisponible(Exception):
@@ -249,7 +221,7 @@ class Publicador:
     def _cerrar_cliente(self, cliente) -> None:
         try:
             if isinstance(cliente, KafkaProducer):
-                if not cerrar_productor(cliente, self.plazo_s + 1):
+                if not cerrar_productor(cliente, self.plazo_s + 1, self.plazo_s + 1):
                     log.info("el productor de Kafka descartado tenía envíos sin acuse: se cerró a la fuerza")
             else:
                 cliente.close()
@@ -348,5 +320,5 @@ class Publicador:
             admin.close()
         if productor is None:
             return
-        if not cerrar_productor(productor, self.plazo_s + 1):
+        if not cerrar_productor(productor, self.plazo_s + 1, self.plazo_s + 1):
             log.warning("el productor de Kafka tenía envíos sin acuse al cerrar: se cerró a la fuerza")

@@ -57,7 +57,8 @@ from servicios.comun.trazas import APAGADAS, TRAMO_APAGADO, Tramo, Trazas, conte
 from servicios.ingesta.config import ConfigIngesta
 from servicios.ingesta.credenciales import Credenciales, cargar_credenciales
 from servicios.ingesta.metricas import MetricasIngesta
-from servicios.ingesta.publicador import KafkaNoDisponible, Publicador, describir_error
+from gpr_cliente.kafka import describir_error
+from servicios.ingesta.publicador import KafkaNoDisponible, Publicador
 from servicios.ingesta.recepcion import (
     Clasificacion,
     EventoAjeno,

@@ -368,7 +368,7 @@ class PublicadorKafka:
             log.warning("productor de Kafka reemplazado tras: %s (%d reemplazo(s) desde el último aviso); lo que "
                         "tenía sin acuse falla y puede reenviarse con el mismo evento_id", motivo, descartados)
         # No desde aquí: esto corre a menudo en el hilo de red del productor descartado.
-        threading.Thread(target=_cerrar_a_la_fuerza, args=(productor,), name="gpr-cliente-descarte",
+        threading.Thread(target=cerrar_productor, args=(productor,), name="gpr-cliente-descarte",
                          daemon=True).start()
 
     def _descartado(self, generacion: int) -> bool:
@@ -458,23 +458,26 @@ class PublicadorKafka:
             log.exception("falló el aviso de un envío")
 
 
-def _cerrar_a_la_fuerza(productor: KafkaProducer, plazo_s: float = 5.0) -> None:
-    """Cierra un productor descartado sin esperar lo pendiente.
+def cerrar_productor(productor: KafkaProducer, plazo_s: float = 0.0, plazo_emisor_s: float = 5.0) -> bool:
+    """Cierra un productor, esperando a lo más `plazo_s` lo pendiente; False si hubo que forzarlo.
 
     `close()` de kafka-python vacía el búfer y, si eso vence, lanza sin detener su hilo de red;
-    con un productor trabado ese hilo viviría para siempre. Se detiene a la fuerza (lo pendiente
-    falla con IllegalStateError) y luego se termina el cierre.
+    con un productor trabado (sus lotes ya no vencen) ese hilo viviría para siempre. Entonces se
+    detiene el emisor a la fuerza (`_sender.force_close()`, interior de kafka-python, solo aquí),
+    lo que falla lo pendiente con IllegalStateError, y se termina el cierre. Lo usan este
+    publicador y la Ingesta de la plataforma.
     """
     try:
-        productor.close(timeout=0)
-        return
+        productor.close(timeout=plazo_s)
+        return True
     except KafkaError:
         pass
     emisor = getattr(productor, "_sender", None)
     if emisor is not None:
         emisor.force_close()
-        emisor.join(plazo_s)
+        emisor.join(plazo_emisor_s)
     try:
         productor.close(timeout=0)
     except KafkaError as error:
         log.info("el productor de Kafka descartado no cerró limpio: %s", describir_error(error))
+    return False
