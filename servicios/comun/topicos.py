@@ -16,8 +16,11 @@ RECHAZADOS = "gpr.eventos.rechazados.v1"
 INDICADORES = "gpr.indicadores.v1"
 CUMPLIMIENTO = "gpr.cumplimiento.v1"
 METAS = "gpr.metas.v1"
-# Interno del procesador: aportes de la etapa por caso a la etapa por (agencia, servicio).
+# Internos del procesador: los eventos de cada agencia juntos en una partición (del reparto a
+# la etapa por caso) y los aportes de la etapa por caso a la etapa por (agencia, servicio).
+EVENTOS_POR_AGENCIA = "gpr.eventos.agencias.v1"
 APORTES = "gpr.aportes.v1"
+INTERNOS = (EVENTOS_POR_AGENCIA, APORTES)
 
 # Cabeceras de un rechazo en gpr.eventos.rechazados.v1: el motivo (p. ej. «tardio»,
 # «campo_requerido:caso_id», «error_interno:KeyError»), un detalle para personas y, si es una
@@ -44,7 +47,7 @@ def configuracion_interna() -> dict[str, str]:
 def configuracion_topico(nombre: str) -> dict[str, str]:
     if nombre in _COMPACTADOS:
         return {"cleanup.policy": "compact"}
-    if nombre == APORTES:
+    if nombre in INTERNOS:
         return configuracion_interna()
     return {}
 
@@ -94,7 +97,7 @@ def crear_topicos(bootstrap: "str | ConexionKafka", particiones: int, nombres: l
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    nombres = nombres or [EVENTOS, RECHAZADOS, INDICADORES, CUMPLIMIENTO, APORTES]
+    nombres = nombres or [EVENTOS, RECHAZADOS, INDICADORES, CUMPLIMIENTO, *INTERNOS]
     admin = _admin(bootstrap, limite_s)
     try:
         existentes = set(admin.list_topics())

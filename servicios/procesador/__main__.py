@@ -14,8 +14,8 @@ from servicios.comun.metas import IndiceMetas, archivos_de, cargar_metas
 from servicios.comun.registro import FiltroRepetidos, instalar_filtro
 from servicios.comun.trazas import Trazas
 from servicios.comun.topicos import (
-    APORTES,
     BYTES_MAXIMOS_REGISTRO_INTERNO,
+    INTERNOS,
     TopicoInadecuado,
     asegurar_registro_maximo,
     crear_topicos,
@@ -80,7 +80,7 @@ def main() -> int:
         start_http_server(cfg.metricas_puerto, registry=metricas.registro)
     # Con OTEL_EXPORTER_OTLP_ENDPOINT, trazas por OTLP; el SDK exporta lo pendiente al salir.
     app = crear_app(cfg, catalogo, metas, metricas, trazas=Trazas.iniciar(cfg.trazas))
-    internos = [APORTES, *(tabla.changelog_topic.get_topic_name() for tabla in app.tables.values())]
+    internos = [*INTERNOS, *(tabla.changelog_topic.get_topic_name() for tabla in app.tables.values())]
     try:
         ajustados = asegurar_registro_maximo(cfg.kafka, internos)
     except TopicoInadecuado as error:

@@ -1,7 +1,8 @@
 """La app faust del procesador: el cableado de la ruta (`ruta.py`) con faust.
 
-Solo la API pública de faust: la app, sus tablas, una tarea para la etapa por caso (que recibe
-los eventos en lotes directo del consumidor: `servicios/terceros/faust/entrega_por_lotes.py`),
+Solo la API pública de faust: la app, sus tablas, una tarea para el reparto y otra para la etapa
+por caso (que reciben los eventos en lotes directo del consumidor:
+`servicios/terceros/faust/entrega_por_lotes.py`),
 un agente para la agregación, un temporizador para el vigía de particiones quietas y una tarea
 para la publicación. Lo que necesita el interior de faust lo hace el puerto
 (`servicios/terceros/faust/puerto.py`). Todo el estado vive en tablas con changelog, así que un
@@ -81,6 +82,7 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     """Construye la app sin conectarse a nada: la conexión empieza al arrancar el trabajador."""
     app = faust.App(cfg.app_id, **opciones_faust(cfg))
     t_eventos = app.topic(topicos.EVENTOS, partitions=cfg.particiones)
+    t_por_agencia = app.topic(topicos.EVENTOS_POR_AGENCIA, partitions=cfg.particiones)
     t_aportes = app.topic(topicos.APORTES, partitions=cfg.particiones)
     # Los tópicos que la app escribe sin Topic.send (el puerto manda directo al productor).
     for nombre in (topicos.RECHAZADOS, topicos.INDICADORES, topicos.CUMPLIMIENTO):
@@ -99,22 +101,31 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj, cfg.eventos_maximos_por_caso,
                        _veneno(cfg.prueba_evento_veneno) if cfg.prueba_evento_veneno else None)
     publicacion = Publicacion(cfg, metas, metricas, agregacion, reloj, trazas)
-    # Los eventos no pasan por un agente: llegan en lotes directo del consumidor.
+    # Los eventos no pasan por un agente: llegan en lotes directo del consumidor, al reparto
+    # los de gpr.eventos.v1 y a la etapa por caso los repartidos por agencia.
     entrega = EntregaPorLotes(app, t_eventos)
-    puerto = PuertoFaust(app, entrega)
+    entrega_por_agencia = EntregaPorLotes(app, t_por_agencia)
+    puerto = PuertoFaust(app, entrega, entrega_por_agencia)
     ruta = Ruta(puerto, etapa, casos, agregacion, tablas_agregacion, publicacion, metricas, cfg.particiones,
                 cfg.prueba_fallar_lote, reloj, trazas=trazas)
 
-    @app.task
-    async def procesar_eventos():
+    async def etapa_por_lotes(nombre: str, lotes: Callable, topico: str, procesar: Callable) -> None:
         # Un lote fallido reinicia la lectura, como faust reinicia un agente.
         while not app.should_stop:
             try:
-                await ruta.procesar_en_orden(entrega.lotes(cfg.lote_maximo, cfg.lote_espera_s), topicos.EVENTOS,
-                                             ruta.procesar_lote_de_eventos)
+                await ruta.procesar_en_orden(lotes(cfg.lote_maximo, cfg.lote_espera_s), topico, procesar)
             except Exception:
-                logger.exception("etapa por caso: lote fallido; se sigue con lo no confirmado")
+                logger.exception("%s: lote fallido; se sigue con lo no confirmado", nombre)
                 await app.sleep(_PAUSA_TRAS_FALLO_S)
+
+    @app.task
+    async def repartir_eventos():
+        await etapa_por_lotes("reparto", entrega.lotes, topicos.EVENTOS, ruta.repartir_lote_de_eventos)
+
+    @app.task
+    async def procesar_eventos():
+        await etapa_por_lotes("etapa por caso", entrega_por_agencia.lotes, topicos.EVENTOS_POR_AGENCIA,
+                              ruta.procesar_lote_de_eventos)
 
     @app.agent(t_aportes, name="agregar-aportes")
     async def agregar_aportes(stream):

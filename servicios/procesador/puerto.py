@@ -23,8 +23,8 @@ class Tabla(Protocol):
     def en(self, particion: int) -> Mapping[bytes, bytes]:
         """Lo que se lee de `particion` (solo `get`)."""
 
-    def escribir(self, particion: int, escrituras: dict[bytes, bytes]) -> None:
-        """Escribe en el almacén local y anota para el changelog."""
+    def escribir(self, particion: int, escrituras: dict[bytes, bytes | None]) -> None:
+        """Escribe en el almacén local y anota para el changelog (None: borra la clave)."""
 
     async def enviar(self, particion: int) -> int:
         """Manda al changelog lo anotado desde el último envío."""
@@ -72,6 +72,11 @@ class Puerto(Protocol):
     async def enviar(self, topico: str, clave: bytes | None, valor: bytes, particion: int | None = None,
                      cabeceras: list[tuple[str, bytes]] | None = None) -> Awaitable:
         """Manda un registro; devuelve lo que se espera para saberlo escrito en Kafka."""
+
+    async def enviar_lote(self, topico: str, particion: int,
+                          registros: list[tuple[bytes | None, bytes | None, Any, float | None]]) -> Awaitable:
+        """Manda a una partición varios registros (clave, valor, cabeceras, instante en segundos
+        o None) de una vez; devuelve lo que se espera para saberlos escritos en Kafka."""
 
     async def vaciar(self) -> None:
         """Espera a que todo lo enviado (también los changelogs) esté escrito en Kafka."""

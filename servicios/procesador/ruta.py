@@ -1,8 +1,14 @@
 """La ruta exactamente-una-vez del procesador, de principio a fin, sin faust.
 
-Dos etapas unidas por el tópico interno gpr.aportes.v1, las dos por lotes de registros:
+Tres etapas unidas por los tópicos internos gpr.eventos.agencias.v1 y gpr.aportes.v1, todas
+por lotes de registros:
 
-1. **Etapa por caso** (`procesar_lote_de_eventos`, registros de gpr.eventos.v1): por cada
+0. **Reparto** (`repartir_lote_de_eventos`, registros de gpr.eventos.v1): cada registro a la
+   partición de su agencia en gpr.eventos.agencias.v1 (`dominio/reparto.py`), para que la
+   deduplicación por agencia vea todos sus eventos. Sin estado: confirma lo leído cuando lo
+   repartido está escrito; lo que se reparte dos veces tras un corte, la etapa por caso lo
+   reconoce como ya visto.
+1. **Etapa por caso** (`procesar_lote_de_eventos`, registros de gpr.eventos.agencias.v1): por cada
    partición del lote, `dominio/etapa_casos.py` decodifica, valida, deduplica, actualiza el
    estado de los casos y suma los aportes por (agencia, servicio); lo inválido va a
    gpr.eventos.rechazados.v1 con su motivo. Luego, en este orden:
@@ -32,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from gpr.v1 import interno_pb2 as interno
@@ -40,6 +45,7 @@ from servicios.comun import topicos
 from servicios.comun.trazas import APAGADAS, Trazas
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.etapa_casos import ERROR_INTERNO, EtapaCasos, Registro
+from servicios.procesador.dominio.reparto import particion_de_agencia, repartir
 from servicios.procesador.metricas import AGENCIA_DESCONOCIDA, MetricasProcesador
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 from servicios.procesador.puerto import Puerto, Tabla
@@ -50,12 +56,6 @@ logger = logging.getLogger("gpr.procesador")
 
 class FalloDePrueba(RuntimeError):
     """El fallo que pide `GPR_PRUEBA_FALLAR_LOTE` (pruebas de cortes)."""
-
-
-def particion_de_agencia(agencia_id: str, particiones: int) -> int:
-    """Todos los servicios de una agencia en una partición de gpr.aportes.v1: la marca de
-    agua de la agencia es local a un trabajador."""
-    return zlib.crc32(agencia_id.encode()) % particiones
 
 
 def _cabeceras(mensaje) -> list[tuple[str, bytes]] | tuple:
@@ -103,7 +103,7 @@ class Ruta:
         self.reloj_monotono = reloj_monotono
         # Con trazas, un tramo por lote de cada etapa (docs/trazas.md); apagadas, nada por registro.
         self.trazas = trazas
-        self.guardias = {topicos.EVENTOS: GuardiaDeOrden(), topicos.APORTES: GuardiaDeOrden()}
+        self.guardias = {topico: GuardiaDeOrden() for topico in (topicos.EVENTOS, *topicos.INTERNOS)}
         self.lotes_de_eventos = 0
 
     # --- guardia de orden y lotes fallidos ---------------------------------------------------
@@ -252,10 +252,29 @@ class Ruta:
         self.agregacion.olvidar_memoria()
         self.publicacion.republicar_todo()
 
+    # --- reparto ------------------------------------------------------------------------------
+
+    async def repartir_lote_de_eventos(self, grupos: dict[int, list]) -> None:
+        """Reparte los registros del lote por agencia; los confirma con todo ya escrito (si un
+        envío falla, el lote falla entero y se relee: repartir dos veces no cambia nada)."""
+        inicio = time.perf_counter()
+        por_particion: dict[int, list] = {}
+        for grupo in grupos.values():
+            for evento in grupo:
+                mensaje = evento.message
+                for repartido in repartir(mensaje.key, mensaje.value, _cabeceras(mensaje), self.particiones):
+                    por_particion.setdefault(repartido.particion, []).append(
+                        (repartido.clave, repartido.valor, repartido.cabeceras, mensaje.timestamp))
+        envios = [await self.puerto.enviar_lote(topicos.EVENTOS_POR_AGENCIA, particion, registros)
+                  for particion, registros in por_particion.items()]
+        await _escritos(envios)
+        _confirmar(grupos)
+        self.metricas.lote_segundos.labels(etapa="reparto").observe(time.perf_counter() - inicio)
+
     # --- etapa por caso ---------------------------------------------------------------------
 
     async def procesar_lote_de_eventos(self, grupos: dict[int, list]) -> None:
-        with self.trazas.consumo(topicos.EVENTOS, (e.message for g in grupos.values() for e in g)) as tramo:
+        with self.trazas.consumo(topicos.EVENTOS_POR_AGENCIA, (e.message for g in grupos.values() for e in g)) as tramo:
             await self._procesar_lote_de_eventos(grupos, tramo)
 
     async def _procesar_lote_de_eventos(self, grupos: dict[int, list], tramo) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from apoyo import referencia
 from apoyo.comparar import diferencias
 from servicios.procesador.dominio.agregacion import Agregacion
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, SalidaCasos
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, SalidaCasos, aplicar_escrituras
 
 D = 86400
 
@@ -26,7 +26,7 @@ class MotorEnLotes:
     def procesar(self, registros) -> SalidaCasos:
         """Procesa un lote, guarda sus estados y devuelve la salida (sin aplicar sus agregados)."""
         salida = self.etapa.procesar(registros, self.casos)
-        self.casos.update(salida.escrituras)
+        aplicar_escrituras(self.casos, salida.escrituras)
         return salida
 
     def procesar_y_agregar(self, registros) -> SalidaCasos:

@@ -15,7 +15,7 @@ from servicios.comun.metas import CUMPLE, INCUMPLE, SIN_DATOS, evaluar
 from servicios.procesador import config as config_procesador
 from servicios.procesador.publicacion import Publicacion
 from servicios.procesador.dominio.agregacion import Agregacion
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, aplicar_escrituras
 from servicios.procesador.metricas import MetricasProcesador
 
 D = 86400
@@ -51,7 +51,7 @@ class Banco:
             self.offset += 1
         salida = self.etapa.procesar(registros, self.casos)
         assert not salida.rechazos, salida.rechazos[:3]
-        self.casos.update(salida.escrituras)
+        aplicar_escrituras(self.casos, salida.escrituras)
         self.publicacion.marcar(self.agregacion.aplicar_lotes(salida.lotes))
 
     def pasada(self, avance_s: float = 1.0) -> float:

@@ -20,6 +20,7 @@ import random
 from dataclasses import dataclass, field
 
 from servicios.comun import topicos
+from servicios.procesador.dominio.etapa_casos import aplicar_escrituras
 
 
 class Corte(BaseException):
@@ -98,7 +99,7 @@ class TablaMemoria:
 
     def escribir(self, particion: int, escrituras: dict[bytes, bytes]) -> None:
         self.puerto._operacion()
-        self.en(particion).update(escrituras)
+        aplicar_escrituras(self.en(particion), escrituras)
         self._pendientes.setdefault(particion, []).extend(escrituras.items())
 
     async def enviar(self, particion: int) -> int:
@@ -164,7 +165,7 @@ class PuertoMemoria:
         self.corte_en = corte_en
         self.operaciones = 0
         self.muerto = False
-        self.grupos = grupos or {topicos.EVENTOS: "procesador", topicos.APORTES: "procesador"}
+        self.grupos = grupos or {topico: "procesador" for topico in (topicos.EVENTOS, *topicos.INTERNOS)}
         # Por partición: lo enviado, y cuántos de ellos ya se entregaron.
         self.en_vuelo: dict[TP, list[tuple[bytes | None, bytes | None, list]]] = {}
         self.entregados: dict[TP, int] = {}
@@ -274,6 +275,13 @@ class PuertoMemoria:
         tp = TP(topico, 0 if particion is None else particion)
         lista = self.en_vuelo.setdefault(tp, [])
         lista.append((clave, valor, cabeceras))
+        return _Entrega(self, tp, len(lista))
+
+    async def enviar_lote(self, topico: str, particion: int, registros):
+        self._operacion()
+        tp = TP(topico, particion)
+        lista = self.en_vuelo.setdefault(tp, [])
+        lista.extend((clave, valor, cabeceras) for clave, valor, cabeceras, _ in registros)
         return _Entrega(self, tp, len(lista))
 
     async def vaciar(self) -> None:

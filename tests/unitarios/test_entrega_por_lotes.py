@@ -148,7 +148,7 @@ def test_saca_del_fetch_solo_las_particiones_del_topico_y_las_entrega_en_orden()
 
 def test_la_app_suscribe_el_topico_sin_agente():
     async def escenario(app, entrega):
-        return [t.get_topic_name() for t in app.suscritos], app._gpr_entrega_por_lotes is entrega
+        return [t.get_topic_name() for t in app.suscritos], app._gpr_entregas_por_lotes == {TOPICO: entrega}
 
     assert _correr(escenario) == ([TOPICO], True)
 
@@ -357,13 +357,18 @@ def test_lo_que_queda_en_la_cola_de_antes_de_un_reequilibrio_se_descarta_al_saca
     assert _correr(escenario) == [0, 1, 2]
 
 
-def test_una_app_admite_una_sola_entrega():
+def test_una_entrega_por_topico_y_cada_una_saca_solo_lo_suyo_del_mismo_fetch():
     async def escenario(app, entrega):
         with pytest.raises(RuntimeError, match="ya tiene"):
-            EntregaPorLotes(app, _Topico(OTRO))
-        return True
+            EntregaPorLotes(app, _Topico(TOPICO))
+        otra = EntregaPorLotes(app, _Topico(OTRO), listas_en_cola=2)
+        tp, otro = TP(TOPICO, 0), TP(OTRO, 0)
+        fetch = {tp: _registros(TOPICO, 0, 0, 2), otro: _registros(OTRO, 0, 0, 3)}
+        for una in app._gpr_entregas_por_lotes.values():
+            await una.entregar(app.consumer, fetch, activas=None)
+        return fetch, _en_cola(entrega), _en_cola(otra)
 
-    assert _correr(escenario)
+    assert _correr(escenario) == ({}, [[(0, 0), (0, 1)]], [[(0, 0), (0, 1), (0, 2)]])
 
 
 def test_el_codigo_de_faust_que_se_replica_sigue_igual():

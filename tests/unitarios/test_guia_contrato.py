@@ -41,7 +41,7 @@ from servicios.ingesta import recepcion
 from servicios.procesador import config as config_procesador
 from servicios.procesador.dominio import etapa_casos
 from servicios.procesador.dominio.agregacion import Agregacion
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, aplicar_escrituras
 from servicios.procesador.metricas import MetricasProcesador
 from servicios.procesador.publicacion import Publicacion
 
@@ -270,7 +270,7 @@ class _Procesador:
             self.offsets[p] += 1
         for registros in por_particion.values():
             salida = self.etapa.procesar(registros, self.casos)
-            self.casos.update(salida.escrituras)
+            aplicar_escrituras(self.casos, salida.escrituras)
             self.rechazos += [(pb.Evento.FromString(r.valor), r.motivo) for r in salida.rechazos]
             self.publicacion.marcar(self.agregacion.aplicar_lotes(salida.lotes))
 

@@ -20,7 +20,7 @@ from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.topicos import CABECERA_LOTE
 from servicios.procesador.dominio import ventanas
 from servicios.procesador.dominio.agregacion import MESES_RETENIDOS
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, clave_caso
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, aplicar_escrituras, clave_caso
 
 D = 86400
 
@@ -166,13 +166,13 @@ def test_un_caso_con_demasiados_eventos_rechaza_los_nuevos_como_caso_saturado(ca
     motor.etapa = EtapaCasos(catalogo, 1000 * D, lambda: AHORA, eventos_maximos_por_caso=5)
     primeros = [Registro(0, i, b"siempre-el-mismo", e.SerializeToString()) for i, e in enumerate(eventos[:3])]
     salida = motor.etapa.procesar(primeros, motor.casos)
-    motor.casos.update(salida.escrituras)
+    aplicar_escrituras(motor.casos, salida.escrituras)
     lotes = list(salida.lotes)
     # Los cinco restantes y un repetido de uno aceptado, en un lote con LoteEventos.
     resto = pb.LoteEventos(eventos=[*eventos[3:], eventos[0]])
     salida = motor.etapa.procesar([Registro(0, 3, b"siempre-el-mismo", resto.SerializeToString(),
                                             [(CABECERA_LOTE, b"1")])], motor.casos)
-    motor.casos.update(salida.escrituras)
+    aplicar_escrituras(motor.casos, salida.escrituras)
     lotes += salida.lotes
     assert (salida.aceptados, salida.duplicados) == (2, 1)
     assert [r.motivo for r in salida.rechazos] == ["caso_saturado"] * 3

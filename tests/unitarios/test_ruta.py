@@ -31,6 +31,8 @@ D = 86400
 PARTICIONES = 3
 CAT = cargar_catalogo(CATALOGO)
 CFG = config_procesador.leer({"GPR_KAFKA_BOOTSTRAP": "k:9092"})
+# Los tópicos que el procesador lee, por etapa: reparto, etapa por caso, agregación.
+LEIDOS = (topicos.EVENTOS, topicos.EVENTOS_POR_AGENCIA, topicos.APORTES)
 
 
 def _publicar(kafka: Kafka, eventos, azar: random.Random) -> None:
@@ -79,7 +81,7 @@ class Trabajador:
 
     def _terminado(self) -> bool:
         return all(self.kafka.confirmados.get(("procesador", tp), 0) == len(log)
-                   for tp, log in self.kafka.logs.items() if tp.topic in (topicos.EVENTOS, topicos.APORTES))
+                   for tp, log in self.kafka.logs.items() if tp.topic in LEIDOS)
 
     async def correr(self) -> bool:
         """Procesa hasta terminar (True) o morir (False)."""
@@ -87,6 +89,8 @@ class Trabajador:
         try:
             for _ in range(100_000):
                 await ruta.procesar_en_orden(self._lotes(topicos.EVENTOS), topicos.EVENTOS,
+                                             ruta.repartir_lote_de_eventos)
+                await ruta.procesar_en_orden(self._lotes(topicos.EVENTOS_POR_AGENCIA), topicos.EVENTOS_POR_AGENCIA,
                                              ruta.procesar_lote_de_eventos)
                 await ruta.procesar_en_orden(self._lotes(topicos.APORTES), topicos.APORTES,
                                              ruta.agregar_lote_de_aportes, self.agregacion.olvidar_memoria)
@@ -101,7 +105,7 @@ class Trabajador:
     def _terminado_tras_confirmar(self) -> bool:
         # Nada pendiente de leer: se confirma todo y se mira si Kafka quedó al día.
         pendiente = any(self.puerto.posicion.get(tp, self.puerto.offset_confirmado(tp) or 0) < len(log)
-                        for tp, log in self.kafka.logs.items() if tp.topic in (topicos.EVENTOS, topicos.APORTES))
+                        for tp, log in self.kafka.logs.items() if tp.topic in LEIDOS)
         if pendiente:
             return False
         self.puerto.confirmar_offsets()
@@ -126,6 +130,54 @@ def test_la_ruta_con_cortes_en_cualquier_paso_no_pierde_ni_duplica(semilla):
     # Un trabajador nuevo, con las tablas recuperadas de los changelogs: lo duradero.
     final = Trabajador(kafka, azar, None)
     comprobar(final.agregacion, eventos, CAT)
+
+
+def _rechazados(kafka: Kafka, motivo: str) -> list[pb.Evento]:
+    eventos = []
+    for tp, log in kafka.logs.items():
+        if tp.topic != topicos.RECHAZADOS:
+            continue
+        for m in log:
+            cabeceras = dict(m.headers)
+            if cabeceras[topicos.CABECERA_MOTIVO] == motivo.encode():
+                eventos.append(pb.Evento.FromString(m.value))
+    return eventos
+
+
+@pytest.mark.parametrize("semilla", range(3))
+def test_la_misma_identidad_en_otro_caso_cuenta_una_vez_con_cortes(semilla):
+    """Copias de eventos con la misma (fuente, evento_id) en otro caso de la misma agencia, en
+    otra partición de gpr.eventos.v1: por cada identidad cuenta exactamente una de las dos
+    versiones (la primera que llega a la etapa por caso) y la otra va a rechazados con
+    `identidad_repetida`, también con cortes en cualquier paso."""
+    azar = random.Random(50 + semilla)
+    eventos = escenario.generar(CAT, azar, casos_por_servicio=12, inicio=AHORA - 10 * D, duracion=9 * D)
+    con_caso = [e for e in eventos if e.caso_id]
+    copias = []
+    for original in azar.sample(con_caso, 25):
+        copia = pb.Evento()
+        copia.CopyFrom(original)
+        copia.caso_id = original.caso_id + "-copia"
+        copias.append(copia)
+    kafka = Kafka()
+    _publicar(kafka, escenario.desordenar(eventos + copias, azar, 0.05), azar)
+    cortes = 0
+    while not asyncio.run(Trabajador(kafka, azar, azar.randint(1, 400) if cortes < 3 else None).correr()):
+        cortes += 1
+    rechazados = {(e.caso_id, e.fuente, e.evento_id) for e in _rechazados(kafka, "identidad_repetida")}
+    contados = []
+    por_identidad = {(c.agencia_id, c.fuente, c.evento_id): c for c in copias}
+    for e in eventos:
+        copia = por_identidad.get((e.agencia_id, e.fuente, e.evento_id))
+        if copia is None:
+            contados.append(e)
+            continue
+        original_fuera = (e.caso_id, e.fuente, e.evento_id) in rechazados
+        copia_fuera = (copia.caso_id, copia.fuente, copia.evento_id) in rechazados
+        assert original_fuera != copia_fuera, f"{e.evento_id}: rechazados el original {original_fuera}, la copia {copia_fuera}"
+        contados.append(copia if original_fuera else e)
+    assert len(rechazados) == len(copias)
+    comprobar(Trabajador(kafka, azar, None).agregacion, contados, CAT)
 
 
 def test_sin_la_regla_1_un_corte_duplica(monkeypatch):

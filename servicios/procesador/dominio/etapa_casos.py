@@ -39,6 +39,7 @@ from servicios.comun.texto import recortar
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio.ventanas import SEGUNDOS_HORA
 from servicios.procesador.dominio.casos import Caso, cambios_de, identidad, lote_emitido, poner_aportes, registrar
+from servicios.procesador.dominio.identidades import Identidades
 
 # Bits de la secuencia reservados a la posición del evento dentro de su registro.
 BITS_POSICION = 20
@@ -93,7 +94,8 @@ class SalidaCasos:
     anterior ya escrita: un agregado posterior del mismo par adelantaría las secuencias de sus
     cubos por encima de uno anterior perdido, cuyos eventos se descartarían al reenviarse."""
 
-    escrituras: dict[bytes, bytes] = field(default_factory=dict)
+    # None: borrar la clave (las identidades vencidas: `identidades.py`).
+    escrituras: dict[bytes, bytes | None] = field(default_factory=dict)
     tandas: list[list[interno.LoteAportes]] = field(default_factory=list)
     rechazos: list[Rechazo] = field(default_factory=list)
     aceptados: int = 0
@@ -117,6 +119,15 @@ class SalidaCasos:
         return self
 
 
+def aplicar_escrituras(almacen: dict[bytes, bytes], escrituras: Mapping[bytes, bytes | None]) -> None:
+    """Aplica a un diccionario las escrituras de una salida (None: borrar la clave)."""
+    for clave, valor in escrituras.items():
+        if valor is None:
+            almacen.pop(clave, None)
+        else:
+            almacen[clave] = valor
+
+
 def clave_caso(evento) -> bytes:
     """Clave del estado de un caso en la tabla `casos`: la agencia y su número de caso (cada
     agencia numera los suyos), o la agencia y el evento_id si no es de un caso. Los
@@ -138,8 +149,11 @@ class _Superpuesto:
         self.encima = encima
 
     def get(self, clave: bytes, defecto=None):
-        valor = self.encima.get(clave)
-        return valor if valor is not None else self.almacen.get(clave, defecto)
+        if clave in self.encima:
+            # None: borrada por una parte anterior.
+            valor = self.encima[clave]
+            return defecto if valor is None else valor
+        return self.almacen.get(clave, defecto)
 
 
 class _FalloDeRegistro(Exception):
@@ -192,6 +206,8 @@ CASO_SATURADO = "caso_saturado"
 CASO_DE_OTRO_SERVICIO = "caso_de_otro_servicio"
 # Un registro LoteEventos sin eventos.
 LOTE_VACIO = "lote_vacio"
+# Un (fuente, evento_id) que la agencia ya usó en otro caso (`identidades.py`).
+IDENTIDAD_REPETIDA = "identidad_repetida"
 # Prefijo del motivo de un evento (o registro) cuyo proceso lanzó una excepción inesperada;
 # sigue la clase de la excepción, p. ej. «error_interno:KeyError».
 ERROR_INTERNO = "error_interno"
@@ -252,8 +268,10 @@ class EtapaCasos:
         modificados: set[bytes] = set()
         marcas: dict[str, int] = {}
         pares: dict[tuple[str, str], _Par] = {}
-        reenvios: dict[str, interno.LoteAportes] = {}
-        aplicados: set[str] = set()
+        # Por (caso, identidad): dos agencias de la partición pueden usar la misma identidad.
+        reenvios: dict[tuple[bytes, str], interno.LoteAportes] = {}
+        aplicados: set[tuple[bytes, str]] = set()
+        identidades = Identidades(casos, self.tardanza_maxima_s)
         ahora = self.reloj()
         catalogo = self.catalogo
         tardanza_maxima_s = self.tardanza_maxima_s
@@ -321,12 +339,20 @@ class EtapaCasos:
                         marca = marcas[agencia] = int(casos.get(clave_m) or 0)
                     ocurrido = evento.ocurrido_en.seconds
                     ident = identidad(evento)
+                    primero = identidades.caso_de(agencia, ident, marca)
+                    if primero is not None and primero != clave:
+                        rechazar(registro, evento, en_lote, IDENTIDAD_REPETIDA,
+                                 f"la agencia ya usó (fuente {recortar(evento.fuente)!r}, evento_id "
+                                 f"{recortar(evento.evento_id)!r}) en el caso "
+                                 f"{recortar(primero.decode().rpartition(chr(0x1f))[2])!r}")
+                        continue
                     if estado is not None and ident in estado.vistos:
                         salida.duplicados += 1
-                        if ident not in aplicados and ident not in reenvios:
+                        reenvio = (clave, ident)
+                        if reenvio not in aplicados and reenvio not in reenvios:
                             # No se aplicó en este lote: está en el estado leído del almacén (y
                             # su lote, reconstruido, es el mismo cada vez que se repita).
-                            reenvios[ident] = lote_emitido(estado.mensaje, ident)
+                            reenvios[reenvio] = lote_emitido(estado.mensaje, ident)
                         # Fue aceptado: la marca avanza como avanzó la primera vez, así un
                         # reproceso juzga la tardanza de los siguientes igual que entonces.
                         if ocurrido > marca:
@@ -351,7 +377,8 @@ class EtapaCasos:
                     cambios = cambios_de(estado, evento, evento.tipo, ocurrido)
                     registrar(estado, evento, ident, particion, base | posicion, None if en_lote else registro.valor)
                     modificados.add(clave)
-                    aplicados.add(ident)
+                    aplicados.add((clave, ident))
+                    identidades.anotar(agencia, ident, clave, ocurrido)
                     if ocurrido > marca:
                         marcas[agencia] = ocurrido
                         modificados.add(claves_marca[agencia])
@@ -379,6 +406,7 @@ class EtapaCasos:
                 clave = clave_marca(agencia, particion)
                 if clave in modificados:
                     salida.escrituras[clave] = str(marca).encode()
+            salida.escrituras.update(identidades.cerrar(marcas))
             _emitir_agregados(salida, pares, reenvios, particion, registros[-1].offset)
         except Exception as error:
             raise _FalloDeRegistro(offset, posicion, error) from error

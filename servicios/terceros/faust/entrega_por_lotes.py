@@ -78,11 +78,13 @@ class Entregado:
 
 class EntregaPorLotes:
     """Los registros de `topico` para una app faust. Se crea antes de arrancar el trabajador;
-    el tópico se suscribe con la app (`app.topics.add`), sin agente."""
+    el tópico se suscribe con la app (`app.topics.add`), sin agente. Una por tópico (el
+    procesador tiene dos: el reparto y la etapa por caso); todas comparten el consumidor."""
 
     def __init__(self, app: Any, topico: Any, listas_en_cola: int = LISTAS_EN_COLA) -> None:
-        if getattr(app, "_gpr_entrega_por_lotes", None) is not None:
-            raise RuntimeError("la app ya tiene una entrega por lotes")
+        entregas = app.__dict__.setdefault("_gpr_entregas_por_lotes", {})
+        if topico.get_topic_name() in entregas:
+            raise RuntimeError(f"la app ya tiene una entrega por lotes de {topico.get_topic_name()}")
         instalar()
         self.app = app
         self.topico = topico.get_topic_name()
@@ -95,7 +97,7 @@ class EntregaPorLotes:
         # Relecturas pedidas por partición (`anotar_relectura`): ver `entregar`.
         self._relecturas: dict = {}
         app.topics.add(topico)
-        app._gpr_entrega_por_lotes = self
+        entregas[self.topico] = self
 
     async def entregar(self, consumidor: Any, registros: dict, activas: set | None) -> None:
         """Saca de `registros` (el fetch: partición → registros de aiokafka) los del tópico y
@@ -211,9 +213,9 @@ def instalar() -> None:
 
     async def _wait_next_records(self, timeout):
         registros, activas = await original(self, timeout)
-        entrega = getattr(self.app, "_gpr_entrega_por_lotes", None)
-        if registros and entrega is not None:
-            await entrega.entregar(self, registros, activas)
+        if registros:
+            for entrega in getattr(self.app, "_gpr_entregas_por_lotes", {}).values():
+                await entrega.entregar(self, registros, activas)
         return registros, activas
 
     Consumer._wait_next_records = _wait_next_records

@@ -29,9 +29,9 @@ _ESPERA_LOG_S = 10.0
 
 
 class PuertoFaust:
-    def __init__(self, app: faust.App, entrega: EntregaPorLotes | None = None):
+    def __init__(self, app: faust.App, *entregas: EntregaPorLotes):
         self.app = app
-        self.entrega = entrega
+        self.entregas = {entrega.topico: entrega for entrega in entregas}
 
     # --- lectura y confirmación ---
 
@@ -57,8 +57,9 @@ class PuertoFaust:
     async def releer(self, tp: Any, offset: int) -> None:
         # En el hilo del consumidor de aiokafka: `Consumer.seek` de faust lo llama desde el
         # bucle principal y el fetcher no se entera (visto: la partición no volvía a leer).
-        if self.entrega is not None:
-            self.entrega.anotar_relectura(tp)
+        entrega = self.entregas.get(tp.topic)
+        if entrega is not None:
+            entrega.anotar_relectura(tp)
         await self.app.consumer._thread.seek_wait({tp: offset})
 
     async def confirmar_hueco(self, tp: Any, desde: int, hasta: int) -> None:
@@ -113,6 +114,25 @@ class PuertoFaust:
         # Directo al productor, sin `Topic.send` de faust (un mensaje pendiente y sus callbacks
         # por registro): con miles de series y agregados por pasada, era la mayor parte del costo.
         return await self.app.producer.send(topico, clave, valor, particion, None, cabeceras)
+
+    async def enviar_lote(self, topico: str, particion: int, registros: list) -> Any:
+        """Como `TablaEnBloque.enviar`: lotes de Kafka armados aquí (`create_batch`/`send_batch`
+        de aiokafka), sin un futuro ni un paso por el acumulador del productor por registro.
+        Cada registro conserva su instante: la etapa siguiente mide el retraso desde que el
+        emisor lo escribió."""
+        kafka = self.app.producer._ensure_producer()
+        envios = []
+        lote = kafka.create_batch()
+        for clave, valor, cabeceras, instante in registros:
+            marca = int(instante * 1000) if instante else None
+            cabeceras = list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras or ())
+            if lote.append(key=clave, value=valor, timestamp=marca, headers=cabeceras) is None:
+                envios.append(await kafka.send_batch(lote, topico, partition=particion))
+                lote = kafka.create_batch()
+                # Un lote vacío acepta siempre el primer registro, aunque supere el tamaño.
+                lote.append(key=clave, value=valor, timestamp=marca, headers=cabeceras)
+        envios.append(await kafka.send_batch(lote, topico, partition=particion))
+        return asyncio.gather(*envios)
 
     async def vaciar(self) -> None:
         # `flush` de faust, corregido (`parches.vaciar_el_bufer_del_todo`) para esperar también

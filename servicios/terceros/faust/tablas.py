@@ -57,17 +57,26 @@ class TablaEnBloque:
             return self.tabla.data._db_for_partition(particion)
         return self.tabla.data.data
 
-    def escribir(self, particion: int, escrituras: dict[bytes, bytes]) -> None:
-        """Escribe `escrituras` en la base de `particion` de una vez y las anota para el changelog."""
+    def escribir(self, particion: int, escrituras: dict[bytes, bytes | None]) -> None:
+        """Escribe `escrituras` en la base de `particion` de una vez y las anota para el
+        changelog; un valor None borra la clave (y va al changelog como lápida)."""
         if not escrituras:
             return
         if self._rocksdb:
             lote = WriteBatch(raw_mode=True)
             for clave, valor in escrituras.items():
-                lote.put(clave, valor)
+                if valor is None:
+                    lote.delete(clave)
+                else:
+                    lote.put(clave, valor)
             self.tabla.data._db_for_partition(particion).write(lote)
         else:
-            self.tabla.data.data.update(escrituras)
+            datos = self.tabla.data.data
+            for clave, valor in escrituras.items():
+                if valor is None:
+                    datos.pop(clave, None)
+                else:
+                    datos[clave] = valor
         self._pendientes.extend(escrituras.items())
 
     def get(self, clave: bytes, defecto: Any = None) -> Any:
