@@ -28,6 +28,9 @@ INTERNOS = (EVENTOS_POR_AGENCIA, APORTES)
 CABECERA_MOTIVO = "gpr-motivo"
 CABECERA_DETALLE = "gpr-detalle"
 CABECERA_AGENCIA = "gpr-agencia"
+# En gpr.eventos.agencias.v1, la partición de gpr.eventos.v1 de la que vino el registro (la
+# última cabecera con ese nombre: la que pone el reparto).
+CABECERA_ORIGEN = "gpr-origen"
 
 _COMPACTADOS = {INDICADORES, METAS}
 

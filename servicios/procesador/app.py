@@ -99,7 +99,8 @@ def crear_app(cfg: ConfigProcesador, catalogo: Catalogo, metas: IndiceMetas, met
     tablas_agregacion = [tabla(nombre) for nombre in ("cubos", "vencimientos", "agencias")]
     agregacion = Agregacion(*tablas_agregacion, catalogo=catalogo, tardanza_maxima_s=cfg.tardanza_maxima_s)
     etapa = EtapaCasos(catalogo, cfg.tardanza_maxima_s, reloj, cfg.eventos_maximos_por_caso,
-                       _veneno(cfg.prueba_evento_veneno) if cfg.prueba_evento_veneno else None)
+                       _veneno(cfg.prueba_evento_veneno) if cfg.prueba_evento_veneno else None,
+                       particiones_origen=cfg.particiones)
     publicacion = Publicacion(cfg, metas, metricas, agregacion, reloj, trazas)
     # Los eventos no pasan por un agente: llegan en lotes directo del consumidor, al reparto
     # los de gpr.eventos.v1 y a la etapa por caso los repartidos por agencia.

@@ -45,7 +45,7 @@ from servicios.comun import topicos
 from servicios.comun.trazas import APAGADAS, Trazas
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.etapa_casos import ERROR_INTERNO, EtapaCasos, Registro
-from servicios.procesador.dominio.reparto import particion_de_agencia, repartir
+from servicios.procesador.dominio.reparto import origen, particion_de_agencia, repartir
 from servicios.procesador.metricas import AGENCIA_DESCONOCIDA, MetricasProcesador
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 from servicios.procesador.puerto import Puerto, Tabla
@@ -262,7 +262,8 @@ class Ruta:
         for grupo in grupos.values():
             for evento in grupo:
                 mensaje = evento.message
-                for repartido in repartir(mensaje.key, mensaje.value, _cabeceras(mensaje), self.particiones):
+                for repartido in repartir(mensaje.key, mensaje.value, _cabeceras(mensaje), self.particiones,
+                                          mensaje.partition):
                     por_particion.setdefault(repartido.particion, []).append(
                         (repartido.clave, repartido.valor, repartido.cabeceras, mensaje.timestamp))
         envios = [await self.puerto.enviar_lote(topicos.EVENTOS_POR_AGENCIA, particion, registros)
@@ -283,8 +284,11 @@ class Ruta:
         inicio = time.perf_counter()
         salidas = []
         for particion, grupo in grupos.items():
-            registros = [Registro(particion, e.message.offset, e.message.key, e.message.value,
-                                  _cabeceras(e.message)) for e in grupo]
+            registros = []
+            for e in grupo:
+                cabeceras = _cabeceras(e.message)
+                registros.append(Registro(particion, e.message.offset, e.message.key, e.message.value, cabeceras,
+                                          origen(cabeceras)))
             with puerto.en_particion(grupo[-1]):
                 salida = self.etapa.procesar(registros, self.casos.en(particion))
                 self.casos.escribir(particion, salida.escrituras)

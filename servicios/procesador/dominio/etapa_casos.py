@@ -57,15 +57,18 @@ class Registro:
     Una clase con `__slots__` y no una dataclass congelada: se crea una por registro y la
     congelada costaba varias veces más por registro."""
 
-    __slots__ = ("particion", "offset", "clave", "valor", "cabeceras")
+    __slots__ = ("particion", "offset", "clave", "valor", "cabeceras", "origen")
 
     def __init__(self, particion: int, offset: int, clave: bytes | None, valor: bytes | None,
-                 cabeceras: Sequence[tuple[str, bytes]] = ()) -> None:
+                 cabeceras: Sequence[tuple[str, bytes]] = (), origen: int | None = None) -> None:
         self.particion = particion
         self.offset = offset
         self.clave = clave
         self.valor = valor
         self.cabeceras = cabeceras
+        # La partición de gpr.eventos.v1 de la que vino (la anota el reparto): la marca de agua
+        # que juzga su tardanza es la de la agencia en esa partición.
+        self.origen = particion if origen is None else origen
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,13 @@ class _FalloDeRegistro(Exception):
 
 
 def clave_marca(agencia_id: str, particion: int) -> bytes:
-    """Clave de la marca de agua de una agencia en una partición, en la tabla `casos`.
+    """Clave de la marca de agua de una agencia en una partición de gpr.eventos.v1, en la
+    tabla `casos`.
+
+    Por partición de origen y no una por agencia: cada partición de gpr.eventos.v1 trae los
+    eventos de sus casos más o menos en orden, pero el reparto las mezcla al ritmo al que se
+    leen (una puede ir días por delante de otra en una carga histórica), y una marca única
+    declararía tardío lo que solo venía de una partición más lenta.
 
     Empieza por 0xFF (imposible en UTF-8): no choca con ningún caso_id.
     """
@@ -215,14 +224,18 @@ ERROR_INTERNO = "error_interno"
 
 class EtapaCasos:
     def __init__(self, catalogo: Catalogo, tardanza_maxima_s: int, reloj: Callable[[], float],
-                 eventos_maximos_por_caso: int = 1000, antes_de_aplicar: Callable | None = None):
+                 eventos_maximos_por_caso: int = 1000, antes_de_aplicar: Callable | None = None,
+                 particiones_origen: int = 1):
         """`antes_de_aplicar(evento)`: se llama con cada evento válido antes de aplicarlo a su
-        caso (las pruebas de punta a punta lo usan para provocar un error inesperado)."""
+        caso (las pruebas de punta a punta lo usan para provocar un error inesperado).
+        `particiones_origen`: las de gpr.eventos.v1; una identidad se olvida cuando su hora
+        queda fuera de la tolerancia en todas aquellas donde la agencia tiene marca de agua."""
         self.catalogo = catalogo
         self.tardanza_maxima_s = tardanza_maxima_s
         self.reloj = reloj
         self.eventos_maximos_por_caso = eventos_maximos_por_caso
         self.antes_de_aplicar = antes_de_aplicar
+        self.particiones_origen = particiones_origen
 
     def procesar(self, registros: Sequence[Registro], casos: Mapping[bytes, bytes]) -> SalidaCasos:
         """Procesa registros de *una* partición, en orden de offset.
@@ -266,7 +279,10 @@ class EtapaCasos:
         particion = registros[0].particion
         estados: dict[bytes, Caso] = {}
         modificados: set[bytes] = set()
-        marcas: dict[str, int] = {}
+        # Por (agencia, partición de origen).
+        marcas: dict[tuple[str, int], int] = {}
+        # Por agencia, la menor de sus marcas al empezar el lote (la que olvida identidades).
+        minimas: dict[str, int] = {}
         pares: dict[tuple[str, str], _Par] = {}
         # Por (caso, identidad): dos agencias de la partición pueden usar la misma identidad.
         reenvios: dict[tuple[bytes, str], interno.LoteAportes] = {}
@@ -276,7 +292,16 @@ class EtapaCasos:
         catalogo = self.catalogo
         tardanza_maxima_s = self.tardanza_maxima_s
         eventos_maximos = self.eventos_maximos_por_caso
-        claves_marca: dict[str, bytes] = {}
+        claves_marca: dict[tuple[str, int], bytes] = {}
+
+        def marca_minima(agencia: str) -> int:
+            valores = []
+            for origen in range(self.particiones_origen):
+                clave_m = (agencia, origen)
+                valor = marcas[clave_m] if clave_m in marcas else casos.get(clave_marca(agencia, origen))
+                if valor is not None:
+                    valores.append(int(valor))
+            return min(valores, default=0)
         # Aportes distintos del par más grande del agregado en curso (solo crece).
         mayor_agregado = 0
         offset = posicion = None
@@ -333,13 +358,17 @@ class EtapaCasos:
                                  f"{estado.servicio_id!r}, no de {evento.servicio_id!r}")
                         continue
                     agencia = evento.agencia_id
-                    marca = marcas.get(agencia)
+                    clave_m = (agencia, registro.origen)
+                    marca = marcas.get(clave_m)
                     if marca is None:
-                        clave_m = claves_marca[agencia] = clave_marca(agencia, particion)
-                        marca = marcas[agencia] = int(casos.get(clave_m) or 0)
+                        clave_bytes = claves_marca[clave_m] = clave_marca(agencia, registro.origen)
+                        marca = marcas[clave_m] = int(casos.get(clave_bytes) or 0)
+                    minima = minimas.get(agencia)
+                    if minima is None:
+                        minima = minimas[agencia] = marca_minima(agencia)
                     ocurrido = evento.ocurrido_en.seconds
                     ident = identidad(evento)
-                    primero = identidades.caso_de(agencia, ident, marca)
+                    primero = identidades.caso_de(agencia, ident, minima)
                     if primero is not None and primero != clave:
                         rechazar(registro, evento, en_lote, IDENTIDAD_REPETIDA,
                                  f"la agencia ya usó (fuente {recortar(evento.fuente)!r}, evento_id "
@@ -348,6 +377,10 @@ class EtapaCasos:
                         continue
                     if estado is not None and ident in estado.vistos:
                         salida.duplicados += 1
+                        if primero is None and ocurrido >= minima - tardanza_maxima_s:
+                            # Aceptado y sin identidad: un corte dejó en el changelog el estado
+                            # del caso y no su identidad (o esta ya venció). Se vuelve a anotar.
+                            identidades.anotar(agencia, ident, clave, ocurrido)
                         reenvio = (clave, ident)
                         if reenvio not in aplicados and reenvio not in reenvios:
                             # No se aplicó en este lote: está en el estado leído del almacén (y
@@ -356,11 +389,11 @@ class EtapaCasos:
                         # Fue aceptado: la marca avanza como avanzó la primera vez, así un
                         # reproceso juzga la tardanza de los siguientes igual que entonces.
                         if ocurrido > marca:
-                            marcas[agencia] = ocurrido
-                            modificados.add(claves_marca[agencia])
+                            marcas[clave_m] = ocurrido
+                            modificados.add(claves_marca[clave_m])
                         continue
-                    # La tardanza se juzga contra la marca de agua de la agencia en *esta*
-                    # partición, guardada en la misma tabla que los casos: la decisión es la
+                    # La tardanza se juzga contra la marca de agua de la agencia en la partición
+                    # de origen del registro, guardada en la misma tabla que los casos: la decisión es la
                     # misma si el registro se reprocesa tras un corte, avancen lo que avancen
                     # las demás.
                     if ocurrido < marca - tardanza_maxima_s:
@@ -380,8 +413,8 @@ class EtapaCasos:
                     aplicados.add((clave, ident))
                     identidades.anotar(agencia, ident, clave, ocurrido)
                     if ocurrido > marca:
-                        marcas[agencia] = ocurrido
-                        modificados.add(claves_marca[agencia])
+                        marcas[clave_m] = ocurrido
+                        modificados.add(claves_marca[clave_m])
                     clave_par = (estado.agencia_id, estado.servicio_id)
                     par = pares.get(clave_par)
                     if par is None:
@@ -399,14 +432,17 @@ class EtapaCasos:
                     pares, reenvios, mayor_agregado = {}, {}, 0
             offset = posicion = None
 
+            # Las identidades primero: el changelog de una partición llega en orden, así que un
+            # corte que deja en Kafka el estado de un caso deja también sus identidades.
+            escrituras = identidades.cerrar({agencia: marca_minima(agencia) for agencia in minimas})
             for clave in modificados:
                 if clave in estados:
-                    salida.escrituras[clave] = estados[clave].a_mensaje().SerializeToString()
-            for agencia, marca in marcas.items():
-                clave = clave_marca(agencia, particion)
+                    escrituras[clave] = estados[clave].a_mensaje().SerializeToString()
+            for clave_m, marca in marcas.items():
+                clave = claves_marca[clave_m]
                 if clave in modificados:
-                    salida.escrituras[clave] = str(marca).encode()
-            salida.escrituras.update(identidades.cerrar(marcas))
+                    escrituras[clave] = str(marca).encode()
+            salida.escrituras = escrituras
             _emitir_agregados(salida, pares, reenvios, particion, registros[-1].offset)
         except Exception as error:
             raise _FalloDeRegistro(offset, posicion, error) from error

@@ -11,7 +11,9 @@ tiene en gpr.aportes.v1.
 Sin estado: un registro que se reparte dos veces (un reproceso tras un corte) llega dos
 veces a la etapa por caso, que lo reconoce como ya visto, igual que un reintento del emisor.
 
-El registro sigue como llegó (clave, valor, cabeceras): la etapa por caso lo decodifica,
+El registro sigue como llegó (clave, valor, cabeceras), con una cabecera más: su partición de
+origen (`gpr-origen`), porque la tardanza se juzga por partición de origen (ver
+`etapa_casos.clave_marca`). La etapa por caso lo decodifica,
 valida y rechaza como siempre, y un rechazo lleva los bytes que mandó el emisor. Solo un
 `LoteEventos` con eventos de varias agencias se parte en un lote por partición. Lo que no se
 puede decodificar va a una partición fija (la de su clave) y allí se rechaza con su motivo.
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 
 from gpr.v1 import eventos_pb2 as pb
 from servicios.comun.eventos import clave_kafka, decodificar
+from servicios.comun.topicos import CABECERA_ORIGEN
 
 
 def particion_de_agencia(agencia_id: str, particiones: int) -> int:
@@ -71,10 +74,22 @@ def _cabeceras_escribibles(cabeceras: Sequence[tuple[str, bytes]]) -> Sequence[t
     return cabeceras if arregladas is None else arregladas
 
 
+def origen(cabeceras: Sequence[tuple[str, bytes]]) -> int | None:
+    """La partición de gpr.eventos.v1 que anotó el reparto (None si no hay o no se entiende)."""
+    anotada = None
+    for nombre, dato in cabeceras:
+        if nombre == CABECERA_ORIGEN:
+            anotada = dato
+    if anotada is None or not anotada.isdigit() or len(anotada) > 9:
+        return None
+    return int(anotada)
+
+
 def repartir(clave: bytes | None, valor: bytes | None, cabeceras: Sequence[tuple[str, bytes]],
-             particiones: int) -> list[Repartido]:
-    """Los registros en que se reparte uno de gpr.eventos.v1 (casi siempre él mismo)."""
-    cabeceras = _cabeceras_escribibles(cabeceras)
+             particiones: int, particion_origen: int) -> list[Repartido]:
+    """Los registros en que se reparte uno de la partición `particion_origen` de
+    gpr.eventos.v1 (casi siempre él mismo, con la cabecera de origen añadida)."""
+    cabeceras = [*_cabeceras_escribibles(cabeceras), (CABECERA_ORIGEN, str(particion_origen).encode())]
     try:
         eventos = decodificar(valor, cabeceras)
     except Exception:
