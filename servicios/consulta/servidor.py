@@ -27,7 +27,7 @@ from gpr.v1 import indicadores_pb2_grpc as ipb_grpc
 from servicios.comun.catalogo import Catalogo, cargar_catalogo
 from servicios.comun.grpc_decodificacion import InterceptorPeticionesMalformadas
 from servicios.comun.grpc_metricas import InterceptorMetricasGrpc
-from servicios.comun.topicos import APORTES, EVENTOS
+from servicios.comun.topicos import EVENTOS, INTERNOS
 from servicios.comun.en_hilo import ServicioEnHilo
 from servicios.comun.yaml_lineas import ArchivoInvalido
 from servicios.consulta.acceso import Tokens, cargar_tokens
@@ -154,8 +154,9 @@ class ServicioConsulta:
 
         if cfg.metricas_puerto:
             self._rechazados = ContadorRechazados(cfg.kafka, self._catalogo, plazo_kafka_s=cfg.plazo_kafka_s)
-            # Los tópicos que consume el procesador con su grupo (gpr.aportes.v1 es interno).
-            self._retraso = RetrasoProcesador(cfg.kafka, cfg.grupo_procesador, [EVENTOS, APORTES],
+            # Los tópicos que consume el procesador con su grupo: la entrada y sus internos (los
+            # eventos por agencia, los aportes).
+            self._retraso = RetrasoProcesador(cfg.kafka, cfg.grupo_procesador, [EVENTOS, *INTERNOS],
                                               cfg.intervalo_retraso_s)
             registro = crear_registro(self.vista, self._rechazados, self._retraso)
             self._metricas_grpc.registrar_en(registro)

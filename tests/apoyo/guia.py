@@ -17,9 +17,12 @@ from gpr.v1 import indicadores_pb2 as ipb
 EJEMPLOS = Path(__file__).resolve().parents[2] / "docs" / "ejemplos"
 VALIDOS = ["ciclo-caso.jsonl", "encuestas.jsonl", "reclamo.jsonl", "costos.jsonl"]
 INVALIDOS = "invalidos.jsonl"
-# Los motivos que decide el procesador con el estado (la marca de agua, el caso): el validador
-# (y por eso `gpr publicar`) los deja pasar.
-SOLO_PROCESADOR = {"tardio", "caso_de_otro_servicio", "caso_saturado"}
+# Los motivos que decide el procesador con el estado (la marca de agua, el caso, las identidades
+# de la agencia): el validador (y por eso `gpr publicar`) los deja pasar. La línea de
+# `identidad_repetida` copia un evento de ciclo-caso.jsonl a un caso cuya clave cae en la misma
+# partición de gpr.eventos.v1 (con 4) que la del original: así llega después de él, y no depende
+# del orden en que el reparto lea dos particiones.
+SOLO_PROCESADOR = {"tardio", "caso_de_otro_servicio", "caso_saturado", "identidad_repetida"}
 # Una línea que `gpr publicar` no puede leer como evento: nunca llega a Kafka.
 ILEGIBLE = "json_invalido"
 

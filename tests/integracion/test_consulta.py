@@ -536,8 +536,9 @@ CORRECCIONES = [_snap("reniec", "s-a", "cumplimiento_plazo", "total", 39 / 51, 5
 LAPIDAS_METAS = ["sunarp/s-c/adopcion_digital/total"]
 RECHAZOS = ([b"campo_requerido:agencia_id"] * 3 + [b"tardio"] * 2 + [None] + [b"protobuf_invalido"] * 4)
 # Registros por partición de los tópicos del procesador y offsets confirmados por su grupo.
-REGISTROS_PROCESADOR = {("gpr.eventos.v1", 0): (20, 5), ("gpr.eventos.v1", 1): (7,), ("gpr.aportes.v1", 0): (4,)}
-CONFIRMADOS = {("gpr.eventos.v1", 0): 10, ("gpr.aportes.v1", 0): 4}
+REGISTROS_PROCESADOR = {("gpr.eventos.v1", 0): (20, 5), ("gpr.eventos.v1", 1): (7,),
+                        ("gpr.eventos.agencias.v1", 1): (6, 3), ("gpr.aportes.v1", 0): (4,)}
+CONFIRMADOS = {("gpr.eventos.v1", 0): 10, ("gpr.eventos.agencias.v1", 1): 2, ("gpr.aportes.v1", 0): 4}
 
 
 def _publicar_metas(bootstrap):
@@ -603,8 +604,9 @@ def _esperar_metricas(puerto, condicion, limite_s=20.0):
         time.sleep(0.2)
 
 
-RETRASO_ESPERADO = {("gpr.eventos.v1", "0"): 25 - 10, ("gpr.eventos.v1", "1"): 7, ("gpr.aportes.v1", "0"): 4 - 4,
-                    ("gpr.aportes.v1", "1"): 0}
+RETRASO_ESPERADO = {("gpr.eventos.v1", "0"): 25 - 10, ("gpr.eventos.v1", "1"): 7,
+                    ("gpr.eventos.agencias.v1", "0"): 0, ("gpr.eventos.agencias.v1", "1"): 9 - 2,
+                    ("gpr.aportes.v1", "0"): 4 - 4, ("gpr.aportes.v1", "1"): 0}
 
 
 def _completas(familias):
@@ -615,7 +617,8 @@ def _completas(familias):
 
 @pytest.fixture
 def consulta_metas(bootstrap):
-    crear_topicos(bootstrap, 2, [INDICADORES, "gpr.eventos.rechazados.v1", "gpr.eventos.v1", "gpr.aportes.v1"])
+    crear_topicos(bootstrap, 2, [INDICADORES, "gpr.eventos.rechazados.v1", "gpr.eventos.v1", "gpr.eventos.agencias.v1",
+                                 "gpr.aportes.v1"])
     _publicar_metas(bootstrap)
     _confirmar(bootstrap, "gpr-procesador", CONFIRMADOS)
     cfg = ConfigConsulta(bootstrap=bootstrap, grpc_host="127.0.0.1", grpc_puerto=0, metricas_puerto=puerto_libre(),
@@ -675,7 +678,8 @@ def test_metricas_de_metas_quema_y_plataforma(bootstrap, consulta_metas):
     for _ in range(2):
         productor.send("gpr.eventos.rechazados.v1", b"x", headers=[("gpr-motivo", b"tardio")])
     productor.close()
-    _confirmar(bootstrap, "gpr-procesador", {("gpr.eventos.v1", 0): 25, ("gpr.eventos.v1", 1): 7})
+    _confirmar(bootstrap, "gpr-procesador", {("gpr.eventos.v1", 0): 25, ("gpr.eventos.v1", 1): 7,
+                                             ("gpr.eventos.agencias.v1", 1): 9})
     _esperar_metricas(servicio.puerto_metricas, lambda f: (
         _muestras(f, "gpr_eventos_rechazados", "motivo").get(("tardio",)) == 4
         and set(_muestras(f, "gpr_procesador_retraso_registros", "topico", "particion").values()) == {0}))

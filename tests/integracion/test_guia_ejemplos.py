@@ -61,7 +61,8 @@ def test_los_ejemplos_de_la_guia_publicados_y_procesados(bootstrap, procesos, tm
         assert f"{n} aceptados, 0 rechazados de {n}" in r.stdout, r.stdout
 
     # Los inválidos: `gpr publicar` rechaza antes de enviar lo que juzga el validador, con su
-    # línea y motivo, y envía lo que solo el procesador puede juzgar (tardio, caso_de_otro_servicio).
+    # línea y motivo, y envía lo que solo el procesador puede juzgar (tardio, caso_de_otro_servicio,
+    # identidad_repetida).
     filas = esperados()
     texto = lineas(INVALIDOS)
     r = gpr_publicar(EJEMPLOS / INVALIDOS, bootstrap)

@@ -111,16 +111,20 @@ class Trabajador:
         yield self._todo(topico)
 
     def correr(self, registros) -> list:
-        """Los registros de Kafka, por las dos etapas y una pasada de publicación; devuelve el
-        primer registro del lote de la etapa por caso (el que da el padre de su tramo)."""
+        """Los registros de Kafka, por el reparto, las dos etapas y una pasada de publicación;
+        devuelve el primer registro del lote de la etapa por caso (el que da el padre de su
+        tramo)."""
         for r in registros:
             self.kafka.escribir(TP(topicos.EVENTOS, r.partition), r.key, r.value, r.headers)
-        primero = self._todo(topicos.EVENTOS)[0].message
-        self.puerto.posicion.clear()
+        primero = []
 
         async def correr():
             ruta = self.ruta
             await ruta.procesar_en_orden(self._una_vez(topicos.EVENTOS), topicos.EVENTOS,
+                                         ruta.repartir_lote_de_eventos)
+            await self.puerto.vaciar()
+            primero.append(self.registros(topicos.EVENTOS_POR_AGENCIA)[0])
+            await ruta.procesar_en_orden(self._una_vez(topicos.EVENTOS_POR_AGENCIA), topicos.EVENTOS_POR_AGENCIA,
                                          ruta.procesar_lote_de_eventos)
             await ruta.procesar_en_orden(self._una_vez(topicos.APORTES), topicos.APORTES,
                                          ruta.agregar_lote_de_aportes)
@@ -128,7 +132,7 @@ class Trabajador:
             await self.puerto.vaciar()
 
         asyncio.run(correr())
-        return primero
+        return primero[0]
 
     def registros(self, topico: str):
         return [m for tp, log in self.kafka.logs.items() if tp.topic == topico for m in log]
@@ -174,10 +178,14 @@ def test_una_traza_de_la_ingesta_a_la_instantanea_publicada(bootstrap):
     trabajador = Trabajador(trazas)
     trabajador.correr(registros)
     tramos = _tramos(exportador)
-    assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.v1", "send gpr.eventos.v1",
+    # El reparto no abre tramo: reenvía cada registro con sus cabeceras, y el contexto de la
+    # ingesta llega tal cual a la etapa por caso.
+    assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.agencias.v1", "send gpr.eventos.v1",
                               "send gpr.indicadores.v1"]
+    repartidos = trabajador.registros(topicos.EVENTOS_POR_AGENCIA)
+    assert [_traceparent(m.headers) for m in repartidos] == [_ids(ingesta.context)] * len(registros)
     (casos,), (agregacion,), (publicacion,) = (tramos[n] for n in (
-        "process gpr.eventos.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
+        "process gpr.eventos.agencias.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
     # Una sola traza: cada tramo es hijo del anterior y lo enlaza.
     for anterior, tramo in ((ingesta, casos), (casos, agregacion), (agregacion, publicacion)):
         assert tramo.context.trace_id == traza
@@ -185,7 +193,7 @@ def test_una_traza_de_la_ingesta_a_la_instantanea_publicada(bootstrap):
         assert [_ids(v.context) for v in tramo.links] == [_ids(anterior.context)]
     assert casos.kind is SpanKind.CONSUMER and agregacion.kind is SpanKind.CONSUMER
     assert publicacion.kind is SpanKind.PRODUCER
-    _atributos_kafka(casos, topicos.EVENTOS, "process")
+    _atributos_kafka(casos, topicos.EVENTOS_POR_AGENCIA, "process")
     _atributos_kafka(agregacion, topicos.APORTES, "process")
     _atributos_kafka(publicacion, topicos.INDICADORES, "send")
     assert casos.attributes["messaging.batch.message_count"] == len(registros)
@@ -232,7 +240,7 @@ def test_lotes_de_varias_peticiones_se_enlazan_y_el_cliente_puede_abrir_la_traza
     primero = trabajador.correr(registros)
     tramos = _tramos(exportador)
     (casos,), (agregacion,), (publicacion,) = (tramos[n] for n in (
-        "process gpr.eventos.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
+        "process gpr.eventos.agencias.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
     # Hijo del contexto del primer registro del lote; enlazado a las dos peticiones.
     assert _ids(casos.parent) == _traceparent(primero.headers)
     assert casos.context.trace_id == casos.parent.trace_id
@@ -257,6 +265,9 @@ def test_sin_endpoint_no_hay_trazas_ni_cabeceras(bootstrap):
     assert [_traceparent(r.headers) for r in registros] == [None] * len(registros)
     trabajador = Trabajador(APAGADAS)
     trabajador.correr(registros)
+    # El reparto reenvía las cabeceras que había (la de lote), sin añadir contexto.
+    repartidos = trabajador.registros(topicos.EVENTOS_POR_AGENCIA)
+    assert repartidos and [_traceparent(m.headers) for m in repartidos] == [None] * len(repartidos)
     for topico in (topicos.APORTES, topicos.INDICADORES):
         salida = trabajador.registros(topico)
         assert salida and all(not m.headers for m in salida), topico
@@ -327,10 +338,10 @@ def test_otlp_de_la_ingesta_y_el_procesador_reales(bootstrap, procesos, tmp_path
         while time.monotonic() < fin and "send gpr.indicadores.v1" not in de_la_traza():
             time.sleep(0.5)
         tramos = de_la_traza()
-        assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.v1", "send gpr.indicadores.v1"], \
-            procesos.registro("procesador")[-3000:]
+        assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.agencias.v1",
+                                  "send gpr.indicadores.v1"], procesos.registro("procesador")[-3000:]
         casos, agregacion, publicacion = (tramos[n] for n in (
-            "process gpr.eventos.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
+            "process gpr.eventos.agencias.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
         for anterior, tramo in ((ingesta, casos), (casos, agregacion), (agregacion, publicacion)):
             assert tramo.parent_span_id == anterior.span_id
             assert [(v.trace_id, v.span_id) for v in tramo.links] == [(anterior.trace_id, anterior.span_id)]

@@ -146,7 +146,7 @@ def test_compose_crea_los_topicos_del_contrato(compose):
         if m:
             creados[m.group(1)] = dict(re.findall(r"--config\s+([^=\s]+)=(\S+)", m.group(2)))
     esperados = [topicos.EVENTOS, topicos.RECHAZADOS, topicos.INDICADORES, topicos.CUMPLIMIENTO,
-                 topicos.APORTES]
+                 *topicos.INTERNOS]
     assert creados == {t: topicos.configuracion_topico(t) for t in esperados}
     assert "--partitions 4" in guion and "--if-not-exists" in guion
     for servicio in ("procesador", "simulador"):

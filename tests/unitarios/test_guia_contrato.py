@@ -35,13 +35,13 @@ from servicios.comun import eventos as comun_eventos
 from servicios.comun import topicos
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.eventos import clave_kafka, validar
-from servicios.comun.lotes import particion_por_defecto
 from servicios.comun.metas import IndiceMetas
 from servicios.ingesta import recepcion
 from servicios.procesador import config as config_procesador
 from servicios.procesador.dominio import etapa_casos
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, aplicar_escrituras
+from servicios.procesador.dominio.reparto import particion_de_agencia
 from servicios.procesador.metricas import MetricasProcesador
 from servicios.procesador.publicacion import Publicacion
 
@@ -178,8 +178,8 @@ def test_la_lectura_del_codigo_encuentra_los_motivos_conocidos():
     vacíos: algunos que sabemos que existen, de cada lugar."""
     assert {"campo_requerido:caso_id", "tiempo_futuro", "identificador_invalido:<campo>",
             "monto_invalido"} <= _motivos_del_validador()
-    assert {"tardio", "caso_saturado", "caso_de_otro_servicio", "lote_vacio", "error_interno:<campo>",
-            "protobuf_invalido"} <= _motivos_del_procesador()
+    assert {"tardio", "caso_saturado", "caso_de_otro_servicio", "identidad_repetida", "lote_vacio",
+            "error_interno:<campo>", "protobuf_invalido"} <= _motivos_del_procesador()
     assert {"evento_demasiado_grande", "protobuf_invalido"} <= _motivos_de_la_ingesta()
 
 
@@ -248,8 +248,9 @@ def test_los_ejemplos_validos_pasan_el_validador_con_el_reloj_fijo_y_años_despu
 
 
 class _Procesador:
-    """La etapa por caso, la agregación y la publicación del procesador sobre dicts, con el
-    reparto en particiones de Kafka (la tardanza se juzga por partición) y un reloj fijo."""
+    """La etapa por caso, la agregación y la publicación del procesador sobre dicts, con los
+    eventos en la partición de su agencia, como los deja el reparto (la tardanza y las
+    identidades se juzgan por partición), y un reloj fijo."""
 
     def __init__(self, ahora: float):
         catalogo = cargar_catalogo(CATALOGO)
@@ -265,7 +266,7 @@ class _Procesador:
         por_particion: dict[int, list[Registro]] = {}
         for evento in eventos:
             clave = clave_kafka(evento)
-            p = particion_por_defecto(clave, PARTICIONES)
+            p = particion_de_agencia(evento.agencia_id, PARTICIONES)
             por_particion.setdefault(p, []).append(Registro(p, self.offsets[p], clave, evento.SerializeToString()))
             self.offsets[p] += 1
         for registros in por_particion.values():

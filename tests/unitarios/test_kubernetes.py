@@ -622,7 +622,7 @@ def _changelog_del_procesador() -> set[str]:
 def test_el_job_crea_los_topicos_del_contrato_y_los_changelog():
     creados = _topicos_del_job()
     contrato = [topicos.EVENTOS, topicos.RECHAZADOS, topicos.INDICADORES, topicos.CUMPLIMIENTO,
-                topicos.APORTES]
+                *topicos.INTERNOS]
     esperados = {t: topicos.configuracion_topico(t) for t in contrato}
     esperados |= {t: {"cleanup.policy": "compact", **topicos.configuracion_interna()} for t in _changelog_del_procesador()}
     assert creados == esperados
