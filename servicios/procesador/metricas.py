@@ -22,8 +22,9 @@ class MetricasProcesador:
         PlatformCollector(registry=self.registro)
         self.lote_segundos = Histogram(
             "gpr_procesador_lote_segundos",
-            "Duración del proceso de un lote de registros, por etapa (casos: incluye esperar "
-            "la confirmación del changelog antes de enviar los agregados).",
+            "Duración del proceso de un lote de registros, por etapa (reparto: hasta que lo "
+            "repartido está escrito; casos: incluye esperar la confirmación del changelog antes "
+            "de enviar los agregados; agregacion).",
             ["etapa"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registro,
         )

@@ -168,6 +168,14 @@ def test_cada_entrada_mala_se_rechaza_con_su_motivo_y_el_procesador_sigue(bootst
                      _evento("os-2", t + 60, pb.TIPO_EVENTO_SERVICIO_ENTREGADO, servicio="dni-primera-vez", caso="EXP-OS")]
     cabecera_rara = _evento("cab-1", t, caso="EXP-CAB")
     en_lote = [_evento("lote-bueno", t, caso="EXP-LOTE"), _evento("lote-malo", t, agencia="onpe", caso="EXP-LOTE")]
+    # La (fuente, evento_id) de un evento ya contado, en otros dos casos de la misma agencia: las
+    # dos copias se rechazan. Las demás agencias usan los mismos evento_id en `buenos` y cuentan.
+    # La más reciente: una identidad se recuerda mientras su evento está dentro de la tolerancia.
+    original = max((e for e in buenos if e.agencia_id == "reniec" and e.caso_id), key=lambda e: e.ocurrido_en.seconds)
+    copias_identidad = [_evento(original.evento_id, t + i, servicio=original.servicio_id, caso=f"EXP-ID{i}")
+                        for i in (1, 2)]
+    for copia in copias_identidad:
+        copia.fuente = original.fuente
     puerto = puerto_libre()
     crear_topicos(bootstrap, PARTICIONES)
     proceso = lanzar_procesador(procesos, bootstrap, tmp_path, GPR_METRICAS_PUERTO=str(puerto),
@@ -175,10 +183,11 @@ def test_cada_entrada_mala_se_rechaza_con_su_motivo_y_el_procesador_sigue(bootst
     # Desorden acotado (hasta 2 días, dentro de la tardanza de 7).
     publicar_eventos(bootstrap, sorted(buenos, key=lambda e: e.ocurrido_en.seconds + azar.randint(0, 2 * D)))
     esperar_igual_a_referencia(bootstrap, catalogo, buenos, procesos)
+    assert sum(e.evento_id == original.evento_id for e in buenos) > 1
 
     malos = _malos(t, inicio)
     publicar(bootstrap, [(b"reniec/malo", valor, cabeceras) for _, valor, cabeceras in malos])
-    publicar_eventos(bootstrap, saturado + otro_servicio)
+    publicar_eventos(bootstrap, saturado + otro_servicio + copias_identidad)
     productor = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     productor.send(EVENTOS, cabecera_rara.SerializeToString(), key=clave_kafka(cabecera_rara),
                    headers=[(ClaveCruda("x"), b"v")]).get(30)
@@ -187,7 +196,8 @@ def test_cada_entrada_mala_se_rechaza_con_su_motivo_y_el_procesador_sigue(bootst
     productor.close()
     publicar_eventos(bootstrap, buenos[:30])  # repetidos: no cuentan ni se rechazan
 
-    esperados = [m for m, _, _ in malos] + ["caso_saturado", "caso_de_otro_servicio", "agencia_desconocida"]
+    esperados = [m for m, _, _ in malos] + ["caso_saturado", "caso_de_otro_servicio", "agencia_desconocida",
+                                           "identidad_repetida", "identidad_repetida"]
     rechazados = leer_todo(bootstrap, RECHAZADOS, lambda r: len(r) >= len(esperados), 120)
     time.sleep(2)  # por si llegara alguno de más
     rechazados = leer_todo(bootstrap, RECHAZADOS, lambda r: len(r) >= len(esperados) + 1, 3)
@@ -205,6 +215,9 @@ def test_cada_entrada_mala_se_rechaza_con_su_motivo_y_el_procesador_sigue(bootst
                or r.value == b"\xff\xff\xff\xff"]
     assert len(enteros) == 2 and all(dict(r.headers).get(CABECERA_LOTE) == b"1" for r in enteros)
 
+    detalles = [dict(r.headers)[CABECERA_DETALLE].decode() for r in rechazados
+                if dict(r.headers)[CABECERA_MOTIVO] == b"identidad_repetida"]
+    assert all(repr(original.caso_id) in d for d in detalles), detalles
     validos = buenos + saturado[:30] + otro_servicio[:1] + [cabecera_rara, en_lote[0]]
     esperar_igual_a_referencia(bootstrap, catalogo, validos, procesos, limite_s=60)
     contadores = _contadores(puerto)
