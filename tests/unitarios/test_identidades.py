@@ -190,3 +190,10 @@ def test_el_origen_es_la_ultima_cabecera_y_una_que_no_se_entiende_no_cuenta():
     # Un emisor que manda su propia cabecera de origen no elige la marca: el reparto añade la suya al final.
     (unico,) = repartir(b"k", _evento("e", T0, "EXP").SerializeToString(), [(CABECERA_ORIGEN, b"9")], 4, 1)
     assert origen(unico.cabeceras) == 1
+
+
+def test_el_reparto_no_lanza_nunca_ante_cabeceras_imposibles():
+    # Unas cabeceras que ni se pueden recorrer como pares: el registro sigue, con solo su origen.
+    (unico,) = repartir(b"k", b"\x00basura", [("solo-un-elemento",)], 4, 2)
+    assert (unico.particion, unico.valor, list(unico.cabeceras)) == (zlib.crc32(b"k") % 4, b"\x00basura",
+                                                                      [(CABECERA_ORIGEN, b"2")])

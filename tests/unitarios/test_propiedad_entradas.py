@@ -3,8 +3,8 @@ cuenta o va a rechazados.
 
 Registros arbitrarios (bytes cualesquiera, cabeceras cualesquiera, eventos con cualquier
 texto unicode en cada cadena y cualquier número en cada campo numérico, sueltos o en
-LoteEventos) pasan por todo el camino del procesador sin Kafka: etapa por caso, agregación e
-instantáneas con la evaluación de metas de la publicación. Ninguna excepción escapa; cada
+LoteEventos) pasan por todo el camino del procesador sin Kafka: reparto por agencia, etapa por
+caso, agregación e instantáneas con la evaluación de metas de la publicación. Ninguna excepción escapa; cada
 evento queda aceptado, repetido o rechazado (o su registro entero, rechazado) y lo publicado
 es finito.
 """
@@ -26,6 +26,7 @@ from servicios.comun.topicos import CABECERA_LOTE
 from servicios.procesador import config as config_procesador
 from servicios.procesador.publicacion import Publicacion
 from servicios.procesador.dominio.etapa_casos import Registro
+from servicios.procesador.dominio.reparto import origen, repartir
 from servicios.procesador.metricas import MetricasProcesador
 
 CAT = cargar_catalogo(CATALOGO)
@@ -126,23 +127,28 @@ def test_ningun_registro_detiene_el_camino_y_cada_evento_cuenta_o_se_rechaza(lot
 
     offset = 0
     for lote in lotes:
-        regs = []
+        # Como el procesador: el reparto (que no lanza nunca) y la etapa por caso en cada
+        # partición de destino.
+        por_particion: dict[int, list[Registro]] = {}
         for valor, cabeceras in lote:
-            regs.append(Registro(0, offset, b"k", valor, cabeceras))
-            offset += 1
-        salida = motor.procesar(regs)
-        motor.agregacion.aplicar_lotes(salida.lotes)
-        asyncio.run(publicacion.publicar(lambda: False, enviar))
+            for r in repartir(b"k", valor, cabeceras, 4, 0):
+                por_particion.setdefault(r.particion, []).append(
+                    Registro(r.particion, offset, r.clave, r.valor, r.cabeceras, origen(r.cabeceras)))
+                offset += 1
+        for regs in por_particion.values():
+            salida = motor.procesar(regs)
+            motor.agregacion.aplicar_lotes(salida.lotes)
+            asyncio.run(publicacion.publicar(lambda: False, enviar))
 
-        # Cada evento: aceptado, repetido o rechazado; un rechazo con los bytes del registro
-        # entero (no decodifica, lote vacío o error interno del registro) cuenta por todos.
-        esperados = sum(_eventos_del_registro(r.valor, r.cabeceras) for r in regs)
-        por_valor = {r.valor: _eventos_del_registro(r.valor, r.cabeceras) for r in regs}
-        rechazados = sum(por_valor.get(x.valor, 1) if x.valor in por_valor else 1 for x in salida.rechazos)
-        assert salida.aceptados + salida.duplicados + rechazados == esperados, salida.rechazos
-        assert set(salida.aceptados_por_agencia) <= set(CAT.agencias)
-        assert all(x.agencia in ("", *CAT.agencias) for x in salida.rechazos)
-        assert all(len(x.detalle) < 1000 for x in salida.rechazos)
+            # Cada evento: aceptado, repetido o rechazado; un rechazo con los bytes del registro
+            # entero (no decodifica, lote vacío o error interno del registro) cuenta por todos.
+            esperados = sum(_eventos_del_registro(r.valor, r.cabeceras) for r in regs)
+            por_valor = {r.valor: _eventos_del_registro(r.valor, r.cabeceras) for r in regs}
+            rechazados = sum(por_valor.get(x.valor, 1) if x.valor in por_valor else 1 for x in salida.rechazos)
+            assert salida.aceptados + salida.duplicados + rechazados == esperados, salida.rechazos
+            assert set(salida.aceptados_por_agencia) <= set(CAT.agencias)
+            assert all(x.agencia in ("", *CAT.agencias) for x in salida.rechazos)
+            assert all(len(x.detalle) < 1000 for x in salida.rechazos)
     for agencia in CAT.agencias:
         for inst in motor.agregacion.instantaneas(agencia):
             assert inst.valor.valor is None or math.isfinite(inst.valor.valor), inst

@@ -88,14 +88,23 @@ def origen(cabeceras: Sequence[tuple[str, bytes]]) -> int | None:
 def repartir(clave: bytes | None, valor: bytes | None, cabeceras: Sequence[tuple[str, bytes]],
              particiones: int, particion_origen: int) -> list[Repartido]:
     """Los registros en que se reparte uno de la partición `particion_origen` de
-    gpr.eventos.v1 (casi siempre él mismo, con la cabecera de origen añadida)."""
-    cabeceras = [*_cabeceras_escribibles(cabeceras), (CABECERA_ORIGEN, str(particion_origen).encode())]
+    gpr.eventos.v1 (casi siempre él mismo, con la cabecera de origen añadida).
+
+    Nunca lanza: ante cualquier error (no solo al decodificar) el registro va tal cual a la
+    partición de su clave, y la etapa por caso lo rechaza con su motivo; un registro que
+    hiciera fallar el lote del reparto lo haría fallar cada vez que se releyera."""
+    marca_origen = (CABECERA_ORIGEN, str(particion_origen).encode())
+    # Sin más cabeceras que la de origen si ni siquiera se pueden copiar.
+    escribibles = [marca_origen]
     try:
-        eventos = decodificar(valor, cabeceras)
+        escribibles = [*_cabeceras_escribibles(cabeceras), marca_origen]
+        return _por_agencia(clave, valor, escribibles, particiones, decodificar(valor, escribibles))
     except Exception:
-        # Cualquier error al decodificar (no solo `RegistroInvalido`): nada de un registro
-        # detiene el reparto; la etapa por caso lo rechaza con su motivo.
-        eventos = []
+        return [Repartido(zlib.crc32(clave or b"") % particiones, clave, valor, escribibles)]
+
+
+def _por_agencia(clave: bytes | None, valor: bytes | None, cabeceras: list[tuple[str, bytes]],
+                 particiones: int, eventos: list[pb.Evento]) -> list[Repartido]:
     if not eventos:
         return [Repartido(zlib.crc32(clave or b"") % particiones, clave, valor, cabeceras)]
     por_particion: dict[int, list[pb.Evento]] = {}
