@@ -6,7 +6,8 @@ from __future__ import annotations
 from apoyo import referencia
 from apoyo.comparar import diferencias
 from servicios.procesador.dominio.agregacion import Agregacion
-from servicios.procesador.dominio.etapa_casos import EtapaCasos, SalidaCasos, aplicar_escrituras
+from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, SalidaCasos, aplicar_escrituras
+from servicios.procesador.dominio.reparto import origen, repartir
 
 D = 86400
 
@@ -36,6 +37,31 @@ class MotorEnLotes:
 
     def observado(self, agencia):
         return observado(self.agregacion, agencia)
+
+
+def procesar_como_el_procesador(motor: MotorEnLotes, registros, particiones: int):
+    """(aceptados, duplicados, rechazos) de procesar y agregar con `motor` los `registros` leídos
+    de gpr.eventos.v1 (con `partition`, `offset`, `key`, `value`, `headers`) como lo hace el
+    procesador: primero el reparto real (`repartir`, a la partición de cada agencia en
+    `particiones` particiones, con la cabecera de origen) y después la etapa por caso, un lote
+    por partición de destino con el origen que anotó el reparto (`ruta.py`). Así la
+    deduplicación por agencia ve todos los eventos de la agencia, como en el procesador.
+
+    Orden determinista: las particiones de origen en orden y cada una por offset."""
+    por_destino: dict[int, list] = {}
+    for r in sorted(registros, key=lambda r: (r.partition, r.offset)):
+        for repartido in repartir(r.key, r.value, list(r.headers or ()), particiones, r.partition):
+            por_destino.setdefault(repartido.particion, []).append(repartido)
+    aceptados = duplicados = 0
+    rechazos = []
+    for particion in sorted(por_destino):
+        salida = motor.procesar_y_agregar([Registro(particion, offset, d.clave, d.valor, d.cabeceras,
+                                                    origen(d.cabeceras))
+                                           for offset, d in enumerate(por_destino[particion])])
+        aceptados += salida.aceptados
+        duplicados += salida.duplicados
+        rechazos.extend(salida.rechazos)
+    return aceptados, duplicados, rechazos
 
 
 def observado(agregacion, agencia):

@@ -18,17 +18,17 @@ from apoyo.ingesta import (
     E,
     H,
     LOTE_MAXIMO,
+    PARTICIONES,
     TOKEN_RENIEC,
     evento,
     eventos_de,
     ingesta_en_proceso,
     leer_topico,
 )
-from apoyo.motor import MotorEnLotes
+from apoyo.motor import MotorEnLotes, procesar_como_el_procesador
 from gpr_cliente import ErrorIngesta, PublicadorIngesta
 from servicios.comun.broker import puerto_libre
 from servicios.comun.topicos import EVENTOS
-from servicios.procesador.dominio.etapa_casos import Registro
 
 pytestmark = [pytest.mark.integracion, pytest.mark.timeout(120)]
 
@@ -137,14 +137,8 @@ def test_reenviar_tras_una_respuesta_perdida_no_cuenta_dos_veces(bootstrap):
     assert veces == {e.evento_id: 2 for e in eventos}
 
     motor = MotorEnLotes(CATALOGO, B + 10 * H)
-    aceptados = duplicados = 0
-    for particion in sorted({r.partition for r in registros}):
-        propios = sorted((r for r in registros if r.partition == particion), key=lambda r: r.offset)
-        salida = motor.procesar_y_agregar([Registro(r.partition, r.offset, r.key, r.value, list(r.headers))
-                                           for r in propios])
-        aceptados += salida.aceptados
-        duplicados += salida.duplicados
-    assert (aceptados, duplicados) == (8, 8)
+    aceptados, duplicados, rechazos = procesar_como_el_procesador(motor, registros, PARTICIONES)
+    assert (aceptados, duplicados, rechazos) == (8, 8, [])
     valores, _ = motor.observado("reniec")
     assert valores[("dni-duplicado", "solicitudes", "24h", "")] == (4.0, 4)
     assert valores[("dni-duplicado", "entregas", "24h", "")][1] == 4

@@ -13,14 +13,13 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from apoyo.ingesta import eventos_de, leer_topico
-from apoyo.motor import MotorEnLotes
+from apoyo.motor import MotorEnLotes, procesar_como_el_procesador
 from conftest import AHORA, CATALOGO
 from gpr.v1 import eventos_pb2 as pb
 from gpr_cliente import Canal, Eventos, EventoInvalido, PublicadorKafka, PublicadorLleno
 from servicios.comun.broker import BrokerEmbebido
 from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.topicos import CABECERA_LOTE, EVENTOS, crear_topicos
-from servicios.procesador.dominio.etapa_casos import Registro
 
 pytestmark = pytest.mark.integracion
 
@@ -188,14 +187,8 @@ def test_reintenta_con_el_mismo_evento_id_y_el_procesador_cuenta_una_vez(tmp_pat
         assert sorted(ids) == sorted([e.evento_id for e in eventos] * 2)
 
     motor = MotorEnLotes(PLATAFORMA, AHORA)
-    aceptados = duplicados = 0
-    for particion in sorted({r.partition for r in registros}):
-        propios = sorted((r for r in registros if r.partition == particion), key=lambda r: r.offset)
-        salida = motor.procesar_y_agregar([Registro(r.partition, r.offset, r.key, r.value, list(r.headers))
-                                           for r in propios])
-        aceptados += salida.aceptados
-        duplicados += salida.duplicados
-    assert (aceptados, duplicados) == (15, 15)
+    aceptados, duplicados, rechazos = procesar_como_el_procesador(motor, registros, PARTICIONES)
+    assert (aceptados, duplicados, rechazos) == (15, 15, [])
     valores, _ = motor.observado("reniec")
     assert valores[("dni-duplicado", "solicitudes", "24h", "")] == (5.0, 5)
     assert valores[("dni-duplicado", "entregas", "24h", "")][1] == 5

@@ -44,13 +44,12 @@ from apoyo.ingesta import (
     leer_topico,
     metricas,
 )
-from apoyo.motor import MotorEnLotes
+from apoyo.motor import MotorEnLotes, procesar_como_el_procesador
 from gpr.v1 import ingesta_pb2
 from gpr_cliente import PublicadorKafka
 from gpr_cliente.kafka import es_reintentable
 from servicios.comun.broker import BrokerEmbebido
 from servicios.comun.topicos import EVENTOS, RECHAZADOS, crear_topicos
-from servicios.procesador.dominio.etapa_casos import Registro
 
 pytestmark = [pytest.mark.integracion, pytest.mark.timeout(120)]
 
@@ -73,15 +72,10 @@ def _solicitudes(n: int, prefijo: str):
 
 def _contar_con_el_procesador(registros, ahora):
     """(aceptados, duplicados, (valor, muestras) de solicitudes 24h de reniec/dni-duplicado)
-    según la etapa por caso y la agregación del procesador, partición por partición."""
+    según el reparto, la etapa por caso y la agregación del procesador."""
     motor = MotorEnLotes(CATALOGO_INGESTA, ahora)
-    aceptados = duplicados = 0
-    for particion in sorted({r.partition for r in registros}):
-        propios = sorted((r for r in registros if r.partition == particion), key=lambda r: r.offset)
-        salida = motor.procesar_y_agregar([Registro(r.partition, r.offset, r.key, r.value, list(r.headers or ()))
-                                           for r in propios])
-        aceptados += salida.aceptados
-        duplicados += salida.duplicados
+    aceptados, duplicados, rechazos = procesar_como_el_procesador(motor, registros, PARTICIONES)
+    assert not rechazos, rechazos
     valores, _ = motor.observado("reniec")
     return aceptados, duplicados, valores.get(("dni-duplicado", "solicitudes", "24h", ""))
 
