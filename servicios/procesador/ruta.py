@@ -45,7 +45,7 @@ from servicios.comun import topicos
 from servicios.comun.trazas import APAGADAS, Trazas
 from servicios.procesador.dominio.agregacion import Agregacion
 from servicios.procesador.dominio.etapa_casos import ERROR_INTERNO, EtapaCasos, Registro
-from servicios.procesador.dominio.reparto import origen, particion_de_agencia, repartir
+from servicios.procesador.dominio.reparto import Reparto, origen, particion_de_agencia
 from servicios.procesador.metricas import AGENCIA_DESCONOCIDA, MetricasProcesador
 from servicios.procesador.orden import RELECTURAS_PARA_ACEPTAR, Decision, GuardiaDeOrden
 from servicios.procesador.puerto import Puerto, Tabla
@@ -255,21 +255,24 @@ class Ruta:
     # --- reparto ------------------------------------------------------------------------------
 
     async def repartir_lote_de_eventos(self, grupos: dict[int, list]) -> None:
-        """Reparte los registros del lote por agencia; los confirma con todo ya escrito (si un
-        envío falla, el lote falla entero y se relee: repartir dos veces no cambia nada)."""
+        """Reparte los registros del lote por agencia (`dominio/reparto.py`); los confirma con
+        todo ya escrito (si un envío falla, el lote falla entero y se relee: repartir dos veces
+        no cambia nada)."""
         inicio = time.perf_counter()
-        por_particion: dict[int, list] = {}
-        for grupo in grupos.values():
-            for evento in grupo:
-                mensaje = evento.message
-                for repartido in repartir(mensaje.key, mensaje.value, _cabeceras(mensaje), self.particiones,
-                                          mensaje.partition):
-                    por_particion.setdefault(repartido.particion, []).append(
-                        (repartido.clave, repartido.valor, repartido.cabeceras, mensaje.timestamp))
-        envios = [await self.puerto.enviar_lote(topicos.EVENTOS_POR_AGENCIA, particion, registros)
-                  for particion, registros in por_particion.items()]
-        await _escritos(envios)
-        _confirmar(grupos)
+        mensajes = [evento.message for grupo in grupos.values() for evento in grupo]
+        with self.trazas.consumo(topicos.EVENTOS, mensajes) as tramo:
+            reparto = Reparto(self.particiones)
+            for mensaje in mensajes:
+                reparto.agregar(mensaje.key, mensaje.value, _cabeceras(mensaje), mensaje.partition, mensaje.timestamp)
+            por_particion: dict[int, list] = {}
+            # Cada paquete lleva el contexto del tramo: la etapa por caso sigue la traza.
+            for repartido in reparto.registros(tramo.cabeceras or ()):
+                por_particion.setdefault(repartido.particion, []).append(
+                    (repartido.clave, repartido.valor, repartido.cabeceras, repartido.instante))
+            envios = [await self.puerto.enviar_lote(topicos.EVENTOS_POR_AGENCIA, particion, registros)
+                      for particion, registros in por_particion.items()]
+            await _escritos(envios)
+            _confirmar(grupos)
         self.metricas.lote_segundos.labels(etapa="reparto").observe(time.perf_counter() - inicio)
 
     # --- etapa por caso ---------------------------------------------------------------------

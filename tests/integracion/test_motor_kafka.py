@@ -99,7 +99,9 @@ def test_un_lote_que_falla_a_medias_se_procesa_de_nuevo_sin_perder_sus_agregados
     (sus eventos, ya vistos, reenvían su aporte), no confirmarse como ya procesados."""
     catalogo, eventos, llegada, _malos = armar_escenario(semilla=3, casos_por_servicio=150)
     crear_topicos(bootstrap, PARTICIONES)
-    procesador = lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="200")
+    # Lotes chicos: el reparto empaqueta los eventos, y con lotes de 200 registros la etapa
+    # por caso podía ver todo el escenario en menos de tres lotes.
+    procesador = lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="20")
     publicar_eventos(bootstrap, llegada)
     esperar_igual_a_referencia(bootstrap, catalogo, eventos, procesos)
     assert "GPR_PRUEBA_FALLAR_LOTE: falla el lote 3" in procesos.registro("procesador")
@@ -123,7 +125,7 @@ def test_tras_un_lote_fallido_un_reequilibrio_no_se_queda_esperando(bootstrap, p
     catalogo, eventos, llegada, _ = armar_escenario(semilla=5, casos_por_servicio=120)
     crear_topicos(bootstrap, PARTICIONES)
     mitad = len(llegada) // 2
-    primero = lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="200")
+    primero = lanzar_procesador(procesos, bootstrap, tmp_path, GPR_PRUEBA_FALLAR_LOTE="3", GPR_LOTE_MAXIMO="20")
     publicar_eventos(bootstrap, llegada[:mitad])
     fin = time.monotonic() + 120
     while "sin confirmar se releerán" not in procesos.registro("procesador"):

@@ -178,25 +178,27 @@ def test_una_traza_de_la_ingesta_a_la_instantanea_publicada(bootstrap):
     trabajador = Trabajador(trazas)
     trabajador.correr(registros)
     tramos = _tramos(exportador)
-    # El reparto no abre tramo: reenvía cada registro con sus cabeceras, y el contexto de la
-    # ingesta llega tal cual a la etapa por caso.
-    assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.agencias.v1", "send gpr.eventos.v1",
-                              "send gpr.indicadores.v1"]
+    # El reparto abre su tramo y cada paquete que escribe lleva su contexto.
+    assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.agencias.v1", "process gpr.eventos.v1",
+                              "send gpr.eventos.v1", "send gpr.indicadores.v1"]
+    (reparto,), (casos,), (agregacion,), (publicacion,) = (tramos[n] for n in (
+        "process gpr.eventos.v1", "process gpr.eventos.agencias.v1", "process gpr.aportes.v1",
+        "send gpr.indicadores.v1"))
     repartidos = trabajador.registros(topicos.EVENTOS_POR_AGENCIA)
-    assert [_traceparent(m.headers) for m in repartidos] == [_ids(ingesta.context)] * len(registros)
-    (casos,), (agregacion,), (publicacion,) = (tramos[n] for n in (
-        "process gpr.eventos.agencias.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
+    assert repartidos and [_traceparent(m.headers) for m in repartidos] == [_ids(reparto.context)] * len(repartidos)
     # Una sola traza: cada tramo es hijo del anterior y lo enlaza.
-    for anterior, tramo in ((ingesta, casos), (casos, agregacion), (agregacion, publicacion)):
+    for anterior, tramo in ((ingesta, reparto), (reparto, casos), (casos, agregacion), (agregacion, publicacion)):
         assert tramo.context.trace_id == traza
         assert _ids(tramo.parent) == _ids(anterior.context)
         assert [_ids(v.context) for v in tramo.links] == [_ids(anterior.context)]
-    assert casos.kind is SpanKind.CONSUMER and agregacion.kind is SpanKind.CONSUMER
-    assert publicacion.kind is SpanKind.PRODUCER
+    assert reparto.kind is SpanKind.CONSUMER and casos.kind is SpanKind.CONSUMER
+    assert agregacion.kind is SpanKind.CONSUMER and publicacion.kind is SpanKind.PRODUCER
+    _atributos_kafka(reparto, topicos.EVENTOS, "process")
     _atributos_kafka(casos, topicos.EVENTOS_POR_AGENCIA, "process")
     _atributos_kafka(agregacion, topicos.APORTES, "process")
     _atributos_kafka(publicacion, topicos.INDICADORES, "send")
-    assert casos.attributes["messaging.batch.message_count"] == len(registros)
+    assert reparto.attributes["messaging.batch.message_count"] == len(registros)
+    assert casos.attributes["messaging.batch.message_count"] == len(repartidos)
     assert (casos.attributes["gpr.eventos_aceptados"], casos.attributes["gpr.eventos_duplicados"],
             casos.attributes["gpr.eventos_rechazados"]) == (3, 0, 0)
 
@@ -239,12 +241,17 @@ def test_lotes_de_varias_peticiones_se_enlazan_y_el_cliente_puede_abrir_la_traza
     trabajador = Trabajador(trazas)
     primero = trabajador.correr(registros)
     tramos = _tramos(exportador)
-    (casos,), (agregacion,), (publicacion,) = (tramos[n] for n in (
-        "process gpr.eventos.agencias.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
-    # Hijo del contexto del primer registro del lote; enlazado a las dos peticiones.
-    assert _ids(casos.parent) == _traceparent(primero.headers)
-    assert casos.context.trace_id == casos.parent.trace_id
-    assert {_ids(v.context) for v in casos.links} == {_ids(t.context) for t in ingestas.values()}
+    (reparto,), (casos,), (agregacion,), (publicacion,) = (tramos[n] for n in (
+        "process gpr.eventos.v1", "process gpr.eventos.agencias.v1", "process gpr.aportes.v1",
+        "send gpr.indicadores.v1"))
+    # El del reparto: hijo del contexto del primer registro de su lote (el de una de las dos
+    # peticiones); enlazado a las dos.
+    assert _ids(reparto.parent) in {_traceparent(r.headers) for r in registros}
+    assert reparto.context.trace_id == reparto.parent.trace_id
+    assert {_ids(v.context) for v in reparto.links} == {_ids(t.context) for t in ingestas.values()}
+    # El de la etapa por caso, hijo del reparto (el contexto de sus paquetes).
+    assert _ids(casos.parent) == _traceparent(primero.headers) == _ids(reparto.context)
+    assert [_ids(v.context) for v in casos.links] == [_ids(reparto.context)]
     assert [_ids(v.context) for v in agregacion.links] == [_ids(casos.context)]
     assert [_ids(v.context) for v in publicacion.links] == [_ids(agregacion.context)]
     # Las instantáneas de las dos agencias, con el contexto de la pasada.
@@ -265,7 +272,7 @@ def test_sin_endpoint_no_hay_trazas_ni_cabeceras(bootstrap):
     assert [_traceparent(r.headers) for r in registros] == [None] * len(registros)
     trabajador = Trabajador(APAGADAS)
     trabajador.correr(registros)
-    # El reparto reenvía las cabeceras que había (la de lote), sin añadir contexto.
+    # Los paquetes del reparto llevan la cabecera de lote y la de origen, sin contexto.
     repartidos = trabajador.registros(topicos.EVENTOS_POR_AGENCIA)
     assert repartidos and [_traceparent(m.headers) for m in repartidos] == [None] * len(repartidos)
     for topico in (topicos.APORTES, topicos.INDICADORES):
@@ -339,10 +346,12 @@ def test_otlp_de_la_ingesta_y_el_procesador_reales(bootstrap, procesos, tmp_path
             time.sleep(0.5)
         tramos = de_la_traza()
         assert sorted(tramos) == ["process gpr.aportes.v1", "process gpr.eventos.agencias.v1",
-                                  "send gpr.indicadores.v1"], procesos.registro("procesador")[-3000:]
-        casos, agregacion, publicacion = (tramos[n] for n in (
-            "process gpr.eventos.agencias.v1", "process gpr.aportes.v1", "send gpr.indicadores.v1"))
-        for anterior, tramo in ((ingesta, casos), (casos, agregacion), (agregacion, publicacion)):
+                                  "process gpr.eventos.v1", "send gpr.indicadores.v1"], \
+            procesos.registro("procesador")[-3000:]
+        reparto, casos, agregacion, publicacion = (tramos[n] for n in (
+            "process gpr.eventos.v1", "process gpr.eventos.agencias.v1", "process gpr.aportes.v1",
+            "send gpr.indicadores.v1"))
+        for anterior, tramo in ((ingesta, reparto), (reparto, casos), (casos, agregacion), (agregacion, publicacion)):
             assert tramo.parent_span_id == anterior.span_id
             assert [(v.trace_id, v.span_id) for v in tramo.links] == [(anterior.trace_id, anterior.span_id)]
         assert (casos.kind, agregacion.kind, publicacion.kind) == (

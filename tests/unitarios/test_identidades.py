@@ -15,7 +15,7 @@ from servicios.comun.catalogo import cargar_catalogo
 from servicios.comun.topicos import CABECERA_LOTE, CABECERA_ORIGEN
 from servicios.procesador.dominio import identidades as ids
 from servicios.procesador.dominio.etapa_casos import EtapaCasos, Registro, aplicar_escrituras
-from servicios.procesador.dominio.reparto import origen, particion_de_agencia, repartir
+from servicios.procesador.dominio.reparto import Reparto, origen, particion_de_agencia, repartir
 
 H = 3600
 D = 86400
@@ -145,25 +145,51 @@ def test_la_tardanza_se_juzga_por_particion_de_origen():
 # --- el reparto -------------------------------------------------------------------------------
 
 
-def test_un_evento_va_a_la_particion_de_su_agencia_tal_cual_con_su_origen():
+def _eventos_de(repartido):
+    return [(e.agencia_id, e.evento_id) for e in pb.LoteEventos.FromString(repartido.valor).eventos]
+
+
+def test_un_evento_va_a_la_particion_de_su_agencia_en_un_paquete_con_sus_bytes_y_su_origen():
     e = _evento("e1", T0, "EXP-1", agencia="sunarp", servicio="certificado-literal")
     valor = e.SerializeToString()
     (unico,) = repartir(b"sunarp/EXP-1", valor, [("traceparent", b"00-ab")], 4, 3)
     assert unico.particion == zlib.crc32(b"sunarp") % 4 == particion_de_agencia("sunarp", 4)
-    assert (unico.clave, unico.valor) == (b"sunarp/EXP-1", valor)
-    assert list(unico.cabeceras) == [("traceparent", b"00-ab"), (CABECERA_ORIGEN, b"3")]
+    # Un LoteEventos de un evento: campo 1, su largo y los bytes originales, sin reserializar.
+    assert unico.valor == b"\x0a" + bytes([len(valor)]) + valor and unico.clave == b"sunarp/EXP-1"
+    assert list(unico.cabeceras) == [(CABECERA_LOTE, b"1"), (CABECERA_ORIGEN, b"3")]
     assert origen(unico.cabeceras) == 3
 
 
-def test_un_lote_de_varias_agencias_se_parte_en_un_lote_por_particion():
+def test_los_sueltos_se_empaquetan_por_particion_de_destino_y_de_origen_en_orden():
+    particiones = 8
+    reparto = Reparto(particiones)
+    entrada = [("r1", "reniec", 0), ("s1", "sunarp", 0), ("r2", "reniec", 1), ("r3", "reniec", 0)]
+    for evento_id, agencia, particion_origen in entrada:
+        servicio = "dni-duplicado" if agencia == "reniec" else "certificado-literal"
+        e = _evento(evento_id, T0, "EXP-" + evento_id, agencia=agencia, servicio=servicio)
+        reparto.agregar(b"k", e.SerializeToString(), [], particion_origen, instante=T0 + len(evento_id))
+    salida = {(r.particion, origen(r.cabeceras)): _eventos_de(r) for r in reparto.registros([("traceparent", b"t")])}
+    reniec, sunarp = particion_de_agencia("reniec", 8), particion_de_agencia("sunarp", 8)
+    assert salida == {(reniec, 0): [("reniec", "r1"), ("reniec", "r3")], (sunarp, 0): [("sunarp", "s1")],
+                      (reniec, 1): [("reniec", "r2")]}
+    assert reparto.registros() == []
+
+
+def test_un_paquete_se_cierra_al_llegar_a_su_tope():
+    reparto = Reparto(4, eventos_por_paquete=3)
+    for i in range(7):
+        reparto.agregar(b"k", _evento(f"e{i}", T0, f"EXP-{i}").SerializeToString(), [], 0)
+    assert [len(_eventos_de(r)) for r in reparto.registros()] == [3, 3, 1]
+
+
+def test_un_lote_de_varias_agencias_se_parte_en_un_paquete_por_particion():
     particiones = 8
     assert len({particion_de_agencia(a, particiones) for a in ("reniec", "sunarp", "minsa")}) == 3
     eventos = [_evento("r1", T0, "R-1"), _evento("s1", T0, "S-1", "sunarp", "certificado-literal"),
                _evento("r2", T0, "R-2"), _evento("m1", T0, "M-1", "minsa", "cita-especialidad")]
     partes = repartir(b"reniec/R-1", pb.LoteEventos(eventos=eventos).SerializeToString(),
                       [(CABECERA_LOTE, b"1")], particiones, 0)
-    por_particion = {p.particion: ([e.evento_id for e in pb.LoteEventos.FromString(p.valor).eventos], p.clave)
-                     for p in partes}
+    por_particion = {p.particion: ([e for _, e in _eventos_de(p)], p.clave) for p in partes}
     assert por_particion == {particion_de_agencia("reniec", 8): (["r1", "r2"], b"reniec/R-1"),
                              particion_de_agencia("sunarp", 8): (["s1"], b"sunarp/S-1"),
                              particion_de_agencia("minsa", 8): (["m1"], b"minsa/M-1")}
@@ -175,11 +201,12 @@ def test_un_lote_de_varias_agencias_se_parte_en_un_lote_por_particion():
 def test_lo_que_no_se_decodifica_va_tal_cual_a_la_particion_de_su_clave(valor, cabeceras):
     (unico,) = repartir(b"clave-rara", valor, cabeceras, 4, 1)
     assert (unico.particion, unico.valor) == (zlib.crc32(b"clave-rara") % 4, valor)
+    assert list(unico.cabeceras) == [*cabeceras, (CABECERA_ORIGEN, b"1")]
 
 
 def test_una_clave_de_cabecera_que_no_es_utf8_se_reenvia_con_escapes():
     cruda = b"\xffx".decode("utf-8", "surrogateescape")
-    (unico,) = repartir(b"k", _evento("e", T0, "EXP").SerializeToString(), [(cruda, b"v"), ("ñ", b"w")], 4, 0)
+    (unico,) = repartir(b"k", b"\x00no-es-un-evento", [(cruda, b"v"), ("ñ", b"w")], 4, 0)
     assert list(unico.cabeceras) == [("\\xffx", b"v"), ("ñ", b"w"), (CABECERA_ORIGEN, b"0")]
     assert all(nombre.encode() for nombre, _ in unico.cabeceras)
 
@@ -187,9 +214,10 @@ def test_una_clave_de_cabecera_que_no_es_utf8_se_reenvia_con_escapes():
 def test_el_origen_es_la_ultima_cabecera_y_una_que_no_se_entiende_no_cuenta():
     assert origen([(CABECERA_ORIGEN, b"7"), (CABECERA_ORIGEN, b"2")]) == 2
     assert origen([(CABECERA_ORIGEN, b"x")]) is None and origen([]) is None
-    # Un emisor que manda su propia cabecera de origen no elige la marca: el reparto añade la suya al final.
-    (unico,) = repartir(b"k", _evento("e", T0, "EXP").SerializeToString(), [(CABECERA_ORIGEN, b"9")], 4, 1)
-    assert origen(unico.cabeceras) == 1
+    # Un emisor que manda su propia cabecera de origen no elige la marca: el reparto pone la suya.
+    for valor in (_evento("e", T0, "EXP").SerializeToString(), b"\x00basura"):
+        (unico,) = repartir(b"k", valor, [(CABECERA_ORIGEN, b"9")], 4, 1)
+        assert origen(unico.cabeceras) == 1
 
 
 def test_el_reparto_no_lanza_nunca_ante_cabeceras_imposibles():
@@ -197,3 +225,27 @@ def test_el_reparto_no_lanza_nunca_ante_cabeceras_imposibles():
     (unico,) = repartir(b"k", b"\x00basura", [("solo-un-elemento",)], 4, 2)
     assert (unico.particion, unico.valor, list(unico.cabeceras)) == (zlib.crc32(b"k") % 4, b"\x00basura",
                                                                       [(CABECERA_ORIGEN, b"2")])
+
+
+def test_un_evento_rechazado_de_un_paquete_lleva_sus_bytes_originales_y_la_clave_del_contrato():
+    """Un mapa se serializa en cualquier orden: volver a serializar el evento no daría los
+    bytes que mandó el emisor. Se arma uno con los atributos en un orden que protobuf no
+    reproduce y se comprueba que el rechazo trae esos bytes."""
+    e = _evento("attr", T0, "EXP-A")
+    e.atributos.update({f"k{i}": "v" for i in range(40)})  # más de 32: campo_demasiado_largo
+    propio = e.SerializeToString()
+    # Los mismos campos con las entradas del mapa al revés (campo 19, tipo 2).
+    cabeza = pb.Evento()
+    cabeza.CopyFrom(e)
+    cabeza.ClearField("atributos")
+    entradas = []
+    for clave in reversed(sorted(e.atributos)):
+        entrada = pb.Evento(atributos={clave: "v"}).SerializeToString()
+        entradas.append(entrada)
+    raro = cabeza.SerializeToString() + b"".join(entradas)
+    assert pb.Evento.FromString(raro) == e and raro != propio and pb.Evento.FromString(raro).SerializeToString() != raro
+    (paquete,) = repartir(b"clave-del-emisor", raro, [], 4, 0)
+    etapa = Etapa()
+    salida = etapa.etapa.procesar([Registro(0, 0, paquete.clave, paquete.valor, paquete.cabeceras, 0)], etapa.casos)
+    (rechazo,) = salida.rechazos
+    assert (rechazo.motivo, rechazo.valor, rechazo.clave) == ("campo_demasiado_largo:atributos", raro, b"reniec/EXP-A")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from gpr.v1 import interno_pb2 as interno
 from servicios.comun.catalogo import Catalogo
-from servicios.comun.eventos import RegistroInvalido, decodificar, es_lote, validar
+from servicios.comun.eventos import RegistroInvalido, clave_kafka, decodificar, es_lote, eventos_en_bruto, validar
 from servicios.comun.texto import recortar
 from servicios.procesador.dominio import medidas as m
 from servicios.procesador.dominio.ventanas import SEGUNDOS_HORA
@@ -307,10 +307,26 @@ class EtapaCasos:
         offset = posicion = None
         por_agencia = salida.aceptados_por_agencia
 
+        # Por offset, los bytes de cada evento de un registro lote (solo si se rechaza alguno).
+        brutos: dict[int, list[bytes] | None] = {}
+
         def rechazar(registro: Registro, evento, en_lote: bool, motivo: str, detalle: str) -> None:
-            original = evento.SerializeToString() if en_lote else registro.valor
+            # De un lote (un paquete del reparto, o del emisor): el evento con sus bytes y con
+            # la clave del contrato, la que llevaría solo (así `gpr rechazados reprocesar` lo
+            # reenvía bien).
+            if en_lote:
+                if brutos.get(registro.offset, False) is False:
+                    brutos[registro.offset] = eventos_en_bruto(registro.valor)
+                partes = brutos[registro.offset]
+                if partes is not None and posicion is not None and posicion < len(partes):
+                    original = partes[posicion]
+                else:
+                    original = evento.SerializeToString()
+                clave = clave_kafka(evento)
+            else:
+                original, clave = registro.valor, registro.clave
             agencia = evento.agencia_id if evento.agencia_id in catalogo.agencias else ""
-            salida.rechazos.append(Rechazo(registro.clave, original, motivo,
+            salida.rechazos.append(Rechazo(clave, original, motivo,
                                            f"evento {recortar(evento.evento_id)!r}: {detalle}", agencia))
 
         try:

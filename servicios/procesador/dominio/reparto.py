@@ -11,12 +11,13 @@ tiene en gpr.aportes.v1.
 Sin estado: un registro que se reparte dos veces (un reproceso tras un corte) llega dos
 veces a la etapa por caso, que lo reconoce como ya visto, igual que un reintento del emisor.
 
-El registro sigue como llegó (clave, valor, cabeceras), con una cabecera más: su partición de
-origen (`gpr-origen`), porque la tardanza se juzga por partición de origen (ver
-`etapa_casos.clave_marca`). La etapa por caso lo decodifica,
-valida y rechaza como siempre, y un rechazo lleva los bytes que mandó el emisor. Solo un
-`LoteEventos` con eventos de varias agencias se parte en un lote por partición. Lo que no se
-puede decodificar va a una partición fija (la de su clave) y allí se rechaza con su motivo.
+Los eventos van empaquetados: por partición de destino y de origen, en registros
+`LoteEventos` con sus bytes originales (ver `Reparto`), porque el costo por registro de Kafka
+del salto de más se paga así una vez por paquete. Cada paquete lleva la partición de origen
+(`gpr-origen`): la tardanza se juzga por partición de origen (`etapa_casos.clave_marca`). La
+etapa por caso los decodifica, valida y rechaza como siempre; un evento rechazado lleva sus
+bytes y la clave del contrato. Lo que no se puede decodificar sigue tal cual, con sus
+cabeceras, a una partición fija (la de su clave), y allí se rechaza con su motivo y sus bytes.
 
 Sin E/S.
 """
@@ -27,8 +28,8 @@ import zlib
 from collections.abc import Sequence
 
 from gpr.v1 import eventos_pb2 as pb
-from servicios.comun.eventos import clave_kafka, decodificar
-from servicios.comun.topicos import CABECERA_ORIGEN
+from servicios.comun.eventos import clave_kafka, decodificar, es_lote
+from servicios.comun.topicos import CABECERA_LOTE, CABECERA_ORIGEN
 
 
 def particion_de_agencia(agencia_id: str, particiones: int) -> int:
@@ -38,20 +39,128 @@ def particion_de_agencia(agencia_id: str, particiones: int) -> int:
     return zlib.crc32(agencia_id.encode()) % particiones
 
 
-class Repartido:
-    """Un registro para gpr.eventos.agencias.v1."""
+# Tope de un registro empaquetado por el reparto (bytes de eventos y eventos): muy por debajo
+# del registro máximo interno (16 MiB) y de las 2^20 posiciones por registro de la etapa por
+# caso (`etapa_casos.BITS_POSICION`).
+BYTES_POR_PAQUETE = 1 << 20
+EVENTOS_POR_PAQUETE = 20_000
 
-    __slots__ = ("particion", "clave", "valor", "cabeceras")
+
+class Repartido:
+    """Un registro para gpr.eventos.agencias.v1; `instante`: el del registro original más
+    reciente que trae (segundos; la etapa por caso mide el retraso desde ahí)."""
+
+    __slots__ = ("particion", "clave", "valor", "cabeceras", "instante")
 
     def __init__(self, particion: int, clave: bytes | None, valor: bytes | None,
-                 cabeceras: Sequence[tuple[str, bytes]]):
+                 cabeceras: Sequence[tuple[str, bytes]], instante: float | None = None):
         self.particion = particion
         self.clave = clave
         self.valor = valor
         self.cabeceras = cabeceras
+        self.instante = instante
 
     def __repr__(self) -> str:
         return f"Repartido({self.particion}, {self.clave!r}, {len(self.valor or b'')} bytes)"
+
+
+def _varint(n: int) -> bytes:
+    partes = bytearray()
+    while n > 0x7F:
+        partes.append((n & 0x7F) | 0x80)
+        n >>= 7
+    partes.append(n)
+    return bytes(partes)
+
+
+class _Paquete:
+    """Eventos de una (partición de destino, partición de origen), ya codificados como el
+    campo `eventos` de un LoteEventos: juntar sus bytes *es* el LoteEventos (un campo repetido
+    se codifica como la concatenación de sus elementos), sin volver a serializar nada."""
+
+    __slots__ = ("clave", "partes", "bytes", "eventos", "instante")
+
+    def __init__(self, clave: bytes) -> None:
+        self.clave = clave
+        self.partes: list[bytes] = []
+        self.bytes = 0
+        self.eventos = 0
+        self.instante: float | None = None
+
+
+class Reparto:
+    """Reparte los registros de un lote de gpr.eventos.v1 por agencia.
+
+    Los eventos decodificables se empaquetan, por partición de destino y de origen, en
+    registros `LoteEventos` con la cabecera de lote: la etapa por caso paga su costo por
+    registro de Kafka una vez por paquete y no por evento (un evento por registro costaba
+    un tercio del caudal con el salto de más). Cada evento va con sus bytes originales. Lo que
+    no se decodifica (o un `LoteEventos` vacío) sigue tal cual, solo, a la partición de su
+    clave, donde la etapa por caso lo rechaza con su motivo y sus bytes.
+
+    Nunca lanza: un registro que hiciera fallar el lote del reparto lo haría fallar en cada
+    relectura."""
+
+    def __init__(self, particiones: int, bytes_por_paquete: int = BYTES_POR_PAQUETE,
+                 eventos_por_paquete: int = EVENTOS_POR_PAQUETE) -> None:
+        self.particiones = particiones
+        self.bytes_por_paquete = bytes_por_paquete
+        self.eventos_por_paquete = eventos_por_paquete
+        self._salida: list[Repartido] = []
+        self._paquetes: dict[tuple[int, int], _Paquete] = {}
+
+    def agregar(self, clave: bytes | None, valor: bytes | None, cabeceras: Sequence[tuple[str, bytes]],
+                particion_origen: int, instante: float | None = None) -> None:
+        marca_origen = (CABECERA_ORIGEN, str(particion_origen).encode())
+        # Sin más cabeceras que la de origen si ni siquiera se pueden copiar.
+        escribibles = [marca_origen]
+        try:
+            escribibles = [*_cabeceras_escribibles(cabeceras), marca_origen]
+            eventos = decodificar(valor, escribibles)
+            if not eventos:
+                raise ValueError("LoteEventos vacío")
+            suelto = len(eventos) == 1 and not es_lote(escribibles)
+            destinos = [(particion_de_agencia(evento.agencia_id, self.particiones), evento) for evento in eventos]
+        except Exception:
+            self._salida.append(Repartido(zlib.crc32(clave or b"") % self.particiones, clave, valor, escribibles,
+                                          instante))
+            return
+        for particion, evento in destinos:
+            bruto = valor if suelto else evento.SerializeToString()
+            self._empaquetar(particion, particion_origen, evento, bruto, instante)
+
+    def _empaquetar(self, particion: int, particion_origen: int, evento: pb.Evento, bruto: bytes,
+                    instante: float | None) -> None:
+        clave = (particion, particion_origen)
+        paquete = self._paquetes.get(clave)
+        if paquete is not None and (paquete.bytes + len(bruto) > self.bytes_por_paquete
+                                    or paquete.eventos >= self.eventos_por_paquete):
+            self._cerrar(clave, paquete)
+            paquete = None
+        if paquete is None:
+            paquete = self._paquetes[clave] = _Paquete(clave_kafka(evento))
+        parte = b"\x0a" + _varint(len(bruto)) + bruto
+        paquete.partes.append(parte)
+        paquete.bytes += len(parte)
+        paquete.eventos += 1
+        if instante and (paquete.instante is None or instante > paquete.instante):
+            paquete.instante = instante
+
+    def _cerrar(self, clave: tuple[int, int], paquete: _Paquete, cabeceras_extra=()) -> None:
+        particion, particion_origen = clave
+        self._salida.append(Repartido(
+            particion, paquete.clave, b"".join(paquete.partes),
+            [(CABECERA_LOTE, b"1"), (CABECERA_ORIGEN, str(particion_origen).encode()), *cabeceras_extra],
+            paquete.instante))
+        del self._paquetes[clave]
+
+    def registros(self, cabeceras_extra: Sequence[tuple[str, bytes]] = ()) -> list[Repartido]:
+        """Lo repartido hasta aquí (y vacía el reparto); `cabeceras_extra` van en cada paquete
+        (las de trazas del lote)."""
+        for clave, paquete in list(self._paquetes.items()):
+            self._cerrar(clave, paquete, cabeceras_extra)
+        salida, self._salida = self._salida, []
+        return salida
 
 
 def _cabeceras_escribibles(cabeceras: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
@@ -87,34 +196,7 @@ def origen(cabeceras: Sequence[tuple[str, bytes]]) -> int | None:
 
 def repartir(clave: bytes | None, valor: bytes | None, cabeceras: Sequence[tuple[str, bytes]],
              particiones: int, particion_origen: int) -> list[Repartido]:
-    """Los registros en que se reparte uno de la partición `particion_origen` de
-    gpr.eventos.v1 (casi siempre él mismo, con la cabecera de origen añadida).
-
-    Nunca lanza: ante cualquier error (no solo al decodificar) el registro va tal cual a la
-    partición de su clave, y la etapa por caso lo rechaza con su motivo; un registro que
-    hiciera fallar el lote del reparto lo haría fallar cada vez que se releyera."""
-    marca_origen = (CABECERA_ORIGEN, str(particion_origen).encode())
-    # Sin más cabeceras que la de origen si ni siquiera se pueden copiar.
-    escribibles = [marca_origen]
-    try:
-        escribibles = [*_cabeceras_escribibles(cabeceras), marca_origen]
-        return _por_agencia(clave, valor, escribibles, particiones, decodificar(valor, escribibles))
-    except Exception:
-        return [Repartido(zlib.crc32(clave or b"") % particiones, clave, valor, escribibles)]
-
-
-def _por_agencia(clave: bytes | None, valor: bytes | None, cabeceras: list[tuple[str, bytes]],
-                 particiones: int, eventos: list[pb.Evento]) -> list[Repartido]:
-    if not eventos:
-        return [Repartido(zlib.crc32(clave or b"") % particiones, clave, valor, cabeceras)]
-    por_particion: dict[int, list[pb.Evento]] = {}
-    for evento in eventos:
-        por_particion.setdefault(particion_de_agencia(evento.agencia_id, particiones), []).append(evento)
-    if len(por_particion) == 1:
-        return [Repartido(next(iter(por_particion)), clave, valor, cabeceras)]
-    # Un lote con eventos de varias agencias: un lote por partición, en el orden de sus
-    # eventos, con la clave de su primer evento y las cabeceras del original (la de lote y
-    # las de trazas).
-    return [Repartido(particion, clave_kafka(grupo[0]), pb.LoteEventos(eventos=grupo).SerializeToString(),
-                      cabeceras)
-            for particion, grupo in por_particion.items()]
+    """Lo que el reparto hace con un solo registro de la partición `particion_origen`."""
+    reparto = Reparto(particiones)
+    reparto.agregar(clave, valor, cabeceras, particion_origen)
+    return reparto.registros()
