@@ -249,3 +249,18 @@ def test_un_evento_rechazado_de_un_paquete_lleva_sus_bytes_originales_y_la_clave
     salida = etapa.etapa.procesar([Registro(0, 0, paquete.clave, paquete.valor, paquete.cabeceras, 0)], etapa.casos)
     (rechazo,) = salida.rechazos
     assert (rechazo.motivo, rechazo.valor, rechazo.clave) == ("campo_demasiado_largo:atributos", raro, b"reniec/EXP-A")
+
+
+def test_un_evento_de_un_lote_del_emisor_llega_al_paquete_con_sus_bytes():
+    """Los eventos de un LoteEventos del emisor se recortan de sus bytes, no se reserializan: el
+    mismo evento con el mapa en otro orden llega igual al paquete (y a rechazados)."""
+    e = _evento("attr", T0, "EXP-A")
+    cabeza = pb.Evento()
+    cabeza.CopyFrom(e)
+    raro = cabeza.SerializeToString() + b"".join(pb.Evento(atributos={f"k{i}": "v"}).SerializeToString()
+                                                for i in reversed(range(5)))
+    assert pb.Evento.FromString(raro).SerializeToString() != raro
+    otro = _evento("otro", T0, "EXP-B").SerializeToString()
+    lote = b"".join(b"\x0a" + bytes([len(x)]) + x for x in (raro, otro))
+    (paquete,) = repartir(b"k", lote, [(CABECERA_LOTE, b"1")], 4, 0)
+    assert paquete.valor == lote

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Sequence
 
 from gpr.v1 import eventos_pb2 as pb
-from servicios.comun.eventos import clave_kafka, decodificar, es_lote
+from servicios.comun.eventos import clave_kafka, decodificar, es_lote, eventos_en_bruto
 from servicios.comun.topicos import CABECERA_LOTE, CABECERA_ORIGEN
 
 
@@ -125,8 +125,12 @@ class Reparto:
             self._salida.append(Repartido(zlib.crc32(clave or b"") % self.particiones, clave, valor, escribibles,
                                           instante))
             return
-        for particion, evento in destinos:
-            bruto = valor if suelto else evento.SerializeToString()
+        # Los bytes de cada evento tal como llegaron (de un lote, recortados de él): el rechazo
+        # de uno lleva lo que mandó el emisor, y no se vuelve a serializar nada.
+        brutos = [valor] if suelto else eventos_en_bruto(valor)
+        if brutos is None or len(brutos) != len(eventos):
+            brutos = [evento.SerializeToString() for evento in eventos]
+        for (particion, evento), bruto in zip(destinos, brutos):
             self._empaquetar(particion, particion_origen, evento, bruto, instante)
 
     def _empaquetar(self, particion: int, particion_origen: int, evento: pb.Evento, bruto: bytes,
