@@ -279,14 +279,18 @@ def test_publicar_con_reintentos_sana_cuando_el_broker_vuelve(tmp_path, caplog):
             rondas.append((ronda, cuantos, type(error).__name__))
             _descongelar(broker)
 
-        try:
-            assert publicador.publicar([evento("p-antes", caso="p-c-antes", t=B)]).todo_aceptado
+        def publicar_congelado(lote):
+            """Publica `lote` con el broker congelado; el primer reintento lo descongela."""
             _congelar(broker)
             try:
-                resumen = publicador.publicar(eventos, reintentos=5, espera_reintento_s=0.2, plazo_s=60,
-                                              al_reintentar=al_reintentar)
+                return publicador.publicar(lote, reintentos=5, espera_reintento_s=0.2, plazo_s=60,
+                                           al_reintentar=al_reintentar)
             finally:
                 _descongelar(broker)
+
+        try:
+            assert publicador.publicar([evento("p-antes", caso="p-c-antes", t=B)]).todo_aceptado
+            resumen = publicar_congelado(eventos)
             assert resumen.todo_aceptado, resumen
             assert rondas and rondas[0][0] == 1, rondas
             # Lo que se publica después sale por el productor nuevo, sin reintentos.
@@ -296,12 +300,7 @@ def test_publicar_con_reintentos_sana_cuando_el_broker_vuelve(tmp_path, caplog):
 
             # Otra vez: otro reemplazo, ninguna línea de registro más dentro del intervalo.
             rondas.clear()
-            _congelar(broker)
-            try:
-                resumen = publicador.publicar(otros, reintentos=5, espera_reintento_s=0.2, plazo_s=60,
-                                              al_reintentar=al_reintentar)
-            finally:
-                _descongelar(broker)
+            resumen = publicar_congelado(otros)
             assert resumen.todo_aceptado, resumen
             assert rondas, "la segunda ronda congelada debía fallar y reintentarse"
             assert publicador.reemplazos == 2

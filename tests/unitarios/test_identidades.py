@@ -175,11 +175,14 @@ def test_los_sueltos_se_empaquetan_por_particion_de_destino_y_de_origen_en_orden
     assert reparto.registros() == []
 
 
-def test_un_paquete_se_cierra_al_llegar_a_su_tope():
+def test_un_paquete_se_cierra_al_llegar_a_su_tope_y_todos_llevan_las_cabeceras_del_lote():
     reparto = Reparto(4, eventos_por_paquete=3)
     for i in range(7):
         reparto.agregar(b"k", _evento(f"e{i}", T0, f"EXP-{i}").SerializeToString(), [], 0)
-    assert [len(_eventos_de(r)) for r in reparto.registros()] == [3, 3, 1]
+    paquetes = reparto.registros([("traceparent", b"t")])
+    assert [len(_eventos_de(r)) for r in paquetes] == [3, 3, 1]
+    assert all(list(r.cabeceras) == [(CABECERA_LOTE, b"1"), (CABECERA_ORIGEN, b"0"), ("traceparent", b"t")]
+               for r in paquetes)
 
 
 def test_un_lote_de_varias_agencias_se_parte_en_un_paquete_por_particion():

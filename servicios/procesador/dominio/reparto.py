@@ -60,9 +60,6 @@ class Repartido:
         self.cabeceras = cabeceras
         self.instante = instante
 
-    def __repr__(self) -> str:
-        return f"Repartido({self.particion}, {self.clave!r}, {len(self.valor or b'')} bytes)"
-
 
 def _varint(n: int) -> bytes:
     partes = bytearray()
@@ -107,7 +104,9 @@ class Reparto:
         self.bytes_por_paquete = bytes_por_paquete
         self.eventos_por_paquete = eventos_por_paquete
         self._salida: list[Repartido] = []
+        # Los paquetes abiertos, y los ya cerrados (llevan además las cabeceras de `registros`).
         self._paquetes: dict[tuple[int, int], _Paquete] = {}
+        self._cerrados: list[Repartido] = []
 
     def agregar(self, clave: bytes | None, valor: bytes | None, cabeceras: Sequence[tuple[str, bytes]],
                 particion_origen: int, instante: float | None = None) -> None:
@@ -150,20 +149,23 @@ class Reparto:
         if instante and (paquete.instante is None or instante > paquete.instante):
             paquete.instante = instante
 
-    def _cerrar(self, clave: tuple[int, int], paquete: _Paquete, cabeceras_extra=()) -> None:
+    def _cerrar(self, clave: tuple[int, int], paquete: _Paquete) -> None:
         particion, particion_origen = clave
-        self._salida.append(Repartido(
-            particion, paquete.clave, b"".join(paquete.partes),
-            [(CABECERA_LOTE, b"1"), (CABECERA_ORIGEN, str(particion_origen).encode()), *cabeceras_extra],
-            paquete.instante))
+        repartido = Repartido(particion, paquete.clave, b"".join(paquete.partes),
+                              [(CABECERA_LOTE, b"1"), (CABECERA_ORIGEN, str(particion_origen).encode())],
+                              paquete.instante)
+        self._salida.append(repartido)
+        self._cerrados.append(repartido)
         del self._paquetes[clave]
 
     def registros(self, cabeceras_extra: Sequence[tuple[str, bytes]] = ()) -> list[Repartido]:
-        """Lo repartido hasta aquí (y vacía el reparto); `cabeceras_extra` van en cada paquete
-        (las de trazas del lote)."""
+        """Lo repartido hasta aquí (y vacía el reparto); `cabeceras_extra` van en cada paquete,
+        también en los que se cerraron antes por llenos (las de trazas del lote)."""
         for clave, paquete in list(self._paquetes.items()):
-            self._cerrar(clave, paquete, cabeceras_extra)
-        salida, self._salida = self._salida, []
+            self._cerrar(clave, paquete)
+        for repartido in self._cerrados:
+            repartido.cabeceras.extend(cabeceras_extra)
+        salida, self._salida, self._cerrados = self._salida, [], []
         return salida
 
 

@@ -21,6 +21,7 @@ import faust.streams
 
 from servicios.terceros.faust.entrega_por_lotes import EntregaPorLotes
 from servicios.terceros.faust.parches import confirmar_hueco, olvidar_entregados
+from servicios.terceros.faust.tablas import enviar_en_lotes
 
 logger = logging.getLogger("gpr.procesador")
 
@@ -116,23 +117,13 @@ class PuertoFaust:
         return await self.app.producer.send(topico, clave, valor, particion, None, cabeceras)
 
     async def enviar_lote(self, topico: str, particion: int, registros: list) -> Any:
-        """Como `TablaEnBloque.enviar`: lotes de Kafka armados aquí (`create_batch`/`send_batch`
-        de aiokafka), sin un futuro ni un paso por el acumulador del productor por registro.
-        Cada registro conserva su instante: la etapa siguiente mide el retraso desde que el
-        emisor lo escribió."""
-        kafka = self.app.producer._ensure_producer()
-        envios = []
-        lote = kafka.create_batch()
-        for clave, valor, cabeceras, instante in registros:
-            marca = int(instante * 1000) if instante else None
-            cabeceras = list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras or ())
-            if lote.append(key=clave, value=valor, timestamp=marca, headers=cabeceras) is None:
-                envios.append(await kafka.send_batch(lote, topico, partition=particion))
-                lote = kafka.create_batch()
-                # Un lote vacío acepta siempre el primer registro, aunque supere el tamaño.
-                lote.append(key=clave, value=valor, timestamp=marca, headers=cabeceras)
-        envios.append(await kafka.send_batch(lote, topico, partition=particion))
-        return asyncio.gather(*envios)
+        """Con `tablas.enviar_en_lotes`, como el changelog. Cada registro conserva su instante:
+        la etapa siguiente mide el retraso desde que el emisor lo escribió."""
+        envios = await enviar_en_lotes(self.app.producer._ensure_producer(), topico, particion, (
+            (clave, valor, int(instante * 1000) if instante else None,
+             list(cabeceras.items()) if isinstance(cabeceras, dict) else list(cabeceras or ()))
+            for clave, valor, cabeceras, instante in registros))
+        return asyncio.gather(*(envio for envio, _ in envios))
 
     async def vaciar(self) -> None:
         # `flush` de faust, corregido (`parches.vaciar_el_bufer_del_todo`) para esperar también

@@ -16,12 +16,30 @@ de RocksDB), sin buscar la partición del evento en curso clave a clave.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rocksdict import WriteBatch
 
 _AUSENTE = object()
+
+
+async def enviar_en_lotes(kafka: Any, topico: str, particion: int, registros: Iterable[tuple]) -> list[tuple[Any, int]]:
+    """Manda `registros` (clave, valor, instante en ms o None, cabeceras) a una partición en
+    lotes de Kafka armados aquí (`create_batch`/`send_batch` de aiokafka): un envío por
+    registro crea un futuro y pasa por el acumulador del productor uno a uno, y con miles de
+    registros por lote eso se notaba. Devuelve, por lote, su futuro y cuántos registros trae."""
+    envios = []
+    lote, en_lote = kafka.create_batch(), 0
+    for clave, valor, marca, cabeceras in registros:
+        if lote.append(key=clave, value=valor, timestamp=marca, headers=cabeceras) is None:
+            envios.append((await kafka.send_batch(lote, topico, partition=particion), en_lote))
+            lote, en_lote = kafka.create_batch(), 0
+            # Un lote vacío acepta siempre el primer registro, aunque supere el tamaño.
+            lote.append(key=clave, value=valor, timestamp=marca, headers=cabeceras)
+        en_lote += 1
+    envios.append((await kafka.send_batch(lote, topico, partition=particion), en_lote))
+    return envios
 
 
 class TablaEnBloque:
@@ -105,31 +123,17 @@ class TablaEnBloque:
         return valor
 
     async def enviar(self, particion: int) -> int:
-        """Manda al changelog lo escrito desde el último envío; devuelve cuántos registros.
-
-        Los registros van en lotes de Kafka armados aquí
-        (`create_batch`/`send_batch` de aiokafka): un envío por registro crea un futuro y pasa
-        por el acumulador del productor uno a uno, y con miles de casos por lote eso se notaba.
-        """
+        """Manda al changelog lo escrito desde el último envío (`enviar_en_lotes`); devuelve
+        cuántos registros."""
         pendientes, self._pendientes = self._pendientes, []
         if not pendientes:
             return 0
-        kafka = self.app.producer._ensure_producer()
-        topico = self.tabla.changelog_topic.get_topic_name()
-        lote, en_lote = kafka.create_batch(), 0
-        for clave, valor in pendientes:
-            if lote.append(key=clave, value=valor, timestamp=None) is None:
-                await self._enviar_lote(kafka, lote, en_lote, topico, particion)
-                lote, en_lote = kafka.create_batch(), 0
-                # Un lote vacío acepta siempre el primer registro, aunque supere el tamaño.
-                lote.append(key=clave, value=valor, timestamp=None)
-            en_lote += 1
-        await self._enviar_lote(kafka, lote, en_lote, topico, particion)
+        envios = await enviar_en_lotes(self.app.producer._ensure_producer(),
+                                       self.tabla.changelog_topic.get_topic_name(), particion,
+                                       ((clave, valor, None, []) for clave, valor in pendientes))
+        # `confirmar` anota el offset del último registro del último lote.
+        self._envios[particion] = envios[-1]
         return len(pendientes)
-
-    async def _enviar_lote(self, kafka: Any, lote: Any, cuantos: int, topico: str, particion: int) -> None:
-        envio = await kafka.send_batch(lote, topico, partition=particion)
-        self._envios[particion] = (envio, cuantos)
 
     def confirmar(self) -> None:
         """Anota el último offset confirmado de cada partición (los envíos aún en vuelo se
